@@ -1,0 +1,43 @@
+"""The per-field table: the contract between the engine (zonal) and everything after it (metrics ... report).
+
+One row per ground-truth field, in the input's order. The reference columns come first, in the reference order
+(`../shared/reference/README.md`, section 4); the extra columns follow. A field that got no pixel keeps its row
+with `n_pixels == 0` and empty predictions. Class histograms travel beside the table as `class_counts`: a
+DataFrame with the same index and one int column per crop name (pixel counts per predicted class).
+"""
+
+from __future__ import annotations
+
+REFERENCE_COLUMNS: tuple[str, ...] = (
+    "field_id",  # str (uuid4 in the real data)
+    "area_m2",  # float, as in the input
+    "normalized_label",  # str, as in the input (may be unknown or null)
+    "year",  # int, as in the input
+    "majority_crop",  # float class id of the histogram's argmax (ties -> lowest id); NaN without pixels
+    "confidence_score",  # float, mean of band 4 over the field's pixels; NaN without pixels
+    "majority_crop_label",  # str crop name of majority_crop; "" without pixels
+    "gt_label",  # str crop name of normalized_label; "" when the label is unknown or null
+    "gt_ml_match",  # Int8 0/1; <NA> when undecidable (no pixels, or no gt_label)
+)
+
+EXTRA_COLUMNS: tuple[str, ...] = (
+    "gt_class",  # Int16 class id of normalized_label; <NA> when unknown or null
+    "label_status",  # "ok" | "variant" (matched after case/space folding) | "unknown" | "null"
+    "n_pixels",  # int, pixels with a valid class 0..31 (nodata excluded)
+    "n_invalid",  # int, pixels whose class is outside 0..31 (counted, not a class)
+    "n_nodata",  # int, pixels under the raster's nodata value (excluded)
+    "purity",  # float, majority pixels / n_pixels
+    "runner_up_crop",  # float class id of the second-largest class in the histogram; NaN if none
+    "runner_up_share",  # float, runner-up pixels / n_pixels (0 when none)
+    "vote_margin",  # float, purity - runner_up_share: the pixel-vote margin (NOT bands 7-8)
+    "tie",  # bool, the majority was a tie broken to the lowest class id
+    "confidence_std",  # float, std of band 4 over the field's pixels
+    "confidence_majority",  # float, mean band 4 over the pixels of the majority class
+    "n_conf_invalid",  # int, pixels whose confidence is outside 0..100 (excluded from the means)
+    "pixel_rule",  # "centre" | "all_touched" (no pixel centre inside: fallback) | "none" (no pixel at all)
+    "geometry_status",  # "ok" | "repaired" | "multipolygon" | "empty" | "outside" | "duplicate_id"
+    "x",  # float, representative point of the field in the raster CRS (for maps and spatial blocks)
+    "y",  # float
+)
+
+FIELD_TABLE_COLUMNS: tuple[str, ...] = REFERENCE_COLUMNS + EXTRA_COLUMNS
