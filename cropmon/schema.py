@@ -35,7 +35,8 @@ EXTRA_COLUMNS: tuple[str, ...] = (
     "confidence_majority",  # float, mean band 4 over the pixels of the majority class
     "n_conf_invalid",  # int, pixels whose confidence is outside 0..100 (excluded from the means)
     "pixel_rule",  # "centre" | "all_touched" (no pixel centre inside: fallback) | "none" (no pixel at all)
-    "geometry_status",  # "ok" | "repaired" | "multipolygon" | "empty" | "outside" | "duplicate_id"
+    "geometry_status",  # "ok" | "repaired" (make_valid) | "multipolygon" | "empty" | "not_polygon" | "outside"
+    "duplicate_id",  # bool, field_id appears more than once in the input (all rows kept)
     "x",  # float, representative point of the field in the raster CRS (for maps and spatial blocks)
     "y",  # float
 )
