@@ -1,0 +1,141 @@
+"""Command line: argv -> RunConfig -> pipeline. The only place that touches argv, logging setup and exit codes.
+
+Exit codes: 0 success, 1 internal error (a bug: traceback logged), 2 bad input or settings (one line with the
+fix), 3 the Dask cluster failed (unreachable, lost its workers), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from cropmon import __version__, errors
+
+log = logging.getLogger("cropmon")
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_CLUSTER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(eval_fraction(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def eval_fraction(text: str) -> float:
+    """'0.0625' or '1/16' -> float."""
+    if "/" in text:
+        num, den = text.split("/", 1)
+        return float(num) / float(den)
+    return float(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cropmon",
+        description="Per-crop agreement of a crop-type model raster with ground-truth fields, on Dask.",
+    )
+    parser.add_argument("--version", action="version", version=f"cropmon {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines (-vv: debug)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="analyse a prediction raster against ground-truth fields")
+    inputs = run.add_argument_group("inputs (default: the digital twin of the u0c AOI, made once)")
+    inputs.add_argument("--raster", help="prediction GeoTIFF (10 bands; class = band 3, confidence = band 4)")
+    inputs.add_argument("--fields", help="ground-truth fields (GeoPackage or any OGR vector file)")
+    inputs.add_argument("--layer", help="layer of the fields file (needed when it has several)")
+    inputs.add_argument("--label-column", help="ground-truth label column (default normalized_label)")
+    inputs.add_argument("--class-band", type=int, help="1-based band of the class ids (default 3)")
+    inputs.add_argument("--confidence-band", type=int, help="1-based band of the confidence (default 4)")
+    inputs.add_argument("--twin-scale", type=_positive_float, help="scale of the default twin (default 1)")
+    run.add_argument("--out", help="output directory (default outputs/<name of the input>/)")
+    run.add_argument("--config", help="TOML file of settings (flags and CROPMON_* variables override it)")
+    cluster = run.add_argument_group("cluster")
+    cluster.add_argument(
+        "--scheduler",
+        help="tcp://HOST:PORT or tls://HOST:PORT of a running scheduler, 'local' (a LocalCluster on 127.0.0.1, "
+        "the default unless DASK_SCHEDULER_ADDRESS is set) or 'threads' (in-process)",
+    )
+    cluster.add_argument("--workers", type=int, help="workers of the local cluster (default: cores, at most 4)")
+    cluster.add_argument("--threads-per-worker", type=int, help="threads per local worker (default 1)")
+    cluster.add_argument("--memory-limit", help="memory limit per local worker (default auto)")
+    cluster.add_argument("--dashboard-address", help="local dashboard address (default 127.0.0.1:8787)")
+    cluster.add_argument("--chunk-rows", type=int, help="raster rows per task (rounded to the file's blocks)")
+    cluster.add_argument("--profile", metavar="FILE.html", help="write a Dask performance report")
+    cluster.add_argument("--tls-ca-file", help="CA certificate for a tls:// scheduler")
+    cluster.add_argument("--tls-cert", help="client certificate for a tls:// scheduler")
+    cluster.add_argument("--tls-key", help="client private key for a tls:// scheduler")
+    run.add_argument("--progress", choices=["auto", "on", "off"], help="progress bar (auto: on a terminal)")
+    run.add_argument("--seed", type=int, help="seed of the active-learning selection (default 0)")
+
+    twin = commands.add_parser("twin", help="write the digital twin of the real u0c AOI")
+    twin.add_argument("--out", required=True, help="directory for predictions.tif and fields.gpkg")
+    twin.add_argument("--scale", type=_positive_float, default=1.0, help="1 = the whole u0c cell; 1/16 for tests")
+    twin.add_argument("--seed", type=int, default=0)
+    twin.add_argument("--compress", choices=["none", "deflate", "lzw"], default="none")
+    return parser
+
+
+def configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("cropmon")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cropmon import pipeline
+    from cropmon.config import build_config
+
+    flags = {
+        name: getattr(args, name)
+        for name in (
+            "raster", "fields", "out", "layer", "label_column", "class_band", "confidence_band", "twin_scale",
+            "scheduler", "workers", "threads_per_worker", "memory_limit", "dashboard_address", "chunk_rows",
+            "profile", "tls_ca_file", "tls_cert", "tls_key", "progress", "seed",
+        )
+    }
+    config = build_config(flags, config_file=args.config)
+    outcome = pipeline.run(config)
+    counts = outcome.manifest["fields"]
+    print(
+        f"cropmon: {counts['n_input']} fields, {counts['n_scored']} scored, "
+        f"{outcome.manifest['timings_s']['total']:.1f} s -> {outcome.out_dir}"
+    )
+    return EXIT_OK
+
+
+def _twin(args: argparse.Namespace) -> int:
+    from cropmon import twin
+
+    paths = twin.make_twin(args.out, scale=args.scale, seed=args.seed, compress=args.compress)
+    print(f"cropmon twin: {paths.raster} and {paths.fields}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # A run logs its stages by default (a progress bar covers the compute on a terminal).
+    configure_logging(args.verbose + (1 if args.command == "run" else 0))
+    try:
+        return {"run": _run, "twin": _twin}[args.command](args)
+    except errors.InputError as exc:
+        print(f"cropmon: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except errors.ClusterError as exc:
+        print(f"cropmon: cluster error: {exc}", file=sys.stderr)
+        return EXIT_CLUSTER
+    except KeyboardInterrupt:
+        print("cropmon: interrupted; previous outputs left as they were", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:
+        log.exception("internal error (a bug in cropmon: please report it with this traceback)")
+        return EXIT_INTERNAL

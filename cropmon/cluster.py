@@ -1,0 +1,214 @@
+"""The only place that makes a Dask client: `--scheduler ADDRESS` | `local` (a LocalCluster on 127.0.0.1) | `threads`.
+
+Also owns running a computation on whichever was chosen: a progress bar on a terminal, log lines otherwise, the
+tasks each worker ran (for the manifest), and a clear failure when the cluster loses all its workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cropmon import errors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """Client TLS material for a `tls://` scheduler (from flags; else Dask's own `distributed.comm.tls` config)."""
+
+    ca_file: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def security(self):
+        from distributed.security import Security
+
+        if not (self.ca_file or self.cert or self.key):
+            return None
+        missing = [name for name, value in (("--tls-ca-file", self.ca_file), ("--tls-cert", self.cert)) if not value]
+        if missing:
+            raise errors.ConfigError(
+                f"TLS needs {' and '.join(missing)} as well", fix="pass --tls-ca-file, --tls-cert (and --tls-key)"
+            )
+        for path in (self.ca_file, self.cert, self.key):
+            if path and not os.path.exists(path):
+                raise errors.MissingFile("TLS file does not exist", path=path, fix="check the --tls-* paths")
+        return Security(
+            tls_ca_file=self.ca_file, tls_client_cert=self.cert, tls_client_key=self.key, require_encryption=True
+        )
+
+
+@dataclass
+class ClusterHandle:
+    """The chosen execution backend and what the manifest says about it."""
+
+    kind: str  # "threads" | "local" | "remote"
+    client: Any = None
+    address: str | None = None
+    dashboard_link: str | None = None
+    tasks_per_worker: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "kind": self.kind,
+            "address": self.address,
+            "dashboard": self.dashboard_link,
+        }
+        if self.client is not None:
+            workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+            info["n_workers"] = len(workers)
+            info["threads"] = sum(w.get("nthreads", 0) for w in workers.values())
+            info["memory_limit_bytes"] = sum(w.get("memory_limit", 0) or 0 for w in workers.values())
+            info["workers"] = {addr: {"tasks": n} for addr, n in sorted(self.tasks_per_worker.items())}
+            info["n_workers_used"] = len(self.tasks_per_worker)
+        else:
+            import dask
+
+            info["n_workers"] = 1
+            info["threads"] = dask.system.CPU_COUNT
+        return info
+
+    def compute(self, graphs: Sequence[Any], *, progress: bool, no_worker_timeout: float = 60.0) -> list[Any]:
+        """Compute all `graphs` in one go and return their values."""
+        import dask
+
+        if self.client is None:
+            with _threads_progress(progress):
+                return list(dask.compute(*graphs, scheduler="threads"))
+        return self._compute_distributed(graphs, progress=progress, no_worker_timeout=no_worker_timeout)
+
+    def _compute_distributed(self, graphs: Sequence[Any], *, progress: bool, no_worker_timeout: float) -> list[Any]:
+        from distributed import get_task_stream, wait
+        from distributed.client import FutureCancelledError
+
+        with get_task_stream(self.client) as stream:
+            futures = self.client.compute(list(graphs))
+            try:
+                if progress:
+                    from distributed import progress as progress_bar
+
+                    progress_bar(futures, notebook=False)
+                self._wait_with_watchdog(futures, wait, no_worker_timeout)
+                results = self.client.gather(futures)
+            except (KeyboardInterrupt, errors.ClusterError):
+                self.client.cancel(futures)
+                raise
+            except FutureCancelledError as exc:
+                raise errors.ClusterError(f"the computation was cancelled on the cluster ({exc})") from exc
+            except Exception as exc:
+                if type(exc).__name__ == "KilledWorker":
+                    raise errors.ClusterError(
+                        f"a task killed its worker repeatedly ({exc}); the workers may be out of memory: give them "
+                        "more memory or pass a smaller --chunk-rows"
+                    ) from exc
+                raise
+        self.tasks_per_worker = dict(Counter(t["worker"] for t in stream.data if "worker" in t))
+        return list(results)
+
+    def _wait_with_watchdog(self, futures, wait, no_worker_timeout: float) -> None:
+        """Wait for the futures; fail clearly when the cluster has had no worker for `no_worker_timeout` s."""
+        without_workers_since: float | None = None
+        while True:
+            done, not_done = wait(futures, timeout=1.0, return_when="ALL_COMPLETED")
+            if not not_done:
+                return
+            if any(f.status == "error" for f in done):
+                return  # gather raises the task's error
+            n_workers = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+            if n_workers:
+                without_workers_since = None
+                continue
+            without_workers_since = without_workers_since or time.monotonic()
+            if time.monotonic() - without_workers_since > no_worker_timeout:
+                raise errors.ClusterError(
+                    f"the cluster at {self.address} has had no worker for {no_worker_timeout:.0f} s and "
+                    f"{len(not_done)} results are missing; start workers (or use --scheduler local) and run again"
+                )
+
+
+@contextlib.contextmanager
+def _threads_progress(progress: bool) -> Iterator[None]:
+    if not progress:
+        yield
+        return
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(out=sys.stderr):
+        yield
+
+
+def resolve_scheduler(scheduler: str | None) -> str:
+    """`--scheduler` wins, then DASK_SCHEDULER_ADDRESS, then a local cluster."""
+    return scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or "local"
+
+
+@contextlib.contextmanager
+def connect(
+    scheduler: str | None,
+    *,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | None = "auto",
+    dashboard_address: str = "127.0.0.1:8787",
+    tls: TLSFiles | None = None,
+    timeout: float = 30.0,
+) -> Iterator[ClusterHandle]:
+    """Yield a ClusterHandle for the chosen backend and close what this function started (never a remote one)."""
+    choice = resolve_scheduler(scheduler)
+    if choice == "threads":
+        yield ClusterHandle(kind="threads")
+        return
+    from distributed import Client, LocalCluster
+
+    if choice == "local":
+        n_workers = workers or max(1, min(os.cpu_count() or 1, 4))
+        with (
+            LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker or 1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=dashboard_address,
+                memory_limit=memory_limit,
+                silence_logs=logging.WARNING,
+            ) as local,
+            Client(local) as client,
+        ):
+            log.info("local Dask cluster: %d workers, dashboard %s", n_workers, client.dashboard_link)
+            yield ClusterHandle(
+                kind="local", client=client, address=local.scheduler_address, dashboard_link=client.dashboard_link
+            )
+        return
+    if "://" not in choice and ":" not in choice:
+        raise errors.ConfigError(
+            f"--scheduler {choice!r} is not an address", fix="use tcp://HOST:PORT, tls://HOST:PORT, local or threads"
+        )
+    security = tls.security() if tls else None
+    if choice.startswith("tls://") and security is None:
+        import dask
+
+        if not dask.config.get("distributed.comm.tls.ca-file", None):
+            raise errors.ConfigError(
+                f"{choice} needs TLS certificates",
+                fix="pass --tls-ca-file, --tls-cert and --tls-key (or set distributed.comm.tls.* in Dask config)",
+            )
+    try:
+        client = Client(choice, security=security, timeout=timeout, set_as_default=False)
+    except OSError as exc:
+        raise errors.ClusterError(
+            f"cannot reach the Dask scheduler at {choice} ({exc}); start it, or use --scheduler local"
+        ) from exc
+    try:
+        log.info("connected to %s, dashboard %s", choice, client.dashboard_link)
+        yield ClusterHandle(kind="remote", client=client, address=choice, dashboard_link=client.dashboard_link)
+    finally:
+        client.close()

@@ -1,0 +1,167 @@
+"""Ground-truth fields made fit for rasterization: labels matched, geometries repaired, reprojected, reported.
+
+Messy but usable input is repaired or reported, never dropped silently: every input row stays in the table with a
+status, and `FieldReport` counts each case with a few examples for the log, the manifest and the report.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from cropmon import labels
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = 5
+
+
+@dataclass
+class FieldReport:
+    """Counts (and up to five example field ids) of every repair, drop and oddity seen in the fields."""
+
+    n_input: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    unknown_labels: dict[str, int] = field(default_factory=dict)
+    overlapping_pairs: int = 0
+
+    def add(self, case: str, field_ids: pd.Series | np.ndarray) -> None:
+        ids = [str(v) for v in np.asarray(field_ids)]
+        if ids:
+            self.counts[case] = self.counts.get(case, 0) + len(ids)
+            self.examples.setdefault(case, []).extend(ids[: EXAMPLES - len(self.examples.get(case, []))])
+
+    def as_manifest(self) -> dict[str, Any]:
+        return {
+            "n_input": self.n_input,
+            "counts": dict(sorted(self.counts.items())),
+            "examples": self.examples,
+            "unknown_labels": self.unknown_labels,
+            "overlapping_pairs": self.overlapping_pairs,
+        }
+
+
+@dataclass
+class PreparedFields:
+    """One row per input field (input order) plus its rasterizable geometry in the raster's CRS."""
+
+    table: pd.DataFrame  # attributes + gt_class, gt_label, label_status, geometry_status, duplicate_id, x, y
+    geometry: np.ndarray  # shapely geometries in the raster CRS; None where unusable
+    report: FieldReport
+
+
+def match_labels(normalized_label: pd.Series) -> pd.DataFrame:
+    """gt_class / gt_label / label_status for each label (case- and whitespace-insensitive alias match)."""
+    gt_class = labels.label_classes(normalized_label)
+    is_null = normalized_label.isna().to_numpy()
+    exact = normalized_label.map(lambda v: isinstance(v, str) and v in labels.ALIAS_CLASS).to_numpy(dtype=bool)
+    status = np.where(is_null, "null", np.where(gt_class.isna(), "unknown", np.where(exact, "ok", "variant")))
+    gt_label = gt_class.map(lambda c: labels.CROP_NAMES[int(c)] if pd.notna(c) else "").astype(object)
+    return pd.DataFrame(
+        {"gt_class": gt_class.to_numpy(), "gt_label": gt_label.to_numpy(), "label_status": status},
+        index=normalized_label.index,
+    )
+
+
+def repair_geometries(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Repair invalid polygons with make_valid (keeping their polygonal part) and classify every geometry.
+
+    Returns (geometries, status) where status is ok | repaired | multipolygon | empty | not_polygon and the
+    geometry is None for empty and non-polygonal input.
+    """
+    geometry = np.asarray(geometry, dtype=object)
+    status = np.full(len(geometry), "ok", dtype=object)
+    missing = shapely.is_missing(geometry) | shapely.is_empty(geometry)
+    type_ids = shapely.get_type_id(geometry)
+    polygonal = np.isin(type_ids, [shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON])
+    status[~missing & ~polygonal] = "not_polygon"
+    status[missing] = "empty"
+    invalid = polygonal & ~missing & ~shapely.is_valid(geometry)
+    if invalid.any():
+        repaired = shapely.make_valid(geometry[invalid])
+        repaired = np.array([_polygonal_part(g) for g in repaired], dtype=object)
+        geometry = geometry.copy()
+        geometry[invalid] = repaired
+        status[invalid] = np.where(shapely.is_empty(repaired), "empty", "repaired")
+    multi = (status == "ok") & (shapely.get_type_id(geometry) == shapely.GeometryType.MULTIPOLYGON)
+    status[multi] = "multipolygon"
+    usable = np.isin(status, ["ok", "repaired", "multipolygon"])
+    out = np.where(usable, geometry, None)
+    return out, status
+
+
+def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry:
+    """The polygons of a make_valid result (which may be a collection with lines and points)."""
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(parts) if parts else shapely.Polygon()
+
+
+def count_overlapping_pairs(geometry: np.ndarray) -> tuple[int, np.ndarray]:
+    """Pairs of fields whose interiors intersect (shared edges do not count), and the rows involved."""
+    usable = np.flatnonzero(~shapely.is_missing(geometry))
+    if len(usable) < 2:
+        return 0, np.empty(0, dtype=np.int64)
+    geoms = geometry[usable]
+    tree = shapely.STRtree(geoms)
+    pairs = [tree.query(geoms, predicate=p) for p in ("overlaps", "contains")]
+    left = np.concatenate([p[0] for p in pairs])
+    right = np.concatenate([p[1] for p in pairs])
+    keep = left != right
+    left, right = np.minimum(left[keep], right[keep]), np.maximum(left[keep], right[keep])
+    unique_pairs = np.unique(np.stack([left, right], axis=1), axis=0) if len(left) else np.empty((0, 2), int)
+    return len(unique_pairs), usable[np.unique(unique_pairs.ravel())]
+
+
+def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_label") -> PreparedFields:
+    """Match labels, repair and reproject geometries to the raster's CRS, flag duplicates and overlaps."""
+    report = FieldReport(n_input=len(fields))
+    table = pd.DataFrame(fields.drop(columns=fields.geometry.name))
+    table = table.reset_index(drop=True)
+    if "field_id" not in table.columns:
+        table["field_id"] = [f"row-{i}" for i in range(len(table))]
+        report.add("field_id_missing_generated", table["field_id"].head(EXAMPLES))
+    if label_column != "normalized_label":
+        table["normalized_label"] = table[label_column]
+
+    matched = match_labels(table["normalized_label"])
+    table = table.join(matched)
+    for case in ("unknown", "null", "variant"):
+        rows = table["label_status"] == case
+        report.add(f"label_{case}", table.loc[rows, "field_id"])
+    unknown = table.loc[table["label_status"] == "unknown", "normalized_label"]
+    report.unknown_labels = {str(k): int(v) for k, v in unknown.value_counts().items()}
+
+    geometry = fields.geometry
+    if fields.crs is not None and not fields.crs.equals(raster_crs):
+        log.info("reprojecting %d fields from %s to the raster CRS %s", len(fields), fields.crs, raster_crs)
+        report.counts["reprojected_from"] = 1
+        report.examples["reprojected_from"] = [fields.crs.to_string()]
+        geometry = geometry.to_crs(raster_crs)
+    geoms, status = repair_geometries(geometry.to_numpy())
+    table["geometry_status"] = status
+    for case in ("repaired", "multipolygon", "empty", "not_polygon"):
+        report.add(f"geometry_{case}", table.loc[status == case, "field_id"])
+
+    duplicated = table["field_id"].duplicated(keep=False) & table["field_id"].notna()
+    table["duplicate_id"] = duplicated.to_numpy()
+    report.add("duplicate_field_id", table.loc[duplicated, "field_id"].drop_duplicates())
+
+    n_pairs, overlapping_rows = count_overlapping_pairs(geoms)
+    report.overlapping_pairs = n_pairs
+    report.add("overlapping_fields", table.loc[overlapping_rows, "field_id"])
+
+    points = shapely.point_on_surface(np.where(shapely.is_missing(geoms), shapely.Point(), geoms))
+    table["x"] = shapely.get_x(points)
+    table["y"] = shapely.get_y(points)
+    for case, n in sorted(report.counts.items()):
+        if case != "reprojected_from":
+            log.info("fields: %s = %d (e.g. %s)", case, n, ", ".join(report.examples.get(case, [])[:3]))
+    return PreparedFields(table=table, geometry=geoms, report=report)

@@ -1,0 +1,335 @@
+"""I/O at the edges: open the prediction raster lazily, read the ground-truth fields, write outputs atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cropmon import errors
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_ROWS = 256
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What cropmon needs to know about the prediction raster, read from its header (no pixel is read)."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    crs: str
+    transform: tuple[float, ...]  # affine a, b, c, d, e, f
+    nodata: float | None
+    block_shape: tuple[int, int]  # rows, cols of the file's internal blocks (strips or tiles)
+    interleave: str | None
+    compression: str | None
+    descriptions: tuple[str | None, ...]
+    size_bytes: int
+    class_band: int  # 1-based
+    confidence_band: int  # 1-based
+
+    def as_manifest(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "crs": self.crs,
+            "shape": [self.height, self.width],
+            "bands": self.count,
+            "dtypes": list(dict.fromkeys(self.dtypes)),
+            "transform": list(self.transform),
+            "nodata": self.nodata,
+            "layout": {
+                "block_shape": list(self.block_shape),
+                "interleave": self.interleave,
+                "compression": self.compression,
+            },
+            "band_descriptions": list(self.descriptions),
+            "class_band": self.class_band,
+            "confidence_band": self.confidence_band,
+        }
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise errors.MissingFile(f"{what} does not exist", path=path, fix=f"check the path of the {what}")
+    if path.is_dir() and path.suffix.lower() not in {".gdb", ".parquet"}:
+        raise errors.MissingFile(f"{what} is a directory, not a file", path=path, fix=f"pass the {what} file itself")
+    if not os.access(path, os.R_OK):
+        raise errors.MissingFile(f"{what} is not readable", path=path, fix="fix its permissions")
+
+
+def inspect_raster(path: str | Path, *, class_band: int = 3, confidence_band: int = 4) -> RasterInfo:
+    """Validate the prediction raster's header and return its description.
+
+    Raises typed errors for a missing/unreadable file, a file GDAL cannot open as a raster, band indexes out of
+    range, a non-integer class band, and a missing CRS.
+    """
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    path = Path(path)
+    _require_file(path, "raster")
+    try:
+        with rasterio.open(path) as src:
+            info = RasterInfo(
+                path=str(path),
+                width=src.width,
+                height=src.height,
+                count=src.count,
+                dtypes=tuple(src.dtypes),
+                crs=src.crs.to_string() if src.crs else "",
+                transform=tuple(src.transform)[:6],
+                nodata=src.nodata,
+                block_shape=tuple(src.block_shapes[0]) if src.count else (1, src.width),
+                interleave=src.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE"),
+                compression=src.tags(ns="IMAGE_STRUCTURE").get("COMPRESSION"),
+                descriptions=tuple(src.descriptions),
+                size_bytes=path.stat().st_size,
+                class_band=class_band,
+                confidence_band=confidence_band,
+            )
+    except RasterioIOError as exc:
+        raise errors.NotARaster(
+            f"not a readable GeoTIFF/raster ({_first_line(exc)})",
+            path=path,
+            fix="pass the prediction GeoTIFF (is the file truncated or still downloading?)",
+        ) from exc
+    for name, band in (("class", class_band), ("confidence", confidence_band)):
+        if not 1 <= band <= info.count:
+            raise errors.MissingBand(
+                f"the {name} band {band} does not exist: the raster has {info.count} band(s)",
+                path=path,
+                fix=f"pass --{name}-band N with 1 <= N <= {info.count} (the real layout has 10 bands, class = 3,"
+                " confidence = 4)",
+            )
+    class_dtype = np.dtype(info.dtypes[class_band - 1])
+    if class_dtype.kind not in "iu":
+        raise errors.BadBandType(
+            f"the class band {class_band} is {class_dtype}, not an integer type",
+            path=path,
+            fix="pass the band holding integer class ids with --class-band",
+        )
+    if not info.crs:
+        raise errors.MissingCRS(
+            "the raster has no CRS",
+            path=path,
+            fix="set one, e.g. `gdal_edit.py -a_srs EPSG:4326 FILE` (the real predictions are EPSG:4326)",
+        )
+    return info
+
+
+def chunk_rows_for(info: RasterInfo, requested: int | None) -> int:
+    """Rows per chunk: a multiple of the file's block height, so each task reads whole strips/tiles once."""
+    block_rows = max(1, info.block_shape[0])
+    rows = requested or DEFAULT_CHUNK_ROWS
+    rows = max(block_rows, (rows // block_rows) * block_rows)
+    log.debug("chunk rows %d (file block %s, requested %s)", rows, info.block_shape, requested)
+    return min(rows, max(info.height, 1))
+
+
+def open_prediction_bands(info: RasterInfo, *, chunk_rows: int):
+    """The class and confidence bands as one lazy (2, y, x) xarray DataArray, chunked in full-width row bands.
+
+    Band selection happens before chunking, so each chunk is one `read(indexes=[class, conf], window)` call:
+    for a pixel-interleaved striped file the strips are read once for both bands. `lock=False` gives every read
+    its own file handle, so reads run in parallel.
+    """
+    import rioxarray
+
+    arr = rioxarray.open_rasterio(info.path, lock=False, cache=False, masked=False)
+    arr = arr.isel(band=[info.class_band - 1, info.confidence_band - 1])
+    return arr.chunk({"band": 2, "y": chunk_rows, "x": -1})
+
+
+def read_raster_window(info: RasterInfo, *, row_off: int, col_off: int, height: int, width: int) -> np.ndarray:
+    """Class and confidence of a small window (2, h, w), for the report's map window."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(info.path) as src:
+        return src.read([info.class_band, info.confidence_band], window=Window(col_off, row_off, width, height))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fields
+
+
+def list_vector_layers(path: Path) -> list[str]:
+    import pyogrio
+
+    try:
+        return [str(name) for name in pyogrio.list_layers(path)[:, 0]]
+    except Exception as exc:  # pyogrio raises DataSourceError and friends
+        raise errors.NotAVectorFile(
+            f"not a readable vector file ({_first_line(exc)})",
+            path=path,
+            fix="pass the ground-truth GeoPackage (is it truncated or corrupted?)",
+        ) from exc
+
+
+def read_fields(path: str | Path, *, layer: str | None = None, label_column: str = "normalized_label"):
+    """Read the ground-truth fields as a GeoDataFrame, in file order, after checking layer, columns and CRS."""
+    import pyogrio
+
+    path = Path(path)
+    _require_file(path, "fields file")
+    layers = list_vector_layers(path)
+    if not layers:
+        raise errors.LayerError("the file has no layer", path=path, fix="pass a vector file with a polygon layer")
+    if layer is None:
+        if len(layers) > 1:
+            raise errors.LayerError(
+                f"the file has {len(layers)} layers ({', '.join(layers[:8])}) and none was chosen",
+                path=path,
+                fix="choose one with --layer NAME",
+            )
+        layer = layers[0]
+    elif layer not in layers:
+        raise errors.LayerError(
+            f"layer {layer!r} does not exist (layers: {', '.join(layers[:8])})", path=path, fix="fix --layer"
+        )
+    try:
+        fields = pyogrio.read_dataframe(path, layer=layer, use_arrow=True)
+    except Exception as exc:
+        raise errors.NotAVectorFile(
+            f"layer {layer!r} cannot be read ({_first_line(exc)})",
+            path=path,
+            fix="the file may be truncated or its table broken: re-export it (e.g. ogr2ogr)",
+        ) from exc
+    if len(fields) == 0:
+        raise errors.EmptyInput(f"layer {layer!r} has no features", path=path, fix="pass a layer with field polygons")
+    if label_column not in fields.columns:
+        columns = ", ".join(c for c in fields.columns if c != fields.geometry.name)
+        raise errors.MissingColumn(
+            f"label column {label_column!r} is missing; the columns are: {columns}",
+            path=path,
+            fix="name the ground-truth label column with --label-column",
+        )
+    if fields.crs is None:
+        raise errors.MissingCRS(
+            "the fields have no CRS", path=path, fix="assign one, e.g. `ogr2ogr -a_srs EPSG:4326 OUT.gpkg IN.gpkg`"
+        )
+    fields.attrs["source"] = {"path": str(path), "layer": layer, "size_bytes": path.stat().st_size}
+    return fields
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# outputs
+
+
+@dataclass
+class StagedOutput:
+    """A staging directory whose content replaces `final` only when the run succeeds."""
+
+    final: Path
+    staging: Path
+    written: list[str] = field(default_factory=list)
+
+    def path(self, name: str) -> Path:
+        self.written.append(name)
+        return self.staging / name
+
+
+@contextlib.contextmanager
+def atomic_output_dir(final: str | Path) -> Iterator[StagedOutput]:
+    """Write a run's outputs into a hidden sibling directory and swap it in on success.
+
+    On any failure or interrupt (including KeyboardInterrupt) the staging directory is removed and the previous
+    outputs stay as they were. The swap is two renames on one file system; a leftover `.NAME.previous-*` from a
+    crash between them is restored on the next run.
+    """
+    final = Path(final).resolve()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _restore_interrupted_swap(final)
+        staging = final.parent / f".{final.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+    except OSError as exc:
+        raise errors.OutputError(
+            f"cannot create the output directory ({exc.strerror})", path=final, fix="choose a writable --out"
+        ) from exc
+    staged = StagedOutput(final=final, staging=staging)
+    try:
+        yield staged
+        previous = final.parent / f".{final.name}.previous-{os.getpid()}"
+        if final.exists():
+            final.rename(previous)
+        staging.rename(final)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _restore_interrupted_swap(final: Path) -> None:
+    for leftover in final.parent.glob(f".{final.name}.staging-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    previous = sorted(final.parent.glob(f".{final.name}.previous-*"))
+    if previous and not final.exists():
+        previous[-1].rename(final)
+        log.warning("restored the outputs of an interrupted run into %s", final)
+    for stale in final.parent.glob(f".{final.name}.previous-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def check_writable(out_dir: str | Path) -> None:
+    """Fail before any work when the output directory cannot be written."""
+    out_dir = Path(out_dir).resolve()
+    parent = out_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise errors.OutputError(
+            f"the output directory cannot be written ({parent} is not a writable directory)",
+            path=out_dir,
+            fix="choose a writable --out",
+        )
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if value is pd.NA:
+        return None
+    return str(value)
+
+
+def write_field_outputs(fields, class_counts: pd.DataFrame, staged: StagedOutput) -> None:
+    """fields.gpkg (layer `fields`), fields.parquet (GeoParquet) and field_class_counts.parquet."""
+    import pyogrio
+
+    pyogrio.write_dataframe(fields, staged.path("fields.gpkg"), layer="fields", driver="GPKG")
+    fields.to_parquet(staged.path("fields.parquet"), index=False)
+    counts = class_counts.copy()
+    counts.insert(0, "field_id", fields["field_id"].to_numpy())
+    counts.to_parquet(staged.path("field_class_counts.parquet"), index=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,330 @@
+"""run(config): the only place that computes. read -> rasterize -> zonal (one Dask compute) -> outputs.
+
+`analyse_fields` is the engine as a library call (inputs in, per-field table out); `run` adds the cluster, the
+outputs on disk (atomically), the diagnosis and the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cropmon import __version__, errors
+from cropmon import fields as fields_mod
+from cropmon import io as cio
+from cropmon.cluster import ClusterHandle, TLSFiles, connect
+from cropmon.config import RunConfig
+from cropmon.labels import CROP_NAMES
+from cropmon.rasterize import FieldLayout, RowChunks, label_grid, layout_fields
+from cropmon.schema import FIELD_TABLE_COLUMNS
+from cropmon.zonal import field_statistics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageTimer:
+    """Wall-clock seconds per named stage, in order."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        log.info("%s ...", name)
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 3)
+            log.info("%s done in %.2f s", name, self.seconds[name])
+
+
+@dataclass
+class FieldResults:
+    """The engine's output: the per-field table (schema columns + geometry), class histograms, what was seen."""
+
+    table: Any  # geopandas.GeoDataFrame, input order, geometry in the input CRS
+    class_counts: pd.DataFrame
+    report: fields_mod.FieldReport
+    raster: cio.RasterInfo
+    layout: FieldLayout
+    timings: dict[str, float]
+
+
+def build_field_graph(info: cio.RasterInfo, prepared: fields_mod.PreparedFields, *, chunk_rows: int):
+    """The lazy computation (nothing is computed here): per-owning-chunk delayed summaries and the layout."""
+    from affine import Affine
+
+    chunks = RowChunks(
+        height=info.height, width=info.width, transform=Affine(*info.transform), chunk_rows=chunk_rows
+    )
+    layout = layout_fields(prepared.geometry, chunks)
+    if layout.n_labels == 0:
+        raise errors.NoOverlap(
+            f"none of the {len(prepared.geometry)} fields overlaps the raster (raster bounds in {info.crs}: "
+            f"{_raster_bounds(info)})",
+            path=prepared.table.attrs.get("source", {}).get("path"),
+            fix="check that the fields and the raster cover the same area (and that their CRS are right)",
+        )
+    bands = cio.open_prediction_bands(info, chunk_rows=chunk_rows)
+    grid, fallbacks = label_grid(prepared.geometry, layout)
+    return field_statistics(bands, grid, fallbacks, layout, nodata=info.nodata), layout
+
+
+def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, summaries: list[dict], geometry):
+    """Per-field table in input order: the reference columns first, then the extras, then the geometry."""
+    import geopandas as gpd
+
+    table = prepared.table.copy()
+    n = len(table)
+    counts = np.zeros((n, len(CROP_NAMES)), dtype=np.int32)
+    columns: dict[str, np.ndarray] = {
+        "n_pixels": np.zeros(n, np.int64),
+        "n_invalid": np.zeros(n, np.int64),
+        "n_nodata": np.zeros(n, np.int64),
+        "n_conf_invalid": np.zeros(n, np.int64),
+        "tie": np.zeros(n, bool),
+        "pixel_rule": np.full(n, "none", dtype=object),
+    }
+    for name in ("majority_crop", "purity", "runner_up_crop", "runner_up_share", "vote_margin",
+                 "confidence_score", "confidence_std", "confidence_majority"):
+        columns[name] = np.full(n, np.nan)
+    for part in summaries:
+        rows = layout.row_of_label[part["label"] - 1]
+        counts[rows] = part["class_counts"]
+        for name, values in columns.items():
+            values[rows] = part[name]
+    for name, values in columns.items():
+        table[name] = values
+
+    outside = (layout.label_of_row == 0) & (table["geometry_status"] == "ok").to_numpy()
+    table.loc[outside, "geometry_status"] = "outside"
+    prepared.report.add("outside_raster", table.loc[outside, "field_id"])
+    no_pixel = (table["n_pixels"] == 0) & (table["geometry_status"] != "outside")
+    prepared.report.add("no_pixel", table.loc[no_pixel & (layout.label_of_row > 0), "field_id"])
+    prepared.report.add("all_touched_fallback", table.loc[table["pixel_rule"] == "all_touched", "field_id"])
+    prepared.report.add("majority_tie", table.loc[table["tie"], "field_id"])
+
+    has_pixels = table["n_pixels"].to_numpy() > 0
+    majority = table["majority_crop"].to_numpy()
+    table["majority_crop_label"] = [CROP_NAMES[int(c)] if ok else "" for c, ok in zip(majority, has_pixels)]
+    gt = table["gt_class"]
+    decidable = has_pixels & gt.notna().to_numpy()
+    match = pd.array(np.full(n, pd.NA), dtype="Int8")
+    match[decidable] = (majority[decidable] == gt.to_numpy(dtype=float, na_value=np.nan)[decidable]).astype(int)
+    table["gt_ml_match"] = match
+
+    ordered = [c for c in FIELD_TABLE_COLUMNS if c in table.columns]
+    rest = [c for c in table.columns if c not in ordered]
+    out = gpd.GeoDataFrame(table[ordered + rest], geometry=geometry.to_numpy(), crs=geometry.crs)
+    class_counts = pd.DataFrame(counts, columns=list(CROP_NAMES), index=out.index)
+    return out, class_counts
+
+
+def analyse_fields(
+    raster: str | Path,
+    fields: str | Path,
+    *,
+    scheduler: str | None = "threads",
+    cluster: ClusterHandle | None = None,
+    chunk_rows: int | None = None,
+    layer: str | None = None,
+    label_column: str = "normalized_label",
+    class_band: int = 3,
+    confidence_band: int = 4,
+    progress: bool = False,
+) -> FieldResults:
+    """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute)."""
+    timer = StageTimer()
+    with timer.stage("inspect raster"):
+        info = cio.inspect_raster(raster, class_band=class_band, confidence_band=confidence_band)
+    with timer.stage("read fields"):
+        source = cio.read_fields(fields, layer=layer, label_column=label_column)
+    with timer.stage("prepare fields"):
+        prepared = fields_mod.prepare_fields(source, raster_crs=info.crs, label_column=label_column)
+        prepared.table.attrs["source"] = source.attrs.get("source", {})
+    with timer.stage("build graph"):
+        rows = cio.chunk_rows_for(info, chunk_rows)
+        graph, layout = build_field_graph(info, prepared, chunk_rows=rows)
+    handle_cm = contextlib.nullcontext(cluster) if cluster is not None else connect(scheduler)
+    with handle_cm as handle, timer.stage("compute"):
+        summaries = handle.compute(graph, progress=progress)
+    with timer.stage("assemble table"):
+        table, class_counts = assemble_table(prepared, layout, summaries, source.geometry)
+    return FieldResults(
+        table=table,
+        class_counts=class_counts,
+        report=prepared.report,
+        raster=info,
+        layout=layout,
+        timings=timer.seconds,
+    )
+
+
+def _raster_bounds(info: cio.RasterInfo) -> list[float]:
+    a, _, c, _, e, f = info.transform
+    return [round(c, 6), round(f + e * info.height, 6), round(c + a * info.width, 6), round(f, 6)]
+
+
+def versions() -> dict[str, str]:
+    """Versions of cropmon, Python and the libraries that shape the results."""
+    import importlib.metadata as md
+
+    out = {"cropmon": __version__, "python": platform.python_version()}
+    for dist in ("dask", "distributed", "xarray", "rioxarray", "flox", "rasterio", "shapely", "pyogrio",
+                 "geopandas", "numpy", "pandas", "scikit-learn", "matplotlib"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "absent"
+    import rasterio
+
+    out["gdal"] = rasterio.__gdal_version__
+    return out
+
+
+def default_out_dir(config: RunConfig, raster: str, *, twin: bool) -> Path:
+    if config.out:
+        return Path(config.out)
+    return Path("outputs") / ("twin" if twin else Path(raster).stem)
+
+
+def _want_progress(config: RunConfig) -> bool:
+    return config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
+
+
+@dataclass
+class RunOutcome:
+    out_dir: Path
+    manifest: dict[str, Any]
+    results: FieldResults
+
+
+def resolve_inputs(config: RunConfig, *, progress: bool) -> tuple[str, str, bool]:
+    """The raster and fields to analyse: the given ones, or the digital twin (made once, then reused)."""
+    if config.raster and config.fields:
+        return config.raster, config.fields, False
+    from cropmon import twin
+
+    paths = twin.ensure_twin(scale=config.twin_scale, progress=_twin_progress() if progress else None)
+    return str(paths.raster), str(paths.fields), True
+
+
+def _twin_progress():
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc="making the digital twin (once)", unit="%", file=sys.stderr)
+
+    def update(step: str, fraction: float) -> None:
+        bar.set_postfix_str(step)
+        bar.n = round(100 * fraction)
+        bar.refresh()
+        if fraction >= 1:
+            bar.close()
+
+    return update
+
+
+def run(config: RunConfig) -> RunOutcome:
+    """The whole job: inputs -> per-field table on the cluster -> outputs written atomically -> manifest."""
+    started = time.time()
+    timer = StageTimer()
+    progress = _want_progress(config)
+    with timer.stage("inputs"):
+        raster, fields, is_twin = resolve_inputs(config, progress=progress)
+        out_dir = default_out_dir(config, raster, twin=is_twin)
+        cio.check_writable(out_dir)
+        cio.inspect_raster(raster, class_band=config.class_band, confidence_band=config.confidence_band)
+    tls = TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key)
+    with connect(
+        config.scheduler,
+        workers=config.workers,
+        threads_per_worker=config.threads_per_worker,
+        memory_limit=config.memory_limit,
+        dashboard_address=config.dashboard_address,
+        tls=tls,
+    ) as handle:
+        if handle.dashboard_link:
+            print(f"Dask dashboard: {handle.dashboard_link}", file=sys.stderr)
+        with _performance_report(handle, config.profile):
+            results = analyse_fields(
+                raster,
+                fields,
+                cluster=handle,
+                chunk_rows=config.chunk_rows,
+                layer=config.layer,
+                label_column=config.label_column,
+                class_band=config.class_band,
+                confidence_band=config.confidence_band,
+                progress=progress,
+            )
+        cluster_info = handle.describe()
+    timer.seconds.update(results.timings)
+    manifest = {
+        "cropmon_version": __version__,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "inputs": {
+            "raster": results.raster.as_manifest(),
+            "fields": {
+                **results.table.attrs.get("source", {}),
+                "crs": str(results.table.crs),
+                "n_fields": len(results.table),
+            },
+            "digital_twin": is_twin,
+        },
+        "settings": config.as_manifest(),
+        "versions": versions(),
+        "cluster": cluster_info,
+        "fields": _field_counts(results),
+        "timings_s": timer.seconds,
+    }
+    with cio.atomic_output_dir(out_dir) as staged:
+        with timer.stage("write outputs"):
+            cio.write_field_outputs(results.table, results.class_counts, staged)
+        manifest["timings_s"] = {**timer.seconds, "total": round(time.time() - started, 3)}
+        manifest["outputs"] = sorted([*staged.written, "run.json"])
+        cio.write_json(staged.path("run.json"), manifest)
+    log.info("outputs in %s (%.1f s)", out_dir, manifest["timings_s"]["total"])
+    return RunOutcome(out_dir=Path(out_dir), manifest=manifest, results=results)
+
+
+def _field_counts(results: FieldResults) -> dict[str, Any]:
+    table = results.table
+    report = results.report.as_manifest()
+    analysed = int((table["n_pixels"] > 0).sum())
+    return {
+        "n_input": len(table),
+        "n_with_pixels": analysed,
+        "n_without_pixels": len(table) - analysed,
+        "n_scored": int(table["gt_ml_match"].notna().sum()),
+        "pixel_rule": table["pixel_rule"].value_counts().to_dict(),
+        "geometry_status": table["geometry_status"].value_counts().to_dict(),
+        "label_status": table["label_status"].value_counts().to_dict(),
+        **report,
+    }
+
+
+@contextlib.contextmanager
+def _performance_report(handle: ClusterHandle, path: str | None) -> Iterator[None]:
+    if not path:
+        yield
+        return
+    if handle.client is None:
+        raise errors.ConfigError(
+            "--profile needs a distributed scheduler", fix="use --scheduler local (the default) or an address"
+        )
+    from distributed import performance_report
+
+    with performance_report(filename=path):
+        yield
+    log.info("Dask performance report: %s", path)

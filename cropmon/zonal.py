@@ -1,0 +1,181 @@
+"""Per-field class histograms and confidence statistics with flox, chunk by chunk, then per-field summaries.
+
+For each row chunk, flox groups the chunk's pixels by (field, class) and sums four channels: pixel count, count
+of valid confidences, sum of confidence, sum of squared confidence. Field ids are made local to the chunk first,
+so each chunk's intermediate is (fields touching the chunk x 34 classes), never (all fields x 34): memory follows
+the chunk, not the AOI. Each field is then finished by the chunk that owns it (its first row), which adds the
+partials of the few following chunks its pixels reach. The mode is the histogram's argmax (flox's `mode` has no
+chunked version), which also gives purity and the runner-up class at no extra read.
+
+Class slots: 0..31 the crop classes, 32 = a value outside 0..31 (counted, not a class), 33 = nodata (excluded).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cropmon.labels import INVALID_CLASS, N_CLASSES
+from cropmon.rasterize import FallbackPixels
+
+log = logging.getLogger(__name__)
+
+NODATA_SLOT = N_CLASSES + 1
+N_SLOTS = N_CLASSES + 2  # 32 classes + invalid + nodata
+CHANNELS = ("pixels", "conf_count", "conf_sum", "conf_sq_sum")
+
+
+@dataclass(frozen=True)
+class ChunkPartial:
+    """Histogram sums of one chunk for the fields touching it: (4 channels, fields, 34 slots) int64."""
+
+    labels: np.ndarray  # field labels, ascending
+    sums: np.ndarray
+    fallback_labels: np.ndarray  # fields with all-touched sums in this chunk (no pixel centre here)
+    fallback_sums: np.ndarray
+
+
+def class_slots(classes: np.ndarray, confidence: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Histogram slot of each pixel: its class, INVALID_CLASS when outside 0..31, NODATA_SLOT under nodata."""
+    slots = classes.astype(np.int64, copy=True)
+    slots[(classes < 0) | (classes >= N_CLASSES)] = INVALID_CLASS
+    if nodata is not None and not np.isnan(nodata):
+        slots[(classes == nodata) | (confidence == nodata)] = NODATA_SLOT
+    return slots
+
+
+def _grouped_sums(classes: np.ndarray, confidence: np.ndarray, codes: np.ndarray, n_groups: int, nodata) -> np.ndarray:
+    """flox: sum the four channels by (local field code, class slot). Pixels with code < 0 are ignored."""
+    from flox import groupby_reduce
+
+    keep = codes >= 0
+    codes, classes, confidence = codes[keep], classes[keep], confidence[keep].astype(np.int64)
+    if len(codes) == 0:
+        return np.zeros((len(CHANNELS), n_groups, N_SLOTS), dtype=np.int64)
+    slots = class_slots(classes, confidence, nodata)
+    conf_ok = (confidence >= 0) & (confidence <= 100) & (slots != NODATA_SLOT)
+    conf = np.where(conf_ok, confidence, 0)
+    values = np.stack([np.ones_like(conf), conf_ok.astype(np.int64), conf, conf * conf])
+    sums, *_ = groupby_reduce(
+        values,
+        codes,
+        slots,
+        func="sum",
+        expected_groups=(pd.RangeIndex(n_groups), pd.RangeIndex(N_SLOTS)),
+        axis=-1,
+        fill_value=0,
+        dtype=np.int64,
+        engine="numpy",
+    )
+    return sums
+
+
+def chunk_partial(
+    bands: np.ndarray, grid: np.ndarray, fallback: FallbackPixels, touching: np.ndarray, nodata: float | None
+) -> ChunkPartial:
+    """Sums of one chunk. `bands` is (2, rows, cols): class then confidence; `grid` holds the field labels."""
+    classes = bands[0].ravel()
+    confidence = bands[1].ravel()
+    labels = grid.ravel()
+    if len(touching) == 0:
+        empty = np.zeros((len(CHANNELS), 0, N_SLOTS), dtype=np.int64)
+        return ChunkPartial(touching, empty, np.empty(0, np.int64), empty)
+    lo, hi = int(touching[0]), int(touching[-1])
+    lookup = np.full(hi - lo + 2, -1, dtype=np.int64)  # last slot: labels outside [lo, hi] (0 = no field)
+    lookup[touching - lo] = np.arange(len(touching))
+    index = labels.astype(np.int64) - lo
+    index[(index < 0) | (index > hi - lo)] = hi - lo + 1
+    sums = _grouped_sums(classes, confidence, lookup[index], len(touching), nodata)
+
+    fb_labels, fb_codes = np.unique(fallback.labels, return_inverse=True)
+    fb_sums = _grouped_sums(
+        classes[fallback.pixels], confidence[fallback.pixels], fb_codes.astype(np.int64), len(fb_labels), nodata
+    )
+    return ChunkPartial(touching, sums, fb_labels.astype(np.int64), fb_sums)
+
+
+def finish_owned_fields(first: int, last: int, partials: list[ChunkPartial]) -> dict[str, np.ndarray]:
+    """Add the partials of labels first..last (the chunk's own fields) and summarise them."""
+    n = max(last - first + 1, 0)
+    total = np.zeros((len(CHANNELS), n, N_SLOTS), dtype=np.int64)
+    fallback = np.zeros_like(total)
+    for part in partials:
+        for labels, sums, out in ((part.labels, part.sums, total), (part.fallback_labels, part.fallback_sums, fallback)):
+            sel = (labels >= first) & (labels <= last)
+            if sel.any():  # labels are unique within a partial, so plain fancy-index addition is exact
+                out[:, labels[sel] - first] += sums[:, sel]
+    has_centre = total[0].sum(axis=1) > 0
+    use_fallback = ~has_centre & (fallback[0].sum(axis=1) > 0)
+    total[:, use_fallback] = fallback[:, use_fallback]
+    pixel_rule = np.where(has_centre, "centre", np.where(use_fallback, "all_touched", "none"))
+    summary = summarize_histograms(total)
+    summary["label"] = np.arange(first, last + 1, dtype=np.int64)
+    summary["pixel_rule"] = pixel_rule.astype(object)
+    return summary
+
+
+def summarize_histograms(total: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-field results from the (4, fields, 34) sums: majority (ties -> lowest id), purity, runner-up, means."""
+    pixels = total[0]
+    class_counts = pixels[:, :N_CLASSES]
+    n_pixels = class_counts.sum(axis=1)
+    has = n_pixels > 0
+    rows = np.arange(len(n_pixels))
+    majority = class_counts.argmax(axis=1)  # first maximum: ties break to the lowest class id
+    top = class_counts[rows, majority]
+    rest = class_counts.copy()
+    rest[rows, majority] = -1
+    runner = rest.argmax(axis=1)
+    second = np.maximum(rest[rows, runner], 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf_n = total[1, :, :N_CLASSES].sum(axis=1)
+        conf_sum = total[2, :, :N_CLASSES].sum(axis=1)
+        conf_sq = total[3, :, :N_CLASSES].sum(axis=1)
+        mean = conf_sum / conf_n
+        std = np.sqrt(np.maximum(conf_sq / conf_n - mean**2, 0.0))
+        majority_conf = total[2][rows, majority] / total[1][rows, majority]
+        purity = top / n_pixels
+        runner_share = second / n_pixels
+    return {
+        "n_pixels": n_pixels,
+        "n_invalid": pixels[:, INVALID_CLASS],
+        "n_nodata": pixels[:, NODATA_SLOT],
+        "majority_crop": np.where(has, majority, np.nan),
+        "purity": np.where(has, purity, np.nan),
+        "runner_up_crop": np.where(has & (second > 0), runner, np.nan),
+        "runner_up_share": np.where(has, runner_share, np.nan),
+        "vote_margin": np.where(has, purity - runner_share, np.nan),
+        "tie": has & (second == top),
+        "confidence_score": np.where(has & (conf_n > 0), mean, np.nan),
+        "confidence_std": np.where(has & (conf_n > 0), std, np.nan),
+        "confidence_majority": np.where(has & (total[1][rows, majority] > 0), majority_conf, np.nan),
+        "n_conf_invalid": (total[0, :, :N_CLASSES].sum(axis=1) - conf_n),
+        "class_counts": class_counts.astype(np.int32),
+    }
+
+
+def field_statistics(bands, grid, fallbacks: list, layout, *, nodata: float | None) -> list:
+    """The lazy per-field results: one delayed summary dict per owning chunk (no compute happens here).
+
+    `bands` is the lazy (2, y, x) class/confidence array and `grid` the lazy label grid, with the same row chunks.
+    """
+    import dask
+
+    band_blocks = bands.data.to_delayed().ravel() if hasattr(bands, "data") else bands.to_delayed().ravel()
+    grid_blocks = grid.to_delayed().ravel()
+    partials = [
+        dask.delayed(chunk_partial)(band_blocks[k], grid_blocks[k], fallbacks[k], layout.touching(k), nodata)
+        for k in range(layout.chunks.n_chunks)
+    ]
+    results = []
+    for k in range(layout.chunks.n_chunks):
+        first, last = layout.owned(k)
+        if last < first:
+            continue
+        k0, k1 = layout.owner_span(k)
+        results.append(dask.delayed(finish_owned_fields)(first, last, partials[k0 : k1 + 1]))
+    log.debug("%d chunks, %d owning chunks, %d labels", layout.chunks.n_chunks, len(results), layout.n_labels)
+    return results
