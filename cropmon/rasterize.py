@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,11 @@ import shapely
 from affine import Affine
 
 log = logging.getLogger(__name__)
+
+# rasterio.features.rasterize opens its scratch in-memory dataset before giving it the transform, so GDAL warns
+# "Dataset has no geotransform" on every call although the burn uses the right transform (see rasterio#2497 and
+# rio-tiler#627 for the same noise). Silence exactly that warning from exactly that module.
+warnings.filterwarnings("ignore", message="Dataset has no geotransform", module=r"rasterio\.features")
 
 
 @dataclass(frozen=True)
