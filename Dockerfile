@@ -40,7 +40,10 @@ RUN python -m venv "${VIRTUAL_ENV}" \
 WORKDIR /src
 COPY pyproject.toml README* ./
 COPY cropmon ./cropmon
-RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+# The `cropmon` service's job script (docker-compose.yml): twin if no inputs, wait for workers, run.
+COPY docker/cropmon-job.sh /usr/local/bin/cropmon-job
+RUN chmod 0755 /usr/local/bin/cropmon-job \
+    && pip install --no-cache-dir --no-deps --no-build-isolation . \
     && pip check \
     && python -c "import cropmon" \
     && rm -rf /src/build /src/*.egg-info
