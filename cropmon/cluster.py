@@ -90,7 +90,7 @@ class ClusterHandle:
         from distributed import get_task_stream, wait
         from distributed.client import FutureCancelledError
 
-        with get_task_stream(self.client) as stream:
+        with self.client.as_current(), get_task_stream(self.client) as stream:
             futures = self.client.compute(list(graphs))
             try:
                 if progress:
@@ -118,10 +118,12 @@ class ClusterHandle:
         """Wait for the futures; fail clearly when the cluster has had no worker for `no_worker_timeout` s."""
         without_workers_since: float | None = None
         while True:
-            done, not_done = wait(futures, timeout=1.0, return_when="ALL_COMPLETED")
-            if not not_done:
+            try:
+                wait(futures, timeout=1.0)
                 return
-            if any(f.status == "error" for f in done):
+            except TimeoutError:
+                pass
+            if any(f.status == "error" for f in futures):
                 return  # gather raises the task's error
             n_workers = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
             if n_workers:

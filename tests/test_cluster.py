@@ -1,0 +1,43 @@
+"""The engine on a real multi-process cluster: `dask scheduler` + `dask worker` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from cluster_procs import start_cluster
+from conftest import write_fields, write_prediction_raster
+from test_engine import random_fields
+
+from cropmon.cluster import connect
+from cropmon.pipeline import analyse_fields
+
+pytestmark = [pytest.mark.cluster]
+
+
+@pytest.fixture
+def small_inputs(tmp_path):
+    rng = np.random.default_rng(11)
+    classes = rng.integers(0, 6, size=(120, 90)).astype(np.int16)
+    confidence = rng.integers(0, 101, size=(120, 90)).astype(np.int16)
+    raster = write_prediction_raster(tmp_path / "p.tif", classes, confidence)
+    fields = write_fields(tmp_path / "f.gpkg", random_fields(rng, 120, 90, 60))
+    return raster, fields
+
+
+def test_scheduler_and_two_worker_processes_match_threads(tmp_path, small_inputs):
+    raster, fields = small_inputs
+    expected = analyse_fields(raster, fields, scheduler="threads", chunk_rows=16)
+    cluster = start_cluster(tmp_path, n_workers=2)
+    try:
+        with connect(cluster.address) as handle:
+            got = analyse_fields(raster, fields, cluster=handle, chunk_rows=16)
+            info = handle.describe()
+    finally:
+        cluster.stop()
+    table_cols = [c for c in expected.table.columns if c != "geometry"]
+    pd.testing.assert_frame_equal(got.table[table_cols], expected.table[table_cols])
+    pd.testing.assert_frame_equal(got.class_counts, expected.class_counts)
+    assert info["kind"] == "remote" and info["n_workers"] == 2
+    assert info["n_workers_used"] == 2, f"both workers should run tasks: {info['workers']}"
+    assert cluster.address.startswith("tcp://127.0.0.1:")
