@@ -1,0 +1,221 @@
+"""Per-crop and confusion tables from the per-field table (`schema.FIELD_TABLE_COLUMNS`) and its class histograms.
+
+Only *evaluable* fields count: a known ground-truth class and at least one valid pixel. The others keep their rows
+in the per-field table and are counted in the report's caveats. Crop names follow `labels.CROP_NAMES`; confusion
+matrices are always 32 x 32 in catalogue order, so tables of different AOIs line up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cropmon.labels import CROP_NAMES
+
+REFERENCE_METRIC_COLUMNS: tuple[str, ...] = ("crop", "num_fields", "agreement_score", "weighted_f1_score")
+TOP_MISTAKES = 3
+_NAMES = np.array(CROP_NAMES, dtype=object)
+
+
+def evaluable(fields: pd.DataFrame) -> pd.Series:
+    """Rows that enter the metrics: a known ground-truth class and at least one valid pixel."""
+    return fields["gt_class"].notna() & (fields["n_pixels"] > 0)
+
+
+def truth_and_prediction(fields: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Crop names of the ground truth and of the majority class, for the evaluable fields (same index)."""
+    ev = fields.loc[evaluable(fields)]
+    truth = pd.Series(_NAMES[ev["gt_class"].astype(int).to_numpy()], index=ev.index, dtype=object)
+    pred = pd.Series(_NAMES[ev["majority_crop"].astype(int).to_numpy()], index=ev.index, dtype=object)
+    return truth, pred
+
+
+def aligned_class_counts(fields: pd.DataFrame, class_counts: pd.DataFrame) -> pd.DataFrame:
+    """`class_counts` on the fields' index with the 32 crop columns in catalogue order (absent columns count 0)."""
+    missing_rows = ~fields.index.isin(class_counts.index)
+    if missing_rows.any():
+        raise ValueError(f"class_counts has no row for {int(missing_rows.sum())} field(s): expected one per field")
+    unknown = sorted(set(class_counts.columns) - set(CROP_NAMES))
+    if unknown:
+        raise ValueError(f"class_counts has columns that are no crop name: {unknown[:5]}")
+    return class_counts.reindex(index=fields.index, columns=list(CROP_NAMES), fill_value=0).astype("int64")
+
+
+def _square(frame: pd.DataFrame) -> pd.DataFrame:
+    """A GT x predicted table reindexed to the 32 crops, named axes."""
+    out = frame.reindex(index=list(CROP_NAMES), columns=list(CROP_NAMES), fill_value=0).astype("int64")
+    out.index.name, out.columns.name = "gt", "predicted"
+    return out
+
+
+def confusion_matrix(fields: pd.DataFrame) -> pd.DataFrame:
+    """Field counts, GT crops as rows x predicted crops as columns (32 x 32, crop names)."""
+    truth, pred = truth_and_prediction(fields)
+    return _square(pd.crosstab(truth, pred))
+
+
+def pixel_confusion_matrix(fields: pd.DataFrame, class_counts: pd.DataFrame) -> pd.DataFrame:
+    """Pixel counts, GT crops as rows x predicted classes as columns: each field's histogram summed by GT crop."""
+    truth, _ = truth_and_prediction(fields)
+    counts = aligned_class_counts(fields, class_counts).loc[truth.index]
+    return _square(counts.groupby(truth.to_numpy()).sum())
+
+
+def row_shares(confusion: pd.DataFrame) -> pd.DataFrame:
+    """Each row divided by its total (rows without any field stay 0): the share of a GT crop going to each class."""
+    totals = confusion.sum(axis=1)
+    return confusion.div(totals.where(totals > 0, 1), axis=0)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, NaN where den == 0 (scikit-learn's zero_division=np.nan)."""
+    return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+
+
+def scores(confusion: pd.DataFrame) -> pd.DataFrame:
+    """Per-class precision, recall, F1 (scikit-learn definitions, NaN when undefined), support and predictions."""
+    m = confusion.to_numpy(dtype=float)
+    tp, support, predicted = np.diag(m), m.sum(axis=1), m.sum(axis=0)
+    return pd.DataFrame(
+        {
+            "precision": _ratio(tp, predicted),
+            "recall": _ratio(tp, support),
+            "f1": _ratio(2 * tp, support + predicted),
+            "support": support.astype("int64"),
+            "predicted": predicted.astype("int64"),
+            "correct": tp.astype("int64"),
+        },
+        index=confusion.index,
+    )
+
+
+def reference_f1(agreement: pd.Series) -> pd.Series:
+    """The reference's weighted F1 on a crop's own GT fields: precision is 1 there, so F1 = 2a / (1 + a)."""
+    return 2 * agreement / (1 + agreement)
+
+
+def _field_stats(fields: pd.DataFrame) -> pd.DataFrame:
+    """Per GT crop: mean confidence (all / right / wrong), mean purity, area and area-weighted agreement."""
+    truth, pred = truth_and_prediction(fields)
+    ev = fields.loc[truth.index]
+    right = (truth == pred).to_numpy()
+    area = ev["area_m2"].astype(float).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "crop": truth.to_numpy(),
+            "conf": ev["confidence_score"].astype(float).to_numpy(),
+            "purity": ev["purity"].astype(float).to_numpy(),
+            "area": area,
+            "area_right": np.where(right, area, 0.0),
+        }
+    )
+    frame["conf_right"] = frame["conf"].where(right)
+    frame["conf_wrong"] = frame["conf"].where(~right)
+    grouped = frame.groupby("crop")
+    sums = grouped[["area", "area_right"]].sum()
+    return pd.DataFrame(
+        {
+            "conf_mean": grouped["conf"].mean(),
+            "conf_mean_right": grouped["conf_right"].mean(),
+            "conf_mean_wrong": grouped["conf_wrong"].mean(),
+            "purity_mean": grouped["purity"].mean(),
+            "area_ha": sums["area"] / 1e4,
+            "area_agreement": _ratio(sums["area_right"].to_numpy(), sums["area"].to_numpy()),
+        }
+    )
+
+
+def _mistakes(confusion: pd.DataFrame) -> pd.DataFrame:
+    """The TOP_MISTAKES crops each GT crop is most often predicted as, with their share of its fields."""
+    shares = row_shares(confusion).to_numpy(copy=True)
+    np.fill_diagonal(shares, 0.0)
+    order = np.argsort(-shares, axis=1, kind="stable")[:, :TOP_MISTAKES]
+    columns: dict[str, object] = {}
+    for k in range(TOP_MISTAKES):
+        share = np.take_along_axis(shares, order[:, k : k + 1], axis=1)[:, 0]
+        columns[f"mistaken_for_{k + 1}"] = np.where(share > 0, _NAMES[order[:, k]], None)
+        columns[f"mistaken_for_{k + 1}_share"] = np.where(share > 0, share, np.nan)
+    return pd.DataFrame(columns, index=confusion.index)
+
+
+def crop_metrics(fields: pd.DataFrame, class_counts: pd.DataFrame) -> pd.DataFrame:
+    """One row per crop that is in the GT or predicted: the reference columns first, then the diagnostics.
+
+    Unrounded (round for display). Sorted like the reference: weighted_f1_score descending (predicted-only crops,
+    which have no GT field and so no score, last), then num_fields descending, then crop name.
+    """
+    confusion = confusion_matrix(fields)
+    field = scores(confusion)
+    pixel = scores(pixel_confusion_matrix(fields, class_counts))
+    listed = (field["support"] > 0) | (field["predicted"] > 0)
+    agreement = field["recall"]
+    table = pd.DataFrame(
+        {
+            "num_fields": field["support"],
+            "agreement_score": agreement,
+            "weighted_f1_score": reference_f1(agreement),
+            "precision": field["precision"],
+            "recall": field["recall"],
+            "f1": field["f1"],
+            "support": field["support"],
+            "n_predicted": field["predicted"],
+            "n_correct": field["correct"],
+        }
+    )
+    table = table.join(_field_stats(fields)).join(
+        pixel[["precision", "recall", "f1", "support"]].add_prefix("pixel_").rename(columns={"pixel_support": "pixels"})
+    )
+    table = table.join(_mistakes(confusion)).loc[listed]
+    table["area_ha"] = table["area_ha"].fillna(0.0)  # crops only predicted have no GT area
+    table.index.name = "crop"
+    table = table.reset_index()
+    return table.sort_values(
+        ["weighted_f1_score", "num_fields", "crop"], ascending=[False, False, True], na_position="last"
+    ).reset_index(drop=True)
+
+
+def confusion_pairs(confusion: pd.DataFrame, *, mutual_share: float, top: int | None = None) -> pd.DataFrame:
+    """Off-diagonal flows between two crops, one row per unordered pair, largest total first.
+
+    `crop_a` is the side whose fields go more often to the other (`a_as_b` >= `b_as_a`); shares are of each
+    crop's own GT fields. A confusion is `mutual` when both shares are above 0 and reach `mutual_share`.
+    """
+    m = confusion.to_numpy()
+    shares = row_shares(confusion).to_numpy()
+    i, j = np.nonzero(np.triu(m + m.T, k=1))
+    forward = m[i, j] >= m[j, i]
+    a, b = np.where(forward, i, j), np.where(forward, j, i)
+    pairs = pd.DataFrame(
+        {
+            "crop_a": _NAMES[a],
+            "crop_b": _NAMES[b],
+            "a_as_b": m[a, b],
+            "a_as_b_share": shares[a, b],
+            "b_as_a": m[b, a],
+            "b_as_a_share": shares[b, a],
+        }
+    )
+    pairs["fields"] = pairs["a_as_b"] + pairs["b_as_a"]
+    both_ways = np.minimum(pairs["a_as_b_share"], pairs["b_as_a_share"])
+    pairs["mutual"] = (both_ways > 0) & (both_ways >= mutual_share)
+    pairs = pairs.sort_values(["fields", "a_as_b_share", "crop_a", "crop_b"], ascending=[False, False, True, True])
+    return pairs.head(top).reset_index(drop=True) if top is not None else pairs.reset_index(drop=True)
+
+
+def overall(fields: pd.DataFrame, class_counts: pd.DataFrame) -> dict[str, float]:
+    """Headline numbers: field, area- and pixel-weighted agreement; macro and weighted F1 as scikit-learn has them."""
+    truth, pred = truth_and_prediction(fields)
+    right = (truth == pred).to_numpy()
+    area = fields.loc[truth.index, "area_m2"].astype(float).to_numpy()
+    pixel = pixel_confusion_matrix(fields, class_counts).to_numpy()
+    field = scores(confusion_matrix(fields))
+    listed = field.loc[(field["support"] > 0) | (field["predicted"] > 0)]
+    n = int(right.size)
+    return {
+        "fields_evaluated": n,
+        "agreement": float(right.mean()) if n else float("nan"),
+        "area_agreement": float(area[right].sum() / area.sum()) if area.sum() > 0 else float("nan"),
+        "pixel_agreement": float(np.trace(pixel) / pixel.sum()) if pixel.sum() > 0 else float("nan"),
+        "macro_f1": float(listed["f1"].mean()) if n else float("nan"),
+        "weighted_f1": float(np.average(listed["f1"], weights=listed["support"])) if n else float("nan"),
+    }

@@ -1,0 +1,430 @@
+"""The active-learning plan: how many fields each underperforming crop gets, which fields, and which are held back.
+
+Fields come from this AOI's ground truth and must be *clean*: evaluable, at least `min_pixels` pixel centres
+inside (never an all_touched fallback), a usable geometry and a unique id. Band 7-8 (a second crop cycle) play no
+part: uncertainty is band-4 confidence and the pixel-vote margin of the class histogram.
+
+Spatial blocks: squares of about `block_km` on a lattice anchored at the CRS origin (kilometres become degrees at
+the AOI's mean latitude when x/y are lon/lat). Evaluation blocks are drawn first, in a seeded random order, per
+planned crop until it has its held-back quota; no field closer than `buffer_km` to an evaluation block is used
+at all (buffer); fields to label come from the other blocks, at most `max_per_block` per crop and block,
+best-first in rounds over the blocks so that neighbours do not crowd the list. Ties break on a hash of the field
+id (or block) and the seed, so the result depends on the seed only, not on row order.
+
+Quotas (`label_plan`): an underperforming crop's target is error x (label_base + label_share_scale x
+sqrt(area share)), clamped to [label_min, label_max], where error = max(1 - agreement, 1 - F1, confidence gap);
+crops linked by confusion (absorbed_by either way, or a mutual pair) form one group, and a linked crop that is not
+underperforming joins as a *contrast* crop with contrast_ratio x the group's targets. Each quota is then capped by
+the clean, informative fields left to label, and all quotas together by `label_budget` (largest remainder).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.sparse.csgraph import connected_components
+
+from cropmon.diagnose import DiagnosisSettings
+from cropmon.labels import CROP_NAMES
+from cropmon.metrics import row_shares, truth_and_prediction
+
+KM_PER_DEG_LAT = 110.574
+KM_PER_DEG_LON_AT_EQUATOR = 111.320
+CLEAN_GEOMETRY = ("ok", "repaired", "multipolygon")
+RELATED_BONUS = 0.5  # score bonus of a field predicted as (or runner-up) another crop of its group
+_NAMES = np.array(CROP_NAMES, dtype=object)
+
+
+@dataclass(frozen=True)
+class BlockGrid:
+    """Square blocks of `block_km`: block (ix, iy) covers [ix * dx, (ix + 1) * dx) x [iy * dy, (iy + 1) * dy).
+
+    `unit_x` / `unit_y` are CRS units per kilometre along x / y (1000 for metres; degrees at the AOI's latitude).
+    """
+
+    block_km: float
+    unit_x: float
+    unit_y: float
+
+    @classmethod
+    def for_points(cls, x: np.ndarray, y: np.ndarray, *, block_km: float) -> BlockGrid:
+        """The grid for these coordinates: degrees when they all fit lon/lat ranges, else metres.
+
+        Projected coordinates of a real AOI never fit [-180, 180] x [-90, 90] (UTM eastings start at ~166 km).
+        """
+        ok = np.isfinite(x) & np.isfinite(y)
+        x, y = x[ok], y[ok]
+        if x.size and np.abs(x).max() <= 180 and np.abs(y).max() <= 90:
+            cos_lat = max(math.cos(math.radians(float(y.mean()))), 0.01)
+            return cls(block_km, unit_x=1 / (KM_PER_DEG_LON_AT_EQUATOR * cos_lat), unit_y=1 / KM_PER_DEG_LAT)
+        return cls(block_km, unit_x=1000.0, unit_y=1000.0)
+
+    @property
+    def dx(self) -> float:
+        return self.block_km * self.unit_x
+
+    @property
+    def dy(self) -> float:
+        return self.block_km * self.unit_y
+
+    def index(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Block indices of finite coordinates."""
+        return np.floor(np.asarray(x) / self.dx).astype("int64"), np.floor(np.asarray(y) / self.dy).astype("int64")
+
+    def bounds(self, ix: np.ndarray, iy: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(left, right, bottom, top) of blocks."""
+        return ix * self.dx, (ix + 1) * self.dx, iy * self.dy, (iy + 1) * self.dy
+
+    def km_to_block(self, x: np.ndarray, y: np.ndarray, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
+        """Distance in km from points to blocks (0 inside)."""
+        left, right, bottom, top = self.bounds(ix, iy)
+        out_x = np.maximum.reduce([left - x, np.zeros_like(x), x - right]) / self.unit_x
+        out_y = np.maximum.reduce([bottom - y, np.zeros_like(y), y - top]) / self.unit_y
+        return np.hypot(out_x, out_y)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Everything the plan decided: the block grid, the clean candidates (with split), quotas, picks, evaluation."""
+
+    grid: BlockGrid
+    candidates: pd.DataFrame
+    plan: pd.DataFrame
+    picks: pd.DataFrame
+    evaluation: pd.DataFrame
+
+
+def _hash(values: pd.Series | np.ndarray, seed: int) -> np.ndarray:
+    """A seeded, row-order-independent tie-break key for each value (its string form)."""
+    strings = np.asarray([str(v) for v in values], dtype=object)
+    return pd.util.hash_array(strings, hash_key=f"cropmon{seed % 10**9:09d}")
+
+
+def block_labels(bx: pd.Series, by: pd.Series) -> pd.Series:
+    """'ix_iy' names of blocks (for CSV columns and the report)."""
+    return bx.astype(str) + "_" + by.astype(str)
+
+
+def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid: BlockGrid) -> pd.DataFrame:
+    """The clean fields of the GT with what ranking needs: crop, prediction, uncertainty, informative, block.
+
+    `uncertainty` in [0, 1] is the mean of (1 - confidence / 100) and (1 - vote margin); `informative` fields are
+    misclassified, or right but under `uncertain_confidence` or `uncertain_margin`. Index = the fields' index.
+    """
+    truth, pred = truth_and_prediction(fields)
+    ev = fields.loc[truth.index]
+    clean = (
+        (ev["n_pixels"] >= settings.min_pixels)
+        & (ev["pixel_rule"] == "centre")
+        & ev["geometry_status"].isin(CLEAN_GEOMETRY)
+        & ~ev["duplicate_id"].astype(bool)
+        & np.isfinite(ev["x"].astype(float))
+        & np.isfinite(ev["y"].astype(float))
+    )
+    ev, truth, pred = ev.loc[clean], truth.loc[clean], pred.loc[clean]
+    conf = ev["confidence_score"].astype(float)
+    margin = ev["vote_margin"].astype(float)
+    runner = ev["runner_up_crop"].astype(float)
+    u_margin = 1 - margin
+    bx, by = grid.index(ev["x"].to_numpy(float), ev["y"].to_numpy(float))
+    out = pd.DataFrame(
+        {
+            "field_id": ev["field_id"].astype(str),
+            "crop": truth,
+            "predicted": pred,
+            "runner_up": pd.Series(
+                np.where(runner.notna(), _NAMES[runner.fillna(0).astype(int)], None), index=ev.index
+            ),
+            "correct": truth == pred,
+            "confidence_score": conf,
+            "purity": ev["purity"].astype(float),
+            "vote_margin": margin,
+            "n_pixels": ev["n_pixels"].astype("int64"),
+            "area_ha": ev["area_m2"].astype(float) / 1e4,
+            "x": ev["x"].astype(float),
+            "y": ev["y"].astype(float),
+            "block_x": bx,
+            "block_y": by,
+            "uncertainty": 0.5 * ((1 - conf / 100).fillna(u_margin) + u_margin),
+        },
+        index=ev.index,
+    )
+    out["informative"] = ~out["correct"] | (conf < settings.uncertain_confidence) | (margin < settings.uncertain_margin)
+    return out
+
+
+def plan_groups(flagged: pd.DataFrame, confusion_df: pd.DataFrame, *, settings: DiagnosisSettings) -> pd.DataFrame:
+    """Crops to plan, one row each: group id, role (underperforming | contrast), severity and the group's members.
+
+    Two crops are linked when one of them is underperforming and either takes `absorbed_share` of the other's
+    fields or their confusion is mutual (both ways >= `mutual_share`); linked crops are planned together
+    (connected components). Groups follow the order of their worst crop in `flagged` (worst tier first).
+    """
+    shares = row_shares(confusion_df).to_numpy()
+    bad = np.isin(_NAMES, flagged["crop"].to_numpy())
+    absorbed = (shares > 0) & (shares >= settings.absorbed_share)
+    both_ways = np.minimum(shares, shares.T)
+    mutual = (both_ways > 0) & (both_ways >= settings.mutual_share)
+    adjacency = (absorbed | absorbed.T | mutual) & (bad[:, None] | bad[None, :])
+    np.fill_diagonal(adjacency, False)
+    _, component = connected_components(adjacency, directed=False)
+    member = bad | adjacency.any(axis=1)
+    order = {crop: i for i, crop in enumerate(flagged["crop"])}
+    table = pd.DataFrame({"crop": _NAMES[member], "component": component[member]})
+    table["role"] = np.where(table["crop"].isin(order), "underperforming", "contrast")
+    table["_order"] = table["crop"].map(order).fillna(len(order))
+    table["_first"] = table.groupby("component")["_order"].transform("min")
+    table = table.sort_values(["_first", "_order", "crop"]).reset_index(drop=True)
+    table["group"] = "G" + (table.groupby("_first", sort=False).ngroup() + 1).astype(str)
+    table["members"] = table.groupby("group")["crop"].transform(" + ".join)
+    table["severity"] = table["crop"].map(dict(zip(flagged["crop"], flagged["severity"], strict=True)))
+    return table[["group", "crop", "role", "severity", "members"]]
+
+
+def eval_targets(candidates: pd.DataFrame, crops: pd.Series, *, settings: DiagnosisSettings) -> pd.Series:
+    """Held-back fields wanted per crop: `eval_fields`, at most `eval_max_share` of its clean fields."""
+    clean = candidates["crop"].value_counts().reindex(crops, fill_value=0)
+    return np.minimum(settings.eval_fields, np.floor(settings.eval_max_share * clean)).astype("int64")
+
+
+def _block_keys(ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
+    """One int64 per block (indices stay far below 2**31 for any real AOI and block size)."""
+    return np.asarray(ix, dtype="int64") * 2**32 + np.asarray(iy, dtype="int64")
+
+
+def spatial_split(
+    candidates: pd.DataFrame, crops: pd.Series, *, settings: DiagnosisSettings, grid: BlockGrid, seed: int
+) -> pd.Series:
+    """'eval' | 'buffer' | 'label' for each candidate.
+
+    For each crop in plan order, blocks holding its candidates are added to the evaluation blocks in a seeded
+    random order until the evaluation blocks hold `eval_targets` of its fields (random blocks: an unbiased spatial
+    sample). Candidates in an evaluation block are 'eval'; those closer than `buffer_km` to one are 'buffer'.
+    """
+    targets = eval_targets(candidates, crops, settings=settings)
+    bx, by = candidates["block_x"].to_numpy(), candidates["block_y"].to_numpy()
+    keys = _block_keys(bx, by)
+    block_order = np.argsort(_hash(keys, seed), kind="stable")
+    chosen: set[int] = set()
+    for crop, target in targets.items():
+        mine = (candidates["crop"] == crop).to_numpy()
+        per_block = pd.Series(keys[mine]).value_counts()
+        have = int(per_block[per_block.index.isin(list(chosen))].sum())
+        for key in pd.unique(keys[block_order][mine[block_order]]):
+            if have >= target:
+                break
+            if key not in chosen:
+                chosen.add(int(key))
+                have += int(per_block[key])
+    chosen_keys = np.fromiter(chosen, dtype="int64", count=len(chosen))
+    in_eval = np.isin(keys, chosen_keys)
+    near = np.zeros(len(candidates), dtype=bool)
+    x, y = candidates["x"].to_numpy(float), candidates["y"].to_numpy(float)
+    for ox, oy in itertools.product((-1, 0, 1), repeat=2):
+        neighbour_chosen = np.isin(_block_keys(bx + ox, by + oy), chosen_keys)
+        near |= neighbour_chosen & (grid.km_to_block(x, y, bx + ox, by + oy) < settings.buffer_km)
+    split = np.where(in_eval, "eval", np.where(near, "buffer", "label"))
+    return pd.Series(split, index=candidates.index, dtype=object)
+
+
+def _label_pool(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Candidates worth labelling (informative) in label blocks."""
+    return candidates.loc[candidates["informative"] & (candidates["split"] == "label")]
+
+
+def _apportion(wanted: np.ndarray, budget: int | None) -> np.ndarray:
+    """`wanted` scaled down to sum to `budget` when it exceeds it (largest remainder; never above `wanted`)."""
+    total = int(wanted.sum())
+    if budget is None or total <= budget:
+        return wanted.astype("int64")
+    exact = wanted * budget / total
+    quota = np.floor(exact).astype("int64")
+    extra = np.argsort(-(exact - quota), kind="stable")[: budget - int(quota.sum())]
+    quota[extra] += 1
+    return quota
+
+
+def _targets(plan: pd.DataFrame, metrics_df: pd.DataFrame, settings: DiagnosisSettings) -> pd.DataFrame:
+    """error, area share, raw and clamped target of each planned crop, and how the target was derived."""
+    m = metrics_df.set_index("crop").reindex(plan["crop"])
+    total_area = float(metrics_df["area_ha"].sum())
+    share = (m["area_ha"] / total_area if total_area > 0 else m["area_ha"] * 0).fillna(0.0).to_numpy()
+    conf_gap = ((settings.min_confidence - m["conf_mean"]) / settings.min_confidence).clip(lower=0).fillna(0)
+    error = np.fmax.reduce([1 - m["agreement_score"].to_numpy(), 1 - m["f1"].to_numpy(), conf_gap.to_numpy()])
+    error = np.nan_to_num(error, nan=1.0)
+    raw = error * (settings.label_base + settings.label_share_scale * np.sqrt(share))
+    under = (plan["role"] == "underperforming").to_numpy()
+    target = np.where(under, np.clip(np.ceil(raw - 1e-9), settings.label_min, settings.label_max), 0)
+    group_target = pd.Series(target, index=plan.index).groupby(plan["group"]).transform("sum").to_numpy()
+    raw = np.where(under, raw, settings.contrast_ratio * group_target)
+    target = np.where(under, target, np.clip(np.ceil(raw - 1e-9), settings.label_min, settings.label_max))
+    why = [
+        f"error {e:.2f} x ({settings.label_base} + {settings.label_share_scale:g} x sqrt({s:.4f})) = {r:.1f}"
+        if u
+        else f"{settings.contrast_ratio:g} x {g:.0f} (targets of its group) = {r:.1f}"
+        for u, e, s, r, g in zip(under, error, share, raw, group_target, strict=True)
+    ]
+    limits = f"[{settings.label_min}, {settings.label_max}]"
+    return pd.DataFrame(
+        {
+            "area_share": share,
+            "error": np.where(under, error, np.nan),
+            "target": target.astype("int64"),
+            "derivation": [f"{w} -> target {t:.0f} (clamped to {limits})" for w, t in zip(why, target, strict=True)],
+        },
+        index=plan.index,
+    )
+
+
+def label_plan(
+    metrics_df: pd.DataFrame, groups: pd.DataFrame, candidates: pd.DataFrame, *, settings: DiagnosisSettings
+) -> pd.DataFrame:
+    """Per planned crop (see `plan_groups`): target, fields available, quota, held-back quota, expected effort.
+
+    `candidates` must carry the `split` column of `spatial_split`. The module docstring gives the derivation; the
+    `derivation` column spells it out with the numbers of each crop.
+    """
+    plan = groups.reset_index(drop=True)
+    m = metrics_df.set_index("crop").reindex(plan["crop"])
+    plan["num_fields"] = m["num_fields"].to_numpy()
+    plan["agreement_score"] = m["agreement_score"].to_numpy()
+    plan["f1"] = m["f1"].to_numpy()
+    plan["conf_mean"] = m["conf_mean"].to_numpy()
+    plan = plan.join(_targets(plan, metrics_df, settings))
+    pool = _label_pool(candidates)
+    per_block = pool.groupby(["crop", "block_x", "block_y"]).size().clip(upper=settings.max_per_block)
+    available = per_block.groupby(level="crop").sum().reindex(plan["crop"], fill_value=0).to_numpy()
+    plan["clean_fields"] = candidates["crop"].value_counts().reindex(plan["crop"], fill_value=0).to_numpy()
+    plan["available"] = available
+    capped = np.minimum(plan["target"].to_numpy(), available)
+    plan["quota"] = _apportion(capped, settings.label_budget)
+    mean_area = pool.groupby("crop")["area_ha"].mean().reindex(plan["crop"]).fillna(0.0).to_numpy()
+    plan["expected_ha"] = plan["quota"] * mean_area
+    held = candidates.loc[candidates["split"] == "eval", "crop"].value_counts()
+    wanted = eval_targets(candidates, plan["crop"], settings=settings).to_numpy()
+    plan["eval_fields"] = np.minimum(wanted, held.reindex(plan["crop"], fill_value=0).to_numpy())
+    plan["derivation"] = [
+        f"{d}; {a} informative fields in label blocks -> {c}"
+        + (f"; budget {settings.label_budget} -> {q}" if q < c else "")
+        for d, a, c, q in zip(plan["derivation"], available, capped, plan["quota"], strict=True)
+    ]
+    return plan
+
+
+def _ranked_rounds(pool: pd.DataFrame, key: np.ndarray, *, by: list[str], ascending: list[bool]) -> pd.DataFrame:
+    """`pool` ordered best-first in rounds over its blocks: the best of every block, then the second best, ..."""
+    ranked = pool.assign(_key=key).sort_values([*by, "_key"], ascending=[*ascending, True])
+    ranked["pick_round"] = ranked.groupby(["block_x", "block_y"]).cumcount() + 1
+    return ranked.sort_values(["pick_round", *by, "_key"], ascending=[True, *ascending, True])
+
+
+def _pick_reason(row: pd.Series, settings: DiagnosisSettings) -> str:
+    """Why a field is on the list, in words with its numbers."""
+    group_note = " (same group)" if row["related_to"] == row["predicted"] else ""
+    parts = [] if row["correct"] else [f"misclassified as {row['predicted']}{group_note}"]
+    if row["confidence_score"] < settings.uncertain_confidence:
+        parts.append(f"confidence {row['confidence_score']:.0f} < {settings.uncertain_confidence:g}")
+    if row["vote_margin"] < settings.uncertain_margin:
+        parts.append(f"vote margin {row['vote_margin']:.2f} < {settings.uncertain_margin:g}")
+    if row["related_to"] and not group_note:
+        parts.append(f"runner-up {row['related_to']} (same group)")
+    return "; ".join(parts)
+
+
+def fields_to_label(
+    candidates: pd.DataFrame, plan: pd.DataFrame, *, settings: DiagnosisSettings, seed: int
+) -> pd.DataFrame:
+    """The ranked fields to label: each crop's quota, best score first in rounds over its label blocks.
+
+    score = 1 if misclassified + uncertainty (0..1) + RELATED_BONUS if predicted as (or runner-up) another crop
+    of its group. Index = the fields' index; `rank` orders the whole list (round, then score).
+    """
+    pool = _label_pool(candidates)
+    members = plan.groupby("group")["crop"].agg(set)
+    chosen = []
+    for row in plan.loc[plan["quota"] > 0].itertuples():
+        mine = pool.loc[pool["crop"] == row.crop]
+        others = members[row.group] - {row.crop}
+        related_to = np.where(
+            mine["predicted"].isin(others),
+            mine["predicted"],
+            np.where(mine["runner_up"].isin(others), mine["runner_up"], ""),
+        )
+        score = (~mine["correct"]).astype(float) + mine["uncertainty"] + RELATED_BONUS * (related_to != "")
+        mine = mine.assign(score=score, related_to=related_to, group=row.group, role=row.role)
+        ranked = _ranked_rounds(mine, _hash(mine["field_id"], seed), by=["score"], ascending=[False])
+        chosen.append(ranked.loc[ranked["pick_round"] <= settings.max_per_block].head(row.quota))
+    if not chosen:
+        return pd.DataFrame(columns=list(PICK_COLUMNS))
+    picks = pd.concat(chosen).sort_values(["pick_round", "score", "_key"], ascending=[True, False, True])
+    picks["rank"] = np.arange(1, len(picks) + 1)
+    picks["block"] = block_labels(picks["block_x"], picks["block_y"])
+    picks["reason"] = [_pick_reason(row, settings) for _, row in picks.iterrows()]
+    return picks[list(PICK_COLUMNS)]
+
+
+PICK_COLUMNS: tuple[str, ...] = (
+    "rank", "field_id", "crop", "group", "role", "predicted", "runner_up", "correct", "confidence_score",
+    "vote_margin", "purity", "n_pixels", "area_ha", "block", "pick_round", "x", "y", "score", "reason",
+)  # fmt: skip
+EVAL_COLUMNS: tuple[str, ...] = (
+    "field_id", "crop", "group", "predicted", "correct", "confidence_score", "vote_margin", "n_pixels", "area_ha",
+    "block", "x", "y",
+)  # fmt: skip
+
+
+def evaluation_set(
+    candidates: pd.DataFrame, plan: pd.DataFrame, *, settings: DiagnosisSettings, seed: int
+) -> pd.DataFrame:
+    """The held-back fields: per planned crop, `eval_fields` drawn at random (seeded) from its evaluation blocks,
+    spread in rounds over those blocks. A random draw, not the hardest fields: it must measure the next model as
+    the crop really is."""
+    pool = candidates.loc[candidates["split"] == "eval"]
+    chosen = []
+    for row in plan.loc[plan["eval_fields"] > 0].itertuples():
+        mine = pool.loc[pool["crop"] == row.crop].assign(group=row.group)
+        chosen.append(_ranked_rounds(mine, _hash(mine["field_id"], seed), by=[], ascending=[]).head(row.eval_fields))
+    if not chosen:
+        return pd.DataFrame(columns=list(EVAL_COLUMNS))
+    held = pd.concat(chosen)
+    held["block"] = block_labels(held["block_x"], held["block_y"])
+    return held[list(EVAL_COLUMNS)]
+
+
+def plan_selection(
+    fields: pd.DataFrame,
+    metrics_df: pd.DataFrame,
+    flagged: pd.DataFrame,
+    confusion_df: pd.DataFrame,
+    *,
+    settings: DiagnosisSettings,
+    seed: int,
+) -> Selection:
+    """The whole plan for one AOI: groups, candidates and split, quotas, fields to label, held-back fields."""
+    grid = BlockGrid.for_points(fields["x"].to_numpy(float), fields["y"].to_numpy(float), block_km=settings.block_km)
+    groups = plan_groups(flagged, confusion_df, settings=settings)
+    candidates = candidate_fields(fields, settings=settings, grid=grid)
+    candidates["split"] = spatial_split(candidates, groups["crop"], settings=settings, grid=grid, seed=seed)
+    plan = label_plan(metrics_df, groups, candidates, settings=settings)
+    picks = fields_to_label(candidates, plan, settings=settings, seed=seed)
+    held = evaluation_set(candidates, plan, settings=settings, seed=seed)
+    return Selection(grid=grid, candidates=candidates, plan=plan, picks=picks, evaluation=held)
+
+
+def block_agreement(fields: pd.DataFrame, grid: BlockGrid) -> pd.DataFrame:
+    """Per spatial block with evaluable fields: fields, agreement, error rate and the block's bounds (for maps)."""
+    truth, pred = truth_and_prediction(fields)
+    ev = fields.loc[truth.index]
+    ok = np.isfinite(ev["x"].astype(float)) & np.isfinite(ev["y"].astype(float))
+    bx, by = grid.index(ev.loc[ok, "x"].to_numpy(float), ev.loc[ok, "y"].to_numpy(float))
+    right = (truth == pred).loc[ok].to_numpy()
+    table = pd.DataFrame({"block_x": bx, "block_y": by, "right": right})
+    table = table.groupby(["block_x", "block_y"]).agg(n_fields=("right", "size"), agreement=("right", "mean"))
+    table = table.reset_index()
+    table["error_rate"] = 1 - table["agreement"]
+    left, right_edge, bottom, top = grid.bounds(table["block_x"].to_numpy(), table["block_y"].to_numpy())
+    return table.assign(left=left, right=right_edge, bottom=bottom, top=top)
