@@ -1,0 +1,224 @@
+"""The diagnosis pictures: tables or arrays in, a matplotlib Figure out (no compute, no I/O).
+
+Figures are made with `matplotlib.figure.Figure` directly, never through pyplot: no global figure registry to
+leak, no GUI backend; saving to PNG uses Agg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from cropmon.labels import CROP_NAMES, N_CLASSES
+
+# One fixed colour per class id, grouped by kind (grasslands green, cereals yellow-brown, corn red, pulses blue).
+PALETTE: tuple[str, ...] = (
+    "#4daf4a", "#1b7837", "#a6dba0", "#5aae61", "#b8e186",  # grasslands, clover, alfalfa, ryegrass
+    "#8c510a", "#d8b365", "#f6c200", "#bf812d", "#7f3b08", "#e08214", "#fee08b",  # barley, wheat, triticale, rye
+    "#80cdc1", "#dfc27d", "#b35806", "#fdb863", "#a6761d",  # rice, millet, sorghum, oats
+    "#ff7f00", "#6a51a3", "#ffff33", "#e31a1c", "#fb9a99",  # sunflowers, flax, canola, corn
+    "#984ea3", "#f781bf", "#66c2a5", "#1f78b4", "#a6cee3", "#cab2d6",  # potatoes, beets, soy, peas, beans, lentils
+    "#999999", "#c51b7d", "#00441b", "#762a83",  # fallow, turnips, trees, vineyard
+)  # fmt: skip
+FLAGGED_COLOUR = "#d62728"
+OK_COLOUR = "#2a788e"
+_CLASS_CMAP = ListedColormap(PALETTE, name="cropmon_classes")
+_CLASS_NORM = BoundaryNorm(np.arange(-0.5, N_CLASSES + 0.5), N_CLASSES)
+
+
+@dataclass(frozen=True)
+class MapWindow:
+    """A window of the AOI for the side-by-side map: GT classes (-1 = no field), predicted classes, confidence."""
+
+    gt_class: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    extent: tuple[float, float, float, float]  # left, right, bottom, top (CRS units)
+    crs: str
+
+    def __post_init__(self) -> None:
+        shapes = {np.shape(self.gt_class), np.shape(self.predicted), np.shape(self.confidence)}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(f"MapWindow grids must be 2-D and of one shape, got {sorted(shapes)}")
+        if len(self.extent) != 4:
+            raise ValueError(f"MapWindow extent must be (left, right, bottom, top), got {self.extent!r}")
+
+
+def confusion_heatmap(shares: pd.DataFrame, *, title: str = "Field-level confusion (share of each GT crop)") -> Figure:
+    """Row-normalised confusion matrix (GT rows x predicted columns), cells labelled in percent."""
+    n_rows, n_cols = shares.shape
+    fig = Figure(figsize=(max(6.0, 0.45 * n_cols + 3.5), max(4.5, 0.4 * n_rows + 2.5)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(shares.to_numpy(float), cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(n_cols), shares.columns, rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
+    ax.set_yticks(range(n_rows), shares.index, fontsize=8)
+    ax.set_xlabel("predicted (majority class of the field)")
+    ax.set_ylabel("ground truth")
+    for (i, j), value in np.ndenumerate(shares.to_numpy(float)):
+        if value >= 0.01:
+            ax.text(
+                j,
+                i,
+                f"{100 * value:.0f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > 0.55 else "black",
+            )
+    fig.colorbar(image, ax=ax, label="share of the GT crop's fields", shrink=0.8)
+    ax.set_title(title)
+    return fig
+
+
+def f1_vs_confidence(
+    metrics_df: pd.DataFrame, *, flagged: Collection[str], min_f1: float, min_confidence: float
+) -> Figure:
+    """Per-crop F1 against mean confidence, bubble area ~ GT fields; the underperforming region is shaded."""
+    data = metrics_df.dropna(subset=["conf_mean", "f1"])
+    fig = Figure(figsize=(8.5, 6.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axhspan(0, min_f1, color=FLAGGED_COLOUR, alpha=0.07, lw=0)
+    ax.axvspan(0, min_confidence, color=FLAGGED_COLOUR, alpha=0.07, lw=0)
+    ax.axhline(min_f1, color=FLAGGED_COLOUR, lw=0.8, ls="--")
+    ax.axvline(min_confidence, color=FLAGGED_COLOUR, lw=0.8, ls="--")
+    is_flagged = data["crop"].isin(list(flagged)).to_numpy()
+    sizes = 30 + 600 * np.sqrt(data["num_fields"] / max(float(data["num_fields"].max()), 1.0))
+    ax.scatter(
+        data["conf_mean"],
+        data["f1"],
+        s=sizes,
+        c=np.where(is_flagged, FLAGGED_COLOUR, OK_COLOUR),
+        alpha=0.6,
+        edgecolors="black",
+        linewidths=0.5,
+    )
+    for (_, row), bad in zip(data.iterrows(), is_flagged, strict=True):
+        ax.annotate(
+            row["crop"],
+            (row["conf_mean"], row["f1"]),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=8,
+            color=FLAGGED_COLOUR if bad else "black",
+        )
+    ax.set_xlim(0, 100)
+    ax.set_ylim(-0.03, 1.05)
+    ax.set_xlabel("mean confidence over the crop's GT fields (band 4, %)")
+    ax.set_ylabel("F1 over all fields")
+    ax.set_title(
+        f"F1 vs confidence (bubble area ~ GT fields; shaded: F1 < {min_f1:g} or confidence < {min_confidence:g})",
+        fontsize=10,
+    )
+    ax.legend(
+        handles=[
+            Patch(color=FLAGGED_COLOUR, alpha=0.6, label="underperforming"),
+            Patch(color=OK_COLOUR, alpha=0.6, label="ok"),
+        ],
+        loc="lower right",
+    )
+    return fig
+
+
+def agreement_bars(metrics_df: pd.DataFrame, *, flagged: Collection[str], min_agreement: float) -> Figure:
+    """Horizontal bars of each GT crop's agreement (best on top), underperforming crops in red, threshold dashed."""
+    data = metrics_df.dropna(subset=["agreement_score"]).sort_values("agreement_score")
+    fig = Figure(figsize=(8.0, max(3.0, 0.32 * len(data) + 1.5)), layout="constrained")
+    ax = fig.add_subplot()
+    colours = np.where(data["crop"].isin(list(flagged)), FLAGGED_COLOUR, OK_COLOUR)
+    ax.barh(data["crop"], data["agreement_score"], color=colours)
+    for i, (score, n) in enumerate(zip(data["agreement_score"], data["num_fields"], strict=True)):
+        ax.text(score + 0.01, i, f"{score:.2f}  (n={n:,})", va="center", fontsize=8)
+    ax.axvline(min_agreement, color=FLAGGED_COLOUR, ls="--", lw=1)
+    ax.set_xlim(0, 1.25)
+    ax.set_xlabel("agreement (share of the crop's GT fields predicted as the crop)")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_title(f"Agreement per crop (dashed: {min_agreement:g})")
+    return fig
+
+
+def block_map(
+    blocks: pd.DataFrame,
+    *,
+    picks: pd.DataFrame | None = None,
+    evaluation: pd.DataFrame | None = None,
+    aspect: float = 1.0,
+    crs: str = "",
+) -> Figure:
+    """Error rate per spatial block (blocks with evaluable fields), with the fields to label and held back on top.
+
+    `blocks` has left, right, bottom, top and error_rate per block (see `select.block_agreement`); `aspect` is the
+    screen height of one y unit over one x unit (so that blocks look square in degrees too).
+    """
+    fig = Figure(figsize=(8.5, 7.5), layout="constrained")
+    ax = fig.add_subplot()
+    width = float((blocks["right"] - blocks["left"]).iloc[0]) if len(blocks) else 1.0
+    height = float((blocks["top"] - blocks["bottom"]).iloc[0]) if len(blocks) else 1.0
+    col = np.rint((blocks["left"] - blocks["left"].min()) / width).astype(int).to_numpy()
+    row = np.rint((blocks["bottom"] - blocks["bottom"].min()) / height).astype(int).to_numpy()
+    grid = np.full((row.max(initial=0) + 1, col.max(initial=0) + 1), np.nan)
+    grid[row, col] = blocks["error_rate"].to_numpy(float)
+    extent = (blocks["left"].min(), blocks["right"].max(), blocks["bottom"].min(), blocks["top"].max())
+    image = ax.imshow(
+        grid,
+        origin="lower",
+        extent=extent if len(blocks) else None,
+        cmap="RdYlGn_r",
+        vmin=0,
+        vmax=1,
+        aspect=aspect,
+        interpolation="nearest",
+    )
+    fig.colorbar(image, ax=ax, label="error rate (share of the block's fields misclassified)", shrink=0.8)
+    if picks is not None and len(picks):
+        ax.scatter(picks["x"], picks["y"], marker="x", s=14, c="black", linewidths=0.8, label="to label")
+    if evaluation is not None and len(evaluation):
+        ax.scatter(
+            evaluation["x"],
+            evaluation["y"],
+            marker="o",
+            s=14,
+            facecolors="white",
+            edgecolors="black",
+            linewidths=0.6,
+            label="held back (evaluation)",
+        )
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    ax.set_xlabel(f"x ({crs})" if crs else "x")
+    ax.set_ylabel(f"y ({crs})" if crs else "y")
+    ax.set_title("Field-level error rate per spatial block")
+    return fig
+
+
+def _class_legend(fig: Figure, classes: np.ndarray) -> None:
+    """A legend of the given class ids with their palette colours, below the panels."""
+    handles = [Patch(color=PALETTE[c], label=f"{c} {CROP_NAMES[c]}") for c in classes]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+
+
+def map_window(window: MapWindow, *, aspect: float = 1.0) -> Figure:
+    """GT | prediction | confidence side by side, classes in the fixed palette with a legend of those present."""
+    gt = np.ma.masked_outside(np.asarray(window.gt_class), 0, N_CLASSES - 1)
+    pred = np.ma.masked_outside(np.asarray(window.predicted), 0, N_CLASSES - 1)
+    conf = np.ma.masked_outside(np.asarray(window.confidence, dtype=float), 0, 100)
+    fig = Figure(figsize=(15.0, 6.0), layout="constrained")
+    axes = fig.subplots(1, 3, sharex=True, sharey=True)
+    style = {"extent": window.extent, "origin": "upper", "aspect": aspect, "interpolation": "nearest"}
+    axes[0].imshow(gt, cmap=_CLASS_CMAP, norm=_CLASS_NORM, **style)
+    axes[1].imshow(pred, cmap=_CLASS_CMAP, norm=_CLASS_NORM, **style)
+    image = axes[2].imshow(conf, cmap="viridis", vmin=0, vmax=100, **style)
+    fig.colorbar(image, ax=axes[2], label="confidence (band 4, %)", shrink=0.8)
+    for ax, title in zip(axes, ("ground truth (fields only)", "prediction (band 3)", "confidence"), strict=True):
+        ax.set_title(title)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel(window.crs)
+    present = np.union1d(np.unique(gt.compressed()), np.unique(pred.compressed())).astype(int)
+    _class_legend(fig, present)
+    return fig

@@ -1,0 +1,631 @@
+"""The diagnosis of one run: every table, picture and the report (report.md, self-contained report.html).
+
+`write_diagnosis` is what the pipeline calls; `diagnose_run` is the compute, `build_report` turns its numbers into
+sentences (no fixed prose: every sentence is built from the run's numbers), and two small renderers write the
+same report as Markdown and HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from cropmon import metrics, plots, select
+from cropmon.diagnose import TIERS, DiagnosisSettings, underperforming_crops
+from cropmon.labels import CROP_NAMES
+
+MAX_SENTENCES = 8  # per section; the tables hold the rest
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Every number of the diagnosis of one run."""
+
+    metrics: pd.DataFrame
+    confusion: pd.DataFrame
+    pixel_confusion: pd.DataFrame
+    pairs: pd.DataFrame
+    flagged: pd.DataFrame
+    selection: select.Selection
+    blocks: pd.DataFrame
+    overall: dict[str, float]
+    caveats: dict[str, Any]
+
+
+def diagnose_run(
+    fields: pd.DataFrame, class_counts: pd.DataFrame, *, settings: DiagnosisSettings, seed: int = 0
+) -> Diagnosis:
+    """Metrics, confusions, underperforming crops, the plan and the caveats of one per-field table."""
+    crop_table = metrics.crop_metrics(fields, class_counts)
+    confusion = metrics.confusion_matrix(fields)
+    flagged = underperforming_crops(crop_table, confusion, settings)
+    selection = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed)
+    return Diagnosis(
+        metrics=crop_table,
+        confusion=confusion,
+        pixel_confusion=metrics.pixel_confusion_matrix(fields, class_counts),
+        pairs=metrics.confusion_pairs(confusion, mutual_share=settings.mutual_share, top=settings.max_confusion_pairs),
+        flagged=flagged,
+        selection=selection,
+        blocks=select.block_agreement(fields, selection.grid),
+        overall=metrics.overall(fields, class_counts),
+        caveats=caveats(fields, crop_table, settings=settings),
+    )
+
+
+def caveats(fields: pd.DataFrame, crop_table: pd.DataFrame, *, settings: DiagnosisSettings) -> dict[str, Any]:
+    """What limits the numbers: fields left out of the metrics or of the plan, odd labels, crops seen on one side."""
+    n_pixels = fields["n_pixels"]
+    unknown = fields.loc[fields["label_status"] == "unknown", "normalized_label"].astype(str).value_counts()
+    no_pixel = fields.loc[n_pixels == 0, "geometry_status"].value_counts()
+    in_gt = crop_table["num_fields"] > 0
+    return {
+        "n_fields": len(fields),
+        "n_scored": int(metrics.evaluable(fields).sum()),
+        "no_pixel": int((n_pixels == 0).sum()),
+        "no_pixel_by_geometry": {str(k): int(v) for k, v in no_pixel.items()},
+        "unknown_label": int(unknown.sum()),
+        "unknown_label_examples": {str(k): int(v) for k, v in unknown.head(5).items()},
+        "null_label": int((fields["label_status"] == "null").sum()),
+        "variant_label": int((fields["label_status"] == "variant").sum()),
+        "all_touched": int((fields["pixel_rule"] == "all_touched").sum()),
+        "tiny": int(((n_pixels > 0) & (n_pixels < settings.min_pixels)).sum()),
+        "ties": int(fields["tie"].astype(bool).sum()),
+        "duplicate_id": int(fields["duplicate_id"].astype(bool).sum()),
+        "repaired_geometry": int((fields["geometry_status"] == "repaired").sum()),
+        "invalid_class_pixels": int(fields["n_invalid"].sum()),
+        "invalid_confidence_pixels": int(fields["n_conf_invalid"].sum()),
+        "never_predicted": list(crop_table.loc[in_gt & (crop_table["n_predicted"] == 0), "crop"]),
+        "never_right": list(crop_table.loc[in_gt & (crop_table["n_correct"] == 0), "crop"]),
+        "predicted_not_in_gt": dict(
+            zip(crop_table.loc[~in_gt, "crop"], crop_table.loc[~in_gt, "n_predicted"], strict=True)
+        ),
+        "too_few_fields": list(crop_table.loc[in_gt & (crop_table["num_fields"] < settings.min_fields), "crop"]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The report as a list of blocks, rendered twice (Markdown and HTML)
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: list[str]
+
+
+@dataclass(frozen=True)
+class Table:
+    frame: pd.DataFrame
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str  # file name beside the report
+    png: bytes
+    caption: str
+
+
+Block = Heading | Paragraph | Bullets | Table | Image
+
+
+@dataclass
+class Written:
+    """Files written so far, by file name."""
+
+    out_dir: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        self.paths[name] = self.out_dir / name
+        return self.paths[name]
+
+
+def _pct(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{100 * value:.1f} %"
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _names(items: list[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
+    o, c, m = d.overall, d.caveats, d.metrics
+    in_gt = m.loc[m["num_fields"] > 0]
+    text = f"{c['n_scored']:,} of {c['n_fields']:,} fields were scored (a known crop label and at least one pixel)."
+    if not len(in_gt):
+        return [Heading("Headline"), Paragraph(text + " With no scored field there is nothing to diagnose.")]
+    text += (
+        f" {_pct(o['agreement'])} of them are predicted as their ground-truth crop; weighted by area"
+        f" {_pct(o['area_agreement'])}, by pixel {_pct(o['pixel_agreement'])}. Macro F1 over the {len(m)} crops"
+        f" seen (in the GT or predicted) is {_num(o['macro_f1'])}, support-weighted F1 {_num(o['weighted_f1'])}."
+    )
+    solid = in_gt.loc[in_gt["num_fields"] >= s.min_fields]
+    pool = solid if len(solid) else in_gt
+    best, worst = pool.iloc[0], pool.sort_values(["weighted_f1_score", "num_fields"], ascending=[True, False]).iloc[0]
+    text += (
+        f" Best crop: {best['crop']} (agreement {_num(best['agreement_score'])} over {best['num_fields']:,} fields);"
+        f" worst: {worst['crop']} ({_num(worst['agreement_score'])} over {worst['num_fields']:,})"
+        + (f", among crops with at least {s.min_fields} fields." if len(solid) else ".")
+    )
+    tiers = d.flagged["severity"].value_counts()
+    if len(d.flagged):
+        counts = [f"{tiers[t]} {t}" for t in TIERS if t in tiers]
+        text += f" {len(d.flagged)} crops are underperforming ({', '.join(counts)})."
+    else:
+        text += " No crop falls below the thresholds."
+    numbers = pd.DataFrame(
+        {
+            "measure": [
+                "fields scored",
+                "agreement (fields)",
+                "agreement (area)",
+                "agreement (pixels)",
+                "macro F1",
+                "weighted F1",
+                "underperforming crops",
+            ],
+            "value": [
+                f"{c['n_scored']:,}",
+                _pct(o["agreement"]),
+                _pct(o["area_agreement"]),
+                _pct(o["pixel_agreement"]),
+                _num(o["macro_f1"]),
+                _num(o["weighted_f1"]),
+                str(len(d.flagged)),
+            ],
+        }
+    )
+    return [Heading("Headline"), Paragraph(text), Table(numbers)]
+
+
+def _crop_sentence(row: pd.Series, m: pd.Series, s: DiagnosisSettings) -> str:
+    """One underperforming crop, in words: its numbers and each of its reasons."""
+    phrases = []
+    for code in row["reasons"].split(";"):
+        if code == "never_predicted":
+            phrases.append("it is never predicted")
+        elif code.startswith("absorbed_by:"):
+            other = code.split(":", 1)[1]
+            rank = [m.get(f"mistaken_for_{k}") for k in range(1, metrics.TOP_MISTAKES + 1)].index(other) + 1
+            phrases.append(f"{100 * m[f'mistaken_for_{rank}_share']:.0f} % of its fields are predicted as {other}")
+        elif code == "over_predicted":
+            phrases.append(f"it is predicted for {row['n_predicted']:,} fields against {row['num_fields']:,} in the GT")
+        elif code == "low_precision":
+            phrases.append(f"only {_pct(row['precision'])} of the fields predicted as it are right")
+        elif code == "scattered_errors":
+            phrases.append(f"its errors are spread (largest: {m['mistaken_for_1']}, {_pct(m['mistaken_for_1_share'])})")
+        elif code == "low_confidence":
+            phrases.append(f"mean confidence {_num(row['conf_mean'], 0)} < {s.min_confidence:g}")
+        elif code == "too_few_fields":
+            n = row["num_fields"]
+            phrases.append(f"only {n} GT fields, weak evidence" if n else "it is absent from the GT")
+    scores = f"agreement {_num(row['agreement_score'])}, F1 {_num(row['f1'])}"
+    return f"**{row['crop']}** ({row['severity']}; {scores}): {'; '.join(phrases)}."
+
+
+def _underperforming(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
+    blocks: list[Block] = [Heading("Underperforming crops"), Paragraph(f"Rule: {s.rule_text()}.")]
+    if not len(d.flagged):
+        return [*blocks, Paragraph(f"All {len(d.metrics)} crops pass the rule.")]
+    by_crop = d.metrics.set_index("crop")
+    sentences = [_crop_sentence(row, by_crop.loc[row["crop"]], s) for _, row in d.flagged.iterrows()]
+    rest = len(sentences) - MAX_SENTENCES
+    if rest > 0:
+        sentences = [*sentences[:MAX_SENTENCES], f"{rest} more in the table and in underperforming_crops.csv."]
+    table = d.flagged[
+        ["crop", "severity", "reasons", "num_fields", "n_predicted", "agreement_score", "f1", "precision", "conf_mean"]
+    ]
+    return [*blocks, Bullets(sentences), Table(table, "underperforming_crops.csv (worst tier first)")]
+
+
+def _pair_sentence(pair: Any) -> str:
+    a, b = pair.crop_a, pair.crop_b
+    if pair.mutual:
+        return (
+            f"{a} and {b} are confused both ways: {pair.a_as_b:,} {a} fields ({_pct(pair.a_as_b_share)}) are"
+            f" predicted as {b}, {pair.b_as_a:,} {b} fields ({_pct(pair.b_as_a_share)}) as {a}."
+        )
+    back = f"; the other way only {pair.b_as_a:,}" if pair.b_as_a else ", never the other way"
+    return f"{pair.a_as_b:,} {a} fields ({_pct(pair.a_as_b_share)} of {a}) are predicted as {b}{back}."
+
+
+def _confusions(d: Diagnosis, images: dict[str, Image]) -> list[Block]:
+    blocks: list[Block] = [Heading("Confusions")]
+    if not len(d.pairs):
+        blocks.append(Paragraph("No field is predicted as another crop."))
+    else:
+        off = int(d.confusion.to_numpy().sum() - np.trace(d.confusion.to_numpy()))
+        top = d.pairs.head(3)["fields"].sum()
+        blocks.append(
+            Paragraph(
+                f"{off:,} scored fields are predicted as another crop; the {min(3, len(d.pairs))} largest pairs"
+                f" below account for {_pct(top / off)} of them ({len(d.pairs)} pairs listed in confusion_pairs.csv)."
+            )
+        )
+        blocks.append(Bullets([_pair_sentence(p) for p in d.pairs.head(MAX_SENTENCES).itertuples()]))
+    blocks.append(images["confusion_heatmap.png"])
+    return blocks
+
+
+def _figures(d: Diagnosis, images: dict[str, Image]) -> list[Block]:
+    blocks: list[Block] = [Heading("Per crop and across the AOI"), images["agreement_by_crop.png"]]
+    blocks.append(images["f1_vs_confidence.png"])
+    solid = d.blocks.loc[d.blocks["n_fields"] >= 10]
+    if len(solid) >= 2:
+        worst, best = solid.loc[solid["error_rate"].idxmax()], solid.loc[solid["error_rate"].idxmin()]
+        blocks.append(
+            Paragraph(
+                f"Across the {len(solid)} blocks of {d.selection.grid.block_km:g} km with at least 10 scored fields,"
+                f" the error rate runs from {_pct(best['error_rate'])} to {_pct(worst['error_rate'])} (worst block"
+                f" around x={worst['left']:.4g}..{worst['right']:.4g}, y={worst['bottom']:.4g}..{worst['top']:.4g},"
+                f" {int(worst['n_fields'])} fields)."
+            )
+        )
+    blocks.append(images["block_error_map.png"])
+    if "map_window.png" in images:
+        blocks.append(images["map_window.png"])
+    return blocks
+
+
+def _plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
+    sel = d.selection
+    plan, picks, held = sel.plan, sel.picks, sel.evaluation
+    blocks: list[Block] = [Heading("Active-learning plan")]
+    if not len(plan):
+        return [*blocks, Paragraph("Nothing to plan: no crop is underperforming.")]
+    groups = plan["group"].nunique()
+    text = (
+        f"Label {len(picks):,} fields ({picks['area_ha'].sum():,.0f} ha) of {int((plan['quota'] > 0).sum())} crops"
+        f" in {groups} group{'s' if groups > 1 else ''}, and hold back {len(held):,} fields"
+        f" ({held['area_ha'].sum():,.0f} ha) to measure the next model; no field to label lies within"
+        f" {s.buffer_km:g} km of a held-back block."
+    )
+    if len(held):
+        text += (
+            f" The current model gets {_pct(held['correct'].mean())} of the held-back fields right: the number the"
+            " next model has to beat."
+        )
+    derivation = (
+        f"How many: an underperforming crop's target is error x ({s.label_base} + {s.label_share_scale:g} x"
+        f" sqrt(its share of the scored area)), error = max(1 - agreement, 1 - F1, confidence gap), clamped to"
+        f" [{s.label_min}, {s.label_max}]; crops linked by confusion (absorbed_by either way, or mutual) are"
+        f" planned together and a linked crop that is fine gets {s.contrast_ratio:g} x its group's targets as"
+        f" contrast examples. Each quota is capped by the clean informative fields outside the held-back blocks"
+        f" and buffers (at most {s.max_per_block} per crop and {s.block_km:g} km block)"
+        + (f", and all quotas together by the budget of {s.label_budget:,} fields." if s.label_budget else ".")
+    )
+    which = (
+        f"Which: misclassified fields first, then right but uncertain ones (confidence < {s.uncertain_confidence:g}"
+        f" or pixel-vote margin < {s.uncertain_margin:g}), a bonus for fields confused within their group; only"
+        f" fields with at least {s.min_pixels} pixel centres, never an all-touched fallback; picked in rounds over"
+        " the blocks so that neighbours do not crowd the list."
+    )
+    absent = plan["num_fields"] == 0
+    short = plan.loc[(plan["quota"] < plan["target"]) & ~absent, "crop"].tolist()
+    bullets = [derivation, which]
+    if short:
+        bullets.append(f"Capped by the fields available (or the budget): {_names(short)}.")
+    for row in plan.loc[absent].itertuples():
+        others = [c for c in row.members.split(" + ") if c != row.crop]
+        where = f"; its false alarms are labelled as fields of {_names(others)}" if others else ""
+        bullets.append(f"{row.crop} has no GT field in this AOI, so none of it can be labelled here{where}.")
+    table = plan[["group", "crop", "role", "severity", "target", "available", "quota", "expected_ha", "eval_fields"]]
+    blocks += [Paragraph(text), Bullets(bullets), Table(table, "label_plan.csv (derivation column: the numbers)")]
+    if len(picks):
+        top = picks.head(15)[["rank", "field_id", "crop", "predicted", "confidence_score", "vote_margin", "reason"]]
+        blocks.append(Table(top, f"first {len(top)} of {len(picks):,} fields in fields_to_label.csv / .gpkg"))
+    return blocks
+
+
+def _caveats(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSettings) -> list[Block]:
+    c = d.caveats
+    items = []
+    if c["no_pixel"]:
+        where = ", ".join(f"{k}: {v:,}" for k, v in c["no_pixel_by_geometry"].items())
+        items.append(f"{c['no_pixel']:,} fields got no pixel and are not scored ({where}).")
+    if c["unknown_label"]:
+        examples = ", ".join(f"'{k}' ({v})" for k, v in c["unknown_label_examples"].items())
+        items.append(f"{c['unknown_label']:,} fields carry a label that is in no class and are not scored: {examples}.")
+    if c["null_label"]:
+        items.append(f"{c['null_label']:,} fields have no label and are not scored.")
+    if c["variant_label"]:
+        items.append(f"{c['variant_label']:,} labels matched a class only after case/space folding.")
+    if c["all_touched"]:
+        items.append(
+            f"{c['all_touched']:,} fields are so small or thin that no pixel centre falls inside: scored from the"
+            " pixels they touch (all-touched fallback), never picked for labelling."
+        )
+    if c["tiny"]:
+        items.append(f"{c['tiny']:,} scored fields have fewer than {s.min_pixels} pixels: never picked for labelling.")
+    if c["ties"]:
+        items.append(f"{c['ties']:,} fields had a tied majority, broken to the lowest class id.")
+    if c["duplicate_id"]:
+        items.append(f"{c['duplicate_id']:,} fields share their field_id with another: scored, never picked.")
+    if c["never_predicted"]:
+        items.append(f"Never predicted for any field: {_names(c['never_predicted'])}.")
+    extra = [crop for crop in c["never_right"] if crop not in c["never_predicted"]]
+    if extra:
+        items.append(f"Predicted, but never for one of its own fields: {_names(extra)}.")
+    if c["predicted_not_in_gt"]:
+        seen = [f"{k} ({v:,} fields)" for k, v in c["predicted_not_in_gt"].items()]
+        items.append(f"Predicted although absent from the GT: {_names(seen)}.")
+    if c["too_few_fields"]:
+        items.append(f"Fewer than {s.min_fields} GT fields (noisy numbers): {_names(c['too_few_fields'])}.")
+    if c["invalid_class_pixels"] or c["invalid_confidence_pixels"]:
+        items.append(
+            f"{c['invalid_class_pixels']:,} pixels held a class outside 0..31 and {c['invalid_confidence_pixels']:,}"
+            " a confidence outside 0..100; they are counted, not used."
+        )
+    dropped = _lookup(run_info, "fields", "counts")
+    if isinstance(dropped, Mapping) and dropped:
+        items.append("The engine reported: " + ", ".join(f"{k}: {v:,}" for k, v in dropped.items()) + ".")
+    return [Heading("Caveats"), Bullets(items or ["None: every field was scored and every label matched a class."])]
+
+
+def _lookup(info: Mapping[str, Any], *keys: str) -> Any:
+    """info[k1][k2]..., or None when a level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(info, Mapping) or key not in info:
+            return None
+        info = info[key]
+    return info
+
+
+def _flatten(info: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """('a.b', value as short text) for every leaf of a nested mapping."""
+    rows = []
+    for key, value in info.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            rows += _flatten(value, prefix=f"{name}.")
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            rows.append((name, text if len(text) <= 160 else text[:157] + "..."))
+    return rows
+
+
+def _settings(run_info: Mapping[str, Any], s: DiagnosisSettings, seed: int) -> list[Block]:
+    diag = pd.DataFrame([*asdict(s).items(), ("seed", seed)], columns=["setting", "value"])
+    diag["value"] = diag["value"].map(str)
+    blocks: list[Block] = [Heading("Settings of this run"), Table(diag, "diagnosis settings")]
+    rows = _flatten(run_info)
+    if rows:
+        blocks.append(Table(pd.DataFrame(rows, columns=["key", "value"]), "run information"))
+    else:
+        blocks.append(Paragraph("The pipeline passed no run information."))
+    return blocks
+
+
+def build_report(
+    d: Diagnosis, images: dict[str, Image], *, settings: DiagnosisSettings, run_info: Mapping[str, Any], seed: int
+) -> tuple[str, list[Block]]:
+    """The report's title and blocks, in reading order."""
+    source = _lookup(run_info, "inputs", "raster") or _lookup(run_info, "inputs", "fields")
+    title = f"Crop diagnosis: {Path(str(source)).name}" if source else "Crop diagnosis"
+    return title, [
+        *_headline(d, settings),
+        *_underperforming(d, settings),
+        *_confusions(d, images),
+        *_figures(d, images),
+        *_plan(d, settings),
+        *_caveats(d, run_info, settings),
+        *_settings(run_info, settings, seed),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Renderers
+
+
+def _cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as display text: floats with 2 decimals, ints with thousands separators, blanks for missing."""
+
+    def show(value: Any) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+            return ""
+        if isinstance(value, bool | np.bool_):
+            return "yes" if value else "no"
+        if isinstance(value, int | np.integer):
+            return f"{value:,}"
+        if isinstance(value, float | np.floating):
+            return f"{value:,.2f}"
+        return str(value)
+
+    return frame.astype(object).map(show)
+
+
+def render_markdown(title: str, blocks: list[Block]) -> str:
+    """The report as Markdown; images are the PNG files beside it."""
+    out = [f"# {title}", ""]
+    for block in blocks:
+        if isinstance(block, Heading):
+            out += ["#" * block.level + " " + block.text, ""]
+        elif isinstance(block, Paragraph):
+            out += [block.text, ""]
+        elif isinstance(block, Bullets):
+            out += [f"- {item}" for item in block.items] + [""]
+        elif isinstance(block, Table):
+            cells = _cells(block.frame)
+            rows = [list(cells.columns), ["---"] * cells.shape[1], *cells.to_numpy().tolist()]
+            out += [f"*{block.caption}*", ""] if block.caption else []
+            out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
+        elif isinstance(block, Image):
+            out += [f"![{block.caption}]({block.name})", "", f"*{block.caption}*", ""]
+    return "\n".join(out)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; }
+th { background: #f0f0f0; }
+figure { margin: 1em 0 2em; }
+img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+figcaption, caption { color: #555; font-size: 0.9em; text-align: left; }
+"""
+
+
+def _inline_html(text: str) -> str:
+    """Escape, then turn **bold** into <strong>."""
+    parts = html.escape(text).split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def render_html(title: str, blocks: list[Block]) -> str:
+    """The report as one self-contained HTML page (images as base64 data URIs, no script, no external file)."""
+    out = [
+        f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            out.append(f"<p>{_inline_html(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            out.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            table = _cells(block.frame).to_html(index=False, escape=True, border=0)
+            caption = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
+            out.append(table.replace("<thead>", f"{caption}<thead>", 1))
+        elif isinstance(block, Image):
+            data = base64.b64encode(block.png).decode("ascii")
+            out.append(
+                f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block.caption)}'>"
+                f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+            )
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _images(d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) -> dict[str, Image]:
+    """Every picture of the report, rendered once (the same bytes go to the PNG files and into the HTML)."""
+    flagged = set(d.flagged["crop"])
+    listed = [c for c in CROP_NAMES if c in set(d.metrics["crop"])]
+    shares = metrics.row_shares(d.confusion).loc[listed, listed]
+    grid = d.selection.grid
+    aspect = grid.unit_x / grid.unit_y
+    crs = str(window.crs) if window is not None else ""
+    figures = {
+        "confusion_heatmap.png": (
+            plots.confusion_heatmap(shares),
+            "Field-level confusion, each GT row divided by its total (percent in the cells).",
+        ),
+        "agreement_by_crop.png": (
+            plots.agreement_bars(d.metrics, flagged=flagged, min_agreement=s.min_agreement),
+            "Agreement per crop; red: underperforming.",
+        ),
+        "f1_vs_confidence.png": (
+            plots.f1_vs_confidence(d.metrics, flagged=flagged, min_f1=s.min_f1, min_confidence=s.min_confidence),
+            "F1 against mean confidence per crop; bubble area ~ GT fields; shaded: the underperforming region.",
+        ),
+        "block_error_map.png": (
+            plots.block_map(
+                d.blocks, picks=d.selection.picks, evaluation=d.selection.evaluation, aspect=aspect, crs=crs
+            ),
+            f"Error rate per {s.block_km:g} km block; crosses: fields to label, circles: held back.",
+        ),
+    }
+    if window is not None:
+        figures["map_window.png"] = (
+            plots.map_window(window, aspect=aspect),
+            f"A window of the AOI ({window.crs}): ground truth | prediction | confidence.",
+        )
+    return {name: Image(name, _png(fig), caption) for name, (fig, caption) in figures.items()}
+
+
+def _write_csv(frame: pd.DataFrame, path: Path, *, decimals: int | dict[str, int] = 2, index: bool = False) -> None:
+    """CSV with floats rounded like the reference (1.0 is written '1', 0.99 '0.99')."""
+    frame.round(decimals).to_csv(path, index=index, float_format="%.10g")
+
+
+def _field_decimals(frame: pd.DataFrame) -> dict[str, int]:
+    """Coordinates keep 7 decimals (~1 cm in degrees); other floats 3."""
+    return {c: 7 if c in ("x", "y") else 3 for c in frame.select_dtypes("float").columns}
+
+
+def _write_layer(table: pd.DataFrame, fields: pd.DataFrame, path: Path, *, layer: str, crs: Any) -> None:
+    """The listed fields as a GeoPackage layer: their polygons, or their points when the table has no geometry."""
+    if isinstance(fields, gpd.GeoDataFrame):
+        geometry, crs = fields.geometry.loc[table.index], fields.crs
+    else:
+        geometry = gpd.points_from_xy(table["x"].astype(float), table["y"].astype(float))
+    frame = gpd.GeoDataFrame(table.astype({"correct": bool}), geometry=geometry, crs=crs)
+    with warnings.catch_warnings():
+        # A plain table without any CRS is written as such, on purpose; pyogrio warns about it.
+        warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+        frame.to_file(path, layer=layer, driver="GPKG", engine="pyogrio")
+
+
+def write_diagnosis(
+    fields: pd.DataFrame,
+    class_counts: pd.DataFrame,
+    out_dir: Path,
+    *,
+    settings: DiagnosisSettings,
+    run_info: dict,
+    map_window: plots.MapWindow | None = None,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write every table, picture and the report of the diagnosis into `out_dir`; return the paths by file name."""
+    out = Written(Path(out_dir))
+    out.out_dir.mkdir(parents=True, exist_ok=True)
+    d = diagnose_run(fields, class_counts, settings=settings, seed=seed)
+    sel = d.selection
+    _write_csv(d.metrics, out.path("crop_metrics.csv"))
+    _write_csv(d.confusion, out.path("confusion_matrix.csv"), index=True)
+    _write_csv(d.pixel_confusion, out.path("confusion_matrix_pixels.csv"), index=True)
+    _write_csv(d.pairs, out.path("confusion_pairs.csv"), decimals=3)
+    _write_csv(d.flagged, out.path("underperforming_crops.csv"), decimals=3)
+    _write_csv(sel.plan, out.path("label_plan.csv"), decimals=3)
+    crs = map_window.crs if map_window is not None else _lookup(run_info, "inputs", "crs")
+    for name, table in (("fields_to_label", sel.picks), ("evaluation_fields", sel.evaluation)):
+        _write_csv(table, out.path(f"{name}.csv"), decimals=_field_decimals(table))
+        _write_layer(table, fields, out.path(f"{name}.gpkg"), layer=name, crs=crs)
+    images = _images(d, settings, map_window)
+    for name, image in images.items():
+        out.path(name).write_bytes(image.png)
+    title, blocks = build_report(d, images, settings=settings, run_info=run_info, seed=seed)
+    out.path("report.md").write_text(render_markdown(title, blocks), encoding="utf-8")
+    out.path("report.html").write_text(render_html(title, blocks), encoding="utf-8")
+    return out.paths
