@@ -131,9 +131,10 @@ class ClusterHandle:
                 continue
             without_workers_since = without_workers_since or time.monotonic()
             if time.monotonic() - without_workers_since > no_worker_timeout:
+                missing = sum(f.status != "finished" for f in futures)
                 raise errors.ClusterError(
-                    f"the cluster at {self.address} has had no worker for {no_worker_timeout:.0f} s and "
-                    f"{len(not_done)} results are missing; start workers (or use --scheduler local) and run again"
+                    f"the cluster at {self.address} has had no worker for {no_worker_timeout:.0f} s and {missing} "
+                    "results are missing; start workers (or use --scheduler local) and run again"
                 )
 
 

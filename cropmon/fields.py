@@ -29,7 +29,7 @@ class FieldReport:
     counts: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
     unknown_labels: dict[str, int] = field(default_factory=dict)
-    overlapping_pairs: int = 0
+    overlapping_pairs: int = 0  # pairs of fields sharing pixel centres (found by the rasterization)
 
     def add(self, case: str, field_ids: pd.Series | np.ndarray) -> None:
         ids = [str(v) for v in np.asarray(field_ids)]
@@ -104,24 +104,11 @@ def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry:
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
-def count_overlapping_pairs(geometry: np.ndarray) -> tuple[int, np.ndarray]:
-    """Pairs of fields whose interiors intersect (shared edges do not count), and the rows involved."""
-    usable = np.flatnonzero(~shapely.is_missing(geometry))
-    if len(usable) < 2:
-        return 0, np.empty(0, dtype=np.int64)
-    geoms = geometry[usable]
-    tree = shapely.STRtree(geoms)
-    pairs = [tree.query(geoms, predicate=p) for p in ("overlaps", "contains")]
-    left = np.concatenate([p[0] for p in pairs])
-    right = np.concatenate([p[1] for p in pairs])
-    keep = left != right
-    left, right = np.minimum(left[keep], right[keep]), np.maximum(left[keep], right[keep])
-    unique_pairs = np.unique(np.stack([left, right], axis=1), axis=0) if len(left) else np.empty((0, 2), int)
-    return len(unique_pairs), usable[np.unique(unique_pairs.ravel())]
-
-
 def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_label") -> PreparedFields:
-    """Match labels, repair and reproject geometries to the raster's CRS, flag duplicates and overlaps."""
+    """Match labels, repair and reproject geometries to the raster's CRS, flag duplicate ids.
+
+    Overlaps are found later, where they matter: by the rasterization (fields sharing pixel centres).
+    """
     report = FieldReport(n_input=len(fields))
     table = pd.DataFrame(fields.drop(columns=fields.geometry.name))
     table = table.reset_index(drop=True)
@@ -153,10 +140,6 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
     duplicated = table["field_id"].duplicated(keep=False) & table["field_id"].notna()
     table["duplicate_id"] = duplicated.to_numpy()
     report.add("duplicate_field_id", table.loc[duplicated, "field_id"].drop_duplicates())
-
-    n_pairs, overlapping_rows = count_overlapping_pairs(geoms)
-    report.overlapping_pairs = n_pairs
-    report.add("overlapping_fields", table.loc[overlapping_rows, "field_id"])
 
     points = shapely.point_on_surface(np.where(shapely.is_missing(geoms), shapely.Point(), geoms))
     table["x"] = shapely.get_x(points)

@@ -27,7 +27,7 @@ from cropmon.config import RunConfig
 from cropmon.labels import CROP_NAMES
 from cropmon.rasterize import FieldLayout, RowChunks, label_grid, layout_fields
 from cropmon.schema import FIELD_TABLE_COLUMNS
-from cropmon.zonal import field_statistics
+from cropmon.zonal import field_statistics, overlap_pairs
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,11 @@ class FieldResults:
 
 
 def build_field_graph(info: cio.RasterInfo, prepared: fields_mod.PreparedFields, *, chunk_rows: int):
-    """The lazy computation (nothing is computed here): per-owning-chunk delayed summaries and the layout."""
+    """The lazy computation (nothing is computed here) and the layout.
+
+    The graph is a list: one delayed summary per owning chunk, then the delayed overlapping label pairs.
+    """
+    import dask
     from affine import Affine
 
     chunks = RowChunks(
@@ -77,8 +81,18 @@ def build_field_graph(info: cio.RasterInfo, prepared: fields_mod.PreparedFields,
             fix="check that the fields and the raster cover the same area (and that their CRS are right)",
         )
     bands = cio.open_prediction_bands(info, chunk_rows=chunk_rows)
-    grid, fallbacks = label_grid(prepared.geometry, layout)
-    return field_statistics(bands, grid, fallbacks, layout, nodata=info.nodata), layout
+    grid, extras = label_grid(prepared.geometry, layout)
+    summaries = field_statistics(bands, grid, extras, layout, nodata=info.nodata)
+    return [*summaries, dask.delayed(overlap_pairs)(extras)], layout
+
+
+def report_overlaps(prepared: fields_mod.PreparedFields, layout: FieldLayout, pairs: np.ndarray) -> None:
+    """Count the pairs of fields that share pixel centres and name a few of them."""
+    prepared.report.overlapping_pairs = len(pairs)
+    if len(pairs):
+        rows = layout.row_of_label[np.unique(pairs.ravel()) - 1]
+        prepared.report.add("overlapping_fields", prepared.table["field_id"].iloc[rows])
+        log.warning("%d pairs of fields overlap (share pixel centres); shared pixels count once", len(pairs))
 
 
 def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, summaries: list[dict], geometry):
@@ -117,7 +131,8 @@ def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, sum
 
     has_pixels = table["n_pixels"].to_numpy() > 0
     majority = table["majority_crop"].to_numpy()
-    table["majority_crop_label"] = [CROP_NAMES[int(c)] if ok else "" for c, ok in zip(majority, has_pixels)]
+    names = np.array([*CROP_NAMES, ""], dtype=object)
+    table["majority_crop_label"] = names[np.where(has_pixels, np.nan_to_num(majority, nan=0), -1).astype(int)]
     gt = table["gt_class"]
     decidable = has_pixels & gt.notna().to_numpy()
     match = pd.array(np.full(n, pd.NA), dtype="Int8")
@@ -158,8 +173,9 @@ def analyse_fields(
         graph, layout = build_field_graph(info, prepared, chunk_rows=rows)
     handle_cm = contextlib.nullcontext(cluster) if cluster is not None else connect(scheduler)
     with handle_cm as handle, timer.stage("compute"):
-        summaries = handle.compute(graph, progress=progress)
+        *summaries, overlaps = handle.compute(graph, progress=progress)
     with timer.stage("assemble table"):
+        report_overlaps(prepared, layout, overlaps)
         table, class_counts = assemble_table(prepared, layout, summaries, source.geometry)
     return FieldResults(
         table=table,

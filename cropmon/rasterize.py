@@ -10,6 +10,7 @@ all-touched pixels there (`FallbackPixels`); the zonal step uses them only when 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 import warnings
@@ -90,11 +91,16 @@ class FieldLayout:
         return k, min(last_row // self.chunks.chunk_rows, self.chunks.n_chunks - 1)
 
 
-def pixel_spans(geometry: np.ndarray, transform: Affine) -> tuple[np.ndarray, ...]:
-    """Row and column spans [row0, row1) x [col0, col1) of each geometry's bounding box, all-touched inclusive."""
+def pixel_spans(geometry_or_bounds: np.ndarray, transform: Affine) -> tuple[np.ndarray, ...]:
+    """Row and column spans [row0, row1) x [col0, col1) of each bounding box, all-touched inclusive.
+
+    Takes geometries or an (n, 4) array of their bounds (NaN bounds for missing geometries).
+    """
     if transform.b != 0 or transform.d != 0:
         raise ValueError("rotated or sheared rasters are not supported")
-    bounds = shapely.bounds(geometry)  # NaN for missing geometries
+    bounds = geometry_or_bounds
+    if bounds.dtype == object:
+        bounds = shapely.bounds(bounds)
     minx, miny, maxx, maxy = bounds.T
     col_a, col_b = (minx - transform.c) / transform.a, (maxx - transform.c) / transform.a
     row_a, row_b = (maxy - transform.f) / transform.e, (miny - transform.f) / transform.e
@@ -126,57 +132,157 @@ def layout_fields(geometry: np.ndarray, chunks: RowChunks) -> FieldLayout:
 
 
 @dataclass(frozen=True)
+class PolygonBatch:
+    """Polygons as compact ragged coordinate arrays (cheap to pickle into a task) and their labels.
+
+    `shapely.to_ragged_array` layout: `coords` (n, 2); `offsets` = ring, polygon (and, for MultiPolygons, part)
+    offsets. Turned into GeoJSON-like mappings on the worker, which rasterio burns ~5x faster than shapely objects.
+    """
+
+    labels: np.ndarray  # int32, one per polygon
+    kind: int  # shapely.GeometryType.POLYGON or MULTIPOLYGON
+    coords: np.ndarray
+    offsets: tuple[np.ndarray, ...]
+
+    @classmethod
+    def from_geometries(cls, geometry: np.ndarray, labels: np.ndarray) -> PolygonBatch:
+        if len(geometry) == 0:
+            return cls(labels.astype(np.int32), int(shapely.GeometryType.POLYGON), np.empty((0, 2)), ())
+        kind, coords, offsets = shapely.to_ragged_array(geometry)
+        return cls(labels.astype(np.int32), int(kind), coords, tuple(offsets))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def shapes(self) -> list[dict]:
+        """GeoJSON-like Polygon / MultiPolygon mappings, one per polygon, in label order."""
+        if len(self) == 0:
+            return []
+        flat = iter(self.coords.ravel().tolist())
+        points = list(zip(flat, flat, strict=True))
+        ring_ends = self.offsets[0].tolist()
+        rings = [points[a:b] for a, b in itertools.pairwise(ring_ends)]
+        poly_ends = self.offsets[1].tolist()
+        polygons = [rings[a:b] for a, b in itertools.pairwise(poly_ends)]
+        if self.kind == shapely.GeometryType.POLYGON:
+            return [{"type": "Polygon", "coordinates": p} for p in polygons]
+        part_ends = self.offsets[2].tolist()
+        return [
+            {"type": "MultiPolygon", "coordinates": polygons[a:b]}
+            for a, b in itertools.pairwise(part_ends)
+        ]
+
+    def bounds(self) -> np.ndarray:
+        """(n, 4) minx, miny, maxx, maxy of each polygon."""
+        ends = self.offsets[0]
+        for level in self.offsets[1:]:
+            ends = ends[level]
+        starts = ends[:-1]
+        mins = np.minimum.reduceat(self.coords, starts, axis=0)
+        maxs = np.maximum.reduceat(self.coords, starts, axis=0)
+        return np.column_stack([mins, maxs])
+
+
+@dataclass(frozen=True)
 class FallbackPixels:
-    """All-touched pixels of the fields that have no pixel centre in a chunk: (label, flat pixel index) pairs."""
+    """All-touched pixels of fields with no pixel centre anywhere: (label, flat pixel index in the chunk) pairs."""
 
     labels: np.ndarray  # int32
-    pixels: np.ndarray  # int64 flat index into the chunk (row * width + col)
+    pixels: np.ndarray  # int64 (row * width + col)
+
+    @classmethod
+    def empty(cls) -> FallbackPixels:
+        return cls(np.empty(0, np.int32), np.empty(0, np.int64))
+
+
+@dataclass(frozen=True)
+class BlockExtras:
+    """What a chunk's rasterization found besides its label grid."""
+
+    fallback: FallbackPixels
+    overlap_pairs: np.ndarray  # (k, 2) int32 label pairs that share pixel centres in this chunk
 
 
 def rasterize_block(
-    geometry: np.ndarray, labels: np.ndarray, *, transform: Affine, row_start: int, rows: int, width: int
-) -> tuple[np.ndarray, FallbackPixels]:
-    """Label grid of one row chunk (pixel centres) plus the all-touched pixels of fields with no centre in it.
+    batch: PolygonBatch, *, transform: Affine, row_start: int, rows: int, width: int, height: int
+) -> tuple[np.ndarray, BlockExtras]:
+    """Label grid of one row chunk (pixel centres) plus fallbacks and overlaps found there.
 
-    Pure: geometries in the raster's CRS and their labels in, numpy out. Where fields overlap, the later label wins
-    (overlaps are reported upstream).
+    Pure: polygons in the raster's CRS with their labels in, numpy out. Where fields overlap, the higher label wins
+    the shared pixels, and the pair is reported (a second burn in reverse order reveals every shared pixel).
+    A field with no pixel centre in this chunk is checked over its whole extent; if it has none anywhere, its
+    all-touched pixels in this chunk are returned as fallback.
     """
     from rasterio.features import rasterize
 
     window_transform = transform @ Affine.translation(0, row_start)
     grid = np.zeros((rows, width), dtype=np.int32)
-    if len(geometry) == 0 or rows == 0:
-        return grid, FallbackPixels(np.empty(0, np.int32), np.empty(0, np.int64))
+    no_pairs = np.empty((0, 2), dtype=np.int32)
+    if len(batch) == 0 or rows == 0:
+        return grid, BlockExtras(FallbackPixels.empty(), no_pairs)
+    shapes = batch.shapes()
+    labels = batch.labels
+    rasterize(zip(shapes, labels.tolist(), strict=True), out=grid, transform=window_transform, dtype=np.int32)
+    reverse = np.zeros_like(grid)
     rasterize(
-        zip(geometry, labels, strict=True),
-        out=grid,
-        transform=window_transform,
-        all_touched=False,
+        zip(shapes[::-1], labels[::-1].tolist(), strict=True), out=reverse, transform=window_transform, dtype=np.int32
+    )
+    shared = grid != reverse
+    overlap_pairs = np.unique(np.column_stack([reverse[shared], grid[shared]]), axis=0) if shared.any() else no_pairs
+
+    lo = int(labels.min())
+    present = np.zeros(int(labels.max()) - lo + 2, dtype=bool)
+    for g in (grid, reverse):
+        inside = g[g >= lo] - lo
+        present[inside] = True
+    local_zero = np.flatnonzero(~present[labels - lo])
+    if len(local_zero) == 0:
+        return grid, BlockExtras(FallbackPixels.empty(), overlap_pairs)
+    no_centre = local_zero[~_has_centre_anywhere(batch, shapes, local_zero, transform, height, width)]
+    fallback = _all_touched_pixels(batch, shapes, no_centre, window_transform, rows, width)
+    return grid, BlockExtras(fallback, overlap_pairs)
+
+
+def _has_centre_anywhere(
+    batch: PolygonBatch, shapes: list[dict], which: np.ndarray, transform: Affine, height: int, width: int
+) -> np.ndarray:
+    """Whether each polygon `which` has a pixel centre anywhere in the raster (one burn over their extent)."""
+    from rasterio.features import rasterize
+
+    row0, row1, _, _ = pixel_spans(batch.bounds()[which], transform)
+    top, bottom = int(max(row0.min(), 0)), int(min(row1.max(), height))
+    if bottom <= top:
+        return np.zeros(len(which), dtype=bool)
+    burn = np.zeros((bottom - top, width), dtype=np.int32)
+    codes = np.arange(1, len(which) + 1)
+    rasterize(
+        zip([shapes[i] for i in which], codes.tolist(), strict=True),
+        out=burn,
+        transform=transform @ Affine.translation(0, top),
         dtype=np.int32,
     )
-    present = np.zeros(int(labels.max()) + 1, dtype=bool)
-    present[grid.ravel()] = True
-    missing = ~present[labels]
-    return grid, _all_touched_pixels(geometry[missing], labels[missing], window_transform, rows, width)
+    found = np.zeros(len(which) + 1, dtype=bool)
+    found[burn.ravel()] = True
+    return found[codes]
 
 
 def _all_touched_pixels(
-    geometry: np.ndarray, labels: np.ndarray, transform: Affine, rows: int, width: int
+    batch: PolygonBatch, shapes: list[dict], which: np.ndarray, transform: Affine, rows: int, width: int
 ) -> FallbackPixels:
-    """All-touched pixels of each geometry separately (neighbouring tiny fields may share a pixel)."""
+    """All-touched pixels of each polygon separately (neighbouring tiny fields may share a pixel)."""
     from rasterio.features import rasterize
 
-    if len(geometry) == 0:
-        return FallbackPixels(np.empty(0, np.int32), np.empty(0, np.int64))
-    row0, row1, col0, col1 = pixel_spans(geometry, transform)
+    if len(which) == 0:
+        return FallbackPixels.empty()
+    row0, row1, col0, col1 = pixel_spans(batch.bounds()[which], transform)
     out_labels, out_pixels = [], []
-    for geom, label, r0, r1, c0, c1 in zip(geometry, labels, row0, row1, col0, col1, strict=True):
+    for i, r0, r1, c0, c1 in zip(which, row0, row1, col0, col1, strict=True):
         r0, r1 = int(max(r0, 0)), int(min(r1, rows))
         c0, c1 = int(max(c0, 0)), int(min(c1, width))
         if r1 <= r0 or c1 <= c0:
             continue
         sub = rasterize(
-            [(geom, 1)],
+            [(shapes[i], 1)],
             out_shape=(r1 - r0, c1 - c0),
             transform=transform @ Affine.translation(c0, r0),
             all_touched=True,
@@ -184,37 +290,37 @@ def _all_touched_pixels(
         )
         rr, cc = np.nonzero(sub)
         out_pixels.append((rr + r0).astype(np.int64) * width + (cc + c0))
-        out_labels.append(np.full(len(rr), label, dtype=np.int32))
+        out_labels.append(np.full(len(rr), batch.labels[i], dtype=np.int32))
     if not out_pixels:
-        return FallbackPixels(np.empty(0, np.int32), np.empty(0, np.int64))
+        return FallbackPixels.empty()
     return FallbackPixels(np.concatenate(out_labels), np.concatenate(out_pixels))
 
 
 def label_grid(geometry: np.ndarray, layout: FieldLayout, *, token: str | None = None):
-    """The lazy label grid (dask int32, the raster's row chunks) and one delayed `FallbackPixels` per chunk.
+    """The lazy label grid (dask int32, the raster's row chunks) and one delayed `BlockExtras` per chunk.
 
-    Each chunk's task carries only the geometries that touch it, found from the fields' row spans (a 1-D
-    interval index on rows: chunks are full-width).
+    Each chunk's task carries only the polygons that touch it, found from the fields' row spans (a 1-D interval
+    index on rows: chunks are full-width), as compact coordinate arrays.
     """
     import dask
     import dask.array as da
 
     chunks = layout.chunks
     token = token or uuid.uuid4().hex
-    blocks, fallbacks = [], []
+    blocks, extras = [], []
     for k in range(chunks.n_chunks):
         start, stop = chunks.rows(k)
         labels = layout.touching(k)
-        geoms = geometry[layout.row_of_label[labels - 1]]
+        batch = PolygonBatch.from_geometries(geometry[layout.row_of_label[labels - 1]], labels)
         task = dask.delayed(rasterize_block, nout=2)(
-            geoms,
-            labels.astype(np.int32),
+            batch,
             transform=chunks.transform,
             row_start=start,
             rows=stop - start,
             width=chunks.width,
+            height=chunks.height,
             dask_key_name=f"rasterize-fields-{token}-{k}",
         )
         blocks.append(da.from_delayed(task[0], shape=(stop - start, chunks.width), dtype=np.int32))
-        fallbacks.append(task[1])
-    return da.concatenate(blocks, axis=0), fallbacks
+        extras.append(task[1])
+    return da.concatenate(blocks, axis=0), extras

@@ -335,8 +335,8 @@ def _plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     if short:
         bullets.append(f"Capped by the fields available (or the budget): {_names(short)}.")
     for row in plan.loc[absent].itertuples():
-        others = [c for c in row.members.split(" + ") if c != row.crop]
-        where = f"; its false alarms are labelled as fields of {_names(others)}" if others else ""
+        victims = [c for c in row.members.split(" + ") if c != row.crop and d.confusion.at[c, row.crop] > 0]
+        where = f"; the fields wrongly predicted as it are {_names(victims)} fields, planned with it" if victims else ""
         bullets.append(f"{row.crop} has no GT field in this AOI, so none of it can be labelled here{where}.")
     table = plan[["group", "crop", "role", "severity", "target", "available", "quota", "expected_ha", "eval_fields"]]
     blocks += [Paragraph(text), Bullets(bullets), Table(table, "label_plan.csv (derivation column: the numbers)")]

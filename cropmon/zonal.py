@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cropmon.labels import INVALID_CLASS, N_CLASSES
-from cropmon.rasterize import FallbackPixels
+from cropmon.rasterize import BlockExtras
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ChunkPartial:
 
     labels: np.ndarray  # field labels, ascending
     sums: np.ndarray
-    fallback_labels: np.ndarray  # fields with all-touched sums in this chunk (no pixel centre here)
+    fallback_labels: np.ndarray  # fields with all-touched sums in this chunk (no pixel centre anywhere)
     fallback_sums: np.ndarray
 
 
@@ -47,24 +47,15 @@ def class_slots(classes: np.ndarray, confidence: np.ndarray, nodata: float | Non
     return slots
 
 
-def _grouped_sums(classes: np.ndarray, confidence: np.ndarray, codes: np.ndarray, n_groups: int, nodata) -> np.ndarray:
-    """flox: sum the four channels by (local field code, class slot). Pixels with code < 0 are ignored."""
+def _flox_sums(values: np.ndarray, keys: np.ndarray, n_keys: int) -> np.ndarray:
+    """flox: sum each row of `values` by integer key 0..n_keys-1."""
     from flox import groupby_reduce
 
-    keep = codes >= 0
-    codes, classes, confidence = codes[keep], classes[keep], confidence[keep].astype(np.int64)
-    if len(codes) == 0:
-        return np.zeros((len(CHANNELS), n_groups, N_SLOTS), dtype=np.int64)
-    slots = class_slots(classes, confidence, nodata)
-    conf_ok = (confidence >= 0) & (confidence <= 100) & (slots != NODATA_SLOT)
-    conf = np.where(conf_ok, confidence, 0)
-    values = np.stack([np.ones_like(conf), conf_ok.astype(np.int64), conf, conf * conf])
     sums, *_ = groupby_reduce(
         values,
-        codes,
-        slots,
+        keys,
         func="sum",
-        expected_groups=(pd.RangeIndex(n_groups), pd.RangeIndex(N_SLOTS)),
+        expected_groups=pd.RangeIndex(n_keys),
         axis=-1,
         fill_value=0,
         dtype=np.int64,
@@ -73,8 +64,35 @@ def _grouped_sums(classes: np.ndarray, confidence: np.ndarray, codes: np.ndarray
     return sums
 
 
+def _grouped_sums(classes: np.ndarray, confidence: np.ndarray, codes: np.ndarray, n_groups: int, nodata) -> np.ndarray:
+    """The four channels summed by (local field code, class slot). Pixels with code < 0 are ignored.
+
+    One combined (field, slot) key, because flox factorizes a single RangeIndex faster than two `by` arrays. The
+    count of valid confidences equals the pixel count unless some confidence is out of 0..100 or nodata, so
+    flox sums three channels and, only when needed, counts the bad confidences in a second, small call.
+    """
+    keep = codes >= 0
+    codes, classes, confidence = codes[keep], classes[keep], confidence[keep].astype(np.int64)
+    out = np.zeros((len(CHANNELS), n_groups, N_SLOTS), dtype=np.int64)
+    if len(codes) == 0:
+        return out
+    slots = class_slots(classes, confidence, nodata)
+    keys = codes * N_SLOTS + slots
+    conf_ok = (confidence >= 0) & (confidence <= 100) & (slots != NODATA_SLOT)
+    conf = np.where(conf_ok, confidence, 0)
+    sums = _flox_sums(np.stack([np.ones_like(conf), conf, conf * conf]), keys, n_groups * N_SLOTS)
+    out[0], out[2], out[3] = (s.reshape(n_groups, N_SLOTS) for s in sums)
+    out[1] = out[0]
+    if not conf_ok.all():
+        bad = ~conf_ok
+        out[1] -= _flox_sums(np.ones((1, int(bad.sum())), np.int64), keys[bad], n_groups * N_SLOTS)[0].reshape(
+            n_groups, N_SLOTS
+        )
+    return out
+
+
 def chunk_partial(
-    bands: np.ndarray, grid: np.ndarray, fallback: FallbackPixels, touching: np.ndarray, nodata: float | None
+    bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, touching: np.ndarray, nodata: float | None
 ) -> ChunkPartial:
     """Sums of one chunk. `bands` is (2, rows, cols): class then confidence; `grid` holds the field labels."""
     classes = bands[0].ravel()
@@ -90,6 +108,7 @@ def chunk_partial(
     index[(index < 0) | (index > hi - lo)] = hi - lo + 1
     sums = _grouped_sums(classes, confidence, lookup[index], len(touching), nodata)
 
+    fallback = extras.fallback
     fb_labels, fb_codes = np.unique(fallback.labels, return_inverse=True)
     fb_sums = _grouped_sums(
         classes[fallback.pixels], confidence[fallback.pixels], fb_codes.astype(np.int64), len(fb_labels), nodata
@@ -103,7 +122,8 @@ def finish_owned_fields(first: int, last: int, partials: list[ChunkPartial]) -> 
     total = np.zeros((len(CHANNELS), n, N_SLOTS), dtype=np.int64)
     fallback = np.zeros_like(total)
     for part in partials:
-        for labels, sums, out in ((part.labels, part.sums, total), (part.fallback_labels, part.fallback_sums, fallback)):
+        pairs = ((part.labels, part.sums, total), (part.fallback_labels, part.fallback_sums, fallback))
+        for labels, sums, out in pairs:
             sel = (labels >= first) & (labels <= last)
             if sel.any():  # labels are unique within a partial, so plain fancy-index addition is exact
                 out[:, labels[sel] - first] += sums[:, sel]
@@ -157,7 +177,7 @@ def summarize_histograms(total: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def field_statistics(bands, grid, fallbacks: list, layout, *, nodata: float | None) -> list:
+def field_statistics(bands, grid, extras: list, layout, *, nodata: float | None) -> list:
     """The lazy per-field results: one delayed summary dict per owning chunk (no compute happens here).
 
     `bands` is the lazy (2, y, x) class/confidence array and `grid` the lazy label grid, with the same row chunks.
@@ -167,7 +187,7 @@ def field_statistics(bands, grid, fallbacks: list, layout, *, nodata: float | No
     band_blocks = bands.data.to_delayed().ravel() if hasattr(bands, "data") else bands.to_delayed().ravel()
     grid_blocks = grid.to_delayed().ravel()
     partials = [
-        dask.delayed(chunk_partial)(band_blocks[k], grid_blocks[k], fallbacks[k], layout.touching(k), nodata)
+        dask.delayed(chunk_partial)(band_blocks[k], grid_blocks[k], extras[k], layout.touching(k), nodata)
         for k in range(layout.chunks.n_chunks)
     ]
     results = []
@@ -179,3 +199,12 @@ def field_statistics(bands, grid, fallbacks: list, layout, *, nodata: float | No
         results.append(dask.delayed(finish_owned_fields)(first, last, partials[k0 : k1 + 1]))
     log.debug("%d chunks, %d owning chunks, %d labels", layout.chunks.n_chunks, len(results), layout.n_labels)
     return results
+
+
+def overlap_pairs(extras: list[BlockExtras]) -> np.ndarray:
+    """Unique label pairs (low, high) that share pixel centres, from every chunk's rasterization."""
+    pairs = [e.overlap_pairs for e in extras if len(e.overlap_pairs)]
+    if not pairs:
+        return np.empty((0, 2), dtype=np.int32)
+    stacked = np.sort(np.concatenate(pairs), axis=1)
+    return np.unique(stacked, axis=0)

@@ -1,0 +1,260 @@
+"""The twin's landscape: the raster grid, a road network of farm blocks, and the parcels inside each block.
+
+Parcels are built in metres (EPSG:3035, equal-area) and handed out in lon/lat rounded to 6 decimals like the real
+GeoPackage. A block is one cell of a coarse Voronoi tessellation (the roads); inside a farmland block the parcels
+are the Voronoi cells of a jittered lattice drawn in a rotated and stretched frame, so they are irregular convex
+polygons with straight edges, elongated along the block's own direction, and never on a common grid. Woods and
+villages are blocks too: they get parcels (for the background's class patches) but never ground truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio.features
+import shapely
+from pyproj import Transformer
+from rasterio.transform import Affine
+
+from cropmon.twin_params import FULL_ORIGIN_DEG, FULL_SIDE_PX, PIXEL_SIZE_DEG
+
+logger = logging.getLogger(__name__)
+
+METRIC_CRS = "EPSG:3035"  # equal-area: areas in m2 match geodesic ones within 0.01 %
+COORD_DECIMALS = 6  # like the real GeoPackage
+
+# The road network: ~6 km2 blocks (~2,600 over the cell); roads are ~12 m wide between blocks.
+BLOCK_AREA_M2 = 6.0e6
+ROAD_HALF_WIDTH_M = 6.0
+# Block kinds: farmland carries the ground truth; woods and villages are the landscape's gaps.
+FARMLAND, WOOD, VILLAGE = 0, 1, 2
+BLOCK_KIND_SHARES = (0.78, 0.13, 0.09)
+# Median parcel area per block kind, and the spread of farmland blocks around it (farms differ in parcel size).
+PARCEL_MEDIAN_AREA_M2 = {FARMLAND: 4.5e4, WOOD: 1.0e5, VILLAGE: 3.0e4}
+FARMLAND_PARCEL_AREA_SIGMA = 0.6
+# Parcels are elongated by a block-wise stretch: aspect ratio = stretch**2, up to ~3.3.
+MAX_LOG_STRETCH = 0.6
+# Hedges/tracks between parcels: each parcel is shrunk by a block-wise half-gap.
+HEDGE_HALF_GAP_M = (1.5, 4.0)
+# Long parcel edges get intermediate vertices, as digitised boundaries have (real fields have 5-18 vertices).
+MAX_EDGE_LENGTH_M = 120.0
+BLOCKS_PER_BATCH = 256  # blocks per vectorised Voronoi call: bounds the intermediates' memory
+ROWS_PER_RASTER_CHUNK = 512  # rasterize in row chunks: memory stays flat whatever the scale
+
+
+@dataclass(frozen=True)
+class TwinGrid:
+    """The raster grid of a twin: the real file's pixel grid, a window of `height` x `width` pixels."""
+
+    width: int
+    height: int
+    transform: Affine
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in degrees."""
+        west, north = self.transform.c, self.transform.f
+        return west, north - self.height * PIXEL_SIZE_DEG, west + self.width * PIXEL_SIZE_DEG, north
+
+
+@dataclass(frozen=True)
+class Landscape:
+    """All parcels of the twin (lon/lat, rounded, as WKB: ~10x smaller than live geometries) and their blocks."""
+
+    wkb: np.ndarray  # object array of WKB Polygons, EPSG:4326
+    area_m2: np.ndarray  # float64 area of each parcel
+    rows: np.ndarray  # int64 (n, 2): first and last raster row each parcel's bounds reach
+    parcel_block: np.ndarray  # int32 block index of each parcel
+    block_kind: np.ndarray  # int8 FARMLAND | WOOD | VILLAGE
+    block_gt_propensity: np.ndarray  # float64 0..1: how much of a block's farmland is in the ground truth
+
+    def geometries(self, which: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Live shapely Polygons of the selected parcels."""
+        return shapely.from_wkb(self.wkb[which])
+
+
+def twin_grid(scale: float) -> TwinGrid:
+    """The grid of a twin of `scale` x the cell's area, centred on the cell and on the real file's pixel grid."""
+    side = max(1, round(FULL_SIDE_PX * float(np.sqrt(scale))))
+    offset = (FULL_SIDE_PX - side) // 2  # whole pixels, so every scale stays aligned with the real grid
+    west = FULL_ORIGIN_DEG[0] + offset * PIXEL_SIZE_DEG
+    north = FULL_ORIGIN_DEG[1] - offset * PIXEL_SIZE_DEG
+    return TwinGrid(side, side, Affine(PIXEL_SIZE_DEG, 0.0, west, 0.0, -PIXEL_SIZE_DEG, north))
+
+
+def to_metric() -> Transformer:
+    """lon/lat -> EPSG:3035 metres."""
+    return Transformer.from_crs("EPSG:4326", METRIC_CRS, always_xy=True)
+
+
+def to_lonlat() -> Transformer:
+    """EPSG:3035 metres -> lon/lat."""
+    return Transformer.from_crs(METRIC_CRS, "EPSG:4326", always_xy=True)
+
+
+def transform_geometries(geoms: np.ndarray, transformer: Transformer, decimals: int | None = None) -> np.ndarray:
+    """Reproject an array of geometries in one vectorised call (optionally rounding the coordinates)."""
+    coords = shapely.get_coordinates(geoms)
+    x, y = transformer.transform(coords[:, 0], coords[:, 1])
+    coords = np.column_stack([x, y])
+    if decimals is not None:
+        coords = np.round(coords, decimals)
+    return shapely.set_coordinates(geoms.copy(), coords)
+
+
+def build_landscape(grid: TwinGrid, rng: np.random.Generator) -> Landscape:
+    """Blocks, then parcels in each block; all randomness from `rng` (the geometry stream)."""
+    aoi = _aoi_metric(grid)
+    blocks = _road_blocks(aoi, rng)
+    n_blocks = len(blocks)
+    kind = rng.choice(3, size=n_blocks, p=BLOCK_KIND_SHARES).astype(np.int8)
+    propensity = np.where(kind == FARMLAND, rng.beta(2.0, 1.6, n_blocks), 0.0)
+    propensity[(kind == FARMLAND) & (rng.random(n_blocks) < 0.12)] = 0.0  # farms outside the GT programme
+    wkb, area, rows, parcel_block = [], [], [], []
+    for cells, cell_block in _block_parcels(blocks, kind, rng):
+        parcels = transform_geometries(cells, to_lonlat(), COORD_DECIMALS)
+        keep = shapely.is_valid(parcels) & ~shapely.is_empty(parcels)
+        wkb.append(shapely.to_wkb(parcels[keep]))
+        area.append(shapely.area(cells[keep]))
+        rows.append(pixel_rows(parcels[keep], grid))
+        parcel_block.append(cell_block[keep])
+    landscape = Landscape(
+        np.concatenate(wkb),
+        np.concatenate(area),
+        np.concatenate(rows),
+        np.concatenate(parcel_block).astype(np.int32),
+        kind,
+        propensity,
+    )
+    logger.debug("landscape: %d blocks, %d parcels", n_blocks, len(landscape.wkb))
+    return landscape
+
+
+def pixel_rows(geoms: np.ndarray, grid: TwinGrid) -> np.ndarray:
+    """(first, last) raster row reached by each geometry's bounds."""
+    north = grid.transform.f
+    bounds = shapely.bounds(geoms)
+    top = np.floor((north - bounds[:, 3]) / PIXEL_SIZE_DEG)
+    bottom = np.floor((north - bounds[:, 1]) / PIXEL_SIZE_DEG)
+    return np.column_stack([top, bottom]).astype(np.int64)
+
+
+def _aoi_metric(grid: TwinGrid) -> shapely.Polygon:
+    """The raster's extent in metres, shrunk a little so no parcel touches the raster's edge."""
+    west, south, east, north = grid.bounds
+    box = shapely.segmentize(shapely.box(west, south, east, north), PIXEL_SIZE_DEG * 64)
+    return shapely.buffer(transform_geometries(np.array([box]), to_metric())[0], -2 * ROAD_HALF_WIDTH_M)
+
+
+def _road_blocks(aoi: shapely.Polygon, rng: np.random.Generator) -> np.ndarray:
+    """Convex farm blocks: Voronoi cells of a jittered lattice over the AOI, minus half a road on each side."""
+    xmin, ymin, xmax, ymax = aoi.bounds
+    spacing = np.sqrt(BLOCK_AREA_M2)
+    xs = np.arange(xmin - spacing, xmax + spacing, spacing)
+    ys = np.arange(ymin - spacing, ymax + spacing, spacing)
+    gx, gy = np.meshgrid(xs, ys)
+    seeds = np.column_stack([gx.ravel(), gy.ravel()]) + rng.uniform(-0.4, 0.4, (gx.size, 2)) * spacing
+    cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(seeds), extend_to=aoi.envelope))
+    blocks = shapely.intersection(cells, aoi)
+    blocks = shapely.buffer(blocks, -ROAD_HALF_WIDTH_M, join_style="mitre")
+    blocks = blocks[~shapely.is_empty(blocks) & (shapely.get_type_id(blocks) == 3)]  # drop slivers of the AOI edge
+    return blocks[shapely.area(blocks) > 0.05 * BLOCK_AREA_M2]
+
+
+def _block_parcels(
+    blocks: np.ndarray, kind: np.ndarray, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Parcels of every block (EPSG:3035) with their block index, yielded in batches of blocks (flat memory)."""
+    n_blocks = len(blocks)
+    theta = rng.uniform(0.0, np.pi, n_blocks)
+    stretch = np.exp(rng.uniform(0.0, MAX_LOG_STRETCH, n_blocks))
+    median_area = np.array([PARCEL_MEDIAN_AREA_M2[k] for k in kind])
+    spread = np.where(kind == FARMLAND, FARMLAND_PARCEL_AREA_SIGMA, 0.3)
+    spacing = np.sqrt(median_area * np.exp(rng.normal(0.0, 1.0, n_blocks) * spread))
+    jitter = rng.uniform(0.1, 0.45, n_blocks)
+    half_gap = rng.uniform(*HEDGE_HALF_GAP_M, n_blocks)
+
+    # Block-local frame: rotate by -theta, then squeeze the long axis (area-preserving), so isotropic Voronoi cells
+    # there become parcels elongated along theta once mapped back.
+    centre = shapely.get_coordinates(shapely.centroid(blocks))
+    cos, sin = np.cos(theta), np.sin(theta)
+    fwd = np.stack([[cos / stretch, sin / stretch], [-sin * stretch, cos * stretch]]).transpose(2, 0, 1)
+    inv = np.linalg.inv(fwd)
+    local_blocks = _affine_each(blocks, fwd, -np.einsum("bij,bj->bi", fwd, centre), np.arange(n_blocks))
+    shapely.prepare(blocks)
+
+    for start in range(0, n_blocks, BLOCKS_PER_BATCH):
+        batch = np.arange(start, min(start + BLOCKS_PER_BATCH, n_blocks))
+        points, point_block = _jittered_lattices(local_blocks[batch], spacing[batch], jitter[batch], rng)
+        point_block = batch[point_block]
+        seeds = shapely.multipoints(points, indices=point_block - start)
+        envelopes = shapely.envelope(shapely.buffer(local_blocks[batch], 2 * spacing[batch]))
+        cells, cell_block = shapely.get_parts(shapely.voronoi_polygons(seeds, extend_to=envelopes), return_index=True)
+        cell_block = batch[cell_block]
+        cells = _affine_each(cells, inv, centre, cell_block)
+        cells, cell_block = _clip_to_blocks(cells, cell_block, blocks)
+        cells = shapely.buffer(cells, -half_gap[cell_block], join_style="mitre")
+        keep = (shapely.get_type_id(cells) == 3) & (shapely.area(cells) > 1.0)
+        yield shapely.segmentize(cells[keep], MAX_EDGE_LENGTH_M), cell_block[keep]
+    shapely.destroy_prepared(blocks)
+
+
+def _clip_to_blocks(cells: np.ndarray, cell_block: np.ndarray, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the cells at their block's edge; only the cells crossing it pay for an intersection."""
+    host = blocks[cell_block]
+    inside = shapely.contains_properly(host, cells)
+    crossing = ~inside & shapely.intersects(host, cells)
+    cells = cells.copy()
+    cells[crossing] = shapely.intersection(cells[crossing], host[crossing])
+    keep = inside | crossing
+    return cells[keep], cell_block[keep]
+
+
+def _affine_each(geoms: np.ndarray, matrices: np.ndarray, offsets: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """Apply a per-geometry affine map x -> M[which] @ x + t[which] (which = the block of each geometry)."""
+    coords, owner = shapely.get_coordinates(geoms, return_index=True)
+    block = which[owner]
+    mapped = np.einsum("nij,nj->ni", matrices[block], coords) + offsets[block]
+    return shapely.set_coordinates(geoms.copy(), mapped)
+
+
+def _jittered_lattices(
+    local_blocks: np.ndarray, spacing: np.ndarray, jitter: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One jittered lattice per block (rows shifted at random), kept within 1.5 spacings of the block."""
+    bounds = shapely.bounds(local_blocks)
+    reach = shapely.buffer(local_blocks, 1.5 * spacing, quad_segs=2)
+    shapely.prepare(reach)
+    points, owners = [], []
+    for b, (xmin, ymin, xmax, ymax) in enumerate(bounds):
+        d = spacing[b]
+        ys = np.arange(ymin - d, ymax + d, d)
+        xs = np.arange(xmin - 2 * d, xmax + d, d)
+        gx = xs[None, :] + rng.uniform(0.0, d, (len(ys), 1))  # each row of parcels starts somewhere else
+        gy = np.broadcast_to(ys[:, None], gx.shape)
+        p = np.column_stack([gx.ravel(), gy.ravel()]) + rng.uniform(-1, 1, (gx.size, 2)) * jitter[b] * d
+        p = p[shapely.contains_xy(reach[b], p[:, 0], p[:, 1])]
+        points.append(p)
+        owners.append(np.full(len(p), b, dtype=np.int64))
+    return np.concatenate(points), np.concatenate(owners)
+
+
+def rasterize_ids(
+    wkb: np.ndarray, rows: np.ndarray, ids: np.ndarray, grid: TwinGrid, out: np.ndarray, *, all_touched: bool = False
+) -> np.ndarray:
+    """Burn `ids` into `out` (int32, grid-shaped) row chunk by row chunk; pixel-centre rule unless all_touched."""
+    for r0 in range(0, grid.height, ROWS_PER_RASTER_CHUNK):
+        r1 = min(r0 + ROWS_PER_RASTER_CHUNK, grid.height)
+        sel = np.flatnonzero((rows[:, 0] < r1) & (rows[:, 1] >= r0))
+        if sel.size == 0:
+            continue
+        rasterio.features.rasterize(
+            zip(shapely.from_wkb(wkb[sel]), ids[sel].tolist(), strict=True),
+            out=out[r0:r1],
+            transform=grid.transform * Affine.translation(0, r0),
+            all_touched=all_touched,
+        )
+    return out
