@@ -130,7 +130,7 @@ def _reasons(
         codes.append("over_predicted")
     if row["precision"] < s.min_precision:
         codes.append("low_precision")
-    if flags["low_agreement"] and not codes:
+    if flags["low_agreement"] and not absorbed and row["n_predicted"] > 0:
         codes.append("scattered_errors")
     if flags["low_confidence"]:
         codes.append("low_confidence")

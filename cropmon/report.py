@@ -318,9 +318,9 @@ def _plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
         f"How many: an underperforming crop's target is error x ({s.label_base} + {s.label_share_scale:g} x"
         f" sqrt(its share of the scored area)), error = max(1 - agreement, 1 - F1, confidence gap), clamped to"
         f" [{s.label_min}, {s.label_max}]; crops linked by confusion (absorbed_by either way, or mutual) are"
-        f" planned together and a linked crop that is fine gets {s.contrast_ratio:g} x its group's targets as"
-        f" contrast examples. Each quota is capped by the clean informative fields outside the held-back blocks"
-        f" and buffers (at most {s.max_per_block} per crop and {s.block_km:g} km block)"
+        f" planned together and a linked crop that is fine gets {s.contrast_ratio:g} x the targets of the crops it is"
+        f" linked to, as contrast examples. Each quota is capped by the clean informative fields outside the"
+        f" held-back blocks and buffers (at most {s.max_per_block} per crop and {s.block_km:g} km block)"
         + (f", and all quotas together by the budget of {s.label_budget:,} fields." if s.label_budget else ".")
     )
     which = (

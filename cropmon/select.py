@@ -14,8 +14,9 @@ id (or block) and the seed, so the result depends on the seed only, not on row o
 Quotas (`label_plan`): an underperforming crop's target is error x (label_base + label_share_scale x
 sqrt(area share)), clamped to [label_min, label_max], where error = max(1 - agreement, 1 - F1, confidence gap);
 crops linked by confusion (absorbed_by either way, or a mutual pair) form one group, and a linked crop that is not
-underperforming joins as a *contrast* crop with contrast_ratio x the group's targets. Each quota is then capped by
-the clean, informative fields left to label, and all quotas together by `label_budget` (largest remainder).
+underperforming joins as a *contrast* crop with contrast_ratio x the targets of the crops it is linked to. Each
+quota is then capped by the clean, informative fields left to label, and all quotas together by `label_budget`
+(largest remainder).
 """
 
 from __future__ import annotations
@@ -158,11 +159,12 @@ def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid:
 
 
 def plan_groups(flagged: pd.DataFrame, confusion_df: pd.DataFrame, *, settings: DiagnosisSettings) -> pd.DataFrame:
-    """Crops to plan, one row each: group id, role (underperforming | contrast), severity and the group's members.
+    """Crops to plan, one row each: group, role (underperforming | contrast), severity, members, linked crops.
 
     Two crops are linked when one of them is underperforming and either takes `absorbed_share` of the other's
     fields or their confusion is mutual (both ways >= `mutual_share`); linked crops are planned together
-    (connected components). Groups follow the order of their worst crop in `flagged` (worst tier first).
+    (connected components). Groups follow the order of their worst crop in `flagged` (worst tier first);
+    `linked_to` names the underperforming crops each crop is directly linked to.
     """
     shares = row_shares(confusion_df).to_numpy()
     bad = np.isin(_NAMES, flagged["crop"].to_numpy())
@@ -174,7 +176,8 @@ def plan_groups(flagged: pd.DataFrame, confusion_df: pd.DataFrame, *, settings: 
     _, component = connected_components(adjacency, directed=False)
     member = bad | adjacency.any(axis=1)
     order = {crop: i for i, crop in enumerate(flagged["crop"])}
-    table = pd.DataFrame({"crop": _NAMES[member], "component": component[member]})
+    linked = [";".join(_NAMES[adjacency[i] & bad]) for i in np.flatnonzero(member)]
+    table = pd.DataFrame({"crop": _NAMES[member], "component": component[member], "linked_to": linked})
     table["role"] = np.where(table["crop"].isin(order), "underperforming", "contrast")
     table["_order"] = table["crop"].map(order).fillna(len(order))
     table["_first"] = table.groupby("component")["_order"].transform("min")
@@ -182,7 +185,7 @@ def plan_groups(flagged: pd.DataFrame, confusion_df: pd.DataFrame, *, settings: 
     table["group"] = "G" + (table.groupby("_first", sort=False).ngroup() + 1).astype(str)
     table["members"] = table.groupby("group")["crop"].transform(" + ".join)
     table["severity"] = table["crop"].map(dict(zip(flagged["crop"], flagged["severity"], strict=True)))
-    return table[["group", "crop", "role", "severity", "members"]]
+    return table[["group", "crop", "role", "severity", "members", "linked_to"]]
 
 
 def eval_targets(candidates: pd.DataFrame, crops: pd.Series, *, settings: DiagnosisSettings) -> pd.Series:
@@ -259,14 +262,16 @@ def _targets(plan: pd.DataFrame, metrics_df: pd.DataFrame, settings: DiagnosisSe
     raw = error * (settings.label_base + settings.label_share_scale * np.sqrt(share))
     under = (plan["role"] == "underperforming").to_numpy()
     target = np.where(under, np.clip(np.ceil(raw - 1e-9), settings.label_min, settings.label_max), 0)
-    group_target = pd.Series(target, index=plan.index).groupby(plan["group"]).transform("sum").to_numpy()
-    raw = np.where(under, raw, settings.contrast_ratio * group_target)
+    target_of = dict(zip(plan["crop"], target, strict=True))
+    linked = [[c for c in links.split(";") if c] for links in plan["linked_to"]]
+    linked_target = np.array([sum(target_of[c] for c in crops) for crops in linked], dtype=float)
+    raw = np.where(under, raw, settings.contrast_ratio * linked_target)
     target = np.where(under, target, np.clip(np.ceil(raw - 1e-9), settings.label_min, settings.label_max))
     why = [
         f"error {e:.2f} x ({settings.label_base} + {settings.label_share_scale:g} x sqrt({s:.4f})) = {r:.1f}"
         if u
-        else f"{settings.contrast_ratio:g} x {g:.0f} (targets of its group) = {r:.1f}"
-        for u, e, s, r, g in zip(under, error, share, raw, group_target, strict=True)
+        else f"{settings.contrast_ratio:g} x {g:.0f} (targets of {', '.join(crops)}) = {r:.1f}"
+        for u, e, s, r, g, crops in zip(under, error, share, raw, linked_target, linked, strict=True)
     ]
     limits = f"[{settings.label_min}, {settings.label_max}]"
     return pd.DataFrame(
