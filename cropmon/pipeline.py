@@ -25,7 +25,7 @@ from cropmon import io as cio
 from cropmon.cluster import ClusterHandle, TLSFiles, connect
 from cropmon.config import RunConfig
 from cropmon.labels import CROP_NAMES
-from cropmon.rasterize import FieldLayout, RowChunks, label_grid, layout_fields
+from cropmon.rasterize import FieldLayout, RowChunks, burn_values, label_grid, layout_fields
 from cropmon.schema import FIELD_TABLE_COLUMNS
 from cropmon.zonal import field_statistics, overlap_pairs
 
@@ -307,11 +307,48 @@ def run(config: RunConfig) -> RunOutcome:
     with cio.atomic_output_dir(out_dir) as staged:
         with timer.stage("write outputs"):
             cio.write_field_outputs(results.table, results.class_counts, staged)
+        with timer.stage("diagnosis and report"):
+            written = write_diagnosis_outputs(results, config, manifest, staged.staging)
+            staged.written.extend(written)
         manifest["timings_s"] = {**timer.seconds, "total": round(time.time() - started, 3)}
         manifest["outputs"] = sorted([*staged.written, "run.json"])
         cio.write_json(staged.path("run.json"), manifest)
     log.info("outputs in %s (%.1f s)", out_dir, manifest["timings_s"]["total"])
     return RunOutcome(out_dir=Path(out_dir), manifest=manifest, results=results)
+
+
+def map_window(results: FieldResults, geometry: np.ndarray, *, rows: int = 240, cols: int = 328):
+    """The report's side-by-side window: where the most misclassified fields are, at the real clip's size."""
+    from affine import Affine
+
+    from cropmon.plots import MapWindow
+
+    info = results.raster
+    rows, cols = min(rows, info.height), min(cols, info.width)
+    transform = Affine(*info.transform)
+    table = results.table
+    wrong = (table["gt_ml_match"] == 0).fillna(False).to_numpy(dtype=bool)
+    pick = wrong if wrong.any() else (table["n_pixels"] > 0).to_numpy()
+    if not pick.any():
+        return None
+    col_f, row_f = ~transform * (table["x"].to_numpy()[pick], table["y"].to_numpy()[pick])
+    counts, row_edges, col_edges = np.histogram2d(
+        row_f, col_f, bins=(max(1, info.height // rows), max(1, info.width // cols)),
+        range=((0, info.height), (0, info.width)),
+    )
+    r, c = np.unravel_index(np.argmax(counts), counts.shape)
+    row_off = int(min(max(row_edges[r], 0), info.height - rows))
+    col_off = int(min(max(col_edges[c], 0), info.width - cols))
+    bands = cio.read_raster_window(info, row_off=row_off, col_off=col_off, height=rows, width=cols)
+    window_transform = transform @ Affine.translation(col_off, row_off)
+    gt_values = table["gt_class"].to_numpy(dtype=float, na_value=np.nan)
+    known = ~np.isnan(gt_values)
+    gt = burn_values(geometry[known], gt_values[known].astype(np.int32) + 1, transform=window_transform,
+                     shape=(rows, cols)) - 1
+    left, top = window_transform * (0, 0)
+    right, bottom = window_transform * (cols, rows)
+    return MapWindow(gt_class=gt, predicted=bands[0], confidence=bands[1], extent=(left, right, bottom, top),
+                     crs=info.crs)
 
 
 def _field_counts(results: FieldResults) -> dict[str, Any]:
@@ -328,6 +365,24 @@ def _field_counts(results: FieldResults) -> dict[str, Any]:
         "label_status": table["label_status"].value_counts().to_dict(),
         **report,
     }
+
+
+def write_diagnosis_outputs(results: FieldResults, config: RunConfig, manifest: dict, out_dir: Path) -> list[str]:
+    """Metrics, confusions, underperforming crops, the label plan, pictures and the report."""
+    from cropmon.diagnose import DiagnosisSettings
+    from cropmon.report import write_diagnosis
+
+    try:
+        settings = DiagnosisSettings(**config.diagnosis)
+    except (TypeError, ValueError) as exc:
+        raise errors.ConfigError(f"[diagnosis] settings: {exc}", fix="see README, Configuration") from exc
+    prepared_geometry = results.table.geometry.to_crs(results.raster.crs).to_numpy()
+    window = map_window(results, prepared_geometry)
+    written = write_diagnosis(
+        results.table, results.class_counts, out_dir, settings=settings, run_info=manifest, map_window=window,
+        seed=config.seed,
+    )
+    return sorted(written)
 
 
 @contextlib.contextmanager

@@ -296,6 +296,18 @@ def _all_touched_pixels(
     return FallbackPixels(np.concatenate(out_labels), np.concatenate(out_pixels))
 
 
+def burn_values(geometry: np.ndarray, values: np.ndarray, *, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+    """A small int32 grid of `values` burnt by pixel centre (0 where no polygon), e.g. GT classes for a map."""
+    from rasterio.features import rasterize
+
+    grid = np.zeros(shape, dtype=np.int32)
+    keep = ~shapely.is_missing(geometry)
+    if keep.any():
+        batch = PolygonBatch.from_geometries(geometry[keep], values[keep])
+        rasterize(zip(batch.shapes(), batch.labels.tolist(), strict=True), out=grid, transform=transform)
+    return grid
+
+
 def label_grid(geometry: np.ndarray, layout: FieldLayout, *, token: str | None = None):
     """The lazy label grid (dask int32, the raster's row chunks) and one delayed `BlockExtras` per chunk.
 
