@@ -169,11 +169,24 @@ def read_raster_window(info: RasterInfo, *, row_off: int, col_off: int, height: 
 # fields
 
 
+@contextlib.contextmanager
+def gdal_warnings_logged(path: Path) -> Iterator[None]:
+    """Turn GDAL's warnings (which pyogrio raises as RuntimeWarning) into log lines naming the file."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        yield
+    for warning in caught:
+        log.warning("%s: %s", path, warning.message)
+
+
 def list_vector_layers(path: Path) -> list[str]:
     import pyogrio
 
     try:
-        return [str(name) for name in pyogrio.list_layers(path)[:, 0]]
+        with gdal_warnings_logged(path):
+            return [str(name) for name in pyogrio.list_layers(path)[:, 0]]
     except Exception as exc:  # pyogrio raises DataSourceError and friends
         raise errors.NotAVectorFile(
             f"not a readable vector file ({_first_line(exc)})",
@@ -182,12 +195,39 @@ def list_vector_layers(path: Path) -> list[str]:
         ) from exc
 
 
-def read_fields(path: str | Path, *, layer: str | None = None, label_column: str = "normalized_label"):
-    """Read the ground-truth fields as a GeoDataFrame, in file order, after checking layer, columns and CRS."""
+def inspect_fields(path: str | Path, *, layer: str | None = None, label_column: str = "normalized_label") -> str:
+    """Check the fields file's layer, label column and CRS from its header (no feature is read); return the layer."""
     import pyogrio
 
     path = Path(path)
     _require_file(path, "fields file")
+    layer = _choose_layer(path, layer)
+    try:
+        with gdal_warnings_logged(path):
+            info = pyogrio.read_info(path, layer=layer)
+    except Exception as exc:
+        raise errors.NotAVectorFile(
+            f"layer {layer!r} cannot be read ({_first_line(exc)})",
+            path=path,
+            fix="the file may be truncated or its table broken: re-export it (e.g. ogr2ogr)",
+        ) from exc
+    columns = [str(c) for c in info["fields"]]
+    if label_column not in columns:
+        raise errors.MissingColumn(
+            f"label column {label_column!r} is missing; the columns are: {', '.join(columns)}",
+            path=path,
+            fix="name the ground-truth label column with --label-column",
+        )
+    if info.get("features") == 0:
+        raise errors.EmptyInput(f"layer {layer!r} has no features", path=path, fix="pass a layer with field polygons")
+    if not info.get("crs"):
+        raise errors.MissingCRS(
+            "the fields have no CRS", path=path, fix="assign one, e.g. `ogr2ogr -a_srs EPSG:4326 OUT.gpkg IN.gpkg`"
+        )
+    return layer
+
+
+def _choose_layer(path: Path, layer: str | None) -> str:
     layers = list_vector_layers(path)
     if not layers:
         raise errors.LayerError("the file has no layer", path=path, fix="pass a vector file with a polygon layer")
@@ -198,13 +238,24 @@ def read_fields(path: str | Path, *, layer: str | None = None, label_column: str
                 path=path,
                 fix="choose one with --layer NAME",
             )
-        layer = layers[0]
-    elif layer not in layers:
+        return layers[0]
+    if layer not in layers:
         raise errors.LayerError(
             f"layer {layer!r} does not exist (layers: {', '.join(layers[:8])})", path=path, fix="fix --layer"
         )
+    return layer
+
+
+def read_fields(path: str | Path, *, layer: str | None = None, label_column: str = "normalized_label"):
+    """Read the ground-truth fields as a GeoDataFrame, in file order, after checking layer, columns and CRS."""
+    import pyogrio
+
+    path = Path(path)
+    _require_file(path, "fields file")
+    layer = _choose_layer(path, layer)
     try:
-        fields = pyogrio.read_dataframe(path, layer=layer, use_arrow=True)
+        with gdal_warnings_logged(path):
+            fields = pyogrio.read_dataframe(path, layer=layer, use_arrow=True)
     except Exception as exc:
         raise errors.NotAVectorFile(
             f"layer {layer!r} cannot be read ({_first_line(exc)})",

@@ -261,6 +261,7 @@ def run(config: RunConfig) -> RunOutcome:
         out_dir = default_out_dir(config, raster, twin=is_twin)
         cio.check_writable(out_dir)
         cio.inspect_raster(raster, class_band=config.class_band, confidence_band=config.confidence_band)
+        cio.inspect_fields(fields, layer=config.layer, label_column=config.label_column)
     tls = TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key)
     with connect(
         config.scheduler,

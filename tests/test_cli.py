@@ -1,0 +1,209 @@
+"""The CLI: bad inputs exit 2 with one line naming the file, the problem and the fix; good runs write outputs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import shapely
+from conftest import pixel_to_lonlat, write_fields, write_prediction_raster
+
+from cropmon.cli import EXIT_INPUT, EXIT_OK, main
+
+
+def _fields(n: int = 6) -> gpd.GeoDataFrame:
+    boxes = []
+    for i in range(n):
+        c, r = 2 + (i % 3) * 9, 2 + (i // 3) * 9
+        (x0, x1), (y0, y1) = pixel_to_lonlat(np.array([c, c + 7]), np.array([r + 7, r]))
+        boxes.append(shapely.Polygon([(x0, y0), (x1, y0 + (y1 - y0) * 0.2), (x1, y1), (x0, y1)]))
+    return gpd.GeoDataFrame(
+        {
+            "field_id": [f"f{i}" for i in range(n)],
+            "area_m2": [1000.0] * n,
+            "normalized_label": ["wheat_winter", "barley_winter", "corn_silage", "radish", None, "beets"][:n],
+            "year": [2022] * n,
+        },
+        geometry=boxes,
+        crs="EPSG:4326",
+    )
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    rng = np.random.default_rng(5)
+    classes = rng.choice([5, 7, 21, 23], size=(30, 30)).astype(np.int16)
+    confidence = rng.integers(20, 99, size=(30, 30)).astype(np.int16)
+    raster = write_prediction_raster(tmp_path / "pred.tif", classes, confidence)
+    fields = write_fields(tmp_path / "fields.gpkg", _fields())
+    return raster, fields
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    code = main(["run", "--scheduler", "threads", "--progress", "off", *map(str, args)])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == EXIT_INPUT, err
+    lines = [line for line in err.splitlines() if line.startswith("cropmon: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_run_writes_outputs_and_manifest(tmp_path, capsys, inputs):
+    raster, fields = inputs
+    out = tmp_path / "out"
+    code, err = run_cli(capsys, "--raster", raster, "--fields", fields, "--out", out)
+    assert code == EXIT_OK, err
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["inputs"]["raster"]["layout"]["block_shape"] == [1, 30]
+    assert manifest["fields"]["unknown_labels"] == {"radish": 1}
+    assert manifest["fields"]["label_status"] == {"ok": 4, "unknown": 1, "null": 1}
+    table = pyogrio.read_dataframe(out / "fields.gpkg", layer="fields")
+    assert list(table.columns[:9]) == [
+        "field_id", "area_m2", "normalized_label", "year", "majority_crop", "confidence_score",
+        "majority_crop_label", "gt_label", "gt_ml_match",
+    ]
+    assert (out / "fields.parquet").exists() and (out / "report.html").exists()
+    assert not list(tmp_path.glob(".out.*")), "no staging directory left behind"
+
+
+def test_missing_raster(tmp_path, capsys, inputs):
+    _, fields = inputs
+    code, err = run_cli(capsys, "--raster", tmp_path / "nope.tif", "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "nope.tif", "does not exist", "Fix:")
+
+
+def test_not_a_geotiff(tmp_path, capsys, inputs):
+    _, fields = inputs
+    bogus = tmp_path / "bogus.tif"
+    bogus.write_text("this is not a raster\n")
+    code, err = run_cli(capsys, "--raster", bogus, "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "bogus.tif", "not a readable GeoTIFF")
+
+
+def test_truncated_geotiff(tmp_path, capsys, inputs):
+    raster, fields = inputs
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(raster.read_bytes()[:700])
+    code, err = run_cli(capsys, "--raster", truncated, "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "truncated.tif")
+
+
+def test_fewer_than_four_bands(tmp_path, capsys, inputs):
+    _, fields = inputs
+    small = write_prediction_raster(tmp_path / "two.tif", np.zeros((30, 30), np.int16), np.zeros((30, 30)), bands=2)
+    code, err = run_cli(capsys, "--raster", small, "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "two.tif", "band", "2 band(s)")
+
+
+def test_band_index_out_of_range(tmp_path, capsys, inputs):
+    raster, fields = inputs
+    code, err = run_cli(capsys, "--raster", raster, "--fields", fields, "--class-band", "12", "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "class band 12 does not exist", "--class-band")
+
+
+def test_non_integer_class_band(tmp_path, capsys, inputs):
+    raster, fields = inputs
+    floats = tmp_path / "float.tif"
+    with rasterio.open(raster) as src:
+        profile = src.profile | {"dtype": "float32"}
+        data = src.read().astype("float32")
+    with rasterio.open(floats, "w", **profile) as dst:
+        dst.write(data)
+    code, err = run_cli(capsys, "--raster", floats, "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "float.tif", "float32, not an integer type")
+
+
+def test_raster_without_crs(tmp_path, capsys, inputs):
+    _, fields = inputs
+    no_crs = write_prediction_raster(tmp_path / "nocrs.tif", np.zeros((30, 30), np.int16), np.zeros((30, 30)), crs=None)
+    code, err = run_cli(capsys, "--raster", no_crs, "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "nocrs.tif", "no CRS", "gdal_edit")
+
+
+@pytest.mark.filterwarnings("ignore:'crs' was not provided:UserWarning")
+def test_fields_without_crs(tmp_path, capsys, inputs):
+    raster, _ = inputs
+    fields = write_fields(tmp_path / "nocrs.gpkg", _fields().set_crs(None, allow_override=True))
+    code, err = run_cli(capsys, "--raster", raster, "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "nocrs.gpkg", "no CRS")
+
+
+def test_no_overlap(tmp_path, capsys, inputs):
+    raster, _ = inputs
+    far = _fields()
+    far.geometry = far.geometry.translate(xoff=20.0)
+    fields = write_fields(tmp_path / "far.gpkg", far)
+    code, err = run_cli(capsys, "--raster", raster, "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "far.gpkg", "overlaps the raster")
+
+
+def test_label_column_missing_then_chosen(tmp_path, capsys, inputs):
+    raster, _ = inputs
+    renamed = _fields().rename(columns={"normalized_label": "crop"})
+    fields = write_fields(tmp_path / "renamed.gpkg", renamed)
+    code, err = run_cli(capsys, "--raster", raster, "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "'normalized_label' is missing", "field_id, area_m2, crop, year", "--label-column")
+    code, err = run_cli(capsys, "--raster", raster, "--fields", fields, "--label-column", "crop", "--out", tmp_path / "o")
+    assert code == EXIT_OK, err
+
+
+def test_empty_layer(tmp_path, capsys, inputs):
+    raster, _ = inputs
+    fields = write_fields(tmp_path / "empty.gpkg", _fields().iloc[:0])
+    code, err = run_cli(capsys, "--raster", raster, "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "empty.gpkg", "no features")
+
+
+def test_multi_layer_needs_layer(tmp_path, capsys, inputs):
+    raster, _ = inputs
+    path = tmp_path / "multi.gpkg"
+    write_fields(path, _fields(), layer="a")
+    write_fields(path, _fields(), layer="b")
+    code, err = run_cli(capsys, "--raster", raster, "--fields", path, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "multi.gpkg", "2 layers", "--layer")
+    code, err = run_cli(capsys, "--raster", raster, "--fields", path, "--layer", "b", "--out", tmp_path / "o")
+    assert code == EXIT_OK, err
+
+
+def test_not_a_vector_file(tmp_path, capsys, inputs):
+    raster, _ = inputs
+    bogus = tmp_path / "bogus.gpkg"
+    bogus.write_bytes(b"\x00not a geopackage" * 50)
+    code, err = run_cli(capsys, "--raster", raster, "--fields", bogus, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "bogus.gpkg", "not a readable vector file")
+
+
+def test_geopackage_with_broken_table(tmp_path, capsys, inputs):
+    raster, fields = inputs
+    broken = tmp_path / "broken.gpkg"
+    broken.write_bytes(fields.read_bytes())
+    with sqlite3.connect(broken) as db:
+        table = db.execute("select table_name from gpkg_contents").fetchone()[0]
+        db.execute(f'drop table "{table}"')
+    code, err = run_cli(capsys, "--raster", raster, "--fields", broken, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "broken.gpkg")
+
+
+def test_output_directory_not_writable(tmp_path, capsys, inputs):
+    raster, fields = inputs
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, err = run_cli(capsys, "--raster", raster, "--fields", fields, "--out", blocker / "out")
+    assert_one_line_error(code, err, "cannot be written", "--out")
+
+
+def test_raster_without_fields_flag(tmp_path, capsys, inputs):
+    raster, _ = inputs
+    code, err = run_cli(capsys, "--raster", raster)
+    assert_one_line_error(code, err, "--raster and --fields go together")
