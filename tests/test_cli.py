@@ -154,7 +154,9 @@ def test_label_column_missing_then_chosen(tmp_path, capsys, inputs):
     fields = write_fields(tmp_path / "renamed.gpkg", renamed)
     code, err = run_cli(capsys, "--raster", raster, "--fields", fields, "--out", tmp_path / "o")
     assert_one_line_error(code, err, "'normalized_label' is missing", "field_id, area_m2, crop, year", "--label-column")
-    code, err = run_cli(capsys, "--raster", raster, "--fields", fields, "--label-column", "crop", "--out", tmp_path / "o")
+    code, err = run_cli(
+        capsys, "--raster", raster, "--fields", fields, "--label-column", "crop", "--out", tmp_path / "o"
+    )
     assert code == EXIT_OK, err
 
 
