@@ -87,10 +87,17 @@ class ClusterHandle:
         return self._compute_distributed(graphs, progress=progress, no_worker_timeout=no_worker_timeout)
 
     def _compute_distributed(self, graphs: Sequence[Any], *, progress: bool, no_worker_timeout: float) -> list[Any]:
+        import dask
         from distributed import get_task_stream, wait
         from distributed.client import FutureCancelledError
 
-        with self.client.as_current(), get_task_stream(self.client) as stream:
+        # The graph carries the fields' polygons on purpose (see rasterize.label_grid): ~130 bytes a field, so
+        # distributed's "large graph" warning (10 MB by default) would fire on every real AOI.
+        with (
+            dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}),
+            self.client.as_current(),
+            get_task_stream(self.client) as stream,
+        ):
             futures = self.client.compute(list(graphs))
             try:
                 if progress:

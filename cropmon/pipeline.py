@@ -158,6 +158,7 @@ def analyse_fields(
     class_band: int = 3,
     confidence_band: int = 4,
     progress: bool = False,
+    no_worker_timeout: float = 60.0,
 ) -> FieldResults:
     """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute)."""
     timer = StageTimer()
@@ -168,12 +169,13 @@ def analyse_fields(
     with timer.stage("prepare fields"):
         prepared = fields_mod.prepare_fields(source, raster_crs=info.crs, label_column=label_column)
         prepared.table.attrs["source"] = source.attrs.get("source", {})
-    with timer.stage("build graph"):
-        rows = cio.chunk_rows_for(info, chunk_rows)
-        graph, layout = build_field_graph(info, prepared, chunk_rows=rows)
     handle_cm = contextlib.nullcontext(cluster) if cluster is not None else connect(scheduler)
-    with handle_cm as handle, timer.stage("compute"):
-        *summaries, overlaps = handle.compute(graph, progress=progress)
+    with handle_cm as handle:
+        with timer.stage("build graph"):
+            rows = cio.chunk_rows_for(info, chunk_rows)
+            graph, layout = build_field_graph(info, prepared, chunk_rows=rows)
+        with timer.stage("compute"):
+            *summaries, overlaps = handle.compute(graph, progress=progress, no_worker_timeout=no_worker_timeout)
     with timer.stage("assemble table"):
         report_overlaps(prepared, layout, overlaps)
         table, class_counts = assemble_table(prepared, layout, summaries, source.geometry)
@@ -284,6 +286,7 @@ def run(config: RunConfig) -> RunOutcome:
                 class_band=config.class_band,
                 confidence_band=config.confidence_band,
                 progress=progress,
+                no_worker_timeout=config.no_worker_timeout,
             )
         cluster_info = handle.describe()
     timer.seconds.update(results.timings)

@@ -32,9 +32,11 @@ ROAD_HALF_WIDTH_M = 6.0
 # Block kinds: farmland carries the ground truth; woods and villages are the landscape's gaps.
 FARMLAND, WOOD, VILLAGE = 0, 1, 2
 BLOCK_KIND_SHARES = (0.78, 0.13, 0.09)
-# Median parcel area per block kind, and the spread of farmland blocks around it (farms differ in parcel size).
-PARCEL_MEDIAN_AREA_M2 = {FARMLAND: 4.5e4, WOOD: 1.0e5, VILLAGE: 3.0e4}
-FARMLAND_PARCEL_AREA_SIGMA = 0.6
+# Parcel size per block: lognormal (median m2, sigma of log) per block kind. Farms differ in parcel size: most
+# farmland blocks are mixed, some are large-field estates; the mix is wide enough that the size-weighted GT sample
+# finds >= ~2 candidates per field in every size class of the real distribution.
+FARMLAND_PARCEL_SIZES = ((0.7, 3.5e4, 0.8), (0.3, 7.5e4, 0.3))  # (share of blocks, median m2, sigma)
+OTHER_PARCEL_SIZES = {WOOD: (1.0e5, 0.3), VILLAGE: (3.0e4, 0.3)}
 # Parcels are elongated by a block-wise stretch: aspect ratio = stretch**2, up to ~3.3.
 MAX_LOG_STRETCH = 0.6
 # Hedges/tracks between parcels: each parcel is shrunk by a block-wise half-gap.
@@ -171,9 +173,7 @@ def _block_parcels(
     n_blocks = len(blocks)
     theta = rng.uniform(0.0, np.pi, n_blocks)
     stretch = np.exp(rng.uniform(0.0, MAX_LOG_STRETCH, n_blocks))
-    median_area = np.array([PARCEL_MEDIAN_AREA_M2[k] for k in kind])
-    spread = np.where(kind == FARMLAND, FARMLAND_PARCEL_AREA_SIGMA, 0.3)
-    spacing = np.sqrt(median_area * np.exp(rng.normal(0.0, 1.0, n_blocks) * spread))
+    spacing = np.sqrt(_parcel_areas(kind, rng))
     jitter = rng.uniform(0.1, 0.45, n_blocks)
     half_gap = rng.uniform(*HEDGE_HALF_GAP_M, n_blocks)
 
@@ -200,6 +200,17 @@ def _block_parcels(
         keep = (shapely.get_type_id(cells) == 3) & (shapely.area(cells) > 1.0)
         yield shapely.segmentize(cells[keep], MAX_EDGE_LENGTH_M), cell_block[keep]
     shapely.destroy_prepared(blocks)
+
+
+def _parcel_areas(kind: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The typical parcel area of each block (m2), drawn from its kind's lognormal."""
+    shares, medians, sigmas = np.array(FARMLAND_PARCEL_SIZES).T
+    farm_type = rng.choice(len(shares), size=len(kind), p=shares)
+    median, sigma = medians[farm_type], sigmas[farm_type]
+    for k, (other_median, other_sigma) in OTHER_PARCEL_SIZES.items():
+        median = np.where(kind == k, other_median, median)
+        sigma = np.where(kind == k, other_sigma, sigma)
+    return median * np.exp(sigma * rng.standard_normal(len(kind)))
 
 
 def _clip_to_blocks(cells: np.ndarray, cell_block: np.ndarray, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

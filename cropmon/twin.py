@@ -1,0 +1,193 @@
+"""The digital twin of the real u0c AOI: a prediction raster and a ground-truth GeoPackage with the real layouts.
+
+`make_twin` builds it from a seed: the same seed gives the same bytes. Fields come from a landscape of farm blocks
+(twin_landscape), are sampled to the real size distribution and labelled in the real class proportions
+(twin_fields); the model's field-level outcomes follow the real confusion matrix exactly (twin_model), and the
+raster is written in row chunks (twin_raster). Geometry and predictions draw from separate random streams, so
+`quality` changes the predictions while every field stays the same.
+
+Scale 1 is the whole cell (5,218 x 5,218 pixels, ~153,800 fields); `scale` multiplies the area at the same
+density (1/16: a quarter of each side, for tests; 4: twice each side, for memory benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cropmon.errors import ConfigError, OutputError
+from cropmon.twin_fields import build_ground_truth, write_fields
+from cropmon.twin_landscape import TwinGrid, build_landscape, rasterize_ids, twin_grid
+from cropmon.twin_model import Quality, effective_confusion, predict
+from cropmon.twin_raster import COMPRESSIONS, decide_classes, write_raster
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_VERSION = "1"  # bump when the same seed would give different bytes
+RASTER_NAME, FIELDS_NAME, MANIFEST_NAME = "predictions.tif", "fields.gpkg", "twin.json"
+MIN_SIDE_PX = 64
+ProgressCallback = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class TwinPaths:
+    """Where a twin's two files are."""
+
+    raster: Path
+    fields: Path
+
+
+def make_twin(
+    out_dir: str | os.PathLike[str],
+    *,
+    scale: float = 1.0,
+    seed: int = 0,
+    compress: str = "none",
+    quality: Quality = None,
+    progress: ProgressCallback | None = None,
+) -> TwinPaths:
+    """Write `out_dir/predictions.tif` and `out_dir/fields.gpkg` (and a small `twin.json` manifest)."""
+    grid = _checked_grid(scale, seed, compress, quality)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the twin directory: {exc.strerror}", path=out) from exc
+    report = progress or (lambda step, fraction: None)
+    geometry_seq, prediction_seq, class_seq, band_seq = np.random.SeedSequence(seed).spawn(4)
+    geometry_rng = np.random.default_rng(geometry_seq)
+    started = time.perf_counter()
+
+    report("landscape", 0.0)
+    landscape = build_landscape(grid, geometry_rng)
+    id_grid = np.zeros((grid.height, grid.width), dtype=np.int32)
+    rasterize_ids(landscape.wkb, landscape.rows, np.arange(1, len(landscape.wkb) + 1), grid, id_grid)
+    _log_step("landscape", started, parcels=len(landscape.wkb))
+
+    report("fields", 0.0)
+    gt = build_ground_truth(landscape, id_grid, grid, scale, geometry_rng)
+    write_fields(gt, _partial(out / FIELDS_NAME))
+    _log_step("fields", started, fields=len(gt.wkb))
+
+    report("predictions", 0.0)
+    pred = predict(
+        gt, landscape, len(landscape.wkb) + int(gt.is_sliver.sum()) + 1, quality, np.random.default_rng(prediction_seq)
+    )
+    classes = decide_classes(id_grid, pred, grid, class_seq)
+    _log_step("predictions", started)
+
+    report("raster", 0.0)
+    write_raster(
+        _partial(out / RASTER_NAME),
+        id_grid,
+        classes,
+        pred,
+        grid,
+        band_seq,
+        compress=compress,
+        progress=lambda fraction: report("raster", fraction),
+    )
+    _log_step("raster", started)
+    manifest = {
+        "generator_version": GENERATOR_VERSION,
+        "scale": scale,
+        "seed": seed,
+        "compress": compress,
+        "quality": quality,
+        "width": grid.width,
+        "height": grid.height,
+        "fields": len(gt.wkb),
+        "no_pixel_centre_fields": int(gt.is_sliver.sum()),
+    }
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+    for name in (FIELDS_NAME, RASTER_NAME):
+        os.replace(_partial(out / name), out / name)
+    report("done", 1.0)
+    return TwinPaths(out / RASTER_NAME, out / FIELDS_NAME)
+
+
+def twin_cache_dir(*, scale: float = 1.0, seed: int = 0) -> Path:
+    """The per-user cache directory of the twin of (scale, seed): ~/.cache/cropmon/twin-<version>-scale<S>-seed<N>."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "cropmon" / f"twin-{GENERATOR_VERSION}-scale{scale:g}-seed{seed}"
+
+
+def default_twin_dir() -> Path:
+    """The default input's directory: $CROPMON_DATA_DIR if set, else the cache directory of scale 1, seed 0."""
+    configured = os.environ.get("CROPMON_DATA_DIR")
+    return Path(configured) if configured else twin_cache_dir()
+
+
+def ensure_twin(
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    scale: float = 1.0,
+    seed: int = 0,
+    compress: str = "none",
+    progress: ProgressCallback | None = None,
+) -> TwinPaths:
+    """The twin in `out_dir` (default: default_twin_dir() for scale 1 seed 0, else its cache dir), built once.
+
+    Building is atomic: the twin is generated in a temporary directory beside the target, then renamed, so a
+    crash or a concurrent build never leaves a half-written twin behind.
+    """
+    if out_dir is None:
+        target = default_twin_dir() if (scale, seed) == (1.0, 0) else twin_cache_dir(scale=scale, seed=seed)
+    else:
+        target = Path(out_dir)
+    paths = TwinPaths(target / RASTER_NAME, target / FIELDS_NAME)
+    if paths.raster.is_file() and paths.fields.is_file():
+        logger.debug("reusing the twin in %s", target)
+        return paths
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot create the twin directory: {exc.strerror}", path=target) from exc
+    try:
+        make_twin(staging, scale=scale, seed=seed, compress=compress, progress=progress)
+        os.rename(staging, target)
+    except OSError:
+        if not (paths.raster.is_file() and paths.fields.is_file()):  # not a concurrent build that finished first
+            raise OutputError("cannot move the new twin into place", path=target, fix="remove or empty it") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return paths
+
+
+def _checked_grid(scale: float, seed: int, compress: str, quality: Quality) -> TwinGrid:
+    """Validate every argument before any work; the grid of the requested scale."""
+    if not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
+        raise ConfigError(f"scale must be a positive number, not {scale!r}")
+    grid = twin_grid(scale)
+    if grid.width < MIN_SIDE_PX:
+        raise ConfigError(
+            f"scale {scale:g} gives a {grid.width}-pixel side", fix=f"use a scale >= {(MIN_SIDE_PX / 5218) ** 2:.5f}"
+        )
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, not {seed!r}")
+    if compress not in COMPRESSIONS:
+        raise ConfigError(f"compress must be one of {', '.join(COMPRESSIONS)}, not {compress!r}")
+    effective_confusion(quality)
+    return grid
+
+
+def _partial(path: Path) -> Path:
+    """The name a file is written under until the whole twin is done."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def _log_step(step: str, started: float, **counts: int) -> None:
+    """One info line per step, with the elapsed time."""
+    extra = "".join(f", {k}={v:,}" for k, v in counts.items())
+    logger.info("twin %s done at %.1f s%s", step, time.perf_counter() - started, extra)

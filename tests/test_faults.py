@@ -1,0 +1,128 @@
+"""Faults lose nothing: interrupted runs keep the previous outputs, a killed worker is survived, losing all fails."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cluster_procs import start_cluster
+from conftest import write_fields, write_prediction_raster
+from test_engine import random_fields
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def medium_inputs(tmp_path_factory):
+    """Big enough that a run takes a few seconds with small chunks, so it can be hit mid-run."""
+    tmp = tmp_path_factory.mktemp("medium")
+    rng = np.random.default_rng(21)
+    classes = rng.integers(0, 8, size=(900, 700)).astype(np.int16)
+    confidence = rng.integers(0, 101, size=(900, 700)).astype(np.int16)
+    raster = write_prediction_raster(tmp / "p.tif", classes, confidence)
+    fields = write_fields(tmp / "f.gpkg", random_fields(rng, 900, 700, 3000))
+    return raster, fields
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cropmon", "run", "--progress", "off", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+    )
+
+
+def digest(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def wait_for_progress(address: str, *, finished: int, timeout: float = 120) -> None:
+    """Block until the scheduler holds at least `finished` results of the running job."""
+    from distributed import Client
+
+    def count(dask_scheduler) -> int:
+        return sum(ts.state == "memory" for ts in dask_scheduler.tasks.values())
+
+    with Client(address, timeout=30) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if client.run_on_scheduler(count) >= finished:
+                return
+            time.sleep(0.05)
+    raise TimeoutError("the job made no progress")
+
+
+def test_interrupted_run_keeps_previous_outputs(tmp_path, medium_inputs):
+    raster, fields = medium_inputs
+    out = tmp_path / "out"
+    first = cli("--raster", raster, "--fields", fields, "--out", out, "--scheduler", "threads")
+    assert first.wait(timeout=300) == 0, first.stdout.read()
+    before = digest(out)
+
+    second = cli("--raster", raster, "--fields", fields, "--out", out, "--scheduler", "threads", "--chunk-rows", "4")
+    for line in second.stdout:
+        if "compute ..." in line:
+            break
+    time.sleep(0.5)
+    second.send_signal(signal.SIGINT)
+    rest = second.stdout.read()
+    assert second.wait(timeout=120) == 130, rest
+    assert "interrupted" in rest
+    assert digest(out) == before, "the previous outputs changed"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")], "a staging directory was left"
+
+
+def test_killed_worker_is_survived_with_identical_results(tmp_path, medium_inputs):
+    raster, fields = medium_inputs
+    clean = tmp_path / "clean"
+    ok = cli("--raster", raster, "--fields", fields, "--out", clean, "--scheduler", "threads")
+    assert ok.wait(timeout=300) == 0, ok.stdout.read()
+
+    cluster = start_cluster(tmp_path, n_workers=2, no_nanny=True)
+    try:
+        out = tmp_path / "faulty"
+        job = cli("--raster", raster, "--fields", fields, "--out", out, "--scheduler", cluster.address,
+                  "--chunk-rows", "8")
+        wait_for_progress(cluster.address, finished=20)
+        victim = cluster.workers[0]
+        os.kill(victim.pid, signal.SIGKILL)
+        output = job.communicate(timeout=300)[0]
+        assert job.returncode == 0, output
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        cluster.stop()
+    import geopandas as gpd
+
+    expected = gpd.read_parquet(clean / "fields.parquet")
+    got = gpd.read_parquet(out / "fields.parquet")
+    assert got.drop(columns="geometry").equals(expected.drop(columns="geometry"))
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["cluster"]["kind"] == "remote"
+
+
+def test_losing_the_only_worker_fails_clearly_without_partial_outputs(tmp_path, medium_inputs):
+    raster, fields = medium_inputs
+    cluster = start_cluster(tmp_path, n_workers=1, no_nanny=True)
+    try:
+        out = tmp_path / "lost"
+        job = cli("--raster", raster, "--fields", fields, "--out", out, "--scheduler", cluster.address,
+                  "--chunk-rows", "8", env={"CROPMON_NO_WORKER_TIMEOUT": "3"})
+        wait_for_progress(cluster.address, finished=10)
+        os.kill(cluster.workers[0].pid, signal.SIGKILL)
+        output = job.communicate(timeout=300)[0]
+    finally:
+        cluster.stop()
+    assert job.returncode == 3, output
+    assert "no worker for 3 s" in output and "Traceback" not in output
+    assert not out.exists(), "no output directory may appear"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".lost.")], "a staging directory was left"
