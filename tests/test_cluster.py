@@ -9,7 +9,8 @@ from cluster_procs import start_cluster
 from conftest import write_fields, write_prediction_raster
 from test_engine import random_fields
 
-from cropmon.cluster import connect
+from cropmon.cluster import TLSFiles, connect
+from cropmon.errors import ConfigError
 from cropmon.pipeline import analyse_fields
 
 pytestmark = [pytest.mark.cluster]
@@ -41,3 +42,42 @@ def test_scheduler_and_two_worker_processes_match_threads(tmp_path, small_inputs
     assert info["kind"] == "remote" and info["n_workers"] == 2
     assert info["n_workers_used"] == 2, f"both workers should run tasks: {info['workers']}"
     assert cluster.address.startswith("tcp://127.0.0.1:")
+
+
+def make_throwaway_tls(directory) -> dict[str, str]:
+    """A CA and one certificate for 127.0.0.1 / localhost (client and server), made with openssl."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    ca_key, ca, key, csr, cert = (str(directory / n) for n in ("ca.key", "ca.pem", "node.key", "node.csr", "node.pem"))
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "1",
+            "-subj", "/CN=cropmon-test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "1",
+            "-extfile", str(ext))
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+def test_tls_scheduler_and_worker_give_the_same_results(tmp_path, small_inputs):
+    raster, fields = small_inputs
+    expected = analyse_fields(raster, fields, scheduler="threads", chunk_rows=16)
+    tls = make_throwaway_tls(tmp_path)
+    cluster = start_cluster(tmp_path, n_workers=1, tls=tls)
+    try:
+        assert cluster.address.startswith("tls://127.0.0.1:")
+        with connect(cluster.address, tls=TLSFiles(tls["ca"], tls["cert"], tls["key"])) as handle:
+            got = analyse_fields(raster, fields, cluster=handle, chunk_rows=16)
+        with pytest.raises(ConfigError, match="needs TLS certificates"), connect(cluster.address):
+            pass
+    finally:
+        cluster.stop()
+    table_cols = [c for c in expected.table.columns if c != "geometry"]
+    pd.testing.assert_frame_equal(got.table[table_cols], expected.table[table_cols])
