@@ -37,7 +37,12 @@ BLOCK_KIND_SHARES = (0.78, 0.13, 0.09)
 # finds >= ~2 candidates per field in every size class of the real distribution.
 FARMLAND_PARCEL_SIZES = ((0.7, 3.5e4, 0.8), (0.3, 7.5e4, 0.3))  # (share of blocks, median m2, sigma)
 OTHER_PARCEL_SIZES = {WOOD: (1.0e5, 0.3), VILLAGE: (3.0e4, 0.3)}
-# Parcels are elongated by a block-wise stretch: aspect ratio = stretch**2, up to ~3.3.
+# Farmland blocks are mostly open-field strips (trapezoids); the others, and woods and villages, are irregular
+# Voronoi parcels elongated by a block-wise stretch (aspect ratio = stretch**2, up to ~3.3).
+STRIP_BLOCK_SHARE = 0.75
+STRIP_ASPECT = (1.5, 6.0)  # length / width of strip fields (real clip fields: ~1.5-6)
+STRIP_TILT = 0.08  # std of a strip boundary's tilt, in strip widths over the block's length
+CUT_TILT = 0.35  # cuts across a strip lean up to ~20 degrees from square
 MAX_LOG_STRETCH = 0.6
 # Hedges/tracks between parcels: each parcel is shrunk by a block-wise half-gap.
 HEDGE_HALF_GAP_M = (1.5, 4.0)
@@ -172,34 +177,86 @@ def _block_parcels(
     """Parcels of every block (EPSG:3035) with their block index, yielded in batches of blocks (flat memory)."""
     n_blocks = len(blocks)
     theta = rng.uniform(0.0, np.pi, n_blocks)
-    stretch = np.exp(rng.uniform(0.0, MAX_LOG_STRETCH, n_blocks))
-    spacing = np.sqrt(_parcel_areas(kind, rng))
-    jitter = rng.uniform(0.1, 0.45, n_blocks)
+    strips = (kind == FARMLAND) & (rng.random(n_blocks) < STRIP_BLOCK_SHARE)
+    stretch = np.where(strips, 1.0, np.exp(rng.uniform(0.0, MAX_LOG_STRETCH, n_blocks)))
+    parcel_area = _parcel_areas(kind, rng)
+    aspect = np.exp(rng.uniform(*np.log(STRIP_ASPECT), n_blocks))
+    jitter = rng.uniform(0.25, 0.5, n_blocks)
     half_gap = rng.uniform(*HEDGE_HALF_GAP_M, n_blocks)
 
-    # Block-local frame: rotate by -theta, then squeeze the long axis (area-preserving), so isotropic Voronoi cells
-    # there become parcels elongated along theta once mapped back.
+    # Block-local frame: rotate by -theta, then squeeze the long axis (area-preserving; strip blocks are only
+    # rotated), so isotropic Voronoi cells there become parcels elongated along theta once mapped back.
     centre = shapely.get_coordinates(shapely.centroid(blocks))
     cos, sin = np.cos(theta), np.sin(theta)
     fwd = np.stack([[cos / stretch, sin / stretch], [-sin * stretch, cos * stretch]]).transpose(2, 0, 1)
     inv = np.linalg.inv(fwd)
     local_blocks = _affine_each(blocks, fwd, -np.einsum("bij,bj->bi", fwd, centre), np.arange(n_blocks))
+    local_bounds = shapely.bounds(local_blocks)
     shapely.prepare(blocks)
 
     for start in range(0, n_blocks, BLOCKS_PER_BATCH):
         batch = np.arange(start, min(start + BLOCKS_PER_BATCH, n_blocks))
-        points, point_block = _jittered_lattices(local_blocks[batch], spacing[batch], jitter[batch], rng)
-        point_block = batch[point_block]
-        seeds = shapely.multipoints(points, indices=point_block - start)
-        envelopes = shapely.envelope(shapely.buffer(local_blocks[batch], 2 * spacing[batch]))
+        quads = [_strip_fields(local_bounds[b], parcel_area[b], aspect[b], rng) for b in batch[strips[batch]]]
+        quad_block = np.repeat(batch[strips[batch]], [len(q) for q in quads])
+        voronoi = batch[~strips[batch]]
+        points, point_block = _jittered_lattices(
+            local_blocks[voronoi], np.sqrt(parcel_area[voronoi]), jitter[voronoi], rng
+        )
+        seeds = shapely.multipoints(points, indices=point_block)
+        envelopes = shapely.envelope(shapely.buffer(local_blocks[voronoi], 2 * np.sqrt(parcel_area[voronoi])))
         cells, cell_block = shapely.get_parts(shapely.voronoi_polygons(seeds, extend_to=envelopes), return_index=True)
-        cell_block = batch[cell_block]
+        cells = np.concatenate([shapely.polygons(np.concatenate(quads)) if quads else [], cells])
+        cell_block = np.concatenate([quad_block, voronoi[cell_block]])
         cells = _affine_each(cells, inv, centre, cell_block)
         cells, cell_block = _clip_to_blocks(cells, cell_block, blocks)
         cells = shapely.buffer(cells, -half_gap[cell_block], join_style="mitre")
         keep = (shapely.get_type_id(cells) == 3) & (shapely.area(cells) > 1.0)
         yield shapely.segmentize(cells[keep], MAX_EDGE_LENGTH_M), cell_block[keep]
     shapely.destroy_prepared(blocks)
+
+
+def _strip_fields(bounds: np.ndarray, area: float, aspect: float, rng: np.random.Generator) -> np.ndarray:
+    """Open-field layout of one block (local frame): strips of irregular width, cut across at slanted angles.
+
+    Returns the (n, 5, 2) closed quadrilaterals covering the block's bounding box; no two share a grid, edges are
+    straight, and strip boundaries and cuts are slightly tilted so fields are trapezoids, not rectangles.
+    """
+    xmin, ymin, xmax, ymax = bounds
+    width, length = np.sqrt(area / aspect), np.sqrt(area * aspect)
+    n_strips = int((ymax - ymin) / (0.6 * width)) + 3
+    y = ymin - rng.uniform(0, width) + np.concatenate([[0.0], np.cumsum(rng.uniform(0.6, 1.4, n_strips) * width)])
+    y = y[: np.searchsorted(y, ymax) + 1]
+    slope = rng.normal(0.0, STRIP_TILT, len(y)) * width / (xmax - xmin)  # boundary tilt, never enough to cross
+    n_cuts = int((xmax - xmin) / (0.5 * length)) + 3
+    strip = np.arange(len(y) - 1)
+    cut_x = (
+        xmin
+        - rng.uniform(0, length, (len(strip), 1))
+        + np.concatenate(
+            [np.zeros((len(strip), 1)), np.cumsum(rng.uniform(0.5, 1.5, (len(strip), n_cuts)) * length, axis=1)], axis=1
+        )
+    )
+    cut_tilt = rng.uniform(-CUT_TILT, CUT_TILT, cut_x.shape)
+    mid = 0.5 * (y[:-1] + y[1:])[:, None]
+    left = (cut_x[:, :-1], cut_tilt[:, :-1])
+    right = (cut_x[:, 1:], cut_tilt[:, 1:])
+    low = (y[:-1, None], slope[:-1, None])
+    high = (y[1:, None], slope[1:, None])
+    corners = [
+        _cross(*left, *low, mid),
+        _cross(*right, *low, mid),
+        _cross(*right, *high, mid),
+        _cross(*left, *high, mid),
+    ]
+    quads = np.stack([*corners, corners[0]], axis=2).reshape(-1, 5, 2)
+    inside = (quads[:, 0, 0] < xmax) & (quads[:, 2, 0] > xmin)
+    return quads[inside]
+
+
+def _cross(x0: np.ndarray, tilt: np.ndarray, y0: np.ndarray, slope: np.ndarray, mid: np.ndarray) -> np.ndarray:
+    """Where the cut x = x0 + tilt * (y - mid) meets the strip boundary y = y0 + slope * x; (..., 2)."""
+    x = (x0 + tilt * (y0 - mid)) / (1 - tilt * slope)
+    return np.stack(np.broadcast_arrays(x, y0 + slope * x), axis=-1)
 
 
 def _parcel_areas(kind: np.ndarray, rng: np.random.Generator) -> np.ndarray:

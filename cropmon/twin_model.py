@@ -17,7 +17,7 @@ from scipy.special import ndtri
 from cropmon.errors import ConfigError
 from cropmon.labels import CLASS_IDS, CROP_NAMES, N_CLASSES
 from cropmon.twin_fields import RADISH, GroundTruth, apportion
-from cropmon.twin_landscape import FARMLAND, WOOD, Landscape
+from cropmon.twin_landscape import FARMLAND, VILLAGE, WOOD, Landscape
 from cropmon.twin_params import (
     CONF_WHEN_RIGHT,
     CONF_WHEN_RIGHT_DEFAULT,
@@ -63,10 +63,12 @@ NOISE_CONCENTRATION = 12.0  # Beta concentration of the per-field noise share
 SECOND_IS_GT_WHEN_WRONG = 0.7  # in a wrongly predicted field, the minority is mostly the true crop
 WRONG_SMALL_FIELD_BIAS = 0.35  # std of the rank noise: wrong outcomes lean towards small fields
 FIELD_CONF_SD = 7.0  # spread of field mean confidence around the crop's right/wrong figure
-BACKGROUND_NOISE_SHARE = 0.12
-BACKGROUND_CONF = {FARMLAND: (48.0, 10.0), WOOD: (40.0, 8.0)}  # (mean, sd) of parcel mean confidence
-OTHER_BACKGROUND_CONF = (42.0, 8.0)  # villages
-GAP_CONF = (38.0, 12.0)  # roads and hedges: (mean, per-pixel sd)
+# Background parcels (as in the real clip): unlabelled farm parcels look like fields, nearly pure and about as
+# confident as a correctly predicted field of their class; woods and villages are a low-confidence speckle of
+# several classes. (noise share, confidence offset from the class's right-figure or absolute mean, sd).
+FARMLAND_BACKGROUND = (0.04, -3.0, 8.0)
+NON_FARM_BACKGROUND = (0.45, 41.0, 6.0)
+GAP_CONF = (45.0, 12.0)  # roads and hedges: (mean, per-pixel sd)
 
 
 @dataclass(frozen=True)
@@ -150,19 +152,19 @@ def designed_majority(gt: GroundTruth, confusion: np.ndarray, rng: np.random.Gen
 
 def _background(landscape: Landscape, n_ids: int, rng: np.random.Generator) -> Predictions:
     """Every id as a background parcel (classes from its block's mix); fields are overwritten afterwards."""
-    n_parcels = len(landscape.wkb)
-    kind = np.full(n_ids, -1, dtype=np.int8)
-    kind[1 : n_parcels + 1] = landscape.block_kind[landscape.parcel_block]
+    kind = np.full(n_ids, VILLAGE, dtype=np.int8)
+    kind[1 : len(landscape.wkb) + 1] = landscape.block_kind[landscape.parcel_block]
     majority = np.zeros(n_ids, dtype=np.int8)
     second = np.zeros(n_ids, dtype=np.int8)
-    conf_mean = np.zeros(n_ids, dtype=np.float32)
-    for k, mix in ((FARMLAND, FARMLAND_BACKGROUND_MIX), (WOOD, WOOD_MIX), (-1, VILLAGE_MIX)):
-        ids = np.flatnonzero(kind == k) if k != -1 else np.flatnonzero(~np.isin(kind, (FARMLAND, WOOD)))
+    for k, mix in ((FARMLAND, FARMLAND_BACKGROUND_MIX), (WOOD, WOOD_MIX), (VILLAGE, VILLAGE_MIX)):
+        ids = np.flatnonzero(kind == k)
         majority[ids] = rng.choice(N_CLASSES, size=ids.size, p=mix)
         second[ids] = rng.choice(N_CLASSES, size=ids.size, p=mix)
-        mean, sd = BACKGROUND_CONF.get(k, OTHER_BACKGROUND_CONF)
-        conf_mean[ids] = rng.normal(mean, sd, ids.size)
-    share = rng.beta(2.0, 2.0 / BACKGROUND_NOISE_SHARE - 2.0, n_ids)
+    farm = kind == FARMLAND
+    share = np.where(farm, FARMLAND_BACKGROUND[0], NON_FARM_BACKGROUND[0])
+    class_conf = np.array([CONF_WHEN_RIGHT.get(name, CONF_WHEN_RIGHT_DEFAULT) for name in CROP_NAMES])
+    conf_mean = np.where(farm, class_conf[majority] + FARMLAND_BACKGROUND[1], NON_FARM_BACKGROUND[1])
+    conf_mean += rng.normal(0.0, 1.0, n_ids) * np.where(farm, FARMLAND_BACKGROUND[2], NON_FARM_BACKGROUND[2])
     conf_mean[0] = GAP_CONF[0]
     conf_sd = rng.uniform(5.0, 14.0, n_ids).astype(np.float32)
     conf_sd[0] = GAP_CONF[1]
@@ -170,8 +172,8 @@ def _background(landscape: Landscape, n_ids: int, rng: np.random.Generator) -> P
         majority=majority,
         second=second,
         third=rng.choice(N_CLASSES, size=n_ids, p=MARGIN_MIX).astype(np.int8),
-        noise_threshold=ndtri(share).astype(np.float32),
-        conf_mean=conf_mean,
+        noise_threshold=ndtri(rng.beta(2.0, 2.0 / share - 2.0)).astype(np.float32),
+        conf_mean=conf_mean.astype(np.float32),
         conf_sd=conf_sd,
         crop2=rng.choice(len(CROP2_MIX), size=n_ids, p=CROP2_MIX).astype(np.int8),
         offsets=rng.standard_normal((n_ids, 5), dtype=np.float32),

@@ -42,7 +42,7 @@ ROWS_PER_CHUNK = 256  # fixed whatever the scale: the per-chunk random streams (
 THIRD_CLASS_SHARE = 0.15  # of a field's non-majority pixels
 GAP_TAKES_NEIGHBOUR = 0.55  # road/hedge pixels: share that repeats the parcel to their left (mixed pixels)
 NOISE_CONF_DROP = 14.0  # minority pixels are less confident
-CROP2_FLIP = 0.1  # band 7 pixels that differ from their parcel's second-cycle code
+CROP2_FLIP = 0.05  # band 7 pixels that differ from their parcel's second-cycle code
 GDAL_CACHE_MB = 64  # keep GDAL's write cache small: dirty blocks would otherwise pile up in memory
 COMPRESSIONS = ("none", "deflate", "lzw")
 Progress = Callable[[float], None]
@@ -202,7 +202,7 @@ def _chunk_bands(
     bands[2] = cls8
     bands[3] = conf
     for i, (band, (mean, sd, low, high)) in enumerate(DATE_BANDS.items()):
-        day = mean + sd * (0.6 * offsets[..., i + 1] + 0.5 * date_smooth[i] + 0.62 * _normal(rng, ids.shape))
+        day = mean + sd * (0.6 * offsets[..., i + 1] + 0.6 * date_smooth[i] + 0.53 * _normal(rng, ids.shape))
         bands[band - 1] = np.clip(np.rint(day), low, high)
     flip = rng.random(ids.shape, dtype=np.float32) < CROP2_FLIP
     random_code = np.searchsorted(np.cumsum(CROP2_MIX), rng.random(ids.shape), side="right").clip(0, len(CROP2_MIX) - 1)
