@@ -1,0 +1,194 @@
+"""Speed and memory of cropmon's engine on the full-scale twin, side by side with two baselines, in one run.
+
+Prints (and writes to benchmarks/results/) a table of:
+  - the engine stage (fields read -> per-field table in memory) of cropmon on a local cluster (2 workers),
+  - a minimal single-process "rasterize + numpy bincount" baseline,
+  - exactextract (majority + mean + count), the usual zonal-statistics tool,
+  - `python -m cropmon run` end to end (all outputs written), with the peak memory of client + scheduler +
+    workers together (PSS summed over the process tree, sampled every 50 ms),
+  - the same run on the twin at scale 4 (a 4x larger AOI): memory must not grow with the AOI, only time.
+
+Each stage runs in its own process, one after another, after the raster has been read once (warm page cache).
+Usage: python benchmarks/engine.py [--scale 1] [--big-scale 4] [--skip-big] [--raster R --fields F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from memtrack import run_tracking_memory  # noqa: E402
+
+RESULTS = HERE / "results"
+
+ENGINE = """
+import json, sys, time
+from cropmon.cluster import connect
+from cropmon import io as cio, fields as fm
+from cropmon.pipeline import analyse_fields
+raster, fields = sys.argv[1], sys.argv[2]
+with connect("local", workers=2, dashboard_address="127.0.0.1:0") as handle:
+    result = analyse_fields(raster, fields, cluster=handle)
+t = result.timings
+engine = sum(v for k, v in t.items() if k not in ("inspect raster", "read fields"))
+print(json.dumps({"engine_s": engine, "stages": t, "n_fields": len(result.table),
+                  "n_scored": int(result.table["gt_ml_match"].notna().sum())}))
+"""
+
+NUMPY_BASELINE = """
+import json, sys, time
+import numpy as np, pyogrio, rasterio
+from rasterio.features import rasterize
+raster, fields = sys.argv[1], sys.argv[2]
+gdf = pyogrio.read_dataframe(fields)
+start = time.perf_counter()
+with rasterio.open(raster) as src:
+    labels = rasterize(zip(gdf.geometry, range(1, len(gdf) + 1)), out_shape=(src.height, src.width),
+                       transform=src.transform, dtype="int32")
+    t_rasterize = time.perf_counter() - start
+    classes, confidence = src.read([3, 4])
+t_read = time.perf_counter() - start - t_rasterize
+n = len(gdf) + 1
+inside = labels.ravel() > 0
+lab = labels.ravel()[inside].astype(np.int64)
+counts = np.bincount(lab * 32 + classes.ravel()[inside], minlength=n * 32).reshape(n, 32)
+majority = counts.argmax(axis=1)
+pixels = counts.sum(axis=1)
+mean = np.bincount(lab, weights=confidence.ravel()[inside], minlength=n) / np.maximum(pixels, 1)
+total = time.perf_counter() - start
+print(json.dumps({"engine_s": total, "rasterize_s": t_rasterize, "read_s": t_read,
+                  "bincount_s": total - t_rasterize - t_read}))
+"""
+
+EXACTEXTRACT = """
+import json, sys, time
+import pyogrio, rasterio
+from exactextract import exact_extract
+from exactextract.raster import RasterioRasterSource
+raster, fields = sys.argv[1], sys.argv[2]
+gdf = pyogrio.read_dataframe(fields)  # the fields are read before the clock starts, as for the others
+start = time.perf_counter()
+with rasterio.open(raster) as ds:
+    sources = [RasterioRasterSource(ds, 3, name="cls"), RasterioRasterSource(ds, 4, name="conf")]
+    # Named ops ("majority(cls)", ...) crash exactextract 0.3.0 (segfault), so every op runs on both bands:
+    # one pass over the pixels, with a majority of band 4 and a mean of band 3 computed in excess.
+    out = exact_extract(sources, gdf, ["majority", "mean", "count"], output="pandas")
+print(json.dumps({"engine_s": time.perf_counter() - start, "rows": len(out)}))
+"""
+
+
+def python_stage(code: str, raster: str, fields: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", code, raster, fields], capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def full_run(raster: str, fields: str, out: Path) -> dict:
+    cmd = [sys.executable, "-m", "cropmon", "run", "--raster", raster, "--fields", fields, "--out", str(out),
+           "--progress", "off", "--workers", "2", "--dashboard-address", "127.0.0.1:0"]
+    result, peak, wall = run_tracking_memory(cmd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if result.returncode:
+        raise RuntimeError(result.stdout[-3000:])
+    manifest = json.loads((out / "run.json").read_text())
+    return {"wall_s": wall, "peak_pss_gb": peak.pss_bytes / 2**30, "peak_rss_gb": peak.rss_bytes / 2**30,
+            "processes": peak.processes, "timings": manifest["timings_s"], "fields": manifest["fields"]["n_input"]}
+
+
+def twin_inputs(scale: float) -> tuple[str, str]:
+    from cropmon import twin
+
+    paths = twin.ensure_twin(scale=scale)
+    return str(paths.raster), str(paths.fields)
+
+
+def warm(path: str) -> None:
+    with open(path, "rb") as f:
+        while f.read(64 << 20):
+            pass
+
+
+def machine() -> str:
+    import psutil
+
+    return (f"{platform.node()}: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
+            f"Python {platform.python_version()}, load avg {os.getloadavg()[0]:.2f} at start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--big-scale", type=float, default=4.0)
+    parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--raster")
+    parser.add_argument("--fields")
+    args = parser.parse_args()
+    raster, fields = (args.raster, args.fields) if args.raster else twin_inputs(args.scale)
+    header = machine()
+    print(header, flush=True)
+    warm(raster)
+    rows = {}
+    rows["numpy"] = python_stage(NUMPY_BASELINE, raster, fields)
+    print("numpy baseline", rows["numpy"], flush=True)
+    rows["exactextract"] = python_stage(EXACTEXTRACT, raster, fields)
+    print("exactextract", rows["exactextract"], flush=True)
+    rows["cropmon"] = python_stage(ENGINE, raster, fields)
+    print("cropmon engine", rows["cropmon"], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows["run"] = full_run(raster, fields, Path(tmp) / "out")
+        print("cropmon run", rows["run"], flush=True)
+        if not args.skip_big and not args.raster:
+            big_raster, big_fields = twin_inputs(args.big_scale)
+            warm(big_raster)
+            rows["run_big"] = full_run(big_raster, big_fields, Path(tmp) / "big")
+            print("cropmon run big", rows["run_big"], flush=True)
+
+    engine = rows["cropmon"]["engine_s"]
+    lines = [
+        f"Machine: {header}. One run, stages one after another, warm page cache.",
+        "",
+        "| measure | value | goal |",
+        "| --- | --- | --- |",
+        f"| cropmon engine stage (fields read -> per-field table), local cluster 2 workers | {engine:.2f} s | |",
+        f"| numpy baseline (rasterize + read bands 3+4 + bincount), 1 process | {rows['numpy']['engine_s']:.2f} s "
+        f"(rasterize {rows['numpy']['rasterize_s']:.2f}, read {rows['numpy']['read_s']:.2f}, bincount "
+        f"{rows['numpy']['bincount_s']:.2f}) | |",
+        f"| exactextract majority + mean + count (bands 3 and 4) | {rows['exactextract']['engine_s']:.2f} s | |",
+        f"| speed-up vs exactextract | {rows['exactextract']['engine_s'] / engine:.2f}x | >= 3x |",
+        f"| engine / numpy baseline time | {engine / rows['numpy']['engine_s']:.2f} | <= 1 |",
+        f"| `python -m cropmon run`, start to all outputs ({rows['run']['fields']} fields) | "
+        f"{rows['run']['wall_s']:.1f} s | < 20 s |",
+        f"| peak memory, client + scheduler + workers (PSS; RSS) | {rows['run']['peak_pss_gb']:.2f} GB; "
+        f"{rows['run']['peak_rss_gb']:.2f} GB | < 3 GB |",
+    ]
+    if "run_big" in rows:
+        big = rows["run_big"]
+        lines += [
+            f"| scale {args.big_scale:g} AOI ({big['fields']} fields): run time | {big['wall_s']:.1f} s | |",
+            f"| scale {args.big_scale:g} AOI: peak memory (PSS; RSS) | {big['peak_pss_gb']:.2f} GB; "
+            f"{big['peak_rss_gb']:.2f} GB | |",
+            f"| peak memory ratio, scale {args.big_scale:g} / scale {args.scale:g} | "
+            f"{big['peak_pss_gb'] / rows['run']['peak_pss_gb']:.2f} | <= 1.25 |",
+        ]
+    lines += ["", "Stage timings of the full run (s): " + json.dumps(rows["run"]["timings"])]
+    table = "\n".join(lines)
+    print("\n" + table)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d")
+    for name in (f"engine-{stamp}.md", "engine-latest.md"):
+        (RESULTS / name).write_text(table + "\n")
+    (RESULTS / "engine-latest.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
