@@ -57,10 +57,8 @@ export DOCKER_BUILDKIT=0 # the classic builder: no buildx plugin needed, --netwo
 DOCKER=/usr/bin/docker   # the docker.io client, same version as the daemon (not a newer one earlier in PATH)
 COMPOSE_BIN=$CACHE/bin/docker-compose-v$COMPOSE_VERSION
 
-compose() {
-    "$COMPOSE_BIN" --project-name "$PROJECT" --project-directory "$ROOT" \
-        -f "$ROOT/docker-compose.yml" -f "$ROOT/ci/compose.ci.yml" "$@"
-}
+COMPOSE=("$COMPOSE_BIN" --project-name "$PROJECT" --project-directory "$ROOT"
+    -f "$ROOT/docker-compose.yml" -f "$ROOT/ci/compose.ci.yml")
 
 cleanup() {
     local rc=$?
@@ -70,12 +68,10 @@ cleanup() {
         if [ -n "$STACK_UP" ]; then
             if [ "$rc" != 0 ]; then
                 log "compose logs (last 60 lines per service):"
-                compose logs --no-color --tail 60 2>&1 | sed 's/^/    /'
+                "${COMPOSE[@]}" logs --no-color --tail 60 2>&1 | sed 's/^/    /'
             fi
             log "compose down -v"
-            timeout 120 "$COMPOSE_BIN" --project-name "$PROJECT" --project-directory "$ROOT" \
-                -f "$ROOT/docker-compose.yml" -f "$ROOT/ci/compose.ci.yml" down -v --remove-orphans --timeout 20 \
-                >"$WORK/down.log" 2>&1 || { log "compose down failed:"; cat "$WORK/down.log"; }
+            timeout 120 "${COMPOSE[@]}" down -v --remove-orphans --timeout 20 >"$WORK/down.log" 2>&1 || { log "compose down failed:"; cat "$WORK/down.log"; }
         fi
         timeout 60 "$DOCKER" image prune -f >/dev/null 2>&1 # dangling layers of older builds, keeps the cache small
         log "stopping dockerd (pid $DOCKERD_PID)"
@@ -91,6 +87,8 @@ cleanup() {
         log "dockerd log (last 25 lines):"
         tail -n 25 "$WORK/dockerd.log" | sed 's/^/    /'
     fi
+    # dockerd leaves its default network namespace bind-mounted under its exec root.
+    awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
     rm -rf "$WORK"
     if [ "$rc" = 0 ]; then log "PASS in $((SECONDS - START)) s"; else log "FAILED (exit $rc) after $((SECONDS - START)) s"; fi
     exit "$rc"
@@ -177,10 +175,10 @@ DATA_ROOT=$CACHE/docker
 if pgrep -f -- "--data-root=$DATA_ROOT( |$)" >/dev/null; then
     fail "another dockerd already uses $DATA_ROOT (pid $(pgrep -f -- "--data-root=$DATA_ROOT( |$)" | tr '\n' ' ')); stop it or set CROPMON_CI_CACHE"
 fi
+# The CI stack binds 127.0.0.1:8786/8787 on the host: wait a little for another cluster (a test's) to go away.
 for port in 8786 8787; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        fail "something already listens on 127.0.0.1:$port (a Dask cluster?); the CI stack binds it: stop that first"
-    fi
+    for _ in $(seq 60); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || continue 2; sleep 1; done
+    fail "something has listened on 127.0.0.1:$port for 60 s (a Dask cluster?); the CI stack needs it: stop that first"
 done
 mkdir -p "$DATA_ROOT"
 dockerd --storage-driver=vfs --iptables=false --ip6tables=false --bridge=none \
@@ -197,7 +195,7 @@ done
 
 # Leftovers of an interrupted run (containers survive in the cached data root).
 STACK_UP=1
-compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+"${COMPOSE[@]}" down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
 
 # --- 3. python:3.11-slim, locally ------------------------------------------------------------------------------------
 step "base image $BASE_TAG (local stand-in: Debian bookworm's python3 is 3.11)"
@@ -242,9 +240,21 @@ build_start=$SECONDS
 "$DOCKER" build --network=host --build-arg "PYTHON_IMAGE=$BASE_TAG" -t "$IMAGE" "$ROOT" >"$WORK/build.log" 2>&1 \
     || { tail -n 40 "$WORK/build.log"; fail "docker build failed (log above)"; }
 log "built $IMAGE in $((SECONDS - build_start)) s, $("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
-[ "$("$DOCKER" run --rm --network=none "$IMAGE" id -u)" != 0 ] || fail "the image runs as root"
-"$DOCKER" run --rm --network=none "$IMAGE" python -c 'import cropmon, dask, distributed, rasterio, geopandas' \
-    || fail "the image cannot import cropmon and its dependencies"
+# One container for all image checks (with vfs, every container start copies the whole image).
+"$DOCKER" run --rm --network=none "$IMAGE" python -c '
+import os, subprocess, sys
+assert os.getuid() != 0, "the image runs as root"
+import cropmon, dask, distributed, geopandas, rasterio  # noqa
+cli = subprocess.run([sys.executable, "-m", "cropmon", "run", "--help"], capture_output=True, text=True)
+print("cropmon run --help:", "ok" if cli.returncode == 0 else "FAILS")
+sys.exit(0 if cli.returncode == 0 else 3)
+' >"$WORK/image-check.log" 2>&1 || image_rc=$?
+sed 's/^/    /' "$WORK/image-check.log"
+case ${image_rc:-0} in
+0) log "image checks: non-root, imports, cropmon run --help" ;;
+3) fail "the image's cropmon has no working 'run' command (python -m cropmon run --help fails): the job cannot run" ;;
+*) fail "the image runs as root or cannot import cropmon and its dependencies (above)" ;;
+esac
 
 # --- 5. the stack ----------------------------------------------------------------------------------------------------
 step "compose up: scheduler + $WORKERS workers"
@@ -253,7 +263,7 @@ chown 10001:10001 "$WORK/data" "$WORK/outputs" # the image's non-root user
 export CROPMON_IMAGE=$IMAGE CROPMON_DATA_DIR=$WORK/data CROPMON_OUTPUTS_DIR=$WORK/outputs
 export CROPMON_TWIN_SCALE=$TWIN_SCALE CROPMON_MIN_WORKERS=$WORKERS CROPMON_WORKER_THREADS=1
 export CROPMON_RUN_ARGS="--profile /outputs/twin/profile.html"
-timeout 180 compose up -d --no-build --wait --wait-timeout 150 --scale "worker=$WORKERS" scheduler worker \
+timeout 180 "${COMPOSE[@]}" up -d --no-build --wait --wait-timeout 150 --scale "worker=$WORKERS" scheduler worker \
     || fail "scheduler/workers did not start healthy"
 n=0
 for _ in $(seq 90); do
@@ -271,12 +281,9 @@ code=$(curl -sS --max-time 20 -o "$WORK/status.html" -w '%{http_code}' "$DASHBOA
 log "$DASHBOARD/status answers 200 (Bokeh dashboard)"
 
 step "the job: twin (scale $TWIN_SCALE) + cropmon run on the cluster"
-if ! compose run --rm -T --no-deps cropmon python -m cropmon run --help >/dev/null 2>&1; then
-    fail "the image's cropmon has no working 'run' command yet (python -m cropmon run --help fails)"
-fi
 job_start=$SECONDS
 set +e
-timeout 600 compose run --rm -T --no-deps cropmon 2>&1 | tee "$WORK/job.log" | sed 's/^/    /'
+timeout 600 "${COMPOSE[@]}" run --rm -T --no-deps cropmon 2>&1 | tee "$WORK/job.log" | sed 's/^/    /'
 job_rc=${PIPESTATUS[0]}
 set -e
 [ "$job_rc" = 0 ] || fail "the job exited with $job_rc"
@@ -288,7 +295,7 @@ for f in fields.gpkg fields.parquet run.json profile.html; do
     [ -s "$out/$f" ] || fail "$out/$f is missing or empty"
     log "  $f: $(stat -c %s "$out/$f") bytes"
 done
-compose logs --no-color worker >"$WORK/worker.log" 2>&1
+"${COMPOSE[@]}" logs --no-color worker >"$WORK/worker.log" 2>&1
 "$PY" - "$out/run.json" "$WORK/worker.log" "$WORKERS" <<'PY' || fail "the work was not spread over $WORKERS workers"
 import json, re, sys
 manifest, worker_log, expected = json.load(open(sys.argv[1])), open(sys.argv[2]).read(), int(sys.argv[3])
@@ -306,5 +313,5 @@ PY
 log "both workers ran tasks"
 
 step "compose down"
-compose down -v --remove-orphans --timeout 20 >/dev/null 2>&1 || fail "compose down failed"
+"${COMPOSE[@]}" down -v --remove-orphans --timeout 20 >/dev/null 2>&1 || fail "compose down failed"
 STACK_UP=
