@@ -141,9 +141,11 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
     table["duplicate_id"] = duplicated.to_numpy()
     report.add("duplicate_field_id", table.loc[duplicated, "field_id"].drop_duplicates())
 
-    points = shapely.point_on_surface(np.where(shapely.is_missing(geoms), shapely.Point(), geoms))
-    table["x"] = shapely.get_x(points)
-    table["y"] = shapely.get_y(points)
+    usable = ~shapely.is_missing(geoms)
+    points = shapely.point_on_surface(geoms[usable])
+    table["x"], table["y"] = np.nan, np.nan
+    table.loc[usable, "x"] = shapely.get_x(points)
+    table.loc[usable, "y"] = shapely.get_y(points)
     for case, n in sorted(report.counts.items()):
         if case != "reprojected_from":
             log.info("fields: %s = %d (e.g. %s)", case, n, ", ".join(report.examples.get(case, [])[:3]))
