@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 GENERATOR_VERSION = "1"  # bump when the same seed would give different bytes
 RASTER_NAME, FIELDS_NAME, MANIFEST_NAME = "predictions.tif", "fields.gpkg", "twin.json"
 MIN_SIDE_PX = 64
+# Rough share of the generation time each step takes (for one monotone progress fraction).
+STEP_SHARES = {"landscape": 0.35, "rasterize": 0.2, "fields": 0.08, "predictions": 0.12, "raster": 0.25}
 ProgressCallback = Callable[[str, float], None]
 
 
@@ -56,46 +58,43 @@ def make_twin(
     quality: Quality = None,
     progress: ProgressCallback | None = None,
 ) -> TwinPaths:
-    """Write `out_dir/predictions.tif` and `out_dir/fields.gpkg` (and a small `twin.json` manifest)."""
+    """Write `out_dir/predictions.tif` and `out_dir/fields.gpkg` (and a small `twin.json` manifest).
+
+    `quality`: None = calibrated to u0c; a float k multiplies every crop's error share; a dict {crop name: target
+    agreement} sets those crops' agreement (same seed: same fields, other predictions). `progress(step, fraction)`
+    gets the whole job's fraction done, monotone, ending with ("done", 1.0).
+    """
     grid = _checked_grid(scale, seed, compress, quality)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the twin directory: {exc.strerror}", path=out) from exc
-    report = progress or (lambda step, fraction: None)
+    steps = _Steps(progress)
     geometry_seq, prediction_seq, class_seq, band_seq = np.random.SeedSequence(seed).spawn(4)
     geometry_rng = np.random.default_rng(geometry_seq)
     started = time.perf_counter()
 
-    report("landscape", 0.0)
-    landscape = build_landscape(grid, geometry_rng)
+    landscape = build_landscape(grid, geometry_rng, progress=steps.start("landscape"))
     id_grid = np.zeros((grid.height, grid.width), dtype=np.int32)
-    rasterize_ids(landscape.wkb, landscape.rows, np.arange(1, len(landscape.wkb) + 1), grid, id_grid)
+    parcel_ids = np.arange(1, len(landscape.wkb) + 1)
+    rasterize_ids(landscape.wkb, landscape.rows, parcel_ids, grid, id_grid, progress=steps.start("rasterize"))
     _log_step("landscape", started, parcels=len(landscape.wkb))
 
-    report("fields", 0.0)
+    steps.start("fields")
     gt = build_ground_truth(landscape, id_grid, grid, scale, geometry_rng)
     write_fields(gt, _partial(out / FIELDS_NAME))
     _log_step("fields", started, fields=len(gt.wkb))
 
-    report("predictions", 0.0)
-    pred = predict(
-        gt, landscape, len(landscape.wkb) + int(gt.is_sliver.sum()) + 1, quality, np.random.default_rng(prediction_seq)
-    )
+    steps.start("predictions")
+    n_ids = len(landscape.wkb) + int(gt.is_sliver.sum()) + 1
+    pred = predict(gt, landscape, n_ids, quality, np.random.default_rng(prediction_seq))
     classes = decide_classes(id_grid, pred, grid, class_seq)
     _log_step("predictions", started)
 
-    report("raster", 0.0)
+    raster_progress = steps.start("raster")
     write_raster(
-        _partial(out / RASTER_NAME),
-        id_grid,
-        classes,
-        pred,
-        grid,
-        band_seq,
-        compress=compress,
-        progress=lambda fraction: report("raster", fraction),
+        _partial(out / RASTER_NAME), id_grid, classes, pred, grid, band_seq, compress=compress, progress=raster_progress
     )
     _log_step("raster", started)
     manifest = {
@@ -112,8 +111,35 @@ def make_twin(
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
     for name in (FIELDS_NAME, RASTER_NAME):
         os.replace(_partial(out / name), out / name)
-    report("done", 1.0)
+    steps.done()
     return TwinPaths(out / RASTER_NAME, out / FIELDS_NAME)
+
+
+class _Steps:
+    """Turns each step's own 0..1 progress into the whole job's (monotone; the last call is ("done", 1.0))."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.offset = 0.0
+        self.share = 0.0
+
+    def start(self, step: str) -> Callable[[float], None]:
+        """Enter `step`; returns the reporter of its own progress."""
+        self.offset += self.share
+        self.share = STEP_SHARES[step]
+        offset, share = self.offset, self.share
+
+        def report(fraction: float) -> None:
+            if self.callback:
+                self.callback(step, float(min(offset + share * fraction, 0.999)))
+
+        report(0.0)
+        return report
+
+    def done(self) -> None:
+        """The twin is complete."""
+        if self.callback:
+            self.callback("done", 1.0)
 
 
 def twin_cache_dir(*, scale: float = 1.0, seed: int = 0) -> Path:

@@ -10,7 +10,7 @@ villages are blocks too: they get parcels (for the background's class patches) b
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,7 +112,9 @@ def transform_geometries(geoms: np.ndarray, transformer: Transformer, decimals: 
     return shapely.set_coordinates(geoms.copy(), coords)
 
 
-def build_landscape(grid: TwinGrid, rng: np.random.Generator) -> Landscape:
+def build_landscape(
+    grid: TwinGrid, rng: np.random.Generator, *, progress: Callable[[float], None] | None = None
+) -> Landscape:
     """Blocks, then parcels in each block; all randomness from `rng` (the geometry stream)."""
     aoi = _aoi_metric(grid)
     blocks = _road_blocks(aoi, rng)
@@ -121,13 +123,15 @@ def build_landscape(grid: TwinGrid, rng: np.random.Generator) -> Landscape:
     propensity = np.where(kind == FARMLAND, rng.beta(2.0, 1.6, n_blocks), 0.0)
     propensity[(kind == FARMLAND) & (rng.random(n_blocks) < 0.12)] = 0.0  # farms outside the GT programme
     wkb, area, rows, parcel_block = [], [], [], []
-    for cells, cell_block in _block_parcels(blocks, kind, rng):
+    for done, (cells, cell_block) in _block_parcels(blocks, kind, rng):
         parcels = transform_geometries(cells, to_lonlat(), COORD_DECIMALS)
         keep = shapely.is_valid(parcels) & ~shapely.is_empty(parcels)
         wkb.append(shapely.to_wkb(parcels[keep]))
         area.append(shapely.area(cells[keep]))
         rows.append(pixel_rows(parcels[keep], grid))
         parcel_block.append(cell_block[keep])
+        if progress:
+            progress(done)
     landscape = Landscape(
         np.concatenate(wkb),
         np.concatenate(area),
@@ -173,8 +177,8 @@ def _road_blocks(aoi: shapely.Polygon, rng: np.random.Generator) -> np.ndarray:
 
 def _block_parcels(
     blocks: np.ndarray, kind: np.ndarray, rng: np.random.Generator
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Parcels of every block (EPSG:3035) with their block index, yielded in batches of blocks (flat memory)."""
+) -> Iterator[tuple[float, tuple[np.ndarray, np.ndarray]]]:
+    """Parcels (EPSG:3035) and their block index, in batches of blocks (flat memory), with the share done."""
     n_blocks = len(blocks)
     theta = rng.uniform(0.0, np.pi, n_blocks)
     strips = (kind == FARMLAND) & (rng.random(n_blocks) < STRIP_BLOCK_SHARE)
@@ -211,7 +215,7 @@ def _block_parcels(
         cells, cell_block = _clip_to_blocks(cells, cell_block, blocks)
         cells = shapely.buffer(cells, -half_gap[cell_block], join_style="mitre")
         keep = (shapely.get_type_id(cells) == 3) & (shapely.area(cells) > 1.0)
-        yield shapely.segmentize(cells[keep], MAX_EDGE_LENGTH_M), cell_block[keep]
+        yield batch[-1] / n_blocks, (shapely.segmentize(cells[keep], MAX_EDGE_LENGTH_M), cell_block[keep])
     shapely.destroy_prepared(blocks)
 
 
@@ -311,18 +315,24 @@ def _jittered_lattices(
 
 
 def rasterize_ids(
-    wkb: np.ndarray, rows: np.ndarray, ids: np.ndarray, grid: TwinGrid, out: np.ndarray, *, all_touched: bool = False
+    wkb: np.ndarray,
+    rows: np.ndarray,
+    ids: np.ndarray,
+    grid: TwinGrid,
+    out: np.ndarray,
+    *,
+    progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
-    """Burn `ids` into `out` (int32, grid-shaped) row chunk by row chunk; pixel-centre rule unless all_touched."""
+    """Burn `ids` into `out` (int32, grid-shaped) row chunk by row chunk, with GDAL's pixel-centre rule."""
     for r0 in range(0, grid.height, ROWS_PER_RASTER_CHUNK):
         r1 = min(r0 + ROWS_PER_RASTER_CHUNK, grid.height)
         sel = np.flatnonzero((rows[:, 0] < r1) & (rows[:, 1] >= r0))
-        if sel.size == 0:
-            continue
-        rasterio.features.rasterize(
-            zip(shapely.from_wkb(wkb[sel]), ids[sel].tolist(), strict=True),
-            out=out[r0:r1],
-            transform=grid.transform * Affine.translation(0, r0),
-            all_touched=all_touched,
-        )
+        if sel.size:
+            rasterio.features.rasterize(
+                zip(shapely.from_wkb(wkb[sel]), ids[sel].tolist(), strict=True),
+                out=out[r0:r1],
+                transform=grid.transform * Affine.translation(0, r0),
+            )
+        if progress:
+            progress(r1 / grid.height)
     return out
