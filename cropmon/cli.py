@@ -36,6 +36,20 @@ def eval_fraction(text: str) -> float:
     return float(text)
 
 
+def _quality(text: str) -> float | dict[str, float]:
+    """'1.5' -> 1.5; 'Spring Barley=0.8,Flax=0.9' -> {'Spring Barley': 0.8, 'Flax': 0.9}."""
+    if "=" not in text:
+        return _positive_float(text)
+    out = {}
+    for part in text.split(","):
+        crop, _, value = part.partition("=")
+        try:
+            out[crop.strip()] = float(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{part!r} is not CROP=AGREEMENT") from exc
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cropmon",
@@ -53,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--label-column", help="ground-truth label column (default normalized_label)")
     inputs.add_argument("--class-band", type=int, help="1-based band of the class ids (default 3)")
     inputs.add_argument("--confidence-band", type=int, help="1-based band of the confidence (default 4)")
+    inputs.add_argument(
+        "--aoi",
+        action="append",
+        dest="aois",
+        metavar="NAME=RASTER,FIELDS",
+        help="an AOI of a multi-AOI run (repeatable); outputs go to OUT/NAME/ plus a pooled view in OUT/",
+    )
     inputs.add_argument("--twin-scale", type=_positive_float, help="scale of the default twin (default 1)")
     run.add_argument("--out", help="output directory (default outputs/<name of the input>/)")
     run.add_argument("--config", help="TOML file of settings (flags and CROPMON_* variables override it)")
@@ -79,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     twin.add_argument("--scale", type=_positive_float, default=1.0, help="1 = the whole u0c cell; 1/16 for tests")
     twin.add_argument("--seed", type=int, default=0)
     twin.add_argument("--compress", choices=["none", "deflate", "lzw"], default="none")
+    twin.add_argument(
+        "--quality",
+        type=_quality,
+        help="the model's quality: a factor on every crop's error share (2 = a harder AOI, 0.5 = an easier one) "
+        "or CROP=AGREEMENT[,CROP=AGREEMENT...] to set chosen crops (default: calibrated to u0c)",
+    )
     return parser
 
 
@@ -100,23 +127,24 @@ def _run(args: argparse.Namespace) -> int:
         for name in (
             "raster", "fields", "out", "layer", "label_column", "class_band", "confidence_band", "twin_scale",
             "scheduler", "workers", "threads_per_worker", "memory_limit", "dashboard_address", "chunk_rows",
-            "profile", "tls_ca_file", "tls_cert", "tls_key", "progress", "seed",
+            "profile", "tls_ca_file", "tls_cert", "tls_key", "progress", "seed", "aois",
         )
     }
     config = build_config(flags, config_file=args.config)
     outcome = pipeline.run(config)
-    counts = outcome.manifest["fields"]
-    print(
-        f"cropmon: {counts['n_input']} fields, {counts['n_scored']} scored, "
-        f"{outcome.manifest['timings_s']['total']:.1f} s -> {outcome.out_dir}"
-    )
+    total = outcome.manifest["timings_s"]["total"]
+    if "aois" in outcome.manifest:
+        print(f"cropmon: {len(outcome.manifest['aois'])} AOIs, {total:.1f} s -> {outcome.out_dir}")
+    else:
+        counts = outcome.manifest["fields"]
+        print(f"cropmon: {counts['n_input']} fields, {counts['n_scored']} scored, {total:.1f} s -> {outcome.out_dir}")
     return EXIT_OK
 
 
 def _twin(args: argparse.Namespace) -> int:
     from cropmon import twin
 
-    paths = twin.make_twin(args.out, scale=args.scale, seed=args.seed, compress=args.compress)
+    paths = twin.make_twin(args.out, scale=args.scale, seed=args.seed, compress=args.compress, quality=args.quality)
     print(f"cropmon twin: {paths.raster} and {paths.fields}")
     return EXIT_OK
 

@@ -41,6 +41,7 @@ class RunConfig:
     seed: int = 0  # field selection (active learning) is deterministic for a seed
     twin_scale: float = 1.0  # scale of the default twin when no inputs are given
     diagnosis: dict[str, Any] = field(default_factory=dict)  # DiagnosisSettings overrides ([diagnosis] table)
+    aois: tuple[tuple[str, str, str], ...] = ()  # (name, raster, fields): several AOIs in one run
 
     def as_manifest(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -61,11 +62,31 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return float(value)
     except (TypeError, ValueError) as exc:
         raise errors.ConfigError(f"{source}: {name} = {value!r} is not a number", fix=f"give {name} a number") from exc
+    if name == "aois":
+        return tuple(parse_aoi(item, source) for item in value)
     if name == "diagnosis":
         if not isinstance(value, dict):
             raise errors.ConfigError(f"{source}: [diagnosis] must be a table", fix="see README, Configuration")
         return dict(value)
     return str(value) if not isinstance(value, str) else value
+
+
+def parse_aoi(item: Any, source: str) -> tuple[str, str, str]:
+    """An AOI from `NAME=RASTER,FIELDS` (flag) or a {name, raster, fields} table (config file)."""
+    if isinstance(item, dict):
+        missing = [k for k in ("name", "raster", "fields") if not item.get(k)]
+        if missing:
+            raise errors.ConfigError(
+                f"{source}: an [[aoi]] lacks {', '.join(missing)}", fix="give each [[aoi]] a name, raster and fields"
+            )
+        return str(item["name"]), str(item["raster"]), str(item["fields"])
+    if isinstance(item, tuple | list) and len(item) == 3:
+        return tuple(str(v) for v in item)  # type: ignore[return-value]
+    name, sep, paths = str(item).partition("=")
+    raster, comma, fields = paths.partition(",")
+    if not (sep and comma and name and raster and fields):
+        raise errors.ConfigError(f"{source}: {item!r} is not NAME=RASTER,FIELDS", fix="e.g. --aoi u0c=u0c.tif,u0c.gpkg")
+    return name.strip(), raster.strip(), fields.strip()
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -78,7 +99,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise errors.ConfigError(f"{path}: not valid TOML ({exc})", fix="fix the file's syntax") from exc
     data = data.get("cropmon", data)
-    unknown = sorted(set(data) - set(_FIELDS) - {"aoi"})
+    if "aoi" in data:
+        data["aois"] = data.pop("aoi")
+    unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         raise errors.ConfigError(
             f"{path}: unknown setting(s) {', '.join(unknown)}", fix=f"known settings: {', '.join(sorted(_FIELDS))}"
@@ -92,7 +115,7 @@ def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
     out = {}
     for name in _FIELDS:
         key = f"CROPMON_{name.upper()}"
-        if name != "diagnosis" and environ.get(key):
+        if name not in ("diagnosis", "aois") and environ.get(key):
             out[name] = _coerce(name, environ[key], key)
     return out
 
@@ -112,6 +135,16 @@ def build_config(
 
 
 def validate(config: RunConfig) -> None:
+    if config.aois:
+        if config.raster or config.fields:
+            raise errors.ConfigError("--aoi and --raster/--fields exclude each other", fix="list every AOI with --aoi")
+        names = [name for name, _, _ in config.aois]
+        if len(set(names)) != len(names):
+            raise errors.ConfigError(f"AOI names repeat: {', '.join(names)}", fix="give every --aoi its own NAME")
+        bad = [n for n in names if not n.replace("-", "").replace("_", "").replace(".", "").isalnum()]
+        if bad:
+            raise errors.ConfigError(f"AOI name(s) {', '.join(bad)} are not usable as folder names",
+                                     fix="use letters, digits, '-', '_' and '.'")
     if (config.raster is None) != (config.fields is None):
         raise errors.ConfigError(
             "--raster and --fields go together", fix="pass both (or neither, to analyse the digital twin)"

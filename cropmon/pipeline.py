@@ -254,7 +254,13 @@ def _twin_progress():
 
 
 def run(config: RunConfig) -> RunOutcome:
-    """The whole job: inputs -> per-field table on the cluster -> outputs written atomically -> manifest."""
+    """The whole job: inputs -> per-field table on the cluster -> outputs written atomically -> manifest.
+
+    With `config.aois`, every AOI is analysed on the same cluster, one graph after another, into
+    `<out>/<aoi>/`, followed by the pooled view across AOIs in `<out>/`.
+    """
+    if config.aois:
+        return run_many(config)
     started = time.time()
     timer = StageTimer()
     progress = _want_progress(config)
@@ -262,33 +268,121 @@ def run(config: RunConfig) -> RunOutcome:
         raster, fields, is_twin = resolve_inputs(config, progress=progress)
         out_dir = default_out_dir(config, raster, twin=is_twin)
         cio.check_writable(out_dir)
-        cio.inspect_raster(raster, class_band=config.class_band, confidence_band=config.confidence_band)
-        cio.inspect_fields(fields, layer=config.layer, label_column=config.label_column)
-    tls = TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key)
+        _inspect_inputs(raster, fields, config)
+    with _cluster(config) as handle:
+        results = _analyse(raster, fields, config, handle, progress=progress)
+        cluster_info = handle.describe()
+    with cio.atomic_output_dir(out_dir) as staged:
+        manifest = write_run_outputs(
+            results, config, staged.staging, cluster_info=cluster_info, is_twin=is_twin, started=started, timer=timer
+        )
+    log.info("outputs in %s (%.1f s)", out_dir, manifest["timings_s"]["total"])
+    return RunOutcome(out_dir=Path(out_dir), manifest=manifest, results=results)
+
+
+def run_many(config: RunConfig) -> RunOutcome:
+    """Several AOIs on one cluster: per-AOI outputs, then the pooled view (metrics by crop x AOI, label allocation).
+
+    Only each AOI's compact summary outlives its own analysis, so memory does not grow with the number of AOIs.
+    """
+    from cropmon import pooled
+
+    started = time.time()
+    progress = _want_progress(config)
+    out_dir = Path(config.out) if config.out else Path("outputs") / "aois"
+    cio.check_writable(out_dir)
+    for name, raster, fields in config.aois:
+        try:
+            _inspect_inputs(raster, fields, config)
+        except errors.InputError as exc:
+            raise type(exc)(f"AOI {name}: {exc.problem}", path=exc.path, fix=exc.fix) from exc
+    summaries: dict[str, Any] = {}
+    manifests: dict[str, dict] = {}
+    last: FieldResults | None = None
+    with cio.atomic_output_dir(out_dir) as staged, _cluster(config) as handle:
+        for name, raster, fields in config.aois:
+            timer = StageTimer()
+            aoi_started = time.time()
+            log.info("AOI %s: %s + %s", name, raster, fields)
+            results = _analyse(raster, fields, config, handle, progress=progress)
+            aoi_dir = staged.staging / name
+            aoi_dir.mkdir()
+            manifests[name] = write_run_outputs(
+                results, config, aoi_dir, cluster_info=handle.describe(), is_twin=False, started=aoi_started,
+                timer=timer,
+            )
+            summaries[name] = pooled.summarise_aoi(results.table, results.class_counts)
+            last = results
+            del results
+        settings = _diagnosis_settings(config)
+        written = pooled.write_pooled(summaries, staged.staging, settings=settings, seed=config.seed)
+        manifest = {
+            "cropmon_version": __version__,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "aois": {
+                name: {"raster": r, "fields": f, "n_fields": manifests[name]["fields"]["n_input"],
+                       "timings_s": manifests[name]["timings_s"]}
+                for name, r, f in config.aois
+            },
+            "settings": config.as_manifest(),
+            "versions": versions(),
+            "cluster": handle.describe(),
+            "pooled_outputs": sorted(written),
+            "timings_s": {"total": round(time.time() - started, 3)},
+        }
+        cio.write_json(staged.path("run.json"), manifest)
+    log.info("outputs of %d AOIs in %s (%.1f s)", len(config.aois), out_dir, manifest["timings_s"]["total"])
+    return RunOutcome(out_dir=out_dir, manifest=manifest, results=last)
+
+
+def _inspect_inputs(raster: str, fields: str, config: RunConfig) -> None:
+    """Fail before any work on a bad raster or fields header."""
+    cio.inspect_raster(raster, class_band=config.class_band, confidence_band=config.confidence_band)
+    cio.inspect_fields(fields, layer=config.layer, label_column=config.label_column)
+
+
+@contextlib.contextmanager
+def _cluster(config: RunConfig) -> Iterator[ClusterHandle]:
     with connect(
         config.scheduler,
         workers=config.workers,
         threads_per_worker=config.threads_per_worker,
         memory_limit=config.memory_limit,
         dashboard_address=config.dashboard_address,
-        tls=tls,
+        tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key),
     ) as handle:
         if handle.dashboard_link:
             print(f"Dask dashboard: {handle.dashboard_link}", file=sys.stderr)
-        with _performance_report(handle, config.profile):
-            results = analyse_fields(
-                raster,
-                fields,
-                cluster=handle,
-                chunk_rows=config.chunk_rows,
-                layer=config.layer,
-                label_column=config.label_column,
-                class_band=config.class_band,
-                confidence_band=config.confidence_band,
-                progress=progress,
-                no_worker_timeout=config.no_worker_timeout,
-            )
-        cluster_info = handle.describe()
+        yield handle
+
+
+def _analyse(raster: str, fields: str, config: RunConfig, handle: ClusterHandle, *, progress: bool) -> FieldResults:
+    with _performance_report(handle, config.profile):
+        return analyse_fields(
+            raster,
+            fields,
+            cluster=handle,
+            chunk_rows=config.chunk_rows,
+            layer=config.layer,
+            label_column=config.label_column,
+            class_band=config.class_band,
+            confidence_band=config.confidence_band,
+            progress=progress,
+            no_worker_timeout=config.no_worker_timeout,
+        )
+
+
+def write_run_outputs(
+    results: FieldResults,
+    config: RunConfig,
+    out_dir: Path,
+    *,
+    cluster_info: dict[str, Any],
+    is_twin: bool,
+    started: float,
+    timer: StageTimer,
+) -> dict[str, Any]:
+    """Every output of one AOI into `out_dir` (a staging directory), the manifest last; returns the manifest."""
     timer.seconds.update(results.timings)
     manifest = {
         "cropmon_version": __version__,
@@ -308,17 +402,15 @@ def run(config: RunConfig) -> RunOutcome:
         "fields": _field_counts(results),
         "timings_s": timer.seconds,
     }
-    with cio.atomic_output_dir(out_dir) as staged:
-        with timer.stage("write outputs"):
-            cio.write_field_outputs(results.table, results.class_counts, staged)
-        with timer.stage("diagnosis and report"):
-            written = write_diagnosis_outputs(results, config, manifest, staged.staging)
-            staged.written.extend(written)
-        manifest["timings_s"] = {**timer.seconds, "total": round(time.time() - started, 3)}
-        manifest["outputs"] = sorted([*staged.written, "run.json"])
-        cio.write_json(staged.path("run.json"), manifest)
-    log.info("outputs in %s (%.1f s)", out_dir, manifest["timings_s"]["total"])
-    return RunOutcome(out_dir=Path(out_dir), manifest=manifest, results=results)
+    staged = cio.StagedOutput(final=out_dir, staging=out_dir)
+    with timer.stage("write outputs"):
+        cio.write_field_outputs(results.table, results.class_counts, staged)
+    with timer.stage("diagnosis and report"):
+        staged.written.extend(write_diagnosis_outputs(results, config, manifest, out_dir))
+    manifest["timings_s"] = {**timer.seconds, "total": round(time.time() - started, 3)}
+    manifest["outputs"] = sorted([*staged.written, "run.json"])
+    cio.write_json(staged.path("run.json"), manifest)
+    return manifest
 
 
 def map_window(results: FieldResults, geometry: np.ndarray, *, rows: int = 240, cols: int = 328):
@@ -373,13 +465,9 @@ def _field_counts(results: FieldResults) -> dict[str, Any]:
 
 def write_diagnosis_outputs(results: FieldResults, config: RunConfig, manifest: dict, out_dir: Path) -> list[str]:
     """Metrics, confusions, underperforming crops, the label plan, pictures and the report."""
-    from cropmon.diagnose import DiagnosisSettings
     from cropmon.report import write_diagnosis
 
-    try:
-        settings = DiagnosisSettings(**config.diagnosis)
-    except (TypeError, ValueError) as exc:
-        raise errors.ConfigError(f"[diagnosis] settings: {exc}", fix="see README, Configuration") from exc
+    settings = _diagnosis_settings(config)
     prepared_geometry = results.table.geometry.to_crs(results.raster.crs).to_numpy()
     window = map_window(results, prepared_geometry)
     written = write_diagnosis(
@@ -387,6 +475,15 @@ def write_diagnosis_outputs(results: FieldResults, config: RunConfig, manifest: 
         seed=config.seed,
     )
     return sorted(written)
+
+
+def _diagnosis_settings(config: RunConfig):
+    from cropmon.diagnose import DiagnosisSettings
+
+    try:
+        return DiagnosisSettings(**config.diagnosis)
+    except (TypeError, ValueError) as exc:
+        raise errors.ConfigError(f"[diagnosis] settings: {exc}", fix="see README, Configuration") from exc
 
 
 @contextlib.contextmanager
