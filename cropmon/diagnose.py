@@ -128,8 +128,8 @@ def _reasons(
     codes += [f"absorbed_by:{crop}" for crop, _ in absorbed]
     if row["n_predicted"] > row["num_fields"] and row["n_predicted"] >= s.over_prediction_ratio * row["num_fields"]:
         codes.append("over_predicted")
-    if row["precision"] < s.min_precision:
-        codes.append("low_precision")
+    if row["precision"] < s.min_precision or (flags["low_f1"] and not flags["low_agreement"]):
+        codes.append("low_precision")  # F1 low while agreement (recall) is fine: precision is what fails
     if flags["low_agreement"] and not absorbed and row["n_predicted"] > 0:
         codes.append("scattered_errors")
     if flags["low_confidence"]:
