@@ -151,8 +151,8 @@ def _twin(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # A run logs its stages by default (a progress bar covers the compute on a terminal).
-    configure_logging(args.verbose + (1 if args.command == "run" else 0))
+    # Off a terminal a run logs its stages; on a terminal, progress bars show them (-v adds the log lines).
+    configure_logging(args.verbose + (1 if args.command == "run" and not sys.stderr.isatty() else 0))
     try:
         return {"run": _run, "twin": _twin}[args.command](args)
     except errors.InputError as exc:

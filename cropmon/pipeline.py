@@ -34,16 +34,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StageTimer:
-    """Wall-clock seconds per named stage, in order."""
+    """Wall-clock seconds per named stage, in order; with `show`, a ticking line per stage on the terminal."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    show: bool = False
 
     @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, *, has_own_bar: bool = False) -> Iterator[None]:
+        from cropmon.progress import StepClock
+
         start = time.perf_counter()
         log.info("%s ...", name)
+        clock = StepClock(name) if self.show and not has_own_bar else contextlib.nullcontext()
         try:
-            yield
+            with clock:
+                yield
         finally:
             self.seconds[name] = round(time.perf_counter() - start, 3)
             log.info("%s done in %.2f s", name, self.seconds[name])
@@ -161,7 +166,7 @@ def analyse_fields(
     no_worker_timeout: float = 60.0,
 ) -> FieldResults:
     """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute)."""
-    timer = StageTimer()
+    timer = StageTimer(show=progress)
     with timer.stage("inspect raster"):
         info = cio.inspect_raster(raster, class_band=class_band, confidence_band=confidence_band)
     with timer.stage("read fields"):
@@ -174,7 +179,7 @@ def analyse_fields(
         with timer.stage("build graph"):
             rows = cio.chunk_rows_for(info, chunk_rows)
             graph, layout = build_field_graph(info, prepared, chunk_rows=rows)
-        with timer.stage("compute"):
+        with timer.stage("compute", has_own_bar=True):
             *summaries, overlaps = handle.compute(graph, progress=progress, no_worker_timeout=no_worker_timeout)
     with timer.stage("assemble table"):
         report_overlaps(prepared, layout, overlaps)
@@ -262,9 +267,9 @@ def run(config: RunConfig) -> RunOutcome:
     if config.aois:
         return run_many(config)
     started = time.time()
-    timer = StageTimer()
     progress = _want_progress(config)
-    with timer.stage("inputs"):
+    timer = StageTimer(show=progress)
+    with timer.stage("inputs", has_own_bar=True):
         raster, fields, is_twin = resolve_inputs(config, progress=progress)
         out_dir = default_out_dir(config, raster, twin=is_twin)
         cio.check_writable(out_dir)
@@ -301,7 +306,7 @@ def run_many(config: RunConfig) -> RunOutcome:
     last: FieldResults | None = None
     with cio.atomic_output_dir(out_dir) as staged, _cluster(config) as handle:
         for name, raster, fields in config.aois:
-            timer = StageTimer()
+            timer = StageTimer(show=progress)
             aoi_started = time.time()
             log.info("AOI %s: %s + %s", name, raster, fields)
             results = _analyse(raster, fields, config, handle, progress=progress)
