@@ -206,11 +206,7 @@ def inspect_fields(path: str | Path, *, layer: str | None = None, label_column: 
         with gdal_warnings_logged(path):
             info = pyogrio.read_info(path, layer=layer)
     except Exception as exc:
-        raise errors.NotAVectorFile(
-            f"layer {layer!r} cannot be read ({_first_line(exc)})",
-            path=path,
-            fix="the file may be truncated or its table broken: re-export it (e.g. ogr2ogr)",
-        ) from exc
+        raise _unreadable_layer(path, layer, exc) from exc
     columns = [str(c) for c in info["fields"]]
     if label_column not in columns:
         raise errors.MissingColumn(
@@ -251,32 +247,24 @@ def read_fields(path: str | Path, *, layer: str | None = None, label_column: str
     import pyogrio
 
     path = Path(path)
-    _require_file(path, "fields file")
-    layer = _choose_layer(path, layer)
+    layer = inspect_fields(path, layer=layer, label_column=label_column)
     try:
         with gdal_warnings_logged(path):
             fields = pyogrio.read_dataframe(path, layer=layer, use_arrow=True)
     except Exception as exc:
-        raise errors.NotAVectorFile(
-            f"layer {layer!r} cannot be read ({_first_line(exc)})",
-            path=path,
-            fix="the file may be truncated or its table broken: re-export it (e.g. ogr2ogr)",
-        ) from exc
-    if len(fields) == 0:
+        raise _unreadable_layer(path, layer, exc) from exc
+    if len(fields) == 0:  # drivers that cannot count features up front
         raise errors.EmptyInput(f"layer {layer!r} has no features", path=path, fix="pass a layer with field polygons")
-    if label_column not in fields.columns:
-        columns = ", ".join(c for c in fields.columns if c != fields.geometry.name)
-        raise errors.MissingColumn(
-            f"label column {label_column!r} is missing; the columns are: {columns}",
-            path=path,
-            fix="name the ground-truth label column with --label-column",
-        )
-    if fields.crs is None:
-        raise errors.MissingCRS(
-            "the fields have no CRS", path=path, fix="assign one, e.g. `ogr2ogr -a_srs EPSG:4326 OUT.gpkg IN.gpkg`"
-        )
     fields.attrs["source"] = {"path": str(path), "layer": layer, "size_bytes": path.stat().st_size}
     return fields
+
+
+def _unreadable_layer(path: Path, layer: str, exc: BaseException) -> errors.NotAVectorFile:
+    return errors.NotAVectorFile(
+        f"layer {layer!r} cannot be read ({_first_line(exc)})",
+        path=path,
+        fix="the file may be truncated or its table broken: re-export it (e.g. ogr2ogr)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

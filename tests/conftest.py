@@ -7,23 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cropmon.twin_params import BAND_DESCRIPTIONS as BAND_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "reference"
 PIXEL = 0.00026949458523585647  # the real file's pixel size (degrees)
 ORIGIN = (1.9390135407719873, 49.93869411713038)  # the real clip's top-left corner
 
-BAND_NAMES = (
-    "number_of_cycles",
-    "number_of_cycles_confidence",
-    "crop_type_1",
-    "crop_type_1_confidence",
-    "plant_date_1",
-    "harvest_date_1",
-    "crop_type_2",
-    "crop_type_2_confidence",
-    "plant_date_2",
-    "harvest_date_2",
-)
 
 
 def shared_reference() -> Path:
