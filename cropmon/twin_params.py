@@ -8,8 +8,6 @@ the background mix, ...) live next to the code that uses them and say why.
 
 from __future__ import annotations
 
-from cropmon.labels import CROP_NAMES
-
 # --- The raster grid (read off u0c_clip.tif) ---------------------------------------------------------------------
 PIXEL_SIZE_DEG: float = 0.00026949458523585647
 FULL_SIDE_PX: int = 5218  # the whole geohash cell u0c is ~5,218 x 5,218 pixels
@@ -282,7 +280,6 @@ REAL_FIELD_CONFUSION: tuple[tuple[int, ...], ...] = (
     (81, 0, 5, 25, 224, 16, 5, 38, 6, 0, 0, 0, 0, 0, 0, 4, 4, 2, 0, 7, 3, 84, 9, 5, 0, 7, 0, 0, 380, 0, 0, 4),
     (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 1, 5, 0, 0, 2, 0, 1, 13, 0, 0, 8),  # Vineyard
 )
-N_REAL_LABELLED_FIELDS: int = sum(map(sum, REAL_FIELD_CONFUSION))  # 153,771
 
 # Mean over fields of each field's modal band-4 confidence, when the field's majority is right / wrong.
 # Crops never (or once) right have no "right" figure: they fall back to the field-weighted mean over the others.
@@ -328,8 +325,3 @@ DATE_BANDS: dict[int, tuple[float, float, int, int]] = {
     9: (18626.87, 0.60, 18624, 18629),
     10: (18626.42, 0.79, 18624, 18630),
 }
-
-
-def confusion_row(crop: str) -> tuple[int, ...]:
-    """The real field-level confusion counts of one GT crop (predicted class order of labels.py)."""
-    return REAL_FIELD_CONFUSION[CROP_NAMES.index(crop)]

@@ -36,6 +36,7 @@ from cropmon.twin_params import (
     MEDIAN_PX_UTM,
     PIXEL_SIZE_DEG,
     REAL_FIELD_CONFUSION,
+    REAL_OVERALL_AGREEMENT,
     UTM_PX_AREA_M2,
 )
 
@@ -238,7 +239,7 @@ def test_per_crop_agreement_is_the_real_one(votes) -> None:
     assert table["num_fields"].sum() == crop_field_counts(SCALE).sum()
     for crop, row in table.iterrows():
         assert row["agreement"] == pytest.approx(REAL_AGREEMENT[CLASS_IDS[crop]], abs=1 / row["num_fields"]), crop
-    assert votes["match"].mean() == pytest.approx(0.829, abs=0.01)
+    assert votes["match"].mean() == pytest.approx(REAL_OVERALL_AGREEMENT, abs=0.01)
 
 
 def test_confusions_follow_the_real_rows(votes) -> None:
@@ -406,6 +407,6 @@ def test_full_twin_has_the_real_counts_and_traps(tmp_path: Path) -> None:
     assert 170 <= (votes["pixel_rule"] == "all_touched").sum() <= 206
     table = agreement_by_crop(votes)
     np.testing.assert_array_equal(table["num_fields"], REAL.sum(axis=1)[[CLASS_IDS[c] for c in table.index]])
-    assert votes["match"].mean() == pytest.approx(0.829, abs=0.001)
+    assert votes["match"].mean() == pytest.approx(REAL_OVERALL_AGREEMENT, abs=0.001)
     for crop, row in table.iterrows():
         assert row["agreement"] == pytest.approx(REAL_AGREEMENT[CLASS_IDS[crop]], abs=0.005), crop
