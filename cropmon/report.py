@@ -220,7 +220,8 @@ def _crop_sentence(row: pd.Series, m: pd.Series, s: DiagnosisSettings) -> str:
         elif code == "over_predicted":
             phrases.append(f"it is predicted for {row['n_predicted']:,} fields against {row['num_fields']:,} in the GT")
         elif code == "low_precision":
-            phrases.append(f"only {_pct(row['precision'])} of the fields predicted as it are right")
+            share = "none" if row["precision"] == 0 else f"only {_pct(row['precision'])}"
+            phrases.append(f"{share} of the {row['n_predicted']:,} fields predicted as it are right")
         elif code == "scattered_errors":
             phrases.append(f"its errors are spread (largest: {m['mistaken_for_1']}, {_pct(m['mistaken_for_1_share'])})")
         elif code == "low_confidence":
@@ -414,8 +415,8 @@ def _flatten(info: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]
 
 
 def _settings(run_info: Mapping[str, Any], s: DiagnosisSettings, seed: int) -> list[Block]:
-    diag = pd.DataFrame([*asdict(s).items(), ("seed", seed)], columns=["setting", "value"])
-    diag["value"] = diag["value"].map(str)
+    values = {**asdict(s), "seed": seed}
+    diag = pd.DataFrame({"setting": list(values), "value": [str(v) for v in values.values()]})
     blocks: list[Block] = [Heading("Settings of this run"), Table(diag, "diagnosis settings")]
     rows = _flatten(run_info)
     if rows:
