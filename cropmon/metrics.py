@@ -138,15 +138,24 @@ def _mistakes(confusion: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns, index=confusion.index)
 
 
-def crop_metrics(fields: pd.DataFrame, class_counts: pd.DataFrame) -> pd.DataFrame:
+def crop_metrics(
+    fields: pd.DataFrame,
+    class_counts: pd.DataFrame,
+    *,
+    confusion: pd.DataFrame | None = None,
+    pixel_confusion: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per crop that is in the GT or predicted: the reference columns first, then the diagnostics.
 
     Unrounded (round for display). Sorted like the reference: weighted_f1_score descending (predicted-only crops,
-    which have no GT field and so no score, last), then num_fields descending, then crop name.
+    which have no GT field and so no score, last), then num_fields descending, then crop name. Pass the confusion
+    matrices when they are already computed.
     """
-    confusion = confusion_matrix(fields)
+    confusion = confusion_matrix(fields) if confusion is None else confusion
+    if pixel_confusion is None:
+        pixel_confusion = pixel_confusion_matrix(fields, class_counts)
     field = scores(confusion)
-    pixel = scores(pixel_confusion_matrix(fields, class_counts))
+    pixel = scores(pixel_confusion)
     listed = (field["support"] > 0) | (field["predicted"] > 0)
     agreement = field["recall"]
     table = pd.DataFrame(
@@ -202,20 +211,18 @@ def confusion_pairs(confusion: pd.DataFrame, *, mutual_share: float, top: int | 
     return pairs.head(top).reset_index(drop=True) if top is not None else pairs.reset_index(drop=True)
 
 
-def overall(fields: pd.DataFrame, class_counts: pd.DataFrame) -> dict[str, float]:
-    """Headline numbers: field, area- and pixel-weighted agreement; macro and weighted F1 as scikit-learn has them."""
-    truth, pred = truth_and_prediction(fields)
-    right = (truth == pred).to_numpy()
-    area = fields.loc[truth.index, "area_m2"].astype(float).to_numpy()
-    pixel = pixel_confusion_matrix(fields, class_counts).to_numpy()
-    field = scores(confusion_matrix(fields))
-    listed = field.loc[(field["support"] > 0) | (field["predicted"] > 0)]
-    n = int(right.size)
+def overall(crop_table: pd.DataFrame, pixel_confusion: pd.DataFrame) -> dict[str, float]:
+    """Headline numbers from the per-crop table: field, area- and pixel-weighted agreement; macro and weighted F1
+    over the crops in the GT or predicted, as scikit-learn has them."""
+    n = int(crop_table["num_fields"].sum())
+    area = crop_table["area_ha"].to_numpy(float)
+    pixel = pixel_confusion.to_numpy()
+    nan = float("nan")
     return {
         "fields_evaluated": n,
-        "agreement": float(right.mean()) if n else float("nan"),
-        "area_agreement": float(area[right].sum() / area.sum()) if area.sum() > 0 else float("nan"),
-        "pixel_agreement": float(np.trace(pixel) / pixel.sum()) if pixel.sum() > 0 else float("nan"),
-        "macro_f1": float(listed["f1"].mean()) if n else float("nan"),
-        "weighted_f1": float(np.average(listed["f1"], weights=listed["support"])) if n else float("nan"),
+        "agreement": crop_table["n_correct"].sum() / n if n else nan,
+        "area_agreement": np.nansum(crop_table["area_agreement"] * area) / area.sum() if area.sum() > 0 else nan,
+        "pixel_agreement": np.trace(pixel) / pixel.sum() if pixel.sum() > 0 else nan,
+        "macro_f1": crop_table["f1"].mean() if n else nan,
+        "weighted_f1": np.average(crop_table["f1"], weights=crop_table["support"]) if n else nan,
     }

@@ -48,19 +48,20 @@ def diagnose_run(
     fields: pd.DataFrame, class_counts: pd.DataFrame, *, settings: DiagnosisSettings, seed: int = 0
 ) -> Diagnosis:
     """Metrics, confusions, underperforming crops, the plan and the caveats of one per-field table."""
-    crop_table = metrics.crop_metrics(fields, class_counts)
     confusion = metrics.confusion_matrix(fields)
+    pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts)
+    crop_table = metrics.crop_metrics(fields, class_counts, confusion=confusion, pixel_confusion=pixel_confusion)
     flagged = underperforming_crops(crop_table, confusion, settings)
     selection = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed)
     return Diagnosis(
         metrics=crop_table,
         confusion=confusion,
-        pixel_confusion=metrics.pixel_confusion_matrix(fields, class_counts),
+        pixel_confusion=pixel_confusion,
         pairs=metrics.confusion_pairs(confusion, mutual_share=settings.mutual_share, top=settings.max_confusion_pairs),
         flagged=flagged,
         selection=selection,
         blocks=select.block_agreement(fields, selection.grid),
-        overall=metrics.overall(fields, class_counts),
+        overall=metrics.overall(crop_table, pixel_confusion),
         caveats=caveats(fields, crop_table, settings=settings),
     )
 

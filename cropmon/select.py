@@ -38,6 +38,14 @@ KM_PER_DEG_LON_AT_EQUATOR = 111.320
 CLEAN_GEOMETRY = ("ok", "repaired", "multipolygon")
 RELATED_BONUS = 0.5  # score bonus of a field predicted as (or runner-up) another crop of its group
 _NAMES = np.array(CROP_NAMES, dtype=object)
+PICK_COLUMNS: tuple[str, ...] = (
+    "rank", "field_id", "crop", "group", "role", "predicted", "runner_up", "correct", "confidence_score",
+    "vote_margin", "purity", "n_pixels", "area_ha", "block", "pick_round", "x", "y", "score", "reason",
+)  # fmt: skip
+EVAL_COLUMNS: tuple[str, ...] = (
+    "field_id", "crop", "group", "predicted", "correct", "confidence_score", "vote_margin", "n_pixels", "area_ha",
+    "block", "x", "y",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -225,7 +233,7 @@ def spatial_split(
                 have += int(per_block[key])
     chosen_keys = np.fromiter(chosen, dtype="int64", count=len(chosen))
     in_eval = np.isin(keys, chosen_keys)
-    near = np.zeros(len(candidates), dtype=bool)
+    near = np.zeros(len(candidates), dtype=bool)  # buffer_km <= block_km: only the 8 neighbours can be closer
     x, y = candidates["x"].to_numpy(float), candidates["y"].to_numpy(float)
     for ox, oy in itertools.product((-1, 0, 1), repeat=2):
         neighbour_chosen = np.isin(_block_keys(bx + ox, by + oy), chosen_keys)
@@ -255,13 +263,15 @@ def _targets(plan: pd.DataFrame, metrics_df: pd.DataFrame, settings: DiagnosisSe
     """error, area share, raw and clamped target of each planned crop, and how the target was derived."""
     m = metrics_df.set_index("crop").reindex(plan["crop"])
     total_area = float(metrics_df["area_ha"].sum())
-    share = (m["area_ha"] / total_area if total_area > 0 else m["area_ha"] * 0).fillna(0.0).to_numpy()
+    area = m["area_ha"].fillna(0.0).to_numpy()
+    share = area / total_area if total_area > 0 else np.zeros_like(area)
     conf_gap = ((settings.min_confidence - m["conf_mean"]) / settings.min_confidence).clip(lower=0).fillna(0)
     error = np.fmax.reduce([1 - m["agreement_score"].to_numpy(), 1 - m["f1"].to_numpy(), conf_gap.to_numpy()])
     error = np.nan_to_num(error, nan=1.0)
     raw = error * (settings.label_base + settings.label_share_scale * np.sqrt(share))
     under = (plan["role"] == "underperforming").to_numpy()
-    target = np.where(under, np.clip(np.ceil(raw - 1e-9), settings.label_min, settings.label_max), 0)
+    ceil = np.ceil(raw - 1e-9)  # so that float noise (50.000000001) does not add a field
+    target = np.where(under, np.clip(ceil, settings.label_min, settings.label_max), 0)
     target_of = dict(zip(plan["crop"], target, strict=True))
     linked = [[c for c in links.split(";") if c] for links in plan["linked_to"]]
     linked_target = np.array([sum(target_of[c] for c in crops) for crops in linked], dtype=float)
@@ -372,22 +382,14 @@ def fields_to_label(
     return picks[list(PICK_COLUMNS)]
 
 
-PICK_COLUMNS: tuple[str, ...] = (
-    "rank", "field_id", "crop", "group", "role", "predicted", "runner_up", "correct", "confidence_score",
-    "vote_margin", "purity", "n_pixels", "area_ha", "block", "pick_round", "x", "y", "score", "reason",
-)  # fmt: skip
-EVAL_COLUMNS: tuple[str, ...] = (
-    "field_id", "crop", "group", "predicted", "correct", "confidence_score", "vote_margin", "n_pixels", "area_ha",
-    "block", "x", "y",
-)  # fmt: skip
-
-
 def evaluation_set(
     candidates: pd.DataFrame, plan: pd.DataFrame, *, settings: DiagnosisSettings, seed: int
 ) -> pd.DataFrame:
-    """The held-back fields: per planned crop, `eval_fields` drawn at random (seeded) from its evaluation blocks,
-    spread in rounds over those blocks. A random draw, not the hardest fields: it must measure the next model as
-    the crop really is."""
+    """The held-back fields: per planned crop, `eval_fields` drawn at random (seeded) from its evaluation blocks.
+
+    Spread in rounds over those blocks. A random draw, not the hardest fields: it must measure the next model on
+    the crop as it really is.
+    """
     pool = candidates.loc[candidates["split"] == "eval"]
     chosen = []
     for row in plan.loc[plan["eval_fields"] > 0].itertuples():

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from shapely.geometry import box
 
+from cropmon import metrics
 from cropmon.labels import CLASS_IDS, CROP_NAMES, LABELS_DICT
 from cropmon.schema import FIELD_TABLE_COLUMNS
 
@@ -204,3 +205,8 @@ def table_from_confusion(
     counts = np.zeros((n, len(CROP_NAMES)), dtype="int64")
     counts[np.arange(n), pred] = 30
     return fields[list(FIELD_TABLE_COLUMNS)], pd.DataFrame(counts, columns=list(CROP_NAMES))
+
+
+def overall_of(fields: pd.DataFrame, counts: pd.DataFrame) -> dict[str, float]:
+    """metrics.overall of a table, from its per-crop table and pixel confusion."""
+    return metrics.overall(metrics.crop_metrics(fields, counts), metrics.pixel_confusion_matrix(fields, counts))

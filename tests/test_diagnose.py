@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 from conftest import shared_reference
-from diagnosis_fixtures import field, hand_example, make_table, table_from_confusion
+from diagnosis_fixtures import field, hand_example, make_table, overall_of, table_from_confusion
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -140,7 +140,7 @@ def test_real_u0c_confusions_give_the_published_facts():
     for crop in ("Winter Wheat", "Spring Barley", "Clover", "Triticale"):
         assert table.at[crop, "agreement_score"] == pytest.approx(calibration[crop]["agreement"], abs=5e-4)
         assert table.at[crop, "num_fields"] == calibration[crop]["n_fields"]
-    assert metrics.overall(fields, counts)["agreement"] == pytest.approx(0.829, abs=5e-4)
+    assert overall_of(fields, counts)["agreement"] == pytest.approx(0.829, abs=5e-4)
     flagged = underperforming_crops(table.reset_index(), metrics.confusion_matrix(fields), DiagnosisSettings())
     reasons = flagged.set_index("crop")["reasons"]
     assert "absorbed_by:Winter Barley" in reasons["Spring Barley"]

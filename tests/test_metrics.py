@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from diagnosis_fixtures import field, hand_example, make_table
+from diagnosis_fixtures import field, hand_example, make_table, overall_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import (
@@ -80,6 +80,14 @@ def test_per_crop_diagnostics_by_hand(hand):
     assert sb["pixel_recall"] == pytest.approx(90 / 250)
 
 
+def test_overall_numbers_by_hand(hand):
+    fields, counts, _ = hand
+    overall = overall_of(fields, counts)
+    assert overall["fields_evaluated"] == 19
+    assert overall["agreement"] == pytest.approx(8 / 19)
+    assert overall["area_agreement"] == pytest.approx((16 + 4 + 2 + 0 + 2) / (20 + 8 + 10 + 4 + 4))  # ha
+
+
 def test_predicted_only_crop_is_listed(hand):
     _, _, table = hand
     gc = table.set_index("crop").loc["Grassland Cultivated"]
@@ -132,7 +140,7 @@ def test_empty_table_gives_empty_metrics():
     fields, counts = make_table([field(None, "Winter Wheat"), field("Winter Wheat", None)])
     assert metrics.crop_metrics(fields, counts).empty
     assert metrics.confusion_matrix(fields).to_numpy().sum() == 0
-    assert metrics.overall(fields, counts)["fields_evaluated"] == 0
+    assert overall_of(fields, counts)["fields_evaluated"] == 0
 
 
 pairs_strategy = st.lists(
@@ -172,7 +180,7 @@ def test_scores_equal_scikit_learn(rows):
         mine = [(t, q) for t, q in scored if t == crop]
         expected = f1_score([t for t, _ in mine], [q for _, q in mine], average="weighted", zero_division=0)
         assert got.at[crop, "weighted_f1_score"] == pytest.approx(expected)
-    overall = metrics.overall(fields, counts)
+    overall = overall_of(fields, counts)
     assert overall["agreement"] == pytest.approx(accuracy_score(y_true, y_pred))
     assert overall["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
     assert overall["weighted_f1"] == pytest.approx(f1_score(y_true, y_pred, average="weighted", zero_division=0))

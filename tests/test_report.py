@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import pytest
-from diagnosis_fixtures import as_geo, field, hand_example, make_table
+from diagnosis_fixtures import as_geo, field, hand_example, make_table, overall_of
 from matplotlib.image import imread
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
@@ -146,7 +146,7 @@ def _report(out: Path) -> str:
 def test_report_is_built_from_the_numbers(run):
     fields, counts, out, _ = run
     text = _report(out)
-    overall = metrics.overall(fields, counts)
+    overall = overall_of(fields, counts)
     picks = pd.read_csv(out / "fields_to_label.csv")
     held = pd.read_csv(out / "evaluation_fields.csv")
     assert f"{overall['agreement'] * 100:.1f} %" in text
@@ -172,7 +172,7 @@ def test_other_numbers_give_other_sentences(tmp_path):
     text = _report(tmp_path)
     assert "**Spring Barley**" not in text  # now fine
     assert "# Crop diagnosis\n" in text and "The pipeline passed no run information." in text
-    overall = metrics.overall(fields, counts)
+    overall = overall_of(fields, counts)
     assert f"{overall['agreement'] * 100:.1f} %" in text
 
 
