@@ -208,16 +208,15 @@ def _headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     return [Heading("Headline"), Paragraph(text), Table(numbers)]
 
 
-def _crop_sentence(row: pd.Series, m: pd.Series, s: DiagnosisSettings) -> str:
-    """One underperforming crop, in words: its numbers and each of its reasons."""
+def _crop_sentence(row: pd.Series, m: pd.Series, shares: pd.Series, s: DiagnosisSettings) -> str:
+    """One underperforming crop, in words: its numbers and each of its reasons (`shares`: its confusion row)."""
     phrases = []
     for code in row["reasons"].split(";"):
         if code == "never_predicted":
             phrases.append("it is never predicted")
         elif code.startswith("absorbed_by:"):
             other = code.split(":", 1)[1]
-            rank = [m.get(f"mistaken_for_{k}") for k in range(1, metrics.TOP_MISTAKES + 1)].index(other) + 1
-            phrases.append(f"{100 * m[f'mistaken_for_{rank}_share']:.0f} % of its fields are predicted as {other}")
+            phrases.append(f"{100 * shares[other]:.0f} % of its fields are predicted as {other}")
         elif code == "over_predicted":
             phrases.append(f"it is predicted for {row['n_predicted']:,} fields against {row['num_fields']:,} in the GT")
         elif code == "low_precision":
@@ -238,8 +237,10 @@ def _underperforming(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     blocks: list[Block] = [Heading("Underperforming crops"), Paragraph(f"Rule: {s.rule_text()}.")]
     if not len(d.flagged):
         return [*blocks, Paragraph(f"All {len(d.metrics)} crops pass the rule.")]
-    by_crop = d.metrics.set_index("crop")
-    sentences = [_crop_sentence(row, by_crop.loc[row["crop"]], s) for _, row in d.flagged.iterrows()]
+    by_crop, shares = d.metrics.set_index("crop"), metrics.row_shares(d.confusion)
+    sentences = [
+        _crop_sentence(row, by_crop.loc[row["crop"]], shares.loc[row["crop"]], s) for _, row in d.flagged.iterrows()
+    ]
     rest = len(sentences) - MAX_SENTENCES
     if rest > 0:
         sentences = [*sentences[:MAX_SENTENCES], f"{rest} more in the table and in underperforming_crops.csv."]
@@ -370,6 +371,8 @@ def _caveats(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSettings) ->
         items.append(f"{c['tiny']:,} scored fields have fewer than {s.min_pixels} pixels: never picked for labelling.")
     if c["ties"]:
         items.append(f"{c['ties']:,} fields had a tied majority, broken to the lowest class id.")
+    if c["repaired_geometry"]:
+        items.append(f"{c['repaired_geometry']:,} field geometries were invalid and repaired before use.")
     if c["duplicate_id"]:
         items.append(f"{c['duplicate_id']:,} fields share their field_id with another: scored, never picked.")
     if c["never_predicted"]:
@@ -389,7 +392,8 @@ def _caveats(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSettings) ->
         )
     dropped = _lookup(run_info, "fields", "counts")
     if isinstance(dropped, Mapping) and dropped:
-        items.append("The engine reported: " + ", ".join(f"{k}: {v:,}" for k, v in dropped.items()) + ".")
+        counts = ", ".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in dropped.items())
+        items.append(f"The engine reported: {counts}.")
     return [Heading("Caveats"), Bullets(items or ["None: every field was scored and every label matched a class."])]
 
 
@@ -610,6 +614,7 @@ def write_diagnosis(
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write every table, picture and the report of the diagnosis into `out_dir`; return the paths by file name."""
+    run_info = run_info or {}
     out = Written(Path(out_dir))
     out.out_dir.mkdir(parents=True, exist_ok=True)
     d = diagnose_run(fields, class_counts, settings=settings, seed=seed)

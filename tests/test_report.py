@@ -189,6 +189,18 @@ def test_nothing_to_plan(tmp_path):
     assert layer.empty
 
 
+def test_a_crop_spread_over_many_absorbers(tmp_path):
+    others = ["Winter Barley", "Triticale", "Spring Barley", "Canola"]
+    specs = [field("Winter Rye", other, x=2.0 + 0.01 * i) for i, other in enumerate(others * 5)]
+    specs += [field(other, other, x=2.1 + 0.001 * i) for i, other in enumerate(others * 10)]
+    fields, counts = make_table(specs)
+    write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(), run_info={"fields": {"counts": {"x": "y"}}})
+    text = _report(tmp_path)
+    assert "**Winter Rye** (critical; agreement 0.00, F1 0.00): it is never predicted;" in text
+    for other in others:
+        assert f"25 % of its fields are predicted as {other}" in text
+
+
 def test_plain_table_gives_point_layers(tmp_path):
     fields, counts = make_table(aoi_specs())
     paths = write_diagnosis(fields, counts, tmp_path, settings=SETTINGS, run_info={"inputs": {"crs": "EPSG:4326"}})
