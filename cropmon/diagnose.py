@@ -8,6 +8,11 @@ numbers for the CSV and the report):
 - tier: `critical` when min(agreement, F1) < `critical_score`; else `high` when it is both wrong (agreement or F1
   low) and unsure (confidence low); else `medium` when only wrong; `low` when only unsure. A crop with fewer than
   `min_fields` GT fields drops one tier: a handful of fields is weak evidence.
+
+Reason codes, the most telling first: `never_predicted` (no field is predicted as the crop), `absorbed_by:<crop>`
+(that crop takes >= `absorbed_share` of its fields), `over_predicted` (predicted >= `over_prediction_ratio` times
+as often as it is in the GT), `low_precision` (precision < `min_precision`, or F1 fails while agreement passes),
+`scattered_errors` (agreement fails with no single absorber), `low_confidence`, `too_few_fields`.
 """
 
 from __future__ import annotations
