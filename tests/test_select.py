@@ -73,6 +73,23 @@ def test_uncertainty_comes_from_confidence_and_the_pixel_vote_margin():
     assert list(c["informative"]) == [False, True, True, True]
 
 
+def test_second_cycle_bands_play_no_part():
+    # Bands 7-8 (crop_type_2 and its confidence) are a second crop cycle, not a runner-up: even if a table carried
+    # them, the ranking would not move; only band 4 and the pixel-vote margin count.
+    rng = np.random.default_rng(4)
+    specs = [
+        field("Spring Barley", str(rng.choice(["Spring Barley", "Winter Barley"])), conf=float(rng.uniform(30, 90)),
+              purity=float(rng.choice([0.6, 1.0])), x=float(rng.uniform(1.9, 2.1)), y=float(rng.uniform(49.9, 50.0)))
+        for _ in range(120)
+    ]  # fmt: skip
+    fields, counts = make_table(specs)
+    with_cycle = fields.assign(crop_type_2=rng.integers(0, 8, len(fields)), crop_type_2_confidence=99.0)
+    s = DiagnosisSettings(block_km=1.0, buffer_km=0.2)
+    plain, second = _plan(fields, counts, s), _plan(with_cycle, counts, s)
+    assert len(plain.picks) > 10
+    pd.testing.assert_frame_equal(plain.picks, second.picks)
+
+
 def test_plan_groups_link_confused_crops():
     fields, counts = make_table(hand_example())
     s = DiagnosisSettings(min_fields=3)
