@@ -406,6 +406,13 @@ def _lookup(info: Mapping[str, Any], *keys: str) -> Any:
     return info
 
 
+def _input_path(run_info: Mapping[str, Any], name: str) -> str | None:
+    """run_info's inputs.<name>: a path, or a mapping with a path."""
+    value = _lookup(run_info, "inputs", name)
+    path = value.get("path") if isinstance(value, Mapping) else value
+    return path if isinstance(path, str) and path else None
+
+
 def _flatten(info: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     """('a.b', value as short text) for every leaf of a nested mapping."""
     rows = []
@@ -435,8 +442,9 @@ def build_report(
     d: Diagnosis, images: dict[str, Image], *, settings: DiagnosisSettings, run_info: Mapping[str, Any], seed: int
 ) -> tuple[str, list[Block]]:
     """The report's title and blocks, in reading order."""
-    source = _lookup(run_info, "inputs", "raster") or _lookup(run_info, "inputs", "fields")
-    title = f"Crop diagnosis: {Path(str(source)).name}" if source else "Crop diagnosis"
+    source = _input_path(run_info, "raster") or _input_path(run_info, "fields")
+    twin = " (digital twin)" if _lookup(run_info, "inputs", "digital_twin") is True else ""
+    title = f"Crop diagnosis: {Path(source).name}{twin}" if source else "Crop diagnosis"
     return title, [
         *_headline(d, settings),
         *_underperforming(d, settings),
@@ -625,7 +633,7 @@ def write_diagnosis(
     _write_csv(d.pairs, out.path("confusion_pairs.csv"), decimals=3)
     _write_csv(d.flagged, out.path("underperforming_crops.csv"), decimals=3)
     _write_csv(sel.plan, out.path("label_plan.csv"), decimals=3)
-    crs = map_window.crs if map_window is not None else _lookup(run_info, "inputs", "crs")
+    crs = map_window.crs if map_window is not None else _lookup(run_info, "inputs", "raster", "crs")
     for name, table in (("fields_to_label", sel.picks), ("evaluation_fields", sel.evaluation)):
         _write_csv(table, out.path(f"{name}.csv"), decimals=_field_decimals(table))
         _write_layer(table, fields, out.path(f"{name}.gpkg"), layer=name, crs=crs)

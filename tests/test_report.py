@@ -32,7 +32,7 @@ FILES = {
 }  # fmt: skip
 SETTINGS = DiagnosisSettings(block_km=2.0, buffer_km=0.5, min_fields=5, eval_fields=8)
 RUN_INFO = {
-    "inputs": {"raster": "/data/ml_2021-08-01_2022-12-31_u0c.tif", "fields": "/data/gt.gpkg", "crs": "EPSG:4326"},
+    "inputs": {"raster": {"path": "/data/ml_2021-08-01_2022-12-31_u0c.tif", "crs": "EPSG:4326"}, "fields": "/gt.gpkg"},
     "fields": {"counts": {"repaired": 3, "outside_raster": 2}, "examples": {"repaired": ["a", "b"]}},
     "timings_s": {"total": 12.5},
     "cluster": None,
@@ -159,7 +159,7 @@ def test_report_is_built_from_the_numbers(run):
     assert "'radish' (2)" in text and "1 fields got no pixel" in text and "all-touched fallback" in text
     # settings and run information, nested keys flattened
     assert "| block_km | 2.0 |" in text and "| seed | 3 |" in text
-    assert "inputs.raster" in text and "fields.counts.repaired" in text and "timings_s.total" in text
+    assert "inputs.raster.path" in text and "fields.counts.repaired" in text and "timings_s.total" in text
     assert "# Crop diagnosis: ml_2021-08-01_2022-12-31_u0c.tif" in text
     for name in ("confusion_heatmap.png", "agreement_by_crop.png", "f1_vs_confidence.png", "block_error_map.png",
                  "map_window.png"):  # fmt: skip
@@ -203,7 +203,9 @@ def test_a_crop_spread_over_many_absorbers(tmp_path):
 
 def test_plain_table_gives_point_layers(tmp_path):
     fields, counts = make_table(aoi_specs())
-    paths = write_diagnosis(fields, counts, tmp_path, settings=SETTINGS, run_info={"inputs": {"crs": "EPSG:4326"}})
+    info = {"inputs": {"raster": {"crs": "EPSG:4326"}, "fields": {"path": "/data/gt.gpkg"}, "digital_twin": True}}
+    paths = write_diagnosis(fields, counts, tmp_path, settings=SETTINGS, run_info=info)
+    assert "# Crop diagnosis: gt.gpkg (digital twin)" in _report(tmp_path)
     layer = gpd.read_file(paths["fields_to_label.gpkg"], layer="fields_to_label")
     assert len(layer) and set(layer.geom_type) == {"Point"} and layer.crs.to_epsg() == 4326
     np.testing.assert_allclose(layer.geometry.x, pd.read_csv(paths["fields_to_label.csv"])["x"], atol=1e-6)
