@@ -71,6 +71,24 @@ def make_twin(
     except OSError as exc:
         raise OutputError(f"cannot create the twin directory: {exc.strerror}", path=out) from exc
     steps = _Steps(progress)
+    partial = {name: out / f".{Path(name).stem}.partial{Path(name).suffix}" for name in (FIELDS_NAME, RASTER_NAME)}
+    try:
+        manifest = _generate(partial, grid, scale=scale, seed=seed, compress=compress, quality=quality, steps=steps)
+    except BaseException:  # a failed or interrupted build leaves no half-written file behind
+        for path in partial.values():
+            path.unlink(missing_ok=True)
+        raise
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+    for name, path in partial.items():
+        os.replace(path, out / name)
+    steps.done()
+    return TwinPaths(out / RASTER_NAME, out / FIELDS_NAME)
+
+
+def _generate(
+    partial: dict[str, Path], grid: TwinGrid, *, scale: float, seed: int, compress: str, quality: Quality, steps: _Steps
+) -> dict:
+    """Landscape -> ground truth (written) -> predictions -> raster (written); returns the manifest."""
     geometry_seq, prediction_seq, class_seq, band_seq = np.random.SeedSequence(seed).spawn(4)
     geometry_rng = np.random.default_rng(geometry_seq)
     started = time.perf_counter()
@@ -83,7 +101,7 @@ def make_twin(
 
     steps.start("fields")
     gt = build_ground_truth(landscape, id_grid, grid, scale, geometry_rng)
-    write_fields(gt, _partial(out / FIELDS_NAME))
+    write_fields(gt, partial[FIELDS_NAME])
     _log_step("fields", started, fields=len(gt.wkb))
 
     steps.start("predictions")
@@ -94,10 +112,10 @@ def make_twin(
 
     raster_progress = steps.start("raster")
     write_raster(
-        _partial(out / RASTER_NAME), id_grid, classes, pred, grid, band_seq, compress=compress, progress=raster_progress
+        partial[RASTER_NAME], id_grid, classes, pred, grid, band_seq, compress=compress, progress=raster_progress
     )
     _log_step("raster", started)
-    manifest = {
+    return {
         "generator_version": GENERATOR_VERSION,
         "scale": scale,
         "seed": seed,
@@ -108,11 +126,6 @@ def make_twin(
         "fields": len(gt.wkb),
         "no_pixel_centre_fields": int(gt.is_sliver.sum()),
     }
-    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
-    for name in (FIELDS_NAME, RASTER_NAME):
-        os.replace(_partial(out / name), out / name)
-    steps.done()
-    return TwinPaths(out / RASTER_NAME, out / FIELDS_NAME)
 
 
 class _Steps:
@@ -206,11 +219,6 @@ def _checked_grid(scale: float, seed: int, compress: str, quality: Quality) -> T
         raise ConfigError(f"compress must be one of {', '.join(COMPRESSIONS)}, not {compress!r}")
     effective_confusion(quality)
     return grid
-
-
-def _partial(path: Path) -> Path:
-    """The name a file is written under until the whole twin is done."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
 def _log_step(step: str, started: float, **counts: int) -> None:

@@ -380,6 +380,16 @@ def test_bad_arguments_fail_before_any_work(tmp_path: Path, kwargs: dict) -> Non
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_failed_build_leaves_no_file_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("cropmon.twin.write_raster", broken_disk)
+    with pytest.raises(OSError, match="No space"):
+        make_twin(tmp_path / "t", scale=1 / 64)
+    assert list((tmp_path / "t").iterdir()) == []
+
+
 def test_compressed_twin_holds_the_same_pixels(tmp_path: Path) -> None:
     plain = make_twin(tmp_path / "plain", scale=1 / 64, seed=5)
     packed = make_twin(tmp_path / "packed", scale=1 / 64, seed=5, compress="deflate")
