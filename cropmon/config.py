@@ -162,3 +162,6 @@ def validate(config: RunConfig) -> None:
         raise errors.ConfigError(f"progress = {config.progress!r}", fix="use auto, on or off")
     if config.twin_scale <= 0:
         raise errors.ConfigError("twin_scale must be > 0")
+    from cropmon.diagnose import DiagnosisSettings
+
+    DiagnosisSettings.from_mapping(config.diagnosis)  # thresholds fail here, before any work

@@ -485,10 +485,7 @@ def write_diagnosis_outputs(results: FieldResults, config: RunConfig, manifest: 
 def _diagnosis_settings(config: RunConfig):
     from cropmon.diagnose import DiagnosisSettings
 
-    try:
-        return DiagnosisSettings(**config.diagnosis)
-    except (TypeError, ValueError) as exc:
-        raise errors.ConfigError(f"[diagnosis] settings: {exc}", fix="see README, Configuration") from exc
+    return DiagnosisSettings.from_mapping(config.diagnosis)
 
 
 @contextlib.contextmanager
