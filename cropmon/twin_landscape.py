@@ -1,10 +1,11 @@
 """The twin's landscape: the raster grid, a road network of farm blocks, and the parcels inside each block.
 
 Parcels are built in metres (EPSG:3035, equal-area) and handed out in lon/lat rounded to 6 decimals like the real
-GeoPackage. A block is one cell of a coarse Voronoi tessellation (the roads); inside a farmland block the parcels
-are the Voronoi cells of a jittered lattice drawn in a rotated and stretched frame, so they are irregular convex
-polygons with straight edges, elongated along the block's own direction, and never on a common grid. Woods and
-villages are blocks too: they get parcels (for the background's class patches) but never ground truth.
+GeoPackage. A block is one cell of a coarse Voronoi tessellation (the roads) with its own direction. Most farmland
+blocks are open fields: strips of irregular width cut across at slanted angles, so parcels are trapezoids of
+varied length; the other blocks hold irregular Voronoi parcels of a jittered lattice drawn in a rotated, stretched
+frame. Either way parcels are convex polygons with straight edges, never on a common grid, separated by hedges.
+Woods and villages are blocks too: they get parcels (for the background's class patches) but never ground truth.
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ def build_landscape(
     propensity = np.where(kind == FARMLAND, rng.beta(2.0, 1.6, n_blocks), 0.0)
     propensity[(kind == FARMLAND) & (rng.random(n_blocks) < 0.12)] = 0.0  # farms outside the GT programme
     wkb, area, rows, parcel_block = [], [], [], []
+    lonlat = to_lonlat()
     for done, (cells, cell_block) in _block_parcels(blocks, kind, rng):
-        parcels = transform_geometries(cells, to_lonlat(), COORD_DECIMALS)
+        parcels = transform_geometries(cells, lonlat, COORD_DECIMALS)
         keep = shapely.is_valid(parcels) & ~shapely.is_empty(parcels)
         wkb.append(shapely.to_wkb(parcels[keep]))
         area.append(shapely.area(cells[keep]))
@@ -171,61 +173,91 @@ def _road_blocks(aoi: shapely.Polygon, rng: np.random.Generator) -> np.ndarray:
     cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(seeds), extend_to=aoi.envelope))
     blocks = shapely.intersection(cells, aoi)
     blocks = shapely.buffer(blocks, -ROAD_HALF_WIDTH_M, join_style="mitre")
-    blocks = blocks[~shapely.is_empty(blocks) & (shapely.get_type_id(blocks) == 3)]  # drop slivers of the AOI edge
-    return blocks[shapely.area(blocks) > 0.05 * BLOCK_AREA_M2]
+    blocks = blocks[shapely.get_type_id(blocks) == shapely.GeometryType.POLYGON]  # not split at the AOI's edge
+    return blocks[shapely.area(blocks) > 0.05 * BLOCK_AREA_M2]  # nor a tiny (or empty) corner of it
+
+
+@dataclass(frozen=True)
+class _BlockPlan:
+    """Per-block layout parameters and the block-local frame (rotation by -theta, area-preserving squeeze)."""
+
+    local: np.ndarray  # the blocks in their local frame
+    centre: np.ndarray  # (n, 2) block centroids (EPSG:3035)
+    to_world: np.ndarray  # (n, 2, 2) local -> world linear map
+    strips: np.ndarray  # bool: open-field strip layout (else Voronoi)
+    parcel_area: np.ndarray  # typical parcel area, m2
+    aspect: np.ndarray  # strip fields' length / width
+    jitter: np.ndarray  # Voronoi lattice jitter, in spacings
+    half_gap: np.ndarray  # hedge half-width, m
+
+
+def _plan_blocks(blocks: np.ndarray, kind: np.ndarray, rng: np.random.Generator) -> _BlockPlan:
+    """Draw each block's layout and local frame.
+
+    The frame is rotated by -theta and, for Voronoi blocks, squeezed along the long axis (area-preserving), so
+    isotropic cells there become parcels elongated along theta once mapped back.
+    """
+    n_blocks = len(blocks)
+    theta = rng.uniform(0.0, np.pi, n_blocks)
+    strips = (kind == FARMLAND) & (rng.random(n_blocks) < STRIP_BLOCK_SHARE)
+    stretch = np.where(strips, 1.0, np.exp(rng.uniform(0.0, MAX_LOG_STRETCH, n_blocks)))
+    cos, sin = np.cos(theta), np.sin(theta)
+    to_local = np.stack([[cos / stretch, sin / stretch], [-sin * stretch, cos * stretch]]).transpose(2, 0, 1)
+    centre = shapely.get_coordinates(shapely.centroid(blocks))
+    local = _affine_each(blocks, to_local, -np.einsum("bij,bj->bi", to_local, centre), np.arange(n_blocks))
+    return _BlockPlan(
+        local=local,
+        centre=centre,
+        to_world=np.linalg.inv(to_local),
+        strips=strips,
+        parcel_area=_parcel_areas(kind, rng),
+        aspect=np.exp(rng.uniform(*np.log(STRIP_ASPECT), n_blocks)),
+        jitter=rng.uniform(0.25, 0.5, n_blocks),
+        half_gap=rng.uniform(*HEDGE_HALF_GAP_M, n_blocks),
+    )
 
 
 def _block_parcels(
     blocks: np.ndarray, kind: np.ndarray, rng: np.random.Generator
 ) -> Iterator[tuple[float, tuple[np.ndarray, np.ndarray]]]:
     """Parcels (EPSG:3035) and their block index, in batches of blocks (flat memory), with the share done."""
-    n_blocks = len(blocks)
-    theta = rng.uniform(0.0, np.pi, n_blocks)
-    strips = (kind == FARMLAND) & (rng.random(n_blocks) < STRIP_BLOCK_SHARE)
-    stretch = np.where(strips, 1.0, np.exp(rng.uniform(0.0, MAX_LOG_STRETCH, n_blocks)))
-    parcel_area = _parcel_areas(kind, rng)
-    aspect = np.exp(rng.uniform(*np.log(STRIP_ASPECT), n_blocks))
-    jitter = rng.uniform(0.25, 0.5, n_blocks)
-    half_gap = rng.uniform(*HEDGE_HALF_GAP_M, n_blocks)
-
-    # Block-local frame: rotate by -theta, then squeeze the long axis (area-preserving; strip blocks are only
-    # rotated), so isotropic Voronoi cells there become parcels elongated along theta once mapped back.
-    centre = shapely.get_coordinates(shapely.centroid(blocks))
-    cos, sin = np.cos(theta), np.sin(theta)
-    fwd = np.stack([[cos / stretch, sin / stretch], [-sin * stretch, cos * stretch]]).transpose(2, 0, 1)
-    inv = np.linalg.inv(fwd)
-    local_blocks = _affine_each(blocks, fwd, -np.einsum("bij,bj->bi", fwd, centre), np.arange(n_blocks))
-    local_bounds = shapely.bounds(local_blocks)
+    plan = _plan_blocks(blocks, kind, rng)
     shapely.prepare(blocks)
-
-    for start in range(0, n_blocks, BLOCKS_PER_BATCH):
-        batch = np.arange(start, min(start + BLOCKS_PER_BATCH, n_blocks))
-        quads = [_strip_fields(local_bounds[b], parcel_area[b], aspect[b], rng) for b in batch[strips[batch]]]
-        quad_block = np.repeat(batch[strips[batch]], [len(q) for q in quads])
-        voronoi = batch[~strips[batch]]
-        points, point_block = _jittered_lattices(
-            local_blocks[voronoi], np.sqrt(parcel_area[voronoi]), jitter[voronoi], rng
-        )
-        seeds = shapely.multipoints(points, indices=point_block)
-        envelopes = shapely.envelope(shapely.buffer(local_blocks[voronoi], 2 * np.sqrt(parcel_area[voronoi])))
-        cells, cell_block = shapely.get_parts(shapely.voronoi_polygons(seeds, extend_to=envelopes), return_index=True)
-        cells = np.concatenate([shapely.polygons(np.concatenate(quads)) if quads else [], cells])
-        cell_block = np.concatenate([quad_block, voronoi[cell_block]])
-        cells = _affine_each(cells, inv, centre, cell_block)
+    for start in range(0, len(blocks), BLOCKS_PER_BATCH):
+        batch = np.arange(start, min(start + BLOCKS_PER_BATCH, len(blocks)))
+        cells, cell_block = _local_cells(plan, batch, rng)
+        cells = _affine_each(cells, plan.to_world, plan.centre, cell_block)
         cells, cell_block = _clip_to_blocks(cells, cell_block, blocks)
-        cells = shapely.buffer(cells, -half_gap[cell_block], join_style="mitre")
-        keep = (shapely.get_type_id(cells) == 3) & (shapely.area(cells) > 1.0)
-        yield batch[-1] / n_blocks, (shapely.segmentize(cells[keep], MAX_EDGE_LENGTH_M), cell_block[keep])
+        cells = shapely.buffer(cells, -plan.half_gap[cell_block], join_style="mitre")
+        keep = (shapely.get_type_id(cells) == shapely.GeometryType.POLYGON) & (shapely.area(cells) > 1.0)
+        yield batch[-1] / len(blocks), (shapely.segmentize(cells[keep], MAX_EDGE_LENGTH_M), cell_block[keep])
     shapely.destroy_prepared(blocks)
 
 
-def _strip_fields(bounds: np.ndarray, area: float, aspect: float, rng: np.random.Generator) -> np.ndarray:
+def _local_cells(plan: _BlockPlan, batch: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The parcels of a batch of blocks in their local frames (strip quads, then Voronoi cells), with block index."""
+    strip_blocks, voronoi_blocks = batch[plan.strips[batch]], batch[~plan.strips[batch]]
+    quads = [_strip_fields(plan.local[b], plan.parcel_area[b], plan.aspect[b], rng) for b in strip_blocks]
+    cells = [shapely.polygons(q) for q in quads]
+    owners = [np.full(len(q), b) for q, b in zip(quads, strip_blocks, strict=True)]
+    if voronoi_blocks.size:
+        spacing = np.sqrt(plan.parcel_area[voronoi_blocks])
+        points, point_block = _jittered_lattices(plan.local[voronoi_blocks], spacing, plan.jitter[voronoi_blocks], rng)
+        envelopes = shapely.envelope(shapely.buffer(plan.local[voronoi_blocks], 2 * spacing))
+        seeds = shapely.multipoints(points, indices=point_block)
+        voronoi, owner = shapely.get_parts(shapely.voronoi_polygons(seeds, extend_to=envelopes), return_index=True)
+        cells.append(voronoi)
+        owners.append(voronoi_blocks[owner])
+    return np.concatenate(cells), np.concatenate(owners)
+
+
+def _strip_fields(local_block: shapely.Polygon, area: float, aspect: float, rng: np.random.Generator) -> np.ndarray:
     """Open-field layout of one block (local frame): strips of irregular width, cut across at slanted angles.
 
     Returns the (n, 5, 2) closed quadrilaterals covering the block's bounding box; no two share a grid, edges are
     straight, and strip boundaries and cuts are slightly tilted so fields are trapezoids, not rectangles.
     """
-    xmin, ymin, xmax, ymax = bounds
+    xmin, ymin, xmax, ymax = shapely.bounds(local_block)
     width, length = np.sqrt(area / aspect), np.sqrt(area * aspect)
     n_strips = int((ymax - ymin) / (0.6 * width)) + 3
     y = ymin - rng.uniform(0, width) + np.concatenate([[0.0], np.cumsum(rng.uniform(0.6, 1.4, n_strips) * width)])
