@@ -191,6 +191,7 @@ def ensure_twin(
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        staging.chmod(0o755)  # mkdtemp makes it private; the finished twin is ordinary, readable data
     except OSError as exc:
         raise OutputError(f"cannot create the twin directory: {exc.strerror}", path=target) from exc
     try:

@@ -18,6 +18,7 @@ import rasterio.features
 import shapely
 from rasterio.transform import Affine
 
+from cropmon.errors import ConfigError
 from cropmon.labels import CROP_NAMES, LABELS_DICT, N_CLASSES
 from cropmon.twin_landscape import (
     COORD_DECIMALS,
@@ -51,6 +52,7 @@ MEDIAN_FIT_ROUNDS = 12  # rounds of the per-crop size-shift fit
 # (< 0.004 px) can never bring a centre inside.
 SLIVER_MARGIN_PX = 0.06
 GT_CLEARANCE_DEG = 1e-5  # ~1 m: a sliver never touches a regular field
+FALLBACK_WEIGHT = 1e-9  # selection weight of parcels outside GT farmland (only used when nothing else is left)
 GPKG_TIMESTAMP = "2022-12-31T00:00:00.000Z"
 
 
@@ -139,26 +141,26 @@ def target_size_quantile(q: np.ndarray) -> np.ndarray:
 
 
 def select_parcels(landscape: Landscape, centre_px: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Size-weighted sample of n farmland parcels (sequential Poisson sampling: exact n, inclusion ~ p)."""
+    """Size-weighted sample of n parcels (sequential Poisson sampling: exact n, inclusion ~ p).
+
+    Farmland parcels of GT blocks are weighted by their block's propensity; any other parcel holding a pixel centre
+    keeps a negligible weight, so it is only taken when a tiny twin has too few farmland parcels.
+    """
     area = landscape.area_m2
     propensity = landscape.block_gt_propensity[landscape.parcel_block]
+    eligible = (centre_px > 0) & (area <= MAX_FIELD_AREA_M2)
+    if eligible.sum() < n:
+        raise ConfigError(f"the twin's window holds {eligible.sum()} parcels for {n} fields", fix="use a larger scale")
     farmland = landscape.block_kind[landscape.parcel_block] == FARMLAND
-    candidate = farmland & (propensity > 0) & (centre_px > 0) & (area <= MAX_FIELD_AREA_M2)
+    weight = np.where(eligible, np.where(farmland & (propensity > 0), propensity, FALLBACK_WEIGHT), 0.0)
     edges = np.geomspace(SMALLEST_FIELD_UTM_PX * UTM_PX_AREA_M2 / 2, MAX_FIELD_AREA_M2, SIZE_BINS + 1)
     target_share = np.diff(target_size_cdf(edges))
     size_bin = np.clip(np.searchsorted(edges, area, side="right") - 1, 0, SIZE_BINS - 1)
-    weight = np.where(candidate, propensity, 0.0)
     bin_weight = np.bincount(size_bin, weights=weight, minlength=SIZE_BINS)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(weight > 0, n * target_share[size_bin] * weight / bin_weight[size_bin], 0.0)
-    capped = (p > 1).sum()
-    if capped:
-        logger.debug("size-weighted sample: %d parcels capped at p=1 (too few candidates of their size)", capped)
-    key = np.where(p > 0, rng.random(len(p)) / np.maximum(p, 1e-300), np.inf)
-    chosen = np.argpartition(key, n)[:n] if n < len(key) else np.arange(len(key))
-    if np.isinf(key[chosen]).any():
-        raise RuntimeError(f"the landscape holds too few candidate parcels for {n} fields")
-    return np.sort(chosen)
+    p = n * target_share[size_bin] * weight / np.maximum(bin_weight[size_bin], 1e-300)
+    logger.debug("size-weighted sample: %d parcels capped at p=1 (too few of their size)", (p > 1).sum())
+    key = np.where(eligible, rng.random(len(p)) / np.maximum(p, 1e-300), np.inf)
+    return np.sort(np.argpartition(key, n - 1)[:n])
 
 
 def assign_crops(area_m2: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
