@@ -96,19 +96,9 @@ def effective_confusion(quality: Quality) -> np.ndarray:
     if quality is None:
         return confusion
     totals = confusion.sum(axis=1)
-    agreement = np.divide(np.diag(confusion), totals, out=np.zeros(N_CLASSES), where=totals > 0)
-    if isinstance(quality, dict):
-        target = agreement.copy()
-        for name, value in quality.items():
-            if name not in CLASS_IDS:
-                raise ConfigError(f"quality names an unknown crop {name!r}", fix=f"use one of {', '.join(CROP_NAMES)}")
-            if not 0.0 <= float(value) <= 1.0:
-                raise ConfigError(f"quality[{name!r}] = {value} is not an agreement in 0..1")
-            target[CLASS_IDS[name]] = float(value)
-    elif isinstance(quality, int | float) and quality >= 0:
-        target = 1.0 - np.minimum(1.0, float(quality) * (1.0 - agreement))
-    else:
-        raise ConfigError(f"quality must be None, a float >= 0 or a dict of crop agreements, not {quality!r}")
+    target = _target_agreement(
+        quality, np.divide(np.diag(confusion), totals, out=np.zeros(N_CLASSES), where=totals > 0)
+    )
     for g in np.flatnonzero(totals > 0):
         off = confusion[g].copy()
         off[g] = 0.0
@@ -118,6 +108,25 @@ def effective_confusion(quality: Quality) -> np.ndarray:
         confusion[g] = off / off.sum() * (1.0 - target[g]) * totals[g]
         confusion[g, g] = target[g] * totals[g]
     return confusion
+
+
+def _target_agreement(quality: float | dict[str, float], agreement: np.ndarray) -> np.ndarray:
+    """Per-class agreement asked for by `quality` (validated: a ConfigError names the bad entry)."""
+    if isinstance(quality, dict):
+        target = agreement.copy()
+        for name, value in quality.items():
+            if name not in CLASS_IDS or not REAL_CONFUSION[CLASS_IDS[name]].any():
+                raise ConfigError(
+                    f"quality names {name!r}, which is no crop of the u0c ground truth",
+                    fix=f"use one of {', '.join(n for n in CROP_NAMES if REAL_CONFUSION[CLASS_IDS[n]].any())}",
+                )
+            if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"quality[{name!r}] = {value!r} is not an agreement in 0..1")
+            target[CLASS_IDS[name]] = float(value)
+        return target
+    if isinstance(quality, int | float) and quality >= 0:
+        return 1.0 - np.minimum(1.0, float(quality) * (1.0 - agreement))
+    raise ConfigError(f"quality must be None, a float >= 0 or a dict of crop agreements, not {quality!r}")
 
 
 def predict(

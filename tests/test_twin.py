@@ -372,7 +372,16 @@ def test_default_twin_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"scale": 0}, {"scale": 1e-5}, {"compress": "zstd"}, {"seed": -1}, {"quality": {"Wheat": 0.9}}, {"quality": -1.0}],
+    [
+        {"scale": 0},
+        {"scale": 1e-5},
+        {"compress": "zstd"},
+        {"seed": -1},
+        {"quality": {"Wheat": 0.9}},
+        {"quality": {"Rice": 0.9}},
+        {"quality": {"Canola": 1.2}},
+        {"quality": -1.0},
+    ],
 )
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(ConfigError):
