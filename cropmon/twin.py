@@ -29,6 +29,7 @@ from cropmon.errors import ConfigError, OutputError
 from cropmon.twin_fields import build_ground_truth, write_fields
 from cropmon.twin_landscape import TwinGrid, build_landscape, rasterize_ids, twin_grid
 from cropmon.twin_model import Quality, effective_confusion, predict
+from cropmon.twin_params import FULL_SIDE_PX
 from cropmon.twin_raster import COMPRESSIONS, decide_classes, write_raster
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def make_twin(
     gets the whole job's fraction done, monotone, ending with ("done", 1.0).
     """
     grid = _checked_grid(scale, seed, compress, quality)
+    scale, seed = float(scale), int(seed)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -180,6 +182,7 @@ def ensure_twin(
     Building is atomic: the twin is generated in a temporary directory beside the target, then renamed, so a
     crash or a concurrent build never leaves a half-written twin behind.
     """
+    _checked_grid(scale, seed, compress, None)
     if out_dir is None:
         target = default_twin_dir() if (scale, seed) == (1.0, 0) else twin_cache_dir(scale=scale, seed=seed)
     else:
@@ -196,13 +199,21 @@ def ensure_twin(
         raise OutputError(f"cannot create the twin directory: {exc.strerror}", path=target) from exc
     try:
         make_twin(staging, scale=scale, seed=seed, compress=compress, progress=progress)
-        os.rename(staging, target)
-    except OSError:
-        if not (paths.raster.is_file() and paths.fields.is_file()):  # not a concurrent build that finished first
-            raise OutputError("cannot move the new twin into place", path=target, fix="remove or empty it") from None
+        _move_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return paths
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Rename the finished twin to its place; losing the race to a concurrent build of the same twin is fine."""
+    try:
+        os.rename(staging, target)
+    except OSError as exc:
+        if not ((target / RASTER_NAME).is_file() and (target / FIELDS_NAME).is_file()):
+            raise OutputError(
+                f"cannot move the new twin into place: {exc.strerror}", path=target, fix="remove or empty it"
+            ) from exc
 
 
 def _checked_grid(scale: float, seed: int, compress: str, quality: Quality) -> TwinGrid:
@@ -212,7 +223,8 @@ def _checked_grid(scale: float, seed: int, compress: str, quality: Quality) -> T
     grid = twin_grid(scale)
     if grid.width < MIN_SIDE_PX:
         raise ConfigError(
-            f"scale {scale:g} gives a {grid.width}-pixel side", fix=f"use a scale >= {(MIN_SIDE_PX / 5218) ** 2:.5f}"
+            f"scale {scale:g} gives a {grid.width}-pixel side",
+            fix=f"use a scale >= {(MIN_SIDE_PX / FULL_SIDE_PX) ** 2:.5f}",
         )
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, not {seed!r}")
