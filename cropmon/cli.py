@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the model's quality: a factor on every crop's error share (2 = a harder AOI, 0.5 = an easier one) "
         "or CROP=AGREEMENT[,CROP=AGREEMENT...] to set chosen crops (default: calibrated to u0c)",
     )
+
+    compare = commands.add_parser("compare", help="compare two runs per crop on run A's held-back evaluation fields")
+    compare.add_argument("run_a", metavar="RUN_A", help="output directory of the current model's run")
+    compare.add_argument("run_b", metavar="RUN_B", help="output directory of the next model's run (same fields)")
+    compare.add_argument("--out", help="output directory (default outputs/compare/<A>_vs_<B>/)")
+    compare.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     return parser
 
 
@@ -149,12 +156,23 @@ def _twin(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from cropmon import compare
+
+    out, table, chosen = compare.write_comparison(
+        args.run_a, args.run_b, args.out, n_boot=args.bootstrap, seed=args.seed
+    )
+    better, worse = (", ".join(table.loc[table["verdict"] == v, "crop"]) or "none" for v in ("better", "worse"))
+    print(f"cropmon compare: {chosen.source} ({len(chosen.a):,} fields); better: {better}; worse: {worse} -> {out}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Off a terminal a run logs its stages; on a terminal, progress bars show them (-v adds the log lines).
     configure_logging(args.verbose + (1 if args.command == "run" and not sys.stderr.isatty() else 0))
     try:
-        return {"run": _run, "twin": _twin}[args.command](args)
+        return {"run": _run, "twin": _twin, "compare": _compare}[args.command](args)
     except errors.InputError as exc:
         print(f"cropmon: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
