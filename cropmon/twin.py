@@ -34,7 +34,7 @@ from cropmon.twin_raster import COMPRESSIONS, decide_classes, write_raster
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"  # bump when the same seed would give different bytes
+GENERATOR_VERSION = "2"  # bump when the same seed would give different bytes (cache directories carry it)
 RASTER_NAME, FIELDS_NAME, MANIFEST_NAME = "predictions.tif", "fields.gpkg", "twin.json"
 MIN_SIDE_PX = 64
 # Rough share of the generation time each step takes (for one monotone progress fraction).
