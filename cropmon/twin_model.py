@@ -1,10 +1,10 @@
 """The twin's crop model: what it predicts for every GT field and every background parcel.
 
 Field-level outcomes follow the real confusion matrix exactly: each crop's row is scaled to the crop's field count
-with largest-remainder rounding and dealt out (wrong outcomes lean towards small fields, as in real data), so
-per-crop agreement lands on the real value instead of scattering around it. `quality` moves rows of the matrix
-towards or away from the diagonal. Everything random here comes from the prediction stream, so a quality change
-never moves a field.
+with largest-remainder rounding and dealt out, so per-crop agreement lands on the real value instead of scattering
+around it (wrong outcomes lean towards small fields, a design choice: small fields have fewer, more mixed pixels).
+`quality` moves rows of the matrix towards or away from the diagonal. Everything random here comes from the
+prediction stream, so a quality change never moves a field.
 """
 
 from __future__ import annotations
