@@ -49,6 +49,9 @@ unset CROPMON_RASTER CROPMON_FIELDS CROPMON_OUT CROPMON_RUN_ARGS CROPMON_UID CRO
     COMPOSE_FILE COMPOSE_PROJECT_NAME DOCKER_CONTEXT DOCKER_CONFIG
 
 mkdir -p "$CACHE"/{bin,pip}
+# vfs copies the whole image for every layer and every container: a run needs ~10 GB at its peak.
+free_gb=$(df -Pk "$CACHE" | awk 'NR == 2 {print int($4 / 1048576)}')
+[ "$free_gb" -ge 12 ] || fail "only ${free_gb} GB free under $CACHE; the vfs storage driver needs ~12 GB (set CROPMON_CI_CACHE)"
 WORK=$(mktemp -d /tmp/cropmon-compose-smoke.XXXXXX)
 DOCKERD_PID=
 STACK_UP=
