@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,6 +297,11 @@ def _fine_text(row: pd.Series, s: DiagnosisSettings) -> str:
     )
 
 
+def _without_own_budget(derivation: str) -> str:
+    """An AOI plan's derivation without its own budget step: the pooled plan applies one budget to all AOIs."""
+    return re.sub(r"; budget [\d,]+ -> \d+$", "", derivation)
+
+
 def allocation_rows(summaries: Mapping[str, AOISummary], *, settings: DiagnosisSettings) -> pd.DataFrame:
     """One row per (crop, AOI) for every crop planned in at least one AOI, with each AOI's own target and supply.
 
@@ -314,7 +320,7 @@ def allocation_rows(summaries: Mapping[str, AOISummary], *, settings: DiagnosisS
                     {"crop": crop, "aoi": name, "role": p["role"], "severity": p["severity"],
                      "num_fields": int(p["num_fields"]), "agreement_score": p["agreement_score"], "f1": p["f1"],
                      "conf_mean": p["conf_mean"], "target": int(p["target"]), "available": int(p["available"]),
-                     "eval_fields": int(p["eval_fields"]), "derivation": p["derivation"]}
+                     "eval_fields": int(p["eval_fields"]), "derivation": _without_own_budget(p["derivation"])}
                 )  # fmt: skip
             elif crop in m.index and m.at[crop, "num_fields"] > 0:
                 r = m.loc[crop]

@@ -206,3 +206,19 @@ def test_write_pooled_files_and_report(weak_in_b, tmp_path):
     other = pooled.write_pooled(summaries, tmp_path / "other", settings=DiagnosisSettings(min_f1=0.8), seed=0)
     assert "other diagnosis settings" in (tmp_path / "other" / "report.md").read_text()
     assert "report.md" in other
+
+
+def test_allocation_rows_drop_the_aois_own_budget_step():
+    """An AOI's plan may have been cut by its own budget; the pooled plan starts from min(target, available)."""
+    own = "error 0.60 x ... -> target 120; 90 informative fields -> 90"
+    plan = pd.DataFrame(
+        {"crop": [SB], "role": ["underperforming"], "severity": ["high"], "num_fields": [300],
+         "agreement_score": [0.4], "f1": [0.4], "conf_mean": [50.0], "target": [120], "available": [90],
+         "eval_fields": [30], "derivation": [own + "; budget 2,000 -> 40"]}
+    )  # fmt: skip
+    crop_table = pd.DataFrame({"crop": [SB], "num_fields": [300]})
+    rows = pooled.allocation_rows(
+        {"a": SimpleNamespace(plan=plan, crop_table=crop_table)}, settings=DiagnosisSettings()
+    )
+    assert rows.at[0, "derivation"] == own
+    assert pooled.allocate_labels(rows, budget=None).at[0, "quota"] == 90
