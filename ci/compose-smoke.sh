@@ -201,6 +201,7 @@ done
 # Leftovers of an interrupted run (containers survive in the cached data root).
 STACK_UP=1
 "${COMPOSE[@]}" down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+"$DOCKER" container prune -f >/dev/null 2>&1 || true
 
 # --- 3. python:3.11-slim, locally ------------------------------------------------------------------------------------
 step "base image $BASE_TAG (local stand-in: Debian bookworm's python3 is 3.11)"
