@@ -4,13 +4,12 @@ Fields are numbered 1..M in the order of their first raster row, so the fields o
 (`FieldLayout.touching(k)`): per chunk only the polygons that touch it are rasterized, and every per-chunk
 intermediate downstream is sized by the fields of that chunk, never by all fields of the AOI. Label 0 = no field.
 
-Pixel rule: pixel centres, as GDAL's default. A field that has no pixel centre in a chunk also gets its
-all-touched pixels there (`FallbackPixels`); the zonal step uses them only when the field has no centre anywhere.
+Pixel rule: pixel centres, as GDAL's default (cropmon.scanline). A field with no pixel centre anywhere gets its
+all-touched pixels instead (`FallbackPixels`, burnt by GDAL through rasterio).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import uuid
 import warnings
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 from affine import Affine
+
+from cropmon.scanline import Spans, fill, polygon_spans
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class PolygonBatch:
     """Polygons as compact ragged coordinate arrays (cheap to pickle into a task) and their labels.
 
     `shapely.to_ragged_array` layout: `coords` (n, 2); `offsets` = ring, polygon (and, for MultiPolygons, part)
-    offsets. Turned into GeoJSON-like mappings on the worker, which rasterio burns ~5x faster than shapely objects.
+    offsets, which the vectorised scanline fill (cropmon.scanline) reads directly.
     """
 
     labels: np.ndarray  # int32, one per polygon
@@ -154,23 +155,25 @@ class PolygonBatch:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def shapes(self) -> list[dict]:
-        """GeoJSON-like Polygon / MultiPolygon mappings, one per polygon, in label order."""
-        if len(self) == 0:
-            return []
-        flat = iter(self.coords.ravel().tolist())
-        points = list(zip(flat, flat, strict=True))
-        ring_ends = self.offsets[0].tolist()
-        rings = [points[a:b] for a, b in itertools.pairwise(ring_ends)]
-        poly_ends = self.offsets[1].tolist()
-        polygons = [rings[a:b] for a, b in itertools.pairwise(poly_ends)]
+    def shape(self, i: int) -> dict:
+        """The GeoJSON-like mapping of polygon i (for rasterio's all-touched burn of the rare fallbacks)."""
+        ring_ends, part_ends = self.offsets[0], self.offsets[1]
         if self.kind == shapely.GeometryType.POLYGON:
-            return [{"type": "Polygon", "coordinates": p} for p in polygons]
-        part_ends = self.offsets[2].tolist()
-        return [
-            {"type": "MultiPolygon", "coordinates": polygons[a:b]}
-            for a, b in itertools.pairwise(part_ends)
+            parts = [(part_ends[i], part_ends[i + 1])]
+        else:
+            geom_ends = self.offsets[2]
+            parts = [(part_ends[p], part_ends[p + 1]) for p in range(geom_ends[i], geom_ends[i + 1])]
+        polygons = [
+            [self.coords[ring_ends[r] : ring_ends[r + 1]].tolist() for r in range(first, last)]
+            for first, last in parts
         ]
+        return {"type": "MultiPolygon", "coordinates": polygons}
+
+    def spans(self, transform: Affine, *, height: int, width: int) -> Spans:
+        """Pixel-centre spans of every polygon of the batch over the whole raster (GDAL's rule, see scanline)."""
+        if len(self) == 0:
+            return Spans(*(np.empty(0, dtype=np.int64) for _ in range(4)))
+        return polygon_spans(self.coords, self.kind, self.offsets, transform=transform, height=height, width=width)
 
     def bounds(self) -> np.ndarray:
         """(n, 4) minx, miny, maxx, maxy of each polygon."""
@@ -208,66 +211,21 @@ def rasterize_block(
 ) -> tuple[np.ndarray, BlockExtras]:
     """Label grid of one row chunk (pixel centres) plus fallbacks and overlaps found there.
 
-    Pure: polygons in the raster's CRS with their labels in, numpy out. Where fields overlap, the higher label wins
-    the shared pixels, and the pair is reported (a second burn in reverse order reveals every shared pixel).
-    A field with no pixel centre in this chunk is checked over its whole extent; if it has none anywhere, its
-    all-touched pixels in this chunk are returned as fallback.
+    Pure: polygons in the raster's CRS with their labels in, numpy out. Each polygon is scanned over its whole
+    extent (it is small), so whether it has a pixel centre anywhere is known here; one that has none gets its
+    all-touched pixels in this chunk as fallback. Where fields overlap, the higher label wins the shared pixels
+    and the pair is reported.
     """
-    from rasterio.features import rasterize
-
+    spans = batch.spans(transform, height=height, width=width)
+    grid, overlap_pairs = fill(spans, batch.labels, row_start=row_start, rows=rows, width=width)
+    no_centre = np.flatnonzero(spans.pixels_per_owner(len(batch)) == 0)
     window_transform = transform @ Affine.translation(0, row_start)
-    grid = np.zeros((rows, width), dtype=np.int32)
-    no_pairs = np.empty((0, 2), dtype=np.int32)
-    if len(batch) == 0 or rows == 0:
-        return grid, BlockExtras(FallbackPixels.empty(), no_pairs)
-    shapes = batch.shapes()
-    labels = batch.labels
-    rasterize(zip(shapes, labels.tolist(), strict=True), out=grid, transform=window_transform, dtype=np.int32)
-    reverse = np.zeros_like(grid)
-    rasterize(
-        zip(shapes[::-1], labels[::-1].tolist(), strict=True), out=reverse, transform=window_transform, dtype=np.int32
-    )
-    shared = grid != reverse
-    overlap_pairs = np.unique(np.column_stack([reverse[shared], grid[shared]]), axis=0) if shared.any() else no_pairs
-
-    lo = int(labels.min())
-    present = np.zeros(int(labels.max()) - lo + 2, dtype=bool)
-    for g in (grid, reverse):
-        inside = g[g >= lo] - lo
-        present[inside] = True
-    local_zero = np.flatnonzero(~present[labels - lo])
-    if len(local_zero) == 0:
-        return grid, BlockExtras(FallbackPixels.empty(), overlap_pairs)
-    no_centre = local_zero[~_has_centre_anywhere(batch, shapes, local_zero, transform, height, width)]
-    fallback = _all_touched_pixels(batch, shapes, no_centre, window_transform, rows, width)
+    fallback = _all_touched_pixels(batch, no_centre, window_transform, rows, width)
     return grid, BlockExtras(fallback, overlap_pairs)
 
 
-def _has_centre_anywhere(
-    batch: PolygonBatch, shapes: list[dict], which: np.ndarray, transform: Affine, height: int, width: int
-) -> np.ndarray:
-    """Whether each polygon `which` has a pixel centre anywhere in the raster (one burn over their extent)."""
-    from rasterio.features import rasterize
-
-    row0, row1, _, _ = pixel_spans(batch.bounds()[which], transform)
-    top, bottom = int(max(row0.min(), 0)), int(min(row1.max(), height))
-    if bottom <= top:
-        return np.zeros(len(which), dtype=bool)
-    burn = np.zeros((bottom - top, width), dtype=np.int32)
-    codes = np.arange(1, len(which) + 1)
-    rasterize(
-        zip([shapes[i] for i in which], codes.tolist(), strict=True),
-        out=burn,
-        transform=transform @ Affine.translation(0, top),
-        dtype=np.int32,
-    )
-    found = np.zeros(len(which) + 1, dtype=bool)
-    found[burn.ravel()] = True
-    return found[codes]
-
-
 def _all_touched_pixels(
-    batch: PolygonBatch, shapes: list[dict], which: np.ndarray, transform: Affine, rows: int, width: int
+    batch: PolygonBatch, which: np.ndarray, transform: Affine, rows: int, width: int
 ) -> FallbackPixels:
     """All-touched pixels of each polygon separately (neighbouring tiny fields may share a pixel)."""
     from rasterio.features import rasterize
@@ -282,7 +240,7 @@ def _all_touched_pixels(
         if r1 <= r0 or c1 <= c0:
             continue
         sub = rasterize(
-            [(shapes[i], 1)],
+            [(batch.shape(i), 1)],
             out_shape=(r1 - r0, c1 - c0),
             transform=transform @ Affine.translation(c0, r0),
             all_touched=True,
@@ -297,14 +255,11 @@ def _all_touched_pixels(
 
 
 def burn_values(geometry: np.ndarray, values: np.ndarray, *, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
-    """A small int32 grid of `values` burnt by pixel centre (0 where no polygon), e.g. GT classes for a map."""
-    from rasterio.features import rasterize
-
-    grid = np.zeros(shape, dtype=np.int32)
+    """A small int32 grid of positive `values` burnt by pixel centre (0 where no polygon), e.g. a map's GT classes."""
     keep = ~shapely.is_missing(geometry)
-    if keep.any():
-        batch = PolygonBatch.from_geometries(geometry[keep], values[keep])
-        rasterize(zip(batch.shapes(), batch.labels.tolist(), strict=True), out=grid, transform=transform)
+    batch = PolygonBatch.from_geometries(geometry[keep], values[keep])
+    grid, _ = fill(batch.spans(transform, height=shape[0], width=shape[1]), batch.labels, row_start=0,
+                   rows=shape[0], width=shape[1])
     return grid
 
 
