@@ -39,7 +39,7 @@ class RasterInfo:
     interleave: str | None
     compression: str | None
     descriptions: tuple[str | None, ...]
-    size_bytes: int
+    size_bytes: int | None  # None for GDAL virtual paths (/vsis3/ ...)
     class_band: int  # 1-based
     confidence_band: int  # 1-based
 
@@ -64,7 +64,25 @@ class RasterInfo:
         }
 
 
-def _require_file(path: Path, what: str) -> None:
+def is_gdal_virtual(path: str | Path) -> bool:
+    """GDAL virtual file systems (/vsis3/, /vsicurl/, /vsizip/ ...) and URLs: GDAL, not the OS, opens them."""
+    text = str(path)
+    return text.startswith("/vsi") or "://" in text
+
+
+def _as_path(path: str | Path) -> str | Path:
+    """A Path for a local file; GDAL virtual paths stay strings (Path would fold the '//' of a URL)."""
+    return str(path) if is_gdal_virtual(path) else Path(path)
+
+
+def _size_bytes(path: str | Path) -> int | None:
+    return None if is_gdal_virtual(path) else Path(path).stat().st_size
+
+
+def _require_file(path: str | Path, what: str) -> None:
+    if is_gdal_virtual(path):
+        return
+    path = _as_path(path)
     if not path.exists():
         raise errors.MissingFile(f"{what} does not exist", path=path, fix=f"check the path of the {what}")
     if path.is_dir() and path.suffix.lower() not in {".gdb", ".parquet"}:
@@ -82,7 +100,7 @@ def inspect_raster(path: str | Path, *, class_band: int = 3, confidence_band: in
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    path = Path(path)
+    path = _as_path(path)
     _require_file(path, "raster")
     try:
         with rasterio.open(path) as src:
@@ -99,7 +117,7 @@ def inspect_raster(path: str | Path, *, class_band: int = 3, confidence_band: in
                 interleave=src.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE"),
                 compression=src.tags(ns="IMAGE_STRUCTURE").get("COMPRESSION"),
                 descriptions=tuple(src.descriptions),
-                size_bytes=path.stat().st_size,
+                size_bytes=_size_bytes(path),
                 class_band=class_band,
                 confidence_band=confidence_band,
             )
@@ -199,7 +217,7 @@ def inspect_fields(path: str | Path, *, layer: str | None = None, label_column: 
     """Check the fields file's layer, label column and CRS from its header (no feature is read); return the layer."""
     import pyogrio
 
-    path = Path(path)
+    path = _as_path(path)
     _require_file(path, "fields file")
     layer = _choose_layer(path, layer)
     try:
@@ -246,7 +264,7 @@ def read_fields(path: str | Path, *, layer: str | None = None, label_column: str
     """Read the ground-truth fields as a GeoDataFrame, in file order, after checking layer, columns and CRS."""
     import pyogrio
 
-    path = Path(path)
+    path = _as_path(path)
     layer = inspect_fields(path, layer=layer, label_column=label_column)
     try:
         with gdal_warnings_logged(path):
@@ -255,7 +273,7 @@ def read_fields(path: str | Path, *, layer: str | None = None, label_column: str
         raise _unreadable_layer(path, layer, exc) from exc
     if len(fields) == 0:  # drivers that cannot count features up front
         raise errors.EmptyInput(f"layer {layer!r} has no features", path=path, fix="pass a layer with field polygons")
-    fields.attrs["source"] = {"path": str(path), "layer": layer, "size_bytes": path.stat().st_size}
+    fields.attrs["source"] = {"path": str(path), "layer": layer, "size_bytes": _size_bytes(path)}
     return fields
 
 

@@ -499,6 +499,7 @@ def _performance_report(handle: ClusterHandle, path: str | None) -> Iterator[Non
         )
     from distributed import performance_report
 
-    with performance_report(filename=path):
+    # performance_report talks to the current client; a remote client is not the default one (set_as_default=False).
+    with handle.client.as_current(), performance_report(filename=path):
         yield
     log.info("Dask performance report: %s", path)

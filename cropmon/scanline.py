@@ -4,8 +4,8 @@ The rule is GDAL's default rasterization (`GDALdllImageFilledPolygon`, used by `
 without all_touched): on each pixel row, the centre line y = row + 0.5 is cut by every non-horizontal edge with
 y1 <= y < y2; the cuts are rounded to pixel boundaries with floor(x + 0.5), sorted, and filled pairwise (even-odd
 over all rings of a polygon, so holes stay empty); with rings walked clockwise on screen, a horizontal edge lying
-exactly on a centre line and walked right to left (a bottom edge) fills its own span. Coordinates go to pixel space with GDAL's inverse geotransform, always the
-whole raster's, so a field's pixels never depend on how the raster is chunked.
+exactly on a centre line and walked right to left (a bottom edge) fills its own span. Coordinates go to pixel space
+with GDAL's inverse geotransform, always the whole raster's, so a field's pixels never depend on the chunking.
 
 Why not rasterio: for ~150k small polygons, building GeoJSON-like mappings and rasterio's per-shape validation
 cost several times GDAL's own burn; here the cost is a few numpy passes over the edges. `tests/test_scanline.py`

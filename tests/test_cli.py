@@ -209,3 +209,23 @@ def test_raster_without_fields_flag(tmp_path, capsys, inputs):
     raster, _ = inputs
     code, err = run_cli(capsys, "--raster", raster)
     assert_one_line_error(code, err, "--raster and --fields go together")
+
+
+def test_gdal_virtual_paths(tmp_path, capsys, inputs):
+    """Object storage and archives go through GDAL's virtual file systems (/vsis3/, /vsizip/ ...) unchanged."""
+    import zipfile
+
+    raster, fields = inputs
+    archive = tmp_path / "inputs.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(raster, "pred.tif")
+        zf.write(fields, "fields.gpkg")
+    code, err = run_cli(
+        capsys, "--raster", f"/vsizip/{archive}/pred.tif", "--fields", f"/vsizip/{archive}/fields.gpkg",
+        "--out", tmp_path / "o",
+    )
+    assert code == EXIT_OK, err
+    manifest = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert manifest["inputs"]["raster"]["path"].startswith("/vsizip/")
+    code, err = run_cli(capsys, "--raster", f"/vsizip/{archive}/nope.tif", "--fields", fields, "--out", tmp_path / "p")
+    assert_one_line_error(code, err, "nope.tif", "not a readable GeoTIFF")

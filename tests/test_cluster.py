@@ -9,6 +9,7 @@ from cluster_procs import start_cluster
 from conftest import write_fields, write_prediction_raster
 from test_engine import random_fields
 
+from cropmon.cli import main
 from cropmon.cluster import TLSFiles, connect
 from cropmon.errors import ConfigError
 from cropmon.pipeline import analyse_fields
@@ -34,6 +35,10 @@ def test_scheduler_and_two_worker_processes_match_threads(tmp_path, small_inputs
         with connect(cluster.address) as handle:
             got = analyse_fields(raster, fields, cluster=handle, chunk_rows=16)
             info = handle.describe()
+        profile = tmp_path / "profile.html"
+        code = main(["run", "--raster", str(raster), "--fields", str(fields), "--out", str(tmp_path / "out"),
+                     "--scheduler", cluster.address, "--profile", str(profile), "--progress", "off"])
+        assert code == 0 and profile.stat().st_size > 10_000, "a Dask performance report of the remote run"
     finally:
         cluster.stop()
     table_cols = [c for c in expected.table.columns if c != "geometry"]
