@@ -1,9 +1,10 @@
 """Many AOIs in one run: time per AOI, process-tree peak memory against one AOI alone, and a cost model for France.
 
 Runs `python -m cropmon run --aoi ...` on N full-size twins (scale 1, seeds 0..N-1, made once and cached by
-`twin.ensure_twin`) one after another on one local cluster, then the first AOI alone the same way; reads each AOI's
-stage timings from OUT/run.json, and samples the peak memory (PSS, and RSS) of the whole process tree (client,
-scheduler, workers) every 50 ms. Memory must not grow with the number of AOIs: the ratio of the two peaks is printed.
+`twin.ensure_twin`) one after another on one local cluster, then the first 2, then the first one alone, the same way;
+reads each AOI's stage timings from OUT/run.json, and samples the peak memory (PSS, and RSS) of the whole process tree
+(client, scheduler, workers) every 50 ms. Memory must not grow with the number of AOIs: the peaks and their ratios
+are printed.
 
 Cost model, from the measured AOIs: the compute stage (the one Dask compute: read, rasterize, histograms) in seconds
 per million pixels on the measured workers, assumed to scale linearly with workers; everything else (fields I/O,
@@ -106,18 +107,21 @@ def main() -> None:
         inputs[f"s{seed}"] = (paths.raster, paths.fields)
         warm(paths.raster)
     print(f"{machine()}; load average {started_load} at start", flush=True)
+    counts = sorted({args.aois, min(2, args.aois), 1}, reverse=True)  # N, 2, 1: is the peak flat beyond one AOI?
+    runs = {}
     with tempfile.TemporaryDirectory(prefix="cropmon-aois-") as tmp:
-        many = run_aois(inputs, Path(tmp) / "many", workers=args.workers)
-        print(f"{args.aois} AOIs: {many['wall_s']:.1f} s, peak PSS {many['peak_pss_gb']:.2f} GB", flush=True)
-        first = dict(list(inputs.items())[:1])
-        one = run_aois(first, Path(tmp) / "one", workers=args.workers)
-        print(f"1 AOI: {one['wall_s']:.1f} s, peak PSS {one['peak_pss_gb']:.2f} GB", flush=True)
+        for n in counts:
+            runs[n] = run_aois(dict(list(inputs.items())[:n]), Path(tmp) / f"aois{n}", workers=args.workers)
+            print(f"{n} AOI(s): {runs[n]['wall_s']:.1f} s, peak PSS {runs[n]['peak_pss_gb']:.2f} GB", flush=True)
+    many, one = runs[args.aois], runs[1]
     ended_load = load()
 
     lines = [
         f"Machine: {machine()}. Load average (1, 5, 15 min) {started_load} at start, {ended_load} at the end.",
         f"`python -m cropmon run --aoi ...` with {args.aois} twins of scale {args.scale:g} (seeds 0..{args.aois - 1})"
-        f" on one local cluster of {args.workers} workers, then the first one alone; warm page cache.",
+        f" on one local cluster of {args.workers} workers, then the first"
+        f" {' and the first '.join(map(str, counts[1:]))}"
+        " alone, the same way; warm page cache.",
         "",
         "| AOI | fields | Mpx | compute s | other stages s | AOI total s |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -137,12 +141,20 @@ def main() -> None:
         f"| of which outside the AOIs (start, cluster, summaries, pooled view) | {many['wall_s'] - per_aoi_total:.1f}"
         " s |",
         f"| 1 AOI alone, wall time | {one['wall_s']:.1f} s |",
-        f"| peak memory, {args.aois} AOIs (PSS; RSS; processes) | {many['peak_pss_gb']:.2f} GB;"
-        f" {many['peak_rss_gb']:.2f} GB; {many['processes']} |",
-        f"| peak memory, 1 AOI (PSS; RSS; processes) | {one['peak_pss_gb']:.2f} GB; {one['peak_rss_gb']:.2f} GB;"
-        f" {one['processes']} |",
-        f"| peak memory ratio {args.aois} AOIs / 1 AOI (PSS) | {many['peak_pss_gb'] / one['peak_pss_gb']:.2f} |",
     ]
+    for n, run in runs.items():
+        lines.append(
+            f"| peak memory, {n} AOI{'s' if n > 1 else ''} (PSS; RSS; processes) | {run['peak_pss_gb']:.2f} GB;"
+            f" {run['peak_rss_gb']:.2f} GB; {run['processes']} |"
+        )
+    lines += [
+        f"| peak memory ratio {n} AOIs / 1 AOI (PSS) | {runs[n]['peak_pss_gb'] / one['peak_pss_gb']:.2f} |"
+        for n in counts
+        if n > 1
+    ]
+    if 2 in runs and args.aois > 2:
+        ratio = many["peak_pss_gb"] / runs[2]["peak_pss_gb"]
+        lines.append(f"| peak memory ratio {args.aois} AOIs / 2 AOIs (PSS) | {ratio:.2f} |")
     model = cost_model(many)
     france_mpx = FRANCE_KM2 * 1e6 / PIXEL_M2 / 1e6
     france_kfields = FRANCE_PARCELS / 1e3
@@ -154,16 +166,16 @@ def main() -> None:
         f" {args.workers} workers (assumed linear in workers); every other stage, with the run's start and the pooled"
         f" view, {model['s_per_kfield']:.3f} s per thousand fields on the client (not scaled by workers).",
         f"France: {FRANCE_KM2:,.0f} km2 / {PIXEL_M2:g} m2 = {france_mpx:,.0f} M pixels (~{france_mpx / aoi_mpx:.0f}"
-        f" AOIs of this size), {FRANCE_PARCELS / 1e6:g} M parcels; memory stays at one AOI's peak"
+        f" AOIs of this size), {FRANCE_PARCELS / 1e6:g} M parcels; memory stays at the multi-AOI peak"
         f" ({many['peak_pss_gb']:.1f} GB here) since AOIs run one after another.",
         "",
-        "| workers | compute h | client h | total h |",
+        "| workers | compute min | client min | total min |",
         "| --- | --- | --- | --- |",
     ]
-    client_h = model["s_per_kfield"] * france_kfields / 3600
+    client_min = model["s_per_kfield"] * france_kfields / 60
     for n in (int(x) for x in args.predict_workers.split(",")):
-        compute_h = model["s_per_mpx"] * france_mpx * args.workers / n / 3600
-        lines.append(f"| {n} | {compute_h:.2f} | {client_h:.2f} | {compute_h + client_h:.2f} |")
+        compute_min = model["s_per_mpx"] * france_mpx * args.workers / n / 60
+        lines.append(f"| {n} | {compute_min:.1f} | {client_min:.1f} | {compute_min + client_min:.1f} |")
     lines += [
         "",
         "Assumptions: the compute stage scales linearly with workers (it is one task per row chunk, no shuffle) and"
