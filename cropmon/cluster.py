@@ -56,6 +56,7 @@ class ClusterHandle:
     address: str | None = None
     dashboard_link: str | None = None
     tasks_per_worker: dict[str, int] = field(default_factory=dict)
+    warming: list = field(default_factory=list)  # futures of the workers' warm-up imports (kept alive until used)
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -82,6 +83,9 @@ class ClusterHandle:
         import dask
 
         if self.client is None:
+            from cropmon.io import limit_gdal_block_cache
+
+            limit_gdal_block_cache()
             with _threads_progress(progress):
                 return list(dask.compute(*graphs, scheduler="threads"))
         return self._compute_distributed(graphs, progress=progress, no_worker_timeout=no_worker_timeout)
@@ -119,6 +123,7 @@ class ClusterHandle:
                     ) from exc
                 raise
         self.tasks_per_worker = dict(Counter(t["worker"] for t in stream.data if "worker" in t))
+        self.warming = []
         return list(results)
 
     def _wait_with_watchdog(self, futures, wait, no_worker_timeout: float) -> None:
@@ -154,6 +159,38 @@ def _threads_progress(progress: bool) -> Iterator[None]:
 
     with ProgressBar(out=sys.stderr):
         yield
+
+
+def _warm_imports() -> None:
+    """Import the engine's modules on a worker (~1 s) while the client still reads and prepares the fields."""
+    import cropmon.rasterize
+    import cropmon.zonal  # noqa: F401
+
+
+def _gdal_cache_plugin():
+    """A worker plugin that caps GDAL's block cache on every worker, present and future (io.limit_gdal_block_cache)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class GdalBlockCache(WorkerPlugin):
+        name = "cropmon-gdal-block-cache"
+
+        def setup(self, worker) -> None:
+            from cropmon.io import limit_gdal_block_cache
+
+            limit_gdal_block_cache()
+
+    return GdalBlockCache()
+
+
+def _start_warming(client) -> list:
+    """Cap GDAL's cache on every worker (waits: fast), then start importing the engine there (does not wait)."""
+    try:
+        client.register_plugin(_gdal_cache_plugin())
+        workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
+        return [client.submit(_warm_imports, pure=False, workers=[w], allow_other_workers=False) for w in workers]
+    except Exception as exc:  # a worker that cannot import cropmon fails the run later, with the real error
+        log.debug("could not prepare the workers: %s", exc)
+        return []
 
 
 def resolve_scheduler(scheduler: str | None) -> str:
@@ -194,8 +231,10 @@ def connect(
             Client(local) as client,
         ):
             log.info("local Dask cluster: %d workers, dashboard %s", n_workers, client.dashboard_link)
+            warming = _start_warming(client)
             yield ClusterHandle(
-                kind="local", client=client, address=local.scheduler_address, dashboard_link=client.dashboard_link
+                kind="local", client=client, address=local.scheduler_address, dashboard_link=client.dashboard_link,
+                warming=warming,
             )
         return
     if "://" not in choice and ":" not in choice:
@@ -219,6 +258,9 @@ def connect(
         ) from exc
     try:
         log.info("connected to %s, dashboard %s", choice, client.dashboard_link)
-        yield ClusterHandle(kind="remote", client=client, address=choice, dashboard_link=client.dashboard_link)
+        warming = _start_warming(client)
+        yield ClusterHandle(
+            kind="remote", client=client, address=choice, dashboard_link=client.dashboard_link, warming=warming
+        )
     finally:
         client.close()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import shapely
 
 from cropmon import __version__, errors
 from cropmon import fields as fields_mod
@@ -64,6 +65,7 @@ class FieldResults:
     raster: cio.RasterInfo
     layout: FieldLayout
     timings: dict[str, float]
+    raster_geometry: np.ndarray  # the repaired geometries in the raster's CRS (None where unusable)
 
 
 def build_field_graph(info: cio.RasterInfo, prepared: fields_mod.PreparedFields, *, chunk_rows: int):
@@ -191,6 +193,7 @@ def analyse_fields(
         raster=info,
         layout=layout,
         timings=timer.seconds,
+        raster_geometry=prepared.geometry,
     )
 
 
@@ -230,7 +233,7 @@ def _want_progress(config: RunConfig) -> bool:
 class RunOutcome:
     out_dir: Path
     manifest: dict[str, Any]
-    results: FieldResults
+    results: FieldResults | None  # None for a multi-AOI run (only summaries are kept)
 
 
 def resolve_inputs(config: RunConfig, *, progress: bool) -> tuple[str, str, bool]:
@@ -301,9 +304,9 @@ def run_many(config: RunConfig) -> RunOutcome:
             _inspect_inputs(raster, fields, config)
         except errors.InputError as exc:
             raise type(exc)(f"AOI {name}: {exc.problem}", path=exc.path, fix=exc.fix) from exc
+    settings = _diagnosis_settings(config)
     summaries: dict[str, Any] = {}
     manifests: dict[str, dict] = {}
-    last: FieldResults | None = None
     with cio.atomic_output_dir(out_dir) as staged, _cluster(config) as handle:
         for name, raster, fields in config.aois:
             timer = StageTimer(show=progress)
@@ -316,10 +319,10 @@ def run_many(config: RunConfig) -> RunOutcome:
                 results, config, aoi_dir, cluster_info=handle.describe(), is_twin=False, started=aoi_started,
                 timer=timer,
             )
-            summaries[name] = pooled.summarise_aoi(results.table, results.class_counts)
-            last = results
-            del results
-        settings = _diagnosis_settings(config)
+            summaries[name] = pooled.summarise_aoi(
+                results.table, results.class_counts, settings=settings, seed=config.seed
+            )
+            del results  # only the compact summary outlives the AOI
         written = pooled.write_pooled(summaries, staged.staging, settings=settings, seed=config.seed)
         manifest = {
             "cropmon_version": __version__,
@@ -337,7 +340,7 @@ def run_many(config: RunConfig) -> RunOutcome:
         }
         cio.write_json(staged.path("run.json"), manifest)
     log.info("outputs of %d AOIs in %s (%.1f s)", len(config.aois), out_dir, manifest["timings_s"]["total"])
-    return RunOutcome(out_dir=out_dir, manifest=manifest, results=last)
+    return RunOutcome(out_dir=out_dir, manifest=manifest, results=None)
 
 
 def _inspect_inputs(raster: str, fields: str, config: RunConfig) -> None:
@@ -442,12 +445,15 @@ def map_window(results: FieldResults, geometry: np.ndarray, *, rows: int = 240, 
     col_off = int(min(max(col_edges[c], 0), info.width - cols))
     bands = cio.read_raster_window(info, row_off=row_off, col_off=col_off, height=rows, width=cols)
     window_transform = transform @ Affine.translation(col_off, row_off)
-    gt_values = table["gt_class"].to_numpy(dtype=float, na_value=np.nan)
-    known = ~np.isnan(gt_values)
-    gt = burn_values(geometry[known], gt_values[known].astype(np.int32) + 1, transform=window_transform,
-                     shape=(rows, cols)) - 1
     left, top = window_transform * (0, 0)
     right, bottom = window_transform * (cols, rows)
+    gt_values = table["gt_class"].to_numpy(dtype=float, na_value=np.nan)
+    minx, miny, maxx, maxy = shapely.bounds(geometry).T
+    with np.errstate(invalid="ignore"):  # NaN bounds of missing geometries compare False
+        in_window = (maxx >= left) & (minx <= right) & (maxy >= bottom) & (miny <= top)
+    known = ~np.isnan(gt_values) & in_window
+    gt = burn_values(geometry[known], gt_values[known].astype(np.int32) + 1, transform=window_transform,
+                     shape=(rows, cols)) - 1
     return MapWindow(gt_class=gt, predicted=bands[0], confidence=bands[1], extent=(left, right, bottom, top),
                      crs=info.crs)
 
@@ -473,8 +479,7 @@ def write_diagnosis_outputs(results: FieldResults, config: RunConfig, manifest: 
     from cropmon.report import write_diagnosis
 
     settings = _diagnosis_settings(config)
-    prepared_geometry = results.table.geometry.to_crs(results.raster.crs).to_numpy()
-    window = map_window(results, prepared_geometry)
+    window = map_window(results, results.raster_geometry)
     written = write_diagnosis(
         results.table, results.class_counts, out_dir, settings=settings, run_info=manifest, map_window=window,
         seed=config.seed,

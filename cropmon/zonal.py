@@ -29,13 +29,32 @@ CHANNELS = ("pixels", "conf_count", "conf_sum", "conf_sq_sum")
 
 
 @dataclass(frozen=True)
-class ChunkPartial:
-    """Histogram sums of one chunk for the fields touching it: (4 channels, fields, 34 slots) int64."""
+class SparseSums:
+    """Histogram sums as one entry per (field, class slot) that has pixels: a field covers ~2 of the 34 slots."""
 
-    labels: np.ndarray  # field labels, ascending
-    sums: np.ndarray
-    fallback_labels: np.ndarray  # fields with all-touched sums in this chunk (no pixel centre anywhere)
-    fallback_sums: np.ndarray
+    labels: np.ndarray  # int64 field label of each entry
+    slots: np.ndarray  # int8 class slot of each entry
+    values: np.ndarray  # (4 channels, entries) int64
+
+    @classmethod
+    def from_dense(cls, labels: np.ndarray, sums: np.ndarray) -> SparseSums:
+        """From (4, fields, 34) sums of the fields `labels`; a (field, slot) without pixels has no entry."""
+        field, slot = np.nonzero(sums[0])
+        return cls(labels[field].astype(np.int64), slot.astype(np.int8), sums[:, field, slot])
+
+    def add_into(self, total: np.ndarray, first: int, last: int) -> None:
+        """Add the entries of labels first..last into (4, last - first + 1, 34) `total`."""
+        sel = (self.labels >= first) & (self.labels <= last)
+        if sel.any():  # (label, slot) pairs are unique within one chunk's sums: fancy-index addition is exact
+            total[:, self.labels[sel] - first, self.slots[sel]] += self.values[:, sel]
+
+
+@dataclass(frozen=True)
+class ChunkPartial:
+    """What one chunk adds to the fields touching it: centre-rule sums and all-touched fallback sums."""
+
+    sums: SparseSums
+    fallback: SparseSums  # fields with no pixel centre anywhere, on their all-touched pixels
 
 
 def class_slots(classes: np.ndarray, confidence: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -99,8 +118,8 @@ def chunk_partial(
     confidence = bands[1].ravel()
     labels = grid.ravel()
     if len(touching) == 0:
-        empty = np.zeros((len(CHANNELS), 0, N_SLOTS), dtype=np.int64)
-        return ChunkPartial(touching, empty, np.empty(0, np.int64), empty)
+        empty = SparseSums.from_dense(touching, np.zeros((len(CHANNELS), 0, N_SLOTS), dtype=np.int64))
+        return ChunkPartial(empty, empty)
     lo, hi = int(touching[0]), int(touching[-1])
     lookup = np.full(hi - lo + 2, -1, dtype=np.int64)  # last slot: labels outside [lo, hi] (0 = no field)
     lookup[touching - lo] = np.arange(len(touching))
@@ -113,7 +132,7 @@ def chunk_partial(
     fb_sums = _grouped_sums(
         classes[fallback.pixels], confidence[fallback.pixels], fb_codes.astype(np.int64), len(fb_labels), nodata
     )
-    return ChunkPartial(touching, sums, fb_labels.astype(np.int64), fb_sums)
+    return ChunkPartial(SparseSums.from_dense(touching, sums), SparseSums.from_dense(fb_labels, fb_sums))
 
 
 def finish_owned_fields(first: int, last: int, partials: list[ChunkPartial]) -> dict[str, np.ndarray]:
@@ -122,11 +141,8 @@ def finish_owned_fields(first: int, last: int, partials: list[ChunkPartial]) -> 
     total = np.zeros((len(CHANNELS), n, N_SLOTS), dtype=np.int64)
     fallback = np.zeros_like(total)
     for part in partials:
-        pairs = ((part.labels, part.sums, total), (part.fallback_labels, part.fallback_sums, fallback))
-        for labels, sums, out in pairs:
-            sel = (labels >= first) & (labels <= last)
-            if sel.any():  # labels are unique within a partial, so plain fancy-index addition is exact
-                out[:, labels[sel] - first] += sums[:, sel]
+        part.sums.add_into(total, first, last)
+        part.fallback.add_into(fallback, first, last)
     has_centre = total[0].sum(axis=1) > 0
     use_fallback = ~has_centre & (fallback[0].sum(axis=1) > 0)
     total[:, use_fallback] = fallback[:, use_fallback]
