@@ -162,9 +162,11 @@ def _threads_progress(progress: bool) -> Iterator[None]:
 
 
 def _warm_imports() -> None:
-    """Import the engine's modules on a worker (~1 s) while the client still reads and prepares the fields."""
-    import cropmon.rasterize
-    import cropmon.zonal  # noqa: F401
+    """Import the engine's modules on a worker and run it once on a 4 x 4 raster, while the client still reads and
+    prepares the fields: a cold worker otherwise spends ~1 s of the first run on imports and first calls."""
+    from cropmon.zonal import warm_up
+
+    warm_up()
 
 
 def _gdal_cache_plugin():

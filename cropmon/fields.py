@@ -57,15 +57,25 @@ class PreparedFields:
 
 
 def match_labels(normalized_label: pd.Series) -> pd.DataFrame:
-    """gt_class / gt_label / label_status for each label (case- and whitespace-insensitive alias match)."""
-    gt_class = labels.label_classes(normalized_label)
-    is_null = normalized_label.isna().to_numpy()
-    exact = normalized_label.map(lambda v: isinstance(v, str) and v in labels.ALIAS_CLASS).to_numpy(dtype=bool)
-    status = np.where(is_null, "null", np.where(gt_class.isna(), "unknown", np.where(exact, "ok", "variant")))
-    gt_label = gt_class.map(lambda c: labels.CROP_NAMES[int(c)] if pd.notna(c) else "").astype(object)
+    """gt_class / gt_label / label_status for each label (case- and whitespace-insensitive alias match).
+
+    Labels are matched once per distinct value (a real AOI has a few dozen), not once per field.
+    """
+    codes, uniques = pd.factorize(normalized_label, use_na_sentinel=True)
+    unique_class = labels.label_classes(pd.Series(uniques, dtype="object")).to_numpy(dtype=float, na_value=np.nan)
+    unique_exact = np.array([isinstance(v, str) and v in labels.ALIAS_CLASS for v in uniques], dtype=bool)
+    missing = codes < 0
+    safe = np.where(missing, 0, codes)
+    gt_class = np.where(missing, np.nan, unique_class[safe] if len(uniques) else np.nan)
+    exact = ~missing & (unique_exact[safe] if len(uniques) else False)
+    known = ~np.isnan(gt_class)
+    status = np.where(missing, "null", np.where(~known, "unknown", np.where(exact, "ok", "variant")))
+    names = np.array([*labels.CROP_NAMES, ""], dtype=object)
+    gt_label = names[np.where(known, np.nan_to_num(gt_class, nan=0), -1).astype(int)]
+    gt = pd.array(np.where(known, gt_class, 0).astype("int16"), dtype="Int16")
+    gt[~known] = pd.NA
     return pd.DataFrame(
-        {"gt_class": gt_class.to_numpy(), "gt_label": gt_label.to_numpy(), "label_status": status},
-        index=normalized_label.index,
+        {"gt_class": gt, "gt_label": gt_label, "label_status": status.astype(object)}, index=normalized_label.index
     )
 
 

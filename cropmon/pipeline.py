@@ -68,14 +68,15 @@ class FieldResults:
     raster_geometry: np.ndarray  # the repaired geometries in the raster's CRS (None where unusable)
 
 
-def build_field_graph(info: cio.RasterInfo, prepared: fields_mod.PreparedFields, *, chunk_rows: int):
-    """The lazy computation (nothing is computed here) and the layout.
+def build_field_graph(info: cio.RasterInfo, prepared: fields_mod.PreparedFields, *, bands):
+    """The lazy computation (nothing is computed here) and the layout, over `bands` (io.open_prediction_bands).
 
     The graph is a list: one delayed summary per owning chunk, then the delayed overlapping label pairs.
     """
     import dask
     from affine import Affine
 
+    chunk_rows = bands.chunks[1][0]
     chunks = RowChunks(
         height=info.height, width=info.width, transform=Affine(*info.transform), chunk_rows=chunk_rows
     )
@@ -87,7 +88,6 @@ def build_field_graph(info: cio.RasterInfo, prepared: fields_mod.PreparedFields,
             path=prepared.table.attrs.get("source", {}).get("path"),
             fix="check that the fields and the raster cover the same area (and that their CRS are right)",
         )
-    bands = cio.open_prediction_bands(info, chunk_rows=chunk_rows)
     grid, extras = label_grid(prepared.geometry, layout)
     summaries = field_statistics(bands, grid, extras, layout, nodata=info.nodata)
     return [*summaries, dask.delayed(overlap_pairs)(extras)], layout
@@ -171,6 +171,8 @@ def analyse_fields(
     timer = StageTimer(show=progress)
     with timer.stage("inspect raster"):
         info = cio.inspect_raster(raster, class_band=class_band, confidence_band=confidence_band)
+        chunk_rows = cio.chunk_rows_for(info, chunk_rows)
+        bands = cio.open_prediction_bands(info, chunk_rows=chunk_rows)  # lazy: reads the header only
     with timer.stage("read fields"):
         source = cio.read_fields(fields, layer=layer, label_column=label_column)
     with timer.stage("prepare fields"):
@@ -179,8 +181,7 @@ def analyse_fields(
     handle_cm = contextlib.nullcontext(cluster) if cluster is not None else connect(scheduler)
     with handle_cm as handle:
         with timer.stage("build graph"):
-            rows = cio.chunk_rows_for(info, chunk_rows)
-            graph, layout = build_field_graph(info, prepared, chunk_rows=rows)
+            graph, layout = build_field_graph(info, prepared, bands=bands)
         with timer.stage("compute", has_own_bar=True):
             *summaries, overlaps = handle.compute(graph, progress=progress, no_worker_timeout=no_worker_timeout)
     with timer.stage("assemble table"):

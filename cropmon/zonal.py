@@ -217,6 +217,19 @@ def field_statistics(bands, grid, extras: list, layout, *, nodata: float | None)
     return results
 
 
+def warm_up() -> None:
+    """Run the per-chunk steps once on a 4 x 4 raster with one field (imports, first calls into flox and numpy)."""
+    import shapely
+    from affine import Affine
+
+    from cropmon.rasterize import PolygonBatch, rasterize_block
+
+    batch = PolygonBatch.from_geometries(np.array([shapely.box(0.5, -3.5, 3.5, -0.5)], dtype=object), np.array([1]))
+    grid, extras = rasterize_block(batch, transform=Affine(1, 0, 0, 0, -1, 0), row_start=0, rows=4, width=4, height=4)
+    bands = np.stack([np.full((4, 4), 7, np.int16), np.full((4, 4), 80, np.int16)])
+    finish_owned_fields(1, 1, [chunk_partial(bands, grid, extras, np.array([1]), None)])
+
+
 def overlap_pairs(extras: list[BlockExtras]) -> np.ndarray:
     """Unique label pairs (low, high) that share pixel centres, from every chunk's rasterization."""
     pairs = [e.overlap_pairs for e in extras if len(e.overlap_pairs)]

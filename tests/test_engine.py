@@ -181,7 +181,7 @@ def test_building_the_graph_computes_nothing(tmp_path):
         raise AssertionError("building the graph ran a dask computation")
 
     with dask.config.set(scheduler=refuse):
-        graph, layout = build_field_graph(info, prepared, chunk_rows=8)
+        graph, layout = build_field_graph(info, prepared, bands=cio.open_prediction_bands(info, chunk_rows=8))
     assert len(graph) >= 1 and layout.n_labels > 0
 
 
