@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -278,10 +281,12 @@ def run(config: RunConfig) -> RunOutcome:
         out_dir = default_out_dir(config, raster, twin=is_twin)
         cio.check_writable(out_dir)
         _inspect_inputs(raster, fields, config)
+    profile = profile_scratch(config)
     with _cluster(config) as handle:
-        results = _analyse(raster, fields, config, handle, progress=progress)
+        results = _analyse(raster, fields, config, handle, progress=progress, profile=profile)
         cluster_info = handle.describe()
     with cio.atomic_output_dir(out_dir) as staged:
+        place_profile(config.profile, profile, out_dir, staged.staging)
         manifest = write_run_outputs(
             results, config, staged.staging, cluster_info=cluster_info, is_twin=is_twin, started=started, timer=timer
         )
@@ -313,7 +318,9 @@ def run_many(config: RunConfig) -> RunOutcome:
             timer = StageTimer(show=progress)
             aoi_started = time.time()
             log.info("AOI %s: %s + %s", name, raster, fields)
-            results = _analyse(raster, fields, config, handle, progress=progress)
+            profile = profile_scratch(config)
+            results = _analyse(raster, fields, config, handle, progress=progress, profile=profile)
+            place_profile(config.profile, profile, out_dir, staged.staging)  # the last AOI's report is kept
             aoi_dir = staged.staging / name
             aoi_dir.mkdir()
             manifests[name] = write_run_outputs(
@@ -365,8 +372,10 @@ def _cluster(config: RunConfig) -> Iterator[ClusterHandle]:
         yield handle
 
 
-def _analyse(raster: str, fields: str, config: RunConfig, handle: ClusterHandle, *, progress: bool) -> FieldResults:
-    with _performance_report(handle, config.profile):
+def _analyse(
+    raster: str, fields: str, config: RunConfig, handle: ClusterHandle, *, progress: bool, profile: Path | None = None
+) -> FieldResults:
+    with _performance_report(handle, profile):
         return analyse_fields(
             raster,
             fields,
@@ -494,8 +503,17 @@ def _diagnosis_settings(config: RunConfig):
     return DiagnosisSettings.from_mapping(config.diagnosis)
 
 
+def profile_scratch(config: RunConfig) -> Path | None:
+    """Where the performance report is first written (moved next to the outputs by place_profile)."""
+    if not config.profile:
+        return None
+    fd, name = tempfile.mkstemp(prefix="cropmon-profile-", suffix=".html")
+    os.close(fd)
+    return Path(name)
+
+
 @contextlib.contextmanager
-def _performance_report(handle: ClusterHandle, path: str | None) -> Iterator[None]:
+def _performance_report(handle: ClusterHandle, path: Path | None) -> Iterator[None]:
     if not path:
         yield
         return
@@ -508,4 +526,18 @@ def _performance_report(handle: ClusterHandle, path: str | None) -> Iterator[Non
     # performance_report talks to the current client; a remote client is not the default one (set_as_default=False).
     with handle.client.as_current(), performance_report(filename=path):
         yield
-    log.info("Dask performance report: %s", path)
+    log.info("Dask performance report written (it goes to %s with the outputs)", path)
+
+
+def place_profile(profile: str | None, report: Path | None, out_dir: Path, staging: Path) -> None:
+    """Move the run's performance report to `--profile`: into the staging directory when that path lies in the
+    output directory (so the atomic swap keeps it), else straight to its place."""
+    if not profile or report is None or not report.exists():
+        return
+    target = Path(profile).resolve()
+    final = Path(out_dir).resolve()
+    if target.is_relative_to(final):
+        target = staging / target.relative_to(final)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(report, target)
+    log.info("Dask performance report: %s", profile)
