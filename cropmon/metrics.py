@@ -154,6 +154,12 @@ def crop_metrics(
     confusion = confusion_matrix(fields) if confusion is None else confusion
     if pixel_confusion is None:
         pixel_confusion = pixel_confusion_matrix(fields, class_counts)
+    return crop_table(confusion, pixel_confusion, _field_stats(fields))
+
+
+def crop_table(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, field_stats: pd.DataFrame) -> pd.DataFrame:
+    """The per-crop table from the two confusion matrices and per-crop field statistics (conf_mean ...
+    area_agreement, indexed by crop), in crop_metrics' columns and order. Shared with the pooled multi-AOI view."""
     field = scores(confusion)
     pixel = scores(pixel_confusion)
     listed = (field["support"] > 0) | (field["predicted"] > 0)
@@ -171,7 +177,7 @@ def crop_metrics(
             "n_correct": field["correct"],
         }
     )
-    table = table.join(_field_stats(fields)).join(
+    table = table.join(field_stats).join(
         pixel[["precision", "recall", "f1", "support"]].add_prefix("pixel_").rename(columns={"pixel_support": "pixels"})
     )
     table = table.join(_mistakes(confusion)).loc[listed]

@@ -152,37 +152,11 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.full(np.shape(num), np.nan), where=np.asarray(den) > 0)
 
 
-def _mistakes(confusion: pd.DataFrame) -> pd.DataFrame:
-    """The crops each GT crop is most often predicted as, with their share (as metrics.crop_metrics lists them)."""
-    shares = metrics.row_shares(confusion).to_numpy(copy=True)
-    np.fill_diagonal(shares, 0.0)
-    order = np.argsort(-shares, axis=1, kind="stable")[:, : metrics.TOP_MISTAKES]
-    names = np.array(CROP_NAMES, dtype=object)
-    columns: dict[str, object] = {}
-    for k in range(metrics.TOP_MISTAKES):
-        share = np.take_along_axis(shares, order[:, k : k + 1], axis=1)[:, 0]
-        columns[f"mistaken_for_{k + 1}"] = np.where(share > 0, names[order[:, k]], None)
-        columns[f"mistaken_for_{k + 1}_share"] = np.where(share > 0, share, np.nan)
-    return pd.DataFrame(columns, index=confusion.index)
-
-
 def metrics_from_sums(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, sums: pd.DataFrame) -> pd.DataFrame:
     """The per-crop table of `metrics.crop_metrics` (same columns, order and sort) from counts and sums alone."""
-    field = metrics.scores(confusion)
-    pixel = metrics.scores(pixel_confusion)
-    agreement = field["recall"]
     s = sums.reindex(confusion.index, fill_value=0.0)
-    table = pd.DataFrame(
+    field_stats = pd.DataFrame(
         {
-            "num_fields": field["support"],
-            "agreement_score": agreement,
-            "weighted_f1_score": metrics.reference_f1(agreement),
-            "precision": field["precision"],
-            "recall": field["recall"],
-            "f1": field["f1"],
-            "support": field["support"],
-            "n_predicted": field["predicted"],
-            "n_correct": field["correct"],
             "conf_mean": _ratio(s["conf_sum"].to_numpy(), s["conf_n"].to_numpy()),
             "conf_mean_right": _ratio(s["conf_right_sum"].to_numpy(), s["conf_right_n"].to_numpy()),
             "conf_mean_wrong": _ratio(s["conf_wrong_sum"].to_numpy(), s["conf_wrong_n"].to_numpy()),
@@ -192,16 +166,7 @@ def metrics_from_sums(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, su
         },
         index=confusion.index,
     )
-    table = table.join(
-        pixel[["precision", "recall", "f1", "support"]].add_prefix("pixel_").rename(columns={"pixel_support": "pixels"})
-    )
-    listed = (field["support"] > 0) | (field["predicted"] > 0)
-    table = table.join(_mistakes(confusion)).loc[listed]
-    table.index.name = "crop"
-    table = table.reset_index()
-    return table.sort_values(
-        ["weighted_f1_score", "num_fields", "crop"], ascending=[False, False, True], na_position="last"
-    ).reset_index(drop=True)
+    return metrics.crop_table(confusion, pixel_confusion, field_stats)
 
 
 def pooled_confusions(summaries: Mapping[str, AOISummary]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
