@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 import pandas as pd
 
 LABELS_DICT: dict[str, list[str]] = {
@@ -52,20 +51,10 @@ N_CLASSES: int = len(CROP_NAMES)  # 32
 INVALID_CLASS: int = N_CLASSES  # histogram slot for raster values outside 0..31
 CLASS_IDS: dict[str, int] = {name: i for i, name in enumerate(CROP_NAMES)}
 
-# Every alias as written in LABELS_DICT, in catalogue order (for generators that must write the real spellings).
-ALIASES: tuple[str, ...] = tuple(alias for aliases in LABELS_DICT.values() for alias in aliases)
 ALIAS_CLASS: dict[str, int] = {
     alias: CLASS_IDS[name] for name, aliases in LABELS_DICT.items() for alias in aliases
 }
 _FOLDED_ALIAS_CLASS: dict[str, int] = {_a.strip().casefold(): _c for _a, _c in ALIAS_CLASS.items()}
-
-
-def crop_name(class_id: int | float | None) -> str | None:
-    """Crop name of a class id; None for a missing or out-of-range id."""
-    if class_id is None or (isinstance(class_id, float) and np.isnan(class_id)):
-        return None
-    i = int(class_id)
-    return CROP_NAMES[i] if 0 <= i < N_CLASSES else None
 
 
 def label_class(label: object) -> int | None:
@@ -80,8 +69,3 @@ def label_classes(labels: Iterable[object]) -> pd.Series:
     series = pd.Series(list(labels) if not isinstance(labels, pd.Series) else labels, dtype="object")
     folded = series.map(lambda v: v.strip().casefold() if isinstance(v, str) else None)
     return folded.map(_FOLDED_ALIAS_CLASS).astype("Int16")
-
-
-def label_is_variant(label: object) -> bool:
-    """True when a label only matches an alias after case/whitespace folding (reported as a repair)."""
-    return isinstance(label, str) and label not in ALIAS_CLASS and label_class(label) is not None

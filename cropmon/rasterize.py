@@ -39,20 +39,12 @@ class RowChunks:
     chunk_rows: int
 
     @property
-    def starts(self) -> np.ndarray:
-        return np.arange(0, self.height, self.chunk_rows)
-
-    @property
     def n_chunks(self) -> int:
-        return len(self.starts)
+        return -(-self.height // self.chunk_rows)
 
     def rows(self, k: int) -> tuple[int, int]:
         start = k * self.chunk_rows
         return start, min(start + self.chunk_rows, self.height)
-
-    @property
-    def dask_chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        return tuple(b - a for a, b in map(self.rows, range(self.n_chunks))), (self.width,)
 
 
 @dataclass(frozen=True)

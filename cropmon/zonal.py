@@ -200,7 +200,7 @@ def field_statistics(bands, grid, extras: list, layout, *, nodata: float | None)
     """
     import dask
 
-    band_blocks = bands.data.to_delayed().ravel() if hasattr(bands, "data") else bands.to_delayed().ravel()
+    band_blocks = bands.data.to_delayed().ravel()
     grid_blocks = grid.to_delayed().ravel()
     partials = [
         dask.delayed(chunk_partial)(band_blocks[k], grid_blocks[k], extras[k], layout.touching(k), nodata)
