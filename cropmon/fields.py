@@ -49,10 +49,16 @@ class FieldReport:
 
 @dataclass
 class PreparedFields:
-    """One row per input field (input order) plus its rasterizable geometry in the raster's CRS."""
+    """One row per input field (input order), its bounding box in the raster's CRS, and where its polygon is.
 
-    table: pd.DataFrame  # attributes + gt_class, gt_label, label_status, geometry_status, duplicate_id, x, y
-    geometry: np.ndarray  # shapely geometries in the raster CRS; None where unusable
+    The polygons themselves are read, repaired and reprojected by the tasks that rasterize them
+    (`prepare_geometries`), so their status (`geometry_status`) and point (x, y) arrive with the results.
+    """
+
+    table: pd.DataFrame  # attributes + gt_class, gt_label, label_status, duplicate_id
+    fids: np.ndarray  # feature id of each row in the fields file
+    raster_bounds: np.ndarray  # (n, 4) bounds in the raster CRS; NaN for null geometries
+    source: Any  # io.FieldSource
     report: FieldReport
 
 
@@ -114,14 +120,60 @@ def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry:
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
-def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_label") -> PreparedFields:
-    """Match labels, repair and reproject geometries to the raster's CRS, flag duplicate ids.
+def prepare_geometries(geometry: np.ndarray, *, fields_crs: str, raster_crs: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reproject polygons to the raster's CRS (the raster is never warped), then repair and classify them.
 
-    Overlaps are found later, where they matter: by the rasterization (fields sharing pixel centres).
+    Returns (geometries, status) as `repair_geometries`. Pure and deterministic: the task of every chunk a field
+    touches prepares it the same way.
     """
-    report = FieldReport(n_input=len(fields))
-    table = pd.DataFrame(fields.drop(columns=fields.geometry.name))
-    table = table.reset_index(drop=True)
+    if len(geometry) and not same_crs(fields_crs, raster_crs):
+        import geopandas as gpd
+
+        geometry = gpd.GeoSeries(geometry, crs=fields_crs).to_crs(raster_crs).to_numpy()
+    return repair_geometries(np.asarray(geometry, dtype=object))
+
+
+def same_crs(a: str, b: str) -> bool:
+    from pyproj import CRS
+
+    return a == b or CRS.from_user_input(a).equals(CRS.from_user_input(b))
+
+
+def field_points(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A point inside each polygon (x, y; NaN where there is none): where the field is, for maps and blocks."""
+    x, y = np.full(len(geometry), np.nan), np.full(len(geometry), np.nan)
+    usable = ~shapely.is_missing(geometry)
+    points = shapely.point_on_surface(geometry[usable])
+    x[usable], y[usable] = shapely.get_x(points), shapely.get_y(points)
+    return x, y
+
+
+def reproject_bounds(bounds: np.ndarray, *, src: str, dst: str, edge_points: int = 21, batch: int = 20_000):
+    """(n, 4) bounding boxes from CRS `src` to `dst`, each edge densified (like pyproj's transform_bounds)."""
+    from pyproj import Transformer
+
+    transformer = Transformer.from_crs(src, dst, always_xy=True)
+    out = np.full_like(bounds, np.nan)
+    t = np.linspace(0.0, 1.0, edge_points)
+    for start in range(0, len(bounds), batch):
+        minx, miny, maxx, maxy = (c[:, None] for c in bounds[start : start + batch].T)
+        xs = np.concatenate([minx + (maxx - minx) * t, np.broadcast_to(maxx, (len(maxx), edge_points)),
+                             maxx - (maxx - minx) * t, np.broadcast_to(minx, (len(minx), edge_points))], axis=1)
+        ys = np.concatenate([np.broadcast_to(miny, (len(miny), edge_points)), miny + (maxy - miny) * t,
+                             np.broadcast_to(maxy, (len(maxy), edge_points)), maxy - (maxy - miny) * t], axis=1)
+        tx, ty = transformer.transform(xs, ys)
+        with np.errstate(invalid="ignore"):
+            out[start : start + batch] = np.column_stack([tx.min(1), ty.min(1), tx.max(1), ty.max(1)])
+    return out
+
+
+def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_label") -> PreparedFields:
+    """Match labels, flag duplicate ids, bring the bounding boxes into the raster's CRS (`fields`: io.FieldTable).
+
+    Geometry repair and overlaps are found later, where the polygons are read: by the rasterization.
+    """
+    table = fields.table
+    report = FieldReport(n_input=len(table))
     if "field_id" not in table.columns:
         table["field_id"] = [f"row-{i}" for i in range(len(table))]
         report.add("field_id_missing_generated", table["field_id"].head(EXAMPLES))
@@ -136,27 +188,26 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
     unknown = table.loc[table["label_status"] == "unknown", "normalized_label"]
     report.unknown_labels = {str(k): int(v) for k, v in unknown.value_counts().items()}
 
-    geometry = fields.geometry
-    if fields.crs is not None and not fields.crs.equals(raster_crs):
-        log.info("reprojecting %d fields from %s to the raster CRS %s", len(fields), fields.crs, raster_crs)
+    bounds = fields.bounds
+    if not same_crs(fields.source.crs, raster_crs):
+        log.info("reprojecting %d fields from %s to the raster CRS %s", len(table), fields.source.crs, raster_crs)
         report.counts["reprojected_from"] = 1
-        report.examples["reprojected_from"] = [fields.crs.to_string()]
-        geometry = geometry.to_crs(raster_crs)
-    geoms, status = repair_geometries(geometry.to_numpy())
-    table["geometry_status"] = status
-    for case in ("repaired", "multipolygon", "empty", "not_polygon"):
-        report.add(f"geometry_{case}", table.loc[status == case, "field_id"])
+        report.examples["reprojected_from"] = [_crs_name(fields.source.crs)]
+        bounds = reproject_bounds(bounds, src=fields.source.crs, dst=raster_crs)
 
     duplicated = table["field_id"].duplicated(keep=False) & table["field_id"].notna()
     table["duplicate_id"] = duplicated.to_numpy()
     report.add("duplicate_field_id", table.loc[duplicated, "field_id"].drop_duplicates())
+    return PreparedFields(table=table, fids=fields.fids, raster_bounds=bounds, source=fields.source, report=report)
 
-    usable = ~shapely.is_missing(geoms)
-    points = shapely.point_on_surface(geoms[usable])
-    table["x"], table["y"] = np.nan, np.nan
-    table.loc[usable, "x"] = shapely.get_x(points)
-    table.loc[usable, "y"] = shapely.get_y(points)
+
+def _crs_name(crs: str) -> str:
+    from pyproj import CRS
+
+    return CRS.from_user_input(crs).to_string()
+
+
+def log_report(report: FieldReport) -> None:
     for case, n in sorted(report.counts.items()):
         if case != "reprojected_from":
             log.info("fields: %s = %d (e.g. %s)", case, n, ", ".join(report.examples.get(case, [])[:3]))
-    return PreparedFields(table=table, geometry=geoms, report=report)

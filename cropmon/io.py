@@ -279,21 +279,86 @@ def _choose_layer(path: Path, layer: str | None) -> str:
     return layer
 
 
-def read_fields(path: str | Path, *, layer: str | None = None, label_column: str = "normalized_label"):
-    """Read the ground-truth fields as a GeoDataFrame, in file order, after checking layer, columns and CRS."""
+@dataclass(frozen=True)
+class FieldSource:
+    """The fields file as the engine's tasks see it: polygons are read where they are needed, by feature id.
+
+    No process holds all of an AOI's polygons: the client reads the attributes and bounding boxes, each chunk's
+    task reads the polygons of its own fields, and outputs stream the polygons through in batches. Cheap to
+    pickle (three strings), so it travels in the graph to workers, which must see the same path as the client.
+    """
+
+    path: str
+    layer: str
+    crs: str
+    geometry_type: str = "Unknown"  # the layer's declared type, which the outputs keep
+
+    def read_geometries(self, fids: np.ndarray) -> np.ndarray:
+        """Geometries (shapely, None where null) of the features `fids`, in the order given."""
+        from pyogrio.raw import read
+
+        if len(fids) == 0:
+            return np.empty(0, dtype=object)
+        _, got, wkb, _ = read(self.path, layer=self.layer, fids=np.asarray(fids, dtype=np.int64), columns=[],
+                              return_fids=True)
+        if not np.array_equal(got, fids):
+            raise errors.NotAVectorFile(
+                "the fields file changed while cropmon was reading it (feature ids differ)",
+                path=self.path, fix="do not rewrite the fields file during a run",
+            )
+        return _from_wkb(wkb)
+
+    def iter_geometries(self, fids: np.ndarray, *, batch_rows: int) -> Iterator[np.ndarray]:
+        """The geometries of `fids` (all features, file order) in batches of `batch_rows`, read sequentially."""
+        from pyogrio.raw import read
+
+        for start in range(0, len(fids), batch_rows):
+            expected = fids[start : start + batch_rows]
+            _, got, wkb, _ = read(self.path, layer=self.layer, skip_features=start, max_features=len(expected),
+                                  columns=[], return_fids=True)
+            # Sequential reads follow file order; a driver that orders differently is read by id instead.
+            yield _from_wkb(wkb) if np.array_equal(got, expected) else self.read_geometries(expected)
+
+
+def _from_wkb(wkb: np.ndarray) -> np.ndarray:
+    import shapely
+
+    return shapely.from_wkb(wkb) if wkb is not None else np.full(0, None, dtype=object)
+
+
+@dataclass
+class FieldTable:
+    """The fields' attributes (file order, no geometry), their feature ids and bounds, and where the polygons are."""
+
+    table: pd.DataFrame
+    fids: np.ndarray  # int64 feature id of each row
+    bounds: np.ndarray  # (n, 4) minx, miny, maxx, maxy in the fields' CRS; NaN for null geometries
+    source: FieldSource
+
+
+def read_field_table(path: str | Path, *, layer: str | None = None, label_column: str = "normalized_label"):
+    """Read the fields' attributes and bounding boxes (not their polygons), after checking layer, columns and CRS."""
     import pyogrio
 
     path = _as_path(path)
     layer = inspect_fields(path, layer=layer, label_column=label_column)
     try:
         with gdal_warnings_logged(path):
-            fields = pyogrio.read_dataframe(path, layer=layer, use_arrow=True)
+            table = pyogrio.read_dataframe(path, layer=layer, read_geometry=False, use_arrow=True, fid_as_index=True)
+            info = pyogrio.read_info(path, layer=layer)
+            bound_fids, bounds = pyogrio.read_bounds(path, layer=layer)
     except Exception as exc:
         raise _unreadable_layer(path, layer, exc) from exc
-    if len(fields) == 0:  # drivers that cannot count features up front
+    if len(table) == 0:  # drivers that cannot count features up front
         raise errors.EmptyInput(f"layer {layer!r} has no features", path=path, fix="pass a layer with field polygons")
-    fields.attrs["source"] = {"path": str(path), "layer": layer, "size_bytes": _size_bytes(path)}
-    return fields
+    fids = table.index.to_numpy(dtype=np.int64)
+    table = table.reset_index(drop=True)
+    aligned = np.full((len(fids), 4), np.nan)
+    position = pd.Index(fids).get_indexer(bound_fids)  # read_bounds skips null geometries
+    aligned[position[position >= 0]] = bounds.T[position >= 0]
+    table.attrs["source"] = {"path": str(path), "layer": layer, "size_bytes": _size_bytes(path)}
+    source = FieldSource(str(path), layer, info["crs"], info.get("geometry_type") or "Unknown")
+    return FieldTable(table=table, fids=fids, bounds=aligned, source=source)
 
 
 def _unreadable_layer(path: Path, layer: str, exc: BaseException) -> errors.NotAVectorFile:
@@ -395,15 +460,89 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def write_field_outputs(fields, class_counts: pd.DataFrame, staged: StagedOutput) -> None:
-    """fields.gpkg (layer `fields`), fields.parquet (GeoParquet) and field_class_counts.parquet."""
-    import pyogrio
+FIELD_BATCH_ROWS = 50_000
 
-    pyogrio.write_dataframe(fields, staged.path("fields.gpkg"), layer="fields", driver="GPKG")
-    fields.to_parquet(staged.path("fields.parquet"), index=False)
+
+def write_field_outputs(
+    table: pd.DataFrame,
+    class_counts: pd.DataFrame,
+    source: FieldSource,
+    fids: np.ndarray,
+    staged: StagedOutput,
+    *,
+    batch_rows: int = FIELD_BATCH_ROWS,
+) -> None:
+    """fields.gpkg (layer `fields`), fields.parquet (GeoParquet 1.0) and field_class_counts.parquet.
+
+    The input polygons (the fields' own CRS) stream from `source` in batches of `batch_rows` rows, so writing
+    holds one batch of polygons at a time, whatever the AOI's size.
+    """
+    import geopandas as gpd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pyogrio
+    import shapely
+
     counts = class_counts.copy()
-    counts.insert(0, "field_id", fields["field_id"].to_numpy())
-    counts.to_parquet(staged.path("field_class_counts.parquet"), index=False)
+    counts.insert(0, "field_id", table["field_id"].to_numpy())
+    attr_schema = pa.Schema.from_pandas(table, preserve_index=False)
+    field_schema = attr_schema.append(pa.field("geometry", pa.binary()))
+    counts_schema = pa.Schema.from_pandas(counts, preserve_index=False)
+    geo = GeoParquetMetadata(source.crs)
+    with pq.ParquetWriter(staged.path("fields.parquet"), field_schema) as fields_out, \
+            pq.ParquetWriter(staged.path("field_class_counts.parquet"), counts_schema) as counts_out:
+        batches = source.iter_geometries(fids, batch_rows=batch_rows)
+        for start, geometry in zip(range(0, len(table), batch_rows), batches, strict=True):
+            rows = table.iloc[start : start + batch_rows]
+            frame = gpd.GeoDataFrame(rows, geometry=geometry, crs=source.crs)
+            with gdal_warnings_logged(staged.staging / "fields.gpkg"):  # e.g. a line in a polygon layer
+                pyogrio.write_dataframe(frame, staged.staging / "fields.gpkg", layer="fields", driver="GPKG",
+                                        geometry_type=source.geometry_type, promote_to_multi=False,
+                                        append=start > 0)
+            attrs = pa.Table.from_pandas(rows, schema=attr_schema, preserve_index=False)
+            fields_out.write_table(attrs.append_column("geometry", pa.array(shapely.to_wkb(geometry), pa.binary())))
+            geo.add(geometry)
+            del frame, attrs
+            counts_out.write_table(
+                pa.Table.from_pandas(counts.iloc[start : start + batch_rows], schema=counts_schema,
+                                     preserve_index=False)
+            )
+        fields_out.add_key_value_metadata({"geo": json.dumps(geo.as_dict())})
+    staged.written.append("fields.gpkg")
+
+
+# shapely's geometry type ids -> GeoParquet's geometry type names
+GEOPARQUET_TYPES = {0: "Point", 1: "LineString", 2: "LineString", 3: "Polygon", 4: "MultiPoint",
+                    5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}
+
+
+@dataclass
+class GeoParquetMetadata:
+    """The GeoParquet 1.0 `geo` metadata of a WKB geometry column, accumulated batch by batch."""
+
+    crs: str
+    types: set[int] = field(default_factory=set)
+    bbox: list[float] = field(default_factory=lambda: [np.inf, np.inf, -np.inf, -np.inf])
+
+    def add(self, geometry: np.ndarray) -> None:
+        import shapely
+
+        present = geometry[~shapely.is_missing(geometry) & ~shapely.is_empty(geometry)]
+        if len(present):
+            self.types.update(np.unique(shapely.get_type_id(present)).tolist())
+            minx, miny, maxx, maxy = shapely.total_bounds(present)
+            self.bbox = [min(self.bbox[0], minx), min(self.bbox[1], miny), max(self.bbox[2], maxx),
+                         max(self.bbox[3], maxy)]
+
+    def as_dict(self) -> dict[str, Any]:
+        from pyproj import CRS
+
+        names = sorted({GEOPARQUET_TYPES[t] for t in self.types})
+        column: dict[str, Any] = {"encoding": "WKB", "geometry_types": names,
+                                  "crs": CRS.from_user_input(self.crs).to_json_dict()}
+        if np.isfinite(self.bbox).all():
+            column["bbox"] = [float(v) for v in self.bbox]
+        return {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": column}}
 
 
 def _first_line(exc: BaseException) -> str:

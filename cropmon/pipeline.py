@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import shapely
 
 from cropmon import __version__, errors
 from cropmon import fields as fields_mod
@@ -60,15 +59,28 @@ class StageTimer:
 
 @dataclass
 class FieldResults:
-    """The engine's output: the per-field table (schema columns + geometry), class histograms, what was seen."""
+    """The engine's output: the per-field table (no polygons), class histograms, what was seen, where polygons are.
 
-    table: Any  # geopandas.GeoDataFrame, input order, geometry in the input CRS
+    The polygons stay in the fields file (`source`, read by feature id `fids`): the outputs stream them through,
+    so memory does not grow with the AOI's polygons.
+    """
+
+    table: pd.DataFrame  # input order: attributes, results, geometry_status, x, y (a point inside, raster CRS)
     class_counts: pd.DataFrame
     report: fields_mod.FieldReport
     raster: cio.RasterInfo
     layout: FieldLayout
     timings: dict[str, float]
-    raster_geometry: np.ndarray  # the repaired geometries in the raster's CRS (None where unusable)
+    source: cio.FieldSource
+    fids: np.ndarray  # feature id of each row in the fields file
+    raster_bounds: np.ndarray  # (n, 4) bounding boxes in the raster's CRS
+
+    def geometries(self, rows: np.ndarray | pd.Index):
+        """The input polygons of table rows `rows` (positions), in the fields' CRS, as a GeoSeries."""
+        import geopandas as gpd
+
+        rows = np.asarray(rows, dtype=np.int64)
+        return gpd.GeoSeries(self.source.read_geometries(self.fids[rows]), index=rows, crs=self.source.crs)
 
 
 def build_field_graph(info: cio.RasterInfo, prepared: fields_mod.PreparedFields, *, bands):
@@ -83,15 +95,15 @@ def build_field_graph(info: cio.RasterInfo, prepared: fields_mod.PreparedFields,
     chunks = RowChunks(
         height=info.height, width=info.width, transform=Affine(*info.transform), chunk_rows=chunk_rows
     )
-    layout = layout_fields(prepared.geometry, chunks)
+    layout = layout_fields(prepared.raster_bounds, chunks)
     if layout.n_labels == 0:
         raise errors.NoOverlap(
-            f"none of the {len(prepared.geometry)} fields overlaps the raster (raster bounds in {info.crs}: "
+            f"none of the {len(prepared.table)} fields overlaps the raster (raster bounds in {info.crs}: "
             f"{_raster_bounds(info)})",
             path=prepared.table.attrs.get("source", {}).get("path"),
             fix="check that the fields and the raster cover the same area (and that their CRS are right)",
         )
-    grid, extras = label_grid(prepared.geometry, layout)
+    grid, extras = label_grid(prepared.source, prepared.fids, layout, raster_crs=info.crs)
     summaries = field_statistics(bands, grid, extras, layout, nodata=info.nodata)
     return [*summaries, dask.delayed(overlap_pairs)(extras)], layout
 
@@ -105,11 +117,25 @@ def report_overlaps(prepared: fields_mod.PreparedFields, layout: FieldLayout, pa
         log.warning("%d pairs of fields overlap (share pixel centres); shared pixels count once", len(pairs))
 
 
-def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, summaries: list[dict], geometry):
-    """Per-field table in input order: the reference columns first, then the extras, then the geometry."""
-    import geopandas as gpd
+GEOMETRY_CASES = ("repaired", "multipolygon", "empty", "not_polygon")
 
-    table = prepared.table.copy()
+
+def classify_unread_geometries(prepared: fields_mod.PreparedFields, rows: np.ndarray, raster_crs: str,
+                               *, batch_rows: int = 50_000) -> np.ndarray:
+    """Geometry status of fields no chunk read (outside the raster), read here in batches: outside | empty |
+    not_polygon (a point or line, or an empty polygon, is reported as such wherever it lies)."""
+    status = np.full(len(rows), "outside", dtype=object)
+    for start in range(0, len(rows), batch_rows):
+        part = rows[start : start + batch_rows]
+        geometry = prepared.source.read_geometries(prepared.fids[part])
+        _, found = fields_mod.prepare_geometries(geometry, fields_crs=prepared.source.crs, raster_crs=raster_crs)
+        status[start : start + batch_rows] = np.where(np.isin(found, ["empty", "not_polygon"]), found, "outside")
+    return status
+
+
+def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, summaries: list[dict], raster_crs: str):
+    """Per-field table in input order: the reference columns first, then the extras."""
+    table = prepared.table
     n = len(table)
     counts = np.zeros((n, len(CROP_NAMES)), dtype=np.int32)
     columns: dict[str, np.ndarray] = {
@@ -119,25 +145,31 @@ def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, sum
         "n_conf_invalid": np.zeros(n, np.int64),
         "tie": np.zeros(n, bool),
         "pixel_rule": np.full(n, "none", dtype=object),
+        "geometry_status": np.full(n, "empty", dtype=object),  # null geometries get no label: no chunk reads them
     }
     for name in ("majority_crop", "purity", "runner_up_crop", "runner_up_share", "vote_margin",
-                 "confidence_score", "confidence_std", "confidence_majority"):
+                 "confidence_score", "confidence_std", "confidence_majority", "x", "y"):
         columns[name] = np.full(n, np.nan)
     for part in summaries:
         rows = layout.row_of_label[part["label"] - 1]
         counts[rows] = part["class_counts"]
         for name, values in columns.items():
             values[rows] = part[name]
+    unread = np.flatnonzero((layout.label_of_row == 0) & np.isfinite(prepared.raster_bounds).all(axis=1))
+    columns["geometry_status"][unread] = classify_unread_geometries(prepared, unread, raster_crs)
     for name, values in columns.items():
         table[name] = values
 
-    outside = (layout.label_of_row == 0) & (table["geometry_status"] == "ok").to_numpy()
-    table.loc[outside, "geometry_status"] = "outside"
-    prepared.report.add("outside_raster", table.loc[outside, "field_id"])
-    no_pixel = (table["n_pixels"] == 0) & (table["geometry_status"] != "outside")
-    prepared.report.add("no_pixel", table.loc[no_pixel & (layout.label_of_row > 0), "field_id"])
-    prepared.report.add("all_touched_fallback", table.loc[table["pixel_rule"] == "all_touched", "field_id"])
-    prepared.report.add("majority_tie", table.loc[table["tie"], "field_id"])
+    report = prepared.report
+    status = table["geometry_status"]
+    for case in GEOMETRY_CASES:
+        report.add(f"geometry_{case}", table.loc[status == case, "field_id"])
+    report.add("outside_raster", table.loc[status == "outside", "field_id"])
+    no_pixel = (table["n_pixels"] == 0) & (status != "outside")
+    report.add("no_pixel", table.loc[no_pixel & (layout.label_of_row > 0), "field_id"])
+    report.add("all_touched_fallback", table.loc[table["pixel_rule"] == "all_touched", "field_id"])
+    report.add("majority_tie", table.loc[table["tie"], "field_id"])
+    fields_mod.log_report(report)
 
     has_pixels = table["n_pixels"].to_numpy() > 0
     majority = table["majority_crop"].to_numpy()
@@ -151,7 +183,7 @@ def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, sum
 
     ordered = [c for c in FIELD_TABLE_COLUMNS if c in table.columns]
     rest = [c for c in table.columns if c not in ordered]
-    out = gpd.GeoDataFrame(table[ordered + rest], geometry=geometry.to_numpy(), crs=geometry.crs)
+    out = table[ordered + rest]
     class_counts = pd.DataFrame(counts, columns=list(CROP_NAMES), index=out.index)
     return out, class_counts
 
@@ -177,19 +209,22 @@ def analyse_fields(
         chunk_rows = cio.chunk_rows_for(info, chunk_rows)
         bands = cio.open_prediction_bands(info, chunk_rows=chunk_rows)  # lazy: reads the header only
     with timer.stage("read fields"):
-        source = cio.read_fields(fields, layer=layer, label_column=label_column)
+        source = cio.read_field_table(fields, layer=layer, label_column=label_column)
     with timer.stage("prepare fields"):
         prepared = fields_mod.prepare_fields(source, raster_crs=info.crs, label_column=label_column)
-        prepared.table.attrs["source"] = source.attrs.get("source", {})
+        prepared.table.attrs["source"] = source.table.attrs.get("source", {})
+        del source
     handle_cm = contextlib.nullcontext(cluster) if cluster is not None else connect(scheduler)
     with handle_cm as handle:
         with timer.stage("build graph"):
             graph, layout = build_field_graph(info, prepared, bands=bands)
         with timer.stage("compute", has_own_bar=True):
             *summaries, overlaps = handle.compute(graph, progress=progress, no_worker_timeout=no_worker_timeout)
+        del graph
     with timer.stage("assemble table"):
         report_overlaps(prepared, layout, overlaps)
-        table, class_counts = assemble_table(prepared, layout, summaries, source.geometry)
+        table, class_counts = assemble_table(prepared, layout, summaries, info.crs)
+        del summaries
     return FieldResults(
         table=table,
         class_counts=class_counts,
@@ -197,7 +232,9 @@ def analyse_fields(
         raster=info,
         layout=layout,
         timings=timer.seconds,
-        raster_geometry=prepared.geometry,
+        source=prepared.source,
+        fids=prepared.fids,
+        raster_bounds=prepared.raster_bounds,
     )
 
 
@@ -409,7 +446,7 @@ def write_run_outputs(
             "raster": results.raster.as_manifest(),
             "fields": {
                 **results.table.attrs.get("source", {}),
-                "crs": str(results.table.crs),
+                "crs": _crs_string(results.source.crs),
                 "n_fields": len(results.table),
             },
             "digital_twin": is_twin,
@@ -422,7 +459,7 @@ def write_run_outputs(
     }
     staged = cio.StagedOutput(final=out_dir, staging=out_dir)
     with timer.stage("write outputs"):
-        cio.write_field_outputs(results.table, results.class_counts, staged)
+        cio.write_field_outputs(results.table, results.class_counts, results.source, results.fids, staged)
     with timer.stage("diagnosis and report"):
         staged.written.extend(write_diagnosis_outputs(results, config, manifest, out_dir))
     manifest["timings_s"] = {**timer.seconds, "total": round(time.time() - started, 3)}
@@ -431,8 +468,17 @@ def write_run_outputs(
     return manifest
 
 
-def map_window(results: FieldResults, geometry: np.ndarray, *, rows: int = 240, cols: int = 328):
-    """The report's side-by-side window: where the most misclassified fields are, at the real clip's size."""
+def _crs_string(crs: str) -> str:
+    from pyproj import CRS
+
+    return CRS.from_user_input(crs).to_string()
+
+
+def map_window(results: FieldResults, *, rows: int = 240, cols: int = 328):
+    """The report's side-by-side window: where the most misclassified fields are, at the real clip's size.
+
+    Only the polygons whose boxes meet the window are read (by feature id), prepared as the engine does.
+    """
     from affine import Affine
 
     from cropmon.plots import MapWindow
@@ -458,11 +504,14 @@ def map_window(results: FieldResults, geometry: np.ndarray, *, rows: int = 240, 
     left, top = window_transform * (0, 0)
     right, bottom = window_transform * (cols, rows)
     gt_values = table["gt_class"].to_numpy(dtype=float, na_value=np.nan)
-    minx, miny, maxx, maxy = shapely.bounds(geometry).T
-    with np.errstate(invalid="ignore"):  # NaN bounds of missing geometries compare False
+    minx, miny, maxx, maxy = results.raster_bounds.T
+    with np.errstate(invalid="ignore"):  # NaN bounds of null geometries compare False
         in_window = (maxx >= left) & (minx <= right) & (maxy >= bottom) & (miny <= top)
-    known = ~np.isnan(gt_values) & in_window
-    gt = burn_values(geometry[known], gt_values[known].astype(np.int32) + 1, transform=window_transform,
+    known = np.flatnonzero(~np.isnan(gt_values) & in_window)
+    geometry, _ = fields_mod.prepare_geometries(
+        results.source.read_geometries(results.fids[known]), fields_crs=results.source.crs, raster_crs=info.crs
+    )
+    gt = burn_values(geometry, gt_values[known].astype(np.int32) + 1, transform=window_transform,
                      shape=(rows, cols)) - 1
     return MapWindow(gt_class=gt, predicted=bands[0], confidence=bands[1], extent=(left, right, bottom, top),
                      crs=info.crs)
@@ -489,10 +538,10 @@ def write_diagnosis_outputs(results: FieldResults, config: RunConfig, manifest: 
     from cropmon.report import write_diagnosis
 
     settings = _diagnosis_settings(config)
-    window = map_window(results, results.raster_geometry)
+    window = map_window(results)
     written = write_diagnosis(
         results.table, results.class_counts, out_dir, settings=settings, run_info=manifest, map_window=window,
-        seed=config.seed,
+        seed=config.seed, geometries=results.geometries,
     )
     return sorted(written)
 

@@ -108,16 +108,20 @@ def pixel_spans(geometry_or_bounds: np.ndarray, transform: Affine) -> tuple[np.n
     return row0, row1, col0, col1
 
 
-def layout_fields(geometry: np.ndarray, chunks: RowChunks) -> FieldLayout:
-    """Number the usable fields that can touch the raster 1..M by first row (stable), so chunks get local ids."""
-    row0, row1, col0, col1 = pixel_spans(geometry, chunks.transform)
-    usable = ~shapely.is_missing(geometry) & np.isfinite(row0)
-    inside = usable & (row1 > 0) & (row0 < chunks.height) & (col1 > 0) & (col0 < chunks.width)
+def layout_fields(bounds: np.ndarray, chunks: RowChunks) -> FieldLayout:
+    """Number the fields whose (n, 4) bounds, in the raster's CRS, can touch the raster 1..M by first row (stable).
+
+    NaN bounds (null geometries) get no label; chunks then get local ids.
+    """
+    row0, row1, col0, col1 = pixel_spans(bounds, chunks.transform)
+    usable = np.isfinite(row0) & np.isfinite(row1)
+    with np.errstate(invalid="ignore"):
+        inside = usable & (row1 > 0) & (row0 < chunks.height) & (col1 > 0) & (col0 < chunks.width)
     rows = np.flatnonzero(inside)
     r0 = np.clip(row0[rows], 0, chunks.height).astype(np.int64)
     r1 = np.clip(row1[rows], 0, chunks.height).astype(np.int64)
     order = np.argsort(r0, kind="stable")
-    label_of_row = np.zeros(len(geometry), dtype=np.int32)
+    label_of_row = np.zeros(len(bounds), dtype=np.int32)
     label_of_row[rows[order]] = np.arange(1, len(rows) + 1, dtype=np.int32)
     return FieldLayout(
         label_of_row=label_of_row, row_of_label=rows[order], row0=r0[order], row1=r1[order], chunks=chunks
@@ -191,11 +195,26 @@ class FallbackPixels:
 
 
 @dataclass(frozen=True)
+class FieldShapes:
+    """What reading a chunk's own fields found: each field's geometry status and a point inside it (x, y)."""
+
+    labels: np.ndarray  # int64, ascending
+    status: np.ndarray  # object: ok | repaired | multipolygon | empty | not_polygon
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def empty(cls) -> FieldShapes:
+        return cls(np.empty(0, np.int64), np.empty(0, object), np.empty(0), np.empty(0))
+
+
+@dataclass(frozen=True)
 class BlockExtras:
     """What a chunk's rasterization found besides its label grid."""
 
     fallback: FallbackPixels
     overlap_pairs: np.ndarray  # (k, 2) int32 label pairs that share pixel centres in this chunk
+    shapes: FieldShapes | None = None  # of the fields the chunk owns (set by rasterize_chunk_fields)
 
 
 def rasterize_block(
@@ -255,28 +274,61 @@ def burn_values(geometry: np.ndarray, values: np.ndarray, *, transform: Affine, 
     return grid
 
 
-def label_grid(geometry: np.ndarray, layout: FieldLayout, *, token: str | None = None):
+@dataclass(frozen=True)
+class ChunkFields:
+    """The fields of one chunk, by reference: which features to read, their labels, and which the chunk owns."""
+
+    fids: np.ndarray  # feature ids in the fields file, one per label
+    labels: np.ndarray  # int64, ascending
+    owned: tuple[int, int]  # label range [first, last] owned by the chunk
+
+
+def rasterize_chunk_fields(
+    source, fields: ChunkFields, *, raster_crs: str, transform: Affine, row_start: int, rows: int, width: int,
+    height: int,
+) -> tuple[np.ndarray, BlockExtras]:
+    """Read a chunk's polygons from the fields file, prepare them (reproject, repair) and rasterize them.
+
+    `source` is an io.FieldSource. Runs on a worker: only the polygons of this chunk are ever in its memory.
+    """
+    from cropmon.fields import field_points, prepare_geometries
+
+    geometry, status = prepare_geometries(
+        source.read_geometries(fields.fids), fields_crs=source.crs, raster_crs=raster_crs
+    )
+    usable = ~shapely.is_missing(geometry)
+    batch = PolygonBatch.from_geometries(geometry[usable], fields.labels[usable])
+    grid, extras = rasterize_block(batch, transform=transform, row_start=row_start, rows=rows, width=width,
+                                   height=height)
+    first, last = fields.owned
+    own = (fields.labels >= first) & (fields.labels <= last)
+    x, y = field_points(geometry[own])
+    shapes = FieldShapes(fields.labels[own], status[own], x, y)
+    return grid, BlockExtras(extras.fallback, extras.overlap_pairs, shapes)
+
+
+def label_grid(source, fids: np.ndarray, layout: FieldLayout, *, raster_crs: str, token: str | None = None):
     """The lazy label grid (dask int32, the raster's row chunks) and one delayed `BlockExtras` per chunk.
 
-    Each chunk's task carries only the polygons that touch it, found from the fields' row spans (a 1-D interval
-    index on rows: chunks are full-width), as compact coordinate arrays embedded in the graph (~130 bytes a
-    field). Not scattered: scattered data dies with its worker, while graph data lets the scheduler recompute
-    the lost chunks of a killed worker elsewhere.
+    Each chunk's task carries only the feature ids of the fields that touch it, found from the fields' row spans
+    (a 1-D interval index on rows: chunks are full-width), and reads their polygons itself (`source`, an
+    io.FieldSource): the graph holds 16 bytes a field, and no process holds all polygons. Graph data, not
+    scattered data: the scheduler can recompute the lost chunks of a killed worker elsewhere.
     """
     import dask
     import dask.array as da
 
     chunks = layout.chunks
     token = token or uuid.uuid4().hex
-    batches = []
+    blocks, extras = [], []
     for k in range(chunks.n_chunks):
         labels = layout.touching(k)
-        batches.append(PolygonBatch.from_geometries(geometry[layout.row_of_label[labels - 1]], labels))
-    blocks, extras = [], []
-    for k, batch in enumerate(batches):
+        chunk_fields = ChunkFields(fids=fids[layout.row_of_label[labels - 1]], labels=labels, owned=layout.owned(k))
         start, stop = chunks.rows(k)
-        task = dask.delayed(rasterize_block, nout=2)(
-            batch,
+        task = dask.delayed(rasterize_chunk_fields, nout=2)(
+            source,
+            chunk_fields,
+            raster_crs=raster_crs,
             transform=chunks.transform,
             row_start=start,
             rows=stop - start,

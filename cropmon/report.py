@@ -12,7 +12,7 @@ import html
 import io
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -598,9 +598,14 @@ def _field_decimals(frame: pd.DataFrame) -> dict[str, int]:
     return {c: 7 if c in ("x", "y") else 3 for c in frame.select_dtypes("float").columns}
 
 
-def _write_layer(table: pd.DataFrame, fields: pd.DataFrame, path: Path, *, layer: str, crs: Any) -> None:
-    """The listed fields as a GeoPackage layer: their polygons, or their points when the table has no geometry."""
-    if isinstance(fields, gpd.GeoDataFrame):
+def _write_layer(table: pd.DataFrame, fields: pd.DataFrame, path: Path, *, layer: str, crs: Any,
+                 geometries: Callable[[pd.Index], gpd.GeoSeries] | None = None) -> None:
+    """The listed fields as a GeoPackage layer: their polygons (from the table or read by `geometries`), or their
+    points when there are none."""
+    if geometries is not None:
+        polygons = geometries(table.index)
+        geometry, crs = polygons.to_numpy(), polygons.crs
+    elif isinstance(fields, gpd.GeoDataFrame):
         geometry, crs = fields.geometry.loc[table.index], fields.crs
     else:
         geometry = gpd.points_from_xy(table["x"].astype(float), table["y"].astype(float))
@@ -620,8 +625,13 @@ def write_diagnosis(
     run_info: dict,
     map_window: plots.MapWindow | None = None,
     seed: int = 0,
+    geometries: Callable[[pd.Index], gpd.GeoSeries] | None = None,
 ) -> dict[str, Path]:
-    """Write every table, picture and the report of the diagnosis into `out_dir`; return the paths by file name."""
+    """Write every table, picture and the report of the diagnosis into `out_dir`; return the paths by file name.
+
+    `geometries` reads the polygons of table rows (`FieldResults.geometries`) for the GeoPackage layers of
+    fields to label and evaluation fields; without it they come from `fields` when it is a GeoDataFrame.
+    """
     run_info = run_info or {}
     out = Written(Path(out_dir))
     out.out_dir.mkdir(parents=True, exist_ok=True)
@@ -636,7 +646,7 @@ def write_diagnosis(
     crs = map_window.crs if map_window is not None else _lookup(run_info, "inputs", "raster", "crs")
     for name, table in (("fields_to_label", sel.picks), ("evaluation_fields", sel.evaluation)):
         _write_csv(table, out.path(f"{name}.csv"), decimals=_field_decimals(table))
-        _write_layer(table, fields, out.path(f"{name}.gpkg"), layer=name, crs=crs)
+        _write_layer(table, fields, out.path(f"{name}.gpkg"), layer=name, crs=crs, geometries=geometries)
     images = _images(d, settings, map_window)
     for name, image in images.items():
         out.path(name).write_bytes(image.png)

@@ -135,8 +135,13 @@ def chunk_partial(
     return ChunkPartial(SparseSums.from_dense(touching, sums), SparseSums.from_dense(fb_labels, fb_sums))
 
 
-def finish_owned_fields(first: int, last: int, partials: list[ChunkPartial]) -> dict[str, np.ndarray]:
-    """Add the partials of labels first..last (the chunk's own fields) and summarise them."""
+def finish_owned_fields(
+    first: int, last: int, partials: list[ChunkPartial], extras: BlockExtras | None = None
+) -> dict[str, np.ndarray]:
+    """Add the partials of labels first..last (the chunk's own fields) and summarise them.
+
+    `extras` (the owning chunk's rasterization) adds each field's geometry status and point.
+    """
     n = max(last - first + 1, 0)
     total = np.zeros((len(CHANNELS), n, N_SLOTS), dtype=np.int64)
     fallback = np.zeros_like(total)
@@ -150,6 +155,11 @@ def finish_owned_fields(first: int, last: int, partials: list[ChunkPartial]) -> 
     summary = summarize_histograms(total)
     summary["label"] = np.arange(first, last + 1, dtype=np.int64)
     summary["pixel_rule"] = pixel_rule.astype(object)
+    if extras is not None and extras.shapes is not None:
+        shapes = extras.shapes
+        if not np.array_equal(shapes.labels, summary["label"]):
+            raise RuntimeError(f"chunk owning labels {first}..{last} read other fields ({len(shapes.labels)})")
+        summary["geometry_status"], summary["x"], summary["y"] = shapes.status, shapes.x, shapes.y
     return summary
 
 
@@ -212,16 +222,18 @@ def field_statistics(bands, grid, extras: list, layout, *, nodata: float | None)
         if last < first:
             continue
         k0, k1 = layout.owner_span(k)
-        results.append(dask.delayed(finish_owned_fields)(first, last, partials[k0 : k1 + 1]))
+        results.append(dask.delayed(finish_owned_fields)(first, last, partials[k0 : k1 + 1], extras[k]))
     log.debug("%d chunks, %d owning chunks, %d labels", layout.chunks.n_chunks, len(results), layout.n_labels)
     return results
 
 
 def warm_up() -> None:
     """Run the per-chunk steps once on a 4 x 4 raster with one field (imports, first calls into flox and numpy)."""
+    import pyogrio.raw  # noqa: F401  (the chunk tasks read their polygons with it)
     import shapely
     from affine import Affine
 
+    import cropmon.fields  # noqa: F401
     from cropmon.rasterize import PolygonBatch, rasterize_block
 
     batch = PolygonBatch.from_geometries(np.array([shapely.box(0.5, -3.5, 3.5, -0.5)], dtype=object), np.array([1]))

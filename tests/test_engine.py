@@ -161,7 +161,7 @@ def test_crs_mismatch_reprojects_fields_not_raster(tmp_path):
     round_trip = fields.to_crs("EPSG:3857").to_crs("EPSG:4326")
     oracle = brute_force(round_trip, classes, confidence, None, origin=ORIGIN)
     check_against_oracle(in_3857, oracle)
-    assert in_3857.table.crs.to_epsg() == 3857, "outputs keep the fields' own CRS"
+    assert in_3857.geometries([0]).crs.to_epsg() == 3857, "outputs keep the fields' own CRS"
     assert in_3857.report.counts.get("reprojected_from") == 1
     np.testing.assert_array_equal(in_3857.table["n_pixels"], in_4326.table["n_pixels"])
 
@@ -173,7 +173,7 @@ def test_building_the_graph_computes_nothing(tmp_path):
     fields = random_fields(rng, 30, 30, 10)
     path = write_fields(tmp_path / "f.gpkg", fields)
     info = cio.inspect_raster(raster)
-    prepared = prepare_fields(cio.read_fields(path), raster_crs=info.crs)
+    prepared = prepare_fields(cio.read_field_table(path), raster_crs=info.crs)
 
     def refuse(*args, **kwargs):
         raise AssertionError("building the graph ran a dask computation")
