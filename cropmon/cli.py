@@ -171,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Off a terminal a run logs its stages; on a terminal, progress bars show them (-v adds the log lines).
     configure_logging(args.verbose + (1 if args.command == "run" and not sys.stderr.isatty() else 0))
+    from cropmon.io import return_freed_memory
+
+    return_freed_memory()
     try:
         return {"run": _run, "twin": _twin, "compare": _compare}[args.command](args)
     except errors.InputError as exc:

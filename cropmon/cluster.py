@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,8 +78,16 @@ class ClusterHandle:
             info["threads"] = dask.system.CPU_COUNT
         return info
 
-    def compute(self, graphs: Sequence[Any], *, progress: bool, no_worker_timeout: float = 60.0) -> list[Any]:
-        """Compute all `graphs` in one go and return their values."""
+    def compute(
+        self, graphs: Sequence[Any], collect: Callable[[int, Any], None], *, progress: bool,
+        no_worker_timeout: float = 60.0,
+    ) -> None:
+        """Compute all `graphs` in one submission and hand each value to `collect(index, value)` as it finishes.
+
+        On a cluster every result is fetched as soon as it is ready and then released, so no worker holds
+        finished results until the end: held there, ~75 MB of small results fragmented a worker's heap into
+        ~450 MB of RSS on the 4x twin.
+        """
         import dask
 
         if self.client is None:
@@ -87,31 +95,42 @@ class ClusterHandle:
 
             limit_gdal_block_cache()
             with _threads_progress(progress):
-                return list(dask.compute(*graphs, scheduler="threads"))
-        return self._compute_distributed(graphs, progress=progress, no_worker_timeout=no_worker_timeout)
+                values = dask.compute(*graphs, scheduler="threads")
+            for index, value in enumerate(values):
+                collect(index, value)
+            return
+        self._compute_distributed(graphs, collect, progress=progress, no_worker_timeout=no_worker_timeout)
 
-    def _compute_distributed(self, graphs: Sequence[Any], *, progress: bool, no_worker_timeout: float) -> list[Any]:
+    def _compute_distributed(
+        self, graphs: Sequence[Any], collect: Callable[[int, Any], None], *, progress: bool, no_worker_timeout: float
+    ) -> None:
         import dask
         from distributed import get_task_stream, wait
         from distributed.client import FutureCancelledError
 
-        # The graph carries the fields' polygons on purpose (see rasterize.label_grid): ~130 bytes a field, so
-        # distributed's "large graph" warning (10 MB by default) would fire on every real AOI.
+        # The graph names each chunk's fields (16 bytes a field, see rasterize.label_grid), so distributed's
+        # "large graph" warning (10 MB by default) would fire on every AOI of a few hundred thousand fields.
         with (
             dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}),
             self.client.as_current(),
             get_task_stream(self.client) as stream,
         ):
             futures = self.client.compute(list(graphs))
+            index_of = {f.key: i for i, f in enumerate(futures)}
+            bar = _result_bar(len(futures)) if progress else None
             try:
-                if progress:
-                    from distributed import progress as progress_bar
-
-                    progress_bar(futures, notebook=False)
-                self._wait_with_watchdog(futures, wait, no_worker_timeout)
-                results = self.client.gather(futures)
+                pending = set(futures)
+                del futures
+                while pending:
+                    done = self._wait_with_watchdog(pending, wait, no_worker_timeout)
+                    for future in done:
+                        collect(index_of[future.key], future.result())  # raises the task's error
+                        future.release()
+                        if bar is not None:
+                            bar.update(1)
+                    pending -= done
             except (KeyboardInterrupt, errors.ClusterError):
-                self.client.cancel(futures)
+                self.client.cancel(list(pending))
                 raise
             except FutureCancelledError as exc:
                 raise errors.ClusterError(f"the computation was cancelled on the cluster ({exc})") from exc
@@ -122,32 +141,38 @@ class ClusterHandle:
                         "more memory or pass a smaller --chunk-rows"
                     ) from exc
                 raise
+            finally:
+                if bar is not None:
+                    bar.close()
         self.tasks_per_worker = dict(Counter(t["worker"] for t in stream.data if "worker" in t))
         self.warming = []
-        return list(results)
 
-    def _wait_with_watchdog(self, futures, wait, no_worker_timeout: float) -> None:
-        """Wait for the futures; fail clearly when the cluster has had no worker for `no_worker_timeout` s."""
+    def _wait_with_watchdog(self, futures: set, wait, no_worker_timeout: float) -> set:
+        """Wait until some of `futures` are done and return those; fail clearly when the cluster has had no worker
+        for `no_worker_timeout` s."""
         without_workers_since: float | None = None
         while True:
             try:
-                wait(futures, timeout=1.0)
-                return
+                done, _ = wait(futures, timeout=1.0, return_when="FIRST_COMPLETED")
+                return set(done)
             except TimeoutError:
                 pass
-            if any(f.status == "error" for f in futures):
-                return  # gather raises the task's error
             n_workers = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
             if n_workers:
                 without_workers_since = None
                 continue
             without_workers_since = without_workers_since or time.monotonic()
             if time.monotonic() - without_workers_since > no_worker_timeout:
-                missing = sum(f.status != "finished" for f in futures)
                 raise errors.ClusterError(
-                    f"the cluster at {self.address} has had no worker for {no_worker_timeout:.0f} s and {missing} "
-                    "results are missing; start workers (or use --scheduler local) and run again"
+                    f"the cluster at {self.address} has had no worker for {no_worker_timeout:.0f} s and "
+                    f"{len(futures)} results are missing; start workers (or use --scheduler local) and run again"
                 )
+
+
+def _result_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="compute", unit="chunk", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -170,16 +195,18 @@ def _warm_imports() -> None:
 
 
 def _gdal_cache_plugin():
-    """A worker plugin that caps GDAL's block cache on every worker, present and future (io.limit_gdal_block_cache)."""
+    """A worker plugin for every worker, present and future: caps GDAL's block cache (io.limit_gdal_block_cache)
+    and lets Arrow give freed memory back (io.return_freed_memory)."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class GdalBlockCache(WorkerPlugin):
         name = "cropmon-gdal-block-cache"
 
         def setup(self, worker) -> None:
-            from cropmon.io import limit_gdal_block_cache
+            from cropmon.io import limit_gdal_block_cache, return_freed_memory
 
             limit_gdal_block_cache()
+            return_freed_memory()
 
     return GdalBlockCache()
 

@@ -182,6 +182,17 @@ def open_prediction_bands(info: RasterInfo, *, chunk_rows: int):
 GDAL_BLOCK_CACHE_BYTES = 64 * 2**20
 
 
+def return_freed_memory() -> None:
+    """Let pyarrow allocate through the C allocator, which gives freed memory back to the OS.
+
+    pandas' string columns and GDAL's Arrow reads live in Arrow memory; Arrow's own pool (mimalloc) keeps what a
+    step frees, so reading the fields' attributes of a 4x AOI left ~100 MB held after the step.
+    """
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def limit_gdal_block_cache(max_bytes: int = GDAL_BLOCK_CACHE_BYTES) -> None:
     """Cap GDAL's raster block cache in this process (default: 5 % of RAM).
 
@@ -294,19 +305,27 @@ class FieldSource:
     geometry_type: str = "Unknown"  # the layer's declared type, which the outputs keep
 
     def read_geometries(self, fids: np.ndarray) -> np.ndarray:
-        """Geometries (shapely, None where null) of the features `fids`, in the order given."""
-        from pyogrio.raw import read
+        """Geometries (shapely, None where null) of the features `fids`, in the order given.
 
+        Through GDAL's Arrow stream (one SQL `fid IN (...)` filter): ~3x faster than fetching feature by
+        feature, and it returns the features in file order, so they are put back in the order asked.
+        """
+        import shapely
+        from pyogrio.raw import read_arrow
+
+        fids = np.asarray(fids, dtype=np.int64)
         if len(fids) == 0:
             return np.empty(0, dtype=object)
-        _, got, wkb, _ = read(self.path, layer=self.layer, fids=np.asarray(fids, dtype=np.int64), columns=[],
-                              return_fids=True)
-        if not np.array_equal(got, fids):
+        meta, table = read_arrow(self.path, layer=self.layer, fids=fids, columns=[], return_fids=True)
+        got = table.column(0).to_numpy()
+        position = pd.Index(got).get_indexer(fids)
+        if len(got) != len(fids) or (position < 0).any():
             raise errors.NotAVectorFile(
                 "the fields file changed while cropmon was reading it (feature ids differ)",
                 path=self.path, fix="do not rewrite the fields file during a run",
             )
-        return _from_wkb(wkb)
+        wkb = table[meta["geometry_name"]].to_numpy(zero_copy_only=False)
+        return shapely.from_wkb(wkb[position])
 
     def iter_geometries(self, fids: np.ndarray, *, batch_rows: int) -> Iterator[np.ndarray]:
         """The geometries of `fids` (all features, file order) in batches of `batch_rows`, read sequentially."""

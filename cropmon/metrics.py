@@ -55,10 +55,17 @@ def confusion_matrix(fields: pd.DataFrame) -> pd.DataFrame:
 
 
 def pixel_confusion_matrix(fields: pd.DataFrame, class_counts: pd.DataFrame) -> pd.DataFrame:
-    """Pixel counts, GT crops as rows x predicted classes as columns: each field's histogram summed by GT crop."""
+    """Pixel counts, GT crops as rows x predicted classes as columns: each field's histogram summed by GT crop.
+
+    Sums one GT crop's rows at a time, so no copy of the whole (fields x 32) histogram table is made.
+    """
     truth, _ = truth_and_prediction(fields)
-    counts = aligned_class_counts(fields, class_counts).loc[truth.index]
-    return _square(counts.groupby(truth.to_numpy()).sum())
+    if not (class_counts.index.equals(fields.index) and list(class_counts.columns) == list(CROP_NAMES)):
+        class_counts = aligned_class_counts(fields, class_counts)
+    counts = class_counts.to_numpy()
+    rows = fields.index.get_indexer(truth.index)
+    sums = {crop: counts[rows[(truth == crop).to_numpy()]].sum(axis=0, dtype=np.int64) for crop in truth.unique()}
+    return _square(pd.DataFrame.from_dict(sums, orient="index", columns=list(CROP_NAMES)))
 
 
 def row_shares(confusion: pd.DataFrame) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from cropmon.config import RunConfig
 from cropmon.labels import CROP_NAMES
 from cropmon.rasterize import FieldLayout, RowChunks, burn_values, label_grid, layout_fields
 from cropmon.schema import FIELD_TABLE_COLUMNS
-from cropmon.zonal import field_statistics, overlap_pairs
+from cropmon.zonal import field_statistics, unique_pairs
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,8 @@ class FieldResults:
 def build_field_graph(info: cio.RasterInfo, prepared: fields_mod.PreparedFields, *, bands):
     """The lazy computation (nothing is computed here) and the layout, over `bands` (io.open_prediction_bands).
 
-    The graph is a list: one delayed summary per owning chunk, then the delayed overlapping label pairs.
+    The graph is a list: one delayed summary per chunk (zonal.finish_owned_fields).
     """
-    import dask
     from affine import Affine
 
     chunk_rows = bands.chunks[1][0]
@@ -104,8 +103,7 @@ def build_field_graph(info: cio.RasterInfo, prepared: fields_mod.PreparedFields,
             fix="check that the fields and the raster cover the same area (and that their CRS are right)",
         )
     grid, extras = label_grid(prepared.source, prepared.fids, layout, raster_crs=info.crs)
-    summaries = field_statistics(bands, grid, extras, layout, nodata=info.nodata)
-    return [*summaries, dask.delayed(overlap_pairs)(extras)], layout
+    return field_statistics(bands, grid, extras, layout, nodata=info.nodata), layout
 
 
 def report_overlaps(prepared: fields_mod.PreparedFields, layout: FieldLayout, pairs: np.ndarray) -> None:
@@ -133,32 +131,47 @@ def classify_unread_geometries(prepared: fields_mod.PreparedFields, rows: np.nda
     return status
 
 
-def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, summaries: list[dict], raster_crs: str):
+class FieldColumns:
+    """The per-field result columns (input order), filled chunk summary by chunk summary as they arrive."""
+
+    FLOATS = ("majority_crop", "purity", "runner_up_crop", "runner_up_share", "vote_margin", "confidence_score",
+              "confidence_std", "confidence_majority", "x", "y")
+
+    def __init__(self, n: int, layout: FieldLayout) -> None:
+        self.layout = layout
+        self.class_counts = np.zeros((n, len(CROP_NAMES)), dtype=np.int32)
+        self.columns: dict[str, np.ndarray] = {
+            "n_pixels": np.zeros(n, np.int64),
+            "n_invalid": np.zeros(n, np.int64),
+            "n_nodata": np.zeros(n, np.int64),
+            "n_conf_invalid": np.zeros(n, np.int64),
+            "tie": np.zeros(n, bool),
+            "pixel_rule": np.full(n, "none", dtype=object),
+            "geometry_status": np.full(n, "empty", dtype=object),  # null geometries get no label: never read
+            **{name: np.full(n, np.nan) for name in self.FLOATS},
+        }
+        self.overlap_pairs: list[np.ndarray] = []
+
+    def add(self, index: int, summary: dict[str, np.ndarray]) -> None:
+        """Take one chunk's summary (zonal.finish_owned_fields) into the columns; `index` is its graph position."""
+        rows = self.layout.row_of_label[summary["label"] - 1]
+        self.class_counts[rows] = summary["class_counts"]
+        for name, values in self.columns.items():
+            values[rows] = summary[name]
+        self.overlap_pairs.append(summary["overlap_pairs"])
+
+
+def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, results: FieldColumns,
+                   raster_crs: str):
     """Per-field table in input order: the reference columns first, then the extras."""
     table = prepared.table
     n = len(table)
-    counts = np.zeros((n, len(CROP_NAMES)), dtype=np.int32)
-    columns: dict[str, np.ndarray] = {
-        "n_pixels": np.zeros(n, np.int64),
-        "n_invalid": np.zeros(n, np.int64),
-        "n_nodata": np.zeros(n, np.int64),
-        "n_conf_invalid": np.zeros(n, np.int64),
-        "tie": np.zeros(n, bool),
-        "pixel_rule": np.full(n, "none", dtype=object),
-        "geometry_status": np.full(n, "empty", dtype=object),  # null geometries get no label: no chunk reads them
-    }
-    for name in ("majority_crop", "purity", "runner_up_crop", "runner_up_share", "vote_margin",
-                 "confidence_score", "confidence_std", "confidence_majority", "x", "y"):
-        columns[name] = np.full(n, np.nan)
-    for part in summaries:
-        rows = layout.row_of_label[part["label"] - 1]
-        counts[rows] = part["class_counts"]
-        for name, values in columns.items():
-            values[rows] = part[name]
+    columns = results.columns
     unread = np.flatnonzero((layout.label_of_row == 0) & np.isfinite(prepared.raster_bounds).all(axis=1))
     columns["geometry_status"][unread] = classify_unread_geometries(prepared, unread, raster_crs)
     for name, values in columns.items():
         table[name] = values
+    results.columns = {}
 
     report = prepared.report
     status = table["geometry_status"]
@@ -184,7 +197,7 @@ def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, sum
     ordered = [c for c in FIELD_TABLE_COLUMNS if c in table.columns]
     rest = [c for c in table.columns if c not in ordered]
     out = table[ordered + rest]
-    class_counts = pd.DataFrame(counts, columns=list(CROP_NAMES), index=out.index)
+    class_counts = pd.DataFrame(results.class_counts, columns=list(CROP_NAMES), index=out.index, copy=False)
     return out, class_counts
 
 
@@ -218,13 +231,13 @@ def analyse_fields(
     with handle_cm as handle:
         with timer.stage("build graph"):
             graph, layout = build_field_graph(info, prepared, bands=bands)
+            results = FieldColumns(len(prepared.table), layout)
         with timer.stage("compute", has_own_bar=True):
-            *summaries, overlaps = handle.compute(graph, progress=progress, no_worker_timeout=no_worker_timeout)
+            handle.compute(graph, results.add, progress=progress, no_worker_timeout=no_worker_timeout)
         del graph
     with timer.stage("assemble table"):
-        report_overlaps(prepared, layout, overlaps)
-        table, class_counts = assemble_table(prepared, layout, summaries, info.crs)
-        del summaries
+        report_overlaps(prepared, layout, unique_pairs(results.overlap_pairs))
+        table, class_counts = assemble_table(prepared, layout, results, info.crs)
     return FieldResults(
         table=table,
         class_counts=class_counts,

@@ -140,7 +140,8 @@ def finish_owned_fields(
 ) -> dict[str, np.ndarray]:
     """Add the partials of labels first..last (the chunk's own fields) and summarise them.
 
-    `extras` (the owning chunk's rasterization) adds each field's geometry status and point.
+    `extras` (the owning chunk's rasterization) adds each field's geometry status and point, and the chunk's
+    overlapping label pairs (so every chunk's extras are released with its own summary).
     """
     n = max(last - first + 1, 0)
     total = np.zeros((len(CHANNELS), n, N_SLOTS), dtype=np.int64)
@@ -155,6 +156,7 @@ def finish_owned_fields(
     summary = summarize_histograms(total)
     summary["label"] = np.arange(first, last + 1, dtype=np.int64)
     summary["pixel_rule"] = pixel_rule.astype(object)
+    summary["overlap_pairs"] = extras.overlap_pairs if extras is not None else np.empty((0, 2), np.int32)
     if extras is not None and extras.shapes is not None:
         shapes = extras.shapes
         if not np.array_equal(shapes.labels, summary["label"]):
@@ -204,9 +206,10 @@ def summarize_histograms(total: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def field_statistics(bands, grid, extras: list, layout, *, nodata: float | None) -> list:
-    """The lazy per-field results: one delayed summary dict per owning chunk (no compute happens here).
+    """The lazy per-field results: one delayed summary dict per chunk (no compute happens here).
 
     `bands` is the lazy (2, y, x) class/confidence array and `grid` the lazy label grid, with the same row chunks.
+    A chunk that owns no field still has a summary (empty), which carries its overlapping pairs.
     """
     import dask
 
@@ -219,11 +222,9 @@ def field_statistics(bands, grid, extras: list, layout, *, nodata: float | None)
     results = []
     for k in range(layout.chunks.n_chunks):
         first, last = layout.owned(k)
-        if last < first:
-            continue
         k0, k1 = layout.owner_span(k)
         results.append(dask.delayed(finish_owned_fields)(first, last, partials[k0 : k1 + 1], extras[k]))
-    log.debug("%d chunks, %d owning chunks, %d labels", layout.chunks.n_chunks, len(results), layout.n_labels)
+    log.debug("%d chunks, %d labels", layout.chunks.n_chunks, layout.n_labels)
     return results
 
 
@@ -242,9 +243,9 @@ def warm_up() -> None:
     finish_owned_fields(1, 1, [chunk_partial(bands, grid, extras, np.array([1]), None)])
 
 
-def overlap_pairs(extras: list[BlockExtras]) -> np.ndarray:
-    """Unique label pairs (low, high) that share pixel centres, from every chunk's rasterization."""
-    pairs = [e.overlap_pairs for e in extras if len(e.overlap_pairs)]
+def unique_pairs(pairs: list[np.ndarray]) -> np.ndarray:
+    """Unique label pairs (low, high) from every chunk's overlapping pairs."""
+    pairs = [p for p in pairs if len(p)]
     if not pairs:
         return np.empty((0, 2), dtype=np.int32)
     stacked = np.sort(np.concatenate(pairs), axis=1)

@@ -47,11 +47,15 @@ def digest(directory: Path) -> dict[str, str]:
 
 
 def wait_for_progress(address: str, *, finished: int, timeout: float = 120) -> None:
-    """Block until the scheduler holds at least `finished` results of the running job."""
+    """Block until the scheduler has finished at least `finished` tasks (results are fetched and released as they
+    finish, so tasks in memory at one moment are no measure of progress)."""
     from distributed import Client
 
     def count(dask_scheduler) -> int:
-        return sum(ts.state == "memory" for ts in dask_scheduler.tasks.values())
+        return sum(
+            n for prefix in dask_scheduler.task_prefixes.values()
+            for state, n in prefix.state_counts.items() if state in ("memory", "forgotten")
+        )
 
     with Client(address, timeout=30) as client:
         deadline = time.monotonic() + timeout
