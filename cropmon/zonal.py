@@ -214,7 +214,9 @@ def field_statistics(bands, grid, extras: list, layout, *, nodata: float | None)
     import dask
 
     band_blocks = bands.data.to_delayed().ravel()
-    grid_blocks = grid.to_delayed().ravel()
+    # Unoptimised: optimising would fuse each rasterize task into its block, and the chunk's extras (the same
+    # task's second output) would then rasterize the chunk a second time.
+    grid_blocks = grid.to_delayed(optimize_graph=False).ravel()
     partials = [
         dask.delayed(chunk_partial)(band_blocks[k], grid_blocks[k], extras[k], layout.touching(k), nodata)
         for k in range(layout.chunks.n_chunks)

@@ -221,3 +221,24 @@ def test_real_clip_matches_rasterstats():
     np.testing.assert_allclose(result.table["confidence_score"], [m["mean"] for m in mean])
     # The README's observation about the real fields: 96-100 % of pixels carry the majority class.
     assert result.table["purity"].between(0.96, 1.0).all()
+
+
+def test_every_chunk_is_rasterized_once(tmp_path, monkeypatch):
+    """The label grid's blocks and the chunk extras share one task per chunk (an optimised graph once fused the
+    rasterization into the grid's blocks and ran it twice)."""
+    import cropmon.rasterize as rasterize_mod
+
+    rng = np.random.default_rng(4)
+    classes = rng.integers(0, 4, size=(40, 30)).astype(np.int16)
+    raster = write_prediction_raster(tmp_path / "p.tif", classes, classes)
+    path = write_fields(tmp_path / "f.gpkg", random_fields(rng, 40, 30, 12))
+    calls = []
+    original = rasterize_mod.rasterize_chunk_fields
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["row_start"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rasterize_mod, "rasterize_chunk_fields", counted)
+    analyse_fields(raster, path, chunk_rows=8)
+    assert sorted(calls) == [0, 8, 16, 24, 32]
