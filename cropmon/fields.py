@@ -62,6 +62,9 @@ class PreparedFields:
     report: FieldReport
 
 
+LABEL_STATUSES = ("ok", "variant", "unknown", "null")
+
+
 def match_labels(normalized_label: pd.Series) -> pd.DataFrame:
     """gt_class / gt_label / label_status for each label (case- and whitespace-insensitive alias match).
 
@@ -75,13 +78,18 @@ def match_labels(normalized_label: pd.Series) -> pd.DataFrame:
     gt_class = np.where(missing, np.nan, unique_class[safe] if len(uniques) else np.nan)
     exact = ~missing & (unique_exact[safe] if len(uniques) else False)
     known = ~np.isnan(gt_class)
-    status = np.where(missing, "null", np.where(~known, "unknown", np.where(exact, "ok", "variant")))
-    names = np.array([*labels.CROP_NAMES, ""], dtype=object)
-    gt_label = names[np.where(known, np.nan_to_num(gt_class, nan=0), -1).astype(int)]
+    # Categoricals (one byte a field) rather than a string per field: these columns repeat a few dozen values.
+    status = np.where(missing, 3, np.where(~known, 2, np.where(exact, 0, 1))).astype(np.int8)
+    gt_label = np.where(known, np.nan_to_num(gt_class, nan=0), len(labels.CROP_NAMES)).astype(np.int8)
     gt = pd.array(np.where(known, gt_class, 0).astype("int16"), dtype="Int16")
     gt[~known] = pd.NA
     return pd.DataFrame(
-        {"gt_class": gt, "gt_label": gt_label, "label_status": status.astype(object)}, index=normalized_label.index
+        {
+            "gt_class": gt,
+            "gt_label": pd.Categorical.from_codes(gt_label, categories=[*labels.CROP_NAMES, ""]),
+            "label_status": pd.Categorical.from_codes(status, categories=LABEL_STATUSES),
+        },
+        index=normalized_label.index,
     )
 
 
@@ -181,7 +189,8 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
         table["normalized_label"] = table[label_column]
 
     matched = match_labels(table["normalized_label"])
-    table = table.join(matched)
+    for name in matched.columns:
+        table[name] = matched[name]
     for case in ("unknown", "null", "variant"):
         rows = table["label_status"] == case
         report.add(f"label_{case}", table.loc[rows, "field_id"])

@@ -502,11 +502,16 @@ def write_field_outputs(
     import pyogrio
     import shapely
 
-    counts = class_counts.copy()
-    counts.insert(0, "field_id", table["field_id"].to_numpy())
+    def counts_of(start: int) -> pd.DataFrame:
+        """field_id + the 32 histogram columns of one batch, dense (the engine keeps them sparse)."""
+        part = class_counts.iloc[start : start + batch_rows]
+        part = part.sparse.to_dense() if hasattr(part, "sparse") else part.copy()
+        part.insert(0, "field_id", table["field_id"].iloc[start : start + batch_rows].to_numpy())
+        return part
+
     attr_schema = pa.Schema.from_pandas(table, preserve_index=False)
     field_schema = attr_schema.append(pa.field("geometry", pa.binary()))
-    counts_schema = pa.Schema.from_pandas(counts, preserve_index=False)
+    counts_schema = pa.Schema.from_pandas(counts_of(0), preserve_index=False)
     geo = GeoParquetMetadata(source.crs)
     with pq.ParquetWriter(staged.path("fields.parquet"), field_schema) as fields_out, \
             pq.ParquetWriter(staged.path("field_class_counts.parquet"), counts_schema) as counts_out:
@@ -522,10 +527,7 @@ def write_field_outputs(
             fields_out.write_table(attrs.append_column("geometry", pa.array(shapely.to_wkb(geometry), pa.binary())))
             geo.add(geometry)
             del frame, attrs
-            counts_out.write_table(
-                pa.Table.from_pandas(counts.iloc[start : start + batch_rows], schema=counts_schema,
-                                     preserve_index=False)
-            )
+            counts_out.write_table(pa.Table.from_pandas(counts_of(start), schema=counts_schema, preserve_index=False))
         fields_out.add_key_value_metadata({"geo": json.dumps(geo.as_dict())})
     staged.written.append("fields.gpkg")
 

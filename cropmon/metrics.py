@@ -38,6 +38,8 @@ def aligned_class_counts(fields: pd.DataFrame, class_counts: pd.DataFrame) -> pd
     unknown = sorted(set(class_counts.columns) - set(CROP_NAMES))
     if unknown:
         raise ValueError(f"class_counts has columns that are no crop name: {unknown[:5]}")
+    if is_sparse(class_counts):
+        class_counts = class_counts.sparse.to_dense()
     return class_counts.reindex(index=fields.index, columns=list(CROP_NAMES), fill_value=0).astype("int64")
 
 
@@ -54,6 +56,11 @@ def confusion_matrix(fields: pd.DataFrame) -> pd.DataFrame:
     return _square(pd.crosstab(truth, pred))
 
 
+def is_sparse(frame: pd.DataFrame) -> bool:
+    """True when every column of `frame` is a pandas sparse column."""
+    return len(frame.columns) > 0 and all(isinstance(t, pd.SparseDtype) for t in frame.dtypes)
+
+
 def pixel_confusion_matrix(fields: pd.DataFrame, class_counts: pd.DataFrame) -> pd.DataFrame:
     """Pixel counts, GT crops as rows x predicted classes as columns: each field's histogram summed by GT crop.
 
@@ -62,8 +69,17 @@ def pixel_confusion_matrix(fields: pd.DataFrame, class_counts: pd.DataFrame) -> 
     truth, _ = truth_and_prediction(fields)
     if not (class_counts.index.equals(fields.index) and list(class_counts.columns) == list(CROP_NAMES)):
         class_counts = aligned_class_counts(fields, class_counts)
-    counts = class_counts.to_numpy()
     rows = fields.index.get_indexer(truth.index)
+    if is_sparse(class_counts):  # the engine's histograms (pipeline.FieldColumns): one sparse product
+        import scipy.sparse
+
+        crops = pd.Categorical(truth.to_numpy(), categories=list(CROP_NAMES))
+        by_crop = scipy.sparse.csr_matrix(
+            (np.ones(len(rows), np.int64), (crops.codes, rows)), shape=(len(CROP_NAMES), len(fields))
+        )
+        sums = (by_crop @ class_counts.sparse.to_coo().astype(np.int64)).toarray()
+        return _square(pd.DataFrame(sums, index=list(CROP_NAMES), columns=list(CROP_NAMES)))
+    counts = class_counts.to_numpy()
     sums = {crop: counts[rows[(truth == crop).to_numpy()]].sum(axis=0, dtype=np.int64) for crop in truth.unique()}
     return _square(pd.DataFrame.from_dict(sums, orient="index", columns=list(CROP_NAMES)))
 
