@@ -15,6 +15,7 @@ import pandas as pd
 import shapely
 
 from cropmon import labels
+from cropmon.schema import text_column
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def repair_geometries(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     geometry is None for empty and non-polygonal input.
     """
     geometry = np.asarray(geometry, dtype=object)
-    status = np.full(len(geometry), "ok", dtype=object)
+    status = text_column(len(geometry), "ok")
     missing = shapely.is_missing(geometry) | shapely.is_empty(geometry)
     type_ids = shapely.get_type_id(geometry)
     polygonal = np.isin(type_ids, [shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON])

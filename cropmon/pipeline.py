@@ -29,7 +29,7 @@ from cropmon.cluster import ClusterHandle, TLSFiles, connect
 from cropmon.config import RunConfig
 from cropmon.labels import CROP_NAMES
 from cropmon.rasterize import FieldLayout, RowChunks, burn_values, label_grid, layout_fields
-from cropmon.schema import FIELD_TABLE_COLUMNS
+from cropmon.schema import FIELD_TABLE_COLUMNS, text_column
 from cropmon.zonal import field_statistics, unique_pairs
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def classify_unread_geometries(prepared: fields_mod.PreparedFields, rows: np.nda
                                *, batch_rows: int = 50_000) -> np.ndarray:
     """Geometry status of fields no chunk read (outside the raster), read here in batches: outside | empty |
     not_polygon (a point or line, or an empty polygon, is reported as such wherever it lies)."""
-    status = np.full(len(rows), "outside", dtype=object)
+    status = text_column(len(rows), "outside")
     for start in range(0, len(rows), batch_rows):
         part = rows[start : start + batch_rows]
         geometry = prepared.source.read_geometries(prepared.fids[part])
@@ -147,8 +147,8 @@ class FieldColumns:
             "n_nodata": np.zeros(n, np.int64),
             "n_conf_invalid": np.zeros(n, np.int64),
             "tie": np.zeros(n, bool),
-            "pixel_rule": np.full(n, "none", dtype=object),
-            "geometry_status": np.full(n, "empty", dtype=object),  # null geometries get no label: never read
+            "pixel_rule": text_column(n, "none"),
+            "geometry_status": text_column(n, "empty"),  # null geometries get no label: never read
             **{name: np.full(n, np.nan) for name in self.FLOATS},
         }
         self.overlap_pairs: list[np.ndarray] = []

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 NODATA_SLOT = N_CLASSES + 1
 N_SLOTS = N_CLASSES + 2  # 32 classes + invalid + nodata
 CHANNELS = ("pixels", "conf_count", "conf_sum", "conf_sq_sum")
+PIXEL_RULES = np.array(["centre", "all_touched", "none"], dtype=object)  # indexed: shared strings, not copies
 
 
 @dataclass(frozen=True)
@@ -152,10 +153,10 @@ def finish_owned_fields(
     has_centre = total[0].sum(axis=1) > 0
     use_fallback = ~has_centre & (fallback[0].sum(axis=1) > 0)
     total[:, use_fallback] = fallback[:, use_fallback]
-    pixel_rule = np.where(has_centre, "centre", np.where(use_fallback, "all_touched", "none"))
+    pixel_rule = PIXEL_RULES[np.where(has_centre, 0, np.where(use_fallback, 1, 2))]
     summary = summarize_histograms(total)
     summary["label"] = np.arange(first, last + 1, dtype=np.int64)
-    summary["pixel_rule"] = pixel_rule.astype(object)
+    summary["pixel_rule"] = pixel_rule
     summary["overlap_pairs"] = extras.overlap_pairs if extras is not None else np.empty((0, 2), np.int32)
     if extras is not None and extras.shapes is not None:
         shapes = extras.shapes
