@@ -188,6 +188,8 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
         report.add("field_id_missing_generated", table["field_id"].head(EXAMPLES))
     if label_column != "normalized_label":
         table["normalized_label"] = table[label_column]
+    # A few dozen distinct labels: one byte a field instead of a string.
+    table["normalized_label"] = table["normalized_label"].astype("category")
 
     matched = match_labels(table["normalized_label"])
     for name in matched.columns:
@@ -196,7 +198,7 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
         rows = table["label_status"] == case
         report.add(f"label_{case}", table.loc[rows, "field_id"])
     unknown = table.loc[table["label_status"] == "unknown", "normalized_label"]
-    report.unknown_labels = {str(k): int(v) for k, v in unknown.value_counts().items()}
+    report.unknown_labels = {str(k): int(v) for k, v in unknown.value_counts().items() if v > 0}
 
     bounds = fields.bounds
     if not same_crs(fields.source.crs, raster_crs):

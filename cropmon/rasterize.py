@@ -118,13 +118,14 @@ def layout_fields(bounds: np.ndarray, chunks: RowChunks) -> FieldLayout:
     with np.errstate(invalid="ignore"):
         inside = usable & (row1 > 0) & (row0 < chunks.height) & (col1 > 0) & (col0 < chunks.width)
     rows = np.flatnonzero(inside)
-    r0 = np.clip(row0[rows], 0, chunks.height).astype(np.int64)
-    r1 = np.clip(row1[rows], 0, chunks.height).astype(np.int64)
+    r0 = np.clip(row0[rows], 0, chunks.height).astype(np.int32)
+    r1 = np.clip(row1[rows], 0, chunks.height).astype(np.int32)
     order = np.argsort(r0, kind="stable")
     label_of_row = np.zeros(len(bounds), dtype=np.int32)
     label_of_row[rows[order]] = np.arange(1, len(rows) + 1, dtype=np.int32)
     return FieldLayout(
-        label_of_row=label_of_row, row_of_label=rows[order], row0=r0[order], row1=r1[order], chunks=chunks
+        label_of_row=label_of_row, row_of_label=rows[order].astype(np.int32), row0=r0[order], row1=r1[order],
+        chunks=chunks,
     )
 
 
