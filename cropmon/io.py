@@ -494,13 +494,15 @@ def write_field_outputs(
     """fields.gpkg (layer `fields`), fields.parquet (GeoParquet 1.0) and field_class_counts.parquet.
 
     The input polygons (the fields' own CRS) stream from `source` in batches of `batch_rows` rows, so writing
-    holds one batch of polygons at a time, whatever the AOI's size.
+    holds one batch of polygons at a time, whatever the AOI's size. The GeoPackage is written in one session
+    from a stream of Arrow batches (its spatial index is built once at the end: appending batch by batch would
+    update it feature by feature), and each batch goes to the two Parquet files on its way.
     """
-    import geopandas as gpd
     import pyarrow as pa
     import pyarrow.parquet as pq
     import pyogrio
     import shapely
+    from pyproj import CRS
 
     def counts_of(start: int) -> pd.DataFrame:
         """field_id + the 32 histogram columns of one batch, dense (the engine keeps them sparse)."""
@@ -511,25 +513,32 @@ def write_field_outputs(
 
     attr_schema = pa.Schema.from_pandas(table, preserve_index=False)
     field_schema = attr_schema.append(pa.field("geometry", pa.binary()))
+    # OGR takes plain columns: categoricals (Arrow dictionaries) go to the GeoPackage as their values.
+    gpkg_schema = pa.schema(
+        [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in field_schema]
+    )
     counts_schema = pa.Schema.from_pandas(counts_of(0), preserve_index=False)
     geo = GeoParquetMetadata(source.crs)
+
+    def batches(fields_out, counts_out) -> Iterator[pa.RecordBatch]:
+        geometries = source.iter_geometries(fids, batch_rows=batch_rows)
+        for start, geometry in zip(range(0, len(table), batch_rows), geometries, strict=True):
+            attrs = pa.Table.from_pandas(table.iloc[start : start + batch_rows], schema=attr_schema,
+                                         preserve_index=False)
+            batch = attrs.append_column("geometry", pa.array(shapely.to_wkb(geometry), pa.binary()))
+            fields_out.write_table(batch)
+            geo.add(geometry)
+            counts_out.write_table(pa.Table.from_pandas(counts_of(start), schema=counts_schema, preserve_index=False))
+            yield from batch.cast(gpkg_schema).to_batches()
+
     with pq.ParquetWriter(staged.path("fields.parquet"), field_schema) as fields_out, \
             pq.ParquetWriter(staged.path("field_class_counts.parquet"), counts_schema) as counts_out:
-        batches = source.iter_geometries(fids, batch_rows=batch_rows)
-        for start, geometry in zip(range(0, len(table), batch_rows), batches, strict=True):
-            rows = table.iloc[start : start + batch_rows]
-            frame = gpd.GeoDataFrame(rows, geometry=geometry, crs=source.crs)
-            with gdal_warnings_logged(staged.staging / "fields.gpkg"):  # e.g. a line in a polygon layer
-                pyogrio.write_dataframe(frame, staged.staging / "fields.gpkg", layer="fields", driver="GPKG",
-                                        geometry_type=source.geometry_type, promote_to_multi=False,
-                                        append=start > 0)
-            attrs = pa.Table.from_pandas(rows, schema=attr_schema, preserve_index=False)
-            fields_out.write_table(attrs.append_column("geometry", pa.array(shapely.to_wkb(geometry), pa.binary())))
-            geo.add(geometry)
-            del frame, attrs
-            counts_out.write_table(pa.Table.from_pandas(counts_of(start), schema=counts_schema, preserve_index=False))
+        stream = pa.RecordBatchReader.from_batches(gpkg_schema, batches(fields_out, counts_out))
+        with gdal_warnings_logged(staged.staging / "fields.gpkg"):  # e.g. a line in a polygon layer
+            pyogrio.write_arrow(stream, staged.path("fields.gpkg"), layer="fields", driver="GPKG",
+                                geometry_name="geometry", geometry_type=source.geometry_type,
+                                crs=CRS.from_user_input(source.crs).to_wkt())
         fields_out.add_key_value_metadata({"geo": json.dumps(geo.as_dict())})
-    staged.written.append("fields.gpkg")
 
 
 # shapely's geometry type ids -> GeoParquet's geometry type names
