@@ -316,7 +316,20 @@ class FieldSource:
         fids = np.asarray(fids, dtype=np.int64)
         if len(fids) == 0:
             return np.empty(0, dtype=object)
-        meta, table = read_arrow(self.path, layer=self.layer, fids=fids, columns=[], return_fids=True)
+        failure = None
+        try:
+            meta, table = read_arrow(self.path, layer=self.layer, fids=fids, columns=[], return_fids=True)
+        except Exception as exc:  # runs on a worker: say which machine could not open what
+            failure = _first_line(exc)
+        if failure is not None:  # raised outside `except`: GDAL's exception, chained, would not unpickle
+            import socket
+
+            raise errors.NotAVectorFile(
+                f"the polygons of {len(fids)} fields cannot be read on {socket.gethostname()} ({failure})",
+                path=self.path,
+                fix="every Dask worker must open the fields file at the same path as the client (shared storage, "
+                "or a /vsi path such as /vsis3/...)",
+            )
         got = table.column(0).to_numpy()
         position = pd.Index(got).get_indexer(fids)
         if len(got) != len(fids) or (position < 0).any():

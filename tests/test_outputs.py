@@ -65,3 +65,20 @@ def test_streamed_outputs_equal_the_input_polygons_and_the_table(tmp_path):
 
     for name in ("fields.parquet", "field_class_counts.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(whole.final / name), pd.read_parquet(batched.final / name))
+
+
+def test_a_worker_that_cannot_open_the_fields_file_names_file_and_fix(tmp_path):
+    import pytest
+
+    from cropmon import errors
+
+    source = cio.FieldSource(str(tmp_path / "elsewhere.gpkg"), "fields", "EPSG:4326")
+    with pytest.raises(errors.NotAVectorFile) as caught:
+        source.read_geometries(np.array([1, 2]))
+    message = str(caught.value)
+    assert "elsewhere.gpkg" in message and "2 fields" in message and "same path" in message
+    import pickle
+
+    import distributed  # noqa: F401  (installs tblib's pickling of exception chains, as on a worker)
+
+    assert str(pickle.loads(pickle.dumps(caught.value))) == message, "the error must travel from a worker intact"
