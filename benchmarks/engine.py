@@ -5,10 +5,13 @@ Prints (and writes to benchmarks/results/) a table of:
   - a minimal single-process "rasterize + numpy bincount" baseline,
   - exactextract (majority + mean + count), the usual zonal-statistics tool,
   - `python -m cropmon run` end to end (all outputs written), with the peak memory of client + scheduler +
-    workers together (PSS summed over the process tree, sampled every 50 ms),
+    workers together (PSS summed over the process tree, sampled every 100 ms),
   - the same run on the twin at scale 4 (a 4x larger AOI): memory must not grow with the AOI, only time.
 
 Each stage runs in its own process, one after another, after the raster has been read once (warm page cache).
+The baselines read the fields (polygons included) before their clock starts; cropmon's engine stage starts after
+reading the fields' attributes and bounding boxes, and its workers read the polygons inside the timed compute, so
+the comparison is conservative for cropmon.
 Usage: python benchmarks/engine.py [--scale 1] [--big-scale 4] [--skip-big] [--raster R --fields F]
 """
 
