@@ -245,7 +245,7 @@ def analyse_fields(
         with timer.stage("build graph"):
             graph, layout = build_field_graph(info, prepared, bands=bands)
             results = FieldColumns(len(prepared.table), layout)
-        with timer.stage("compute", has_own_bar=True):
+        with timer.stage("compute", has_own_bar=True), _pixel_read_errors(info):
             handle.compute(graph, results.add, progress=progress, no_worker_timeout=no_worker_timeout)
         del graph
     with timer.stage("assemble table"):
@@ -262,6 +262,24 @@ def analyse_fields(
         fids=prepared.fids,
         raster_bounds=prepared.raster_bounds,
     )
+
+
+@contextlib.contextmanager
+def _pixel_read_errors(info: cio.RasterInfo) -> Iterator[None]:
+    """A raster whose header reads but whose pixels do not (corrupted strips, or a worker that cannot open the
+    path) is a bad input, not a crash: name the file and the two likely fixes."""
+    from rasterio.errors import RasterioIOError
+
+    try:
+        yield
+    except RasterioIOError as exc:
+        detail = exc.__cause__ or exc.__context__ or exc
+        raise errors.NotARaster(
+            f"its pixels cannot be read ({str(detail).strip().splitlines()[0] if str(detail).strip() else exc})",
+            path=info.path,
+            fix="re-export the file if it is corrupted (e.g. gdal_translate); on a cluster, every Dask worker must "
+            "open the raster at the same path as the client (shared storage, or a /vsi path)",
+        ) from exc
 
 
 def _raster_bounds(info: cio.RasterInfo) -> list[float]:

@@ -229,3 +229,26 @@ def test_gdal_virtual_paths(tmp_path, capsys, inputs):
     assert manifest["inputs"]["raster"]["path"].startswith("/vsizip/")
     code, err = run_cli(capsys, "--raster", f"/vsizip/{archive}/nope.tif", "--fields", fields, "--out", tmp_path / "p")
     assert_one_line_error(code, err, "nope.tif", "not a readable GeoTIFF")
+
+
+def test_raster_whose_pixels_cannot_be_read(tmp_path, capsys, inputs):
+    """Header fine, strips corrupted: found while computing, still one line naming the file (not a traceback)."""
+    import rasterio
+
+    raster, fields = inputs
+    with rasterio.open(raster) as src:
+        profile, pixels = src.profile, src.read()
+    profile.update(compress="deflate")
+    compressed = tmp_path / "deflate.tif"
+    with rasterio.open(compressed, "w", **profile) as dst:
+        dst.write(pixels)
+    data = bytearray(compressed.read_bytes())
+    n = len(data)
+    # Garbage over strip data (not a deflate stream); the directory at the end of the file stays intact.
+    data[n // 3 : n // 2] = np.random.default_rng(0).bytes(n // 2 - n // 3)
+    corrupted = tmp_path / "corrupted.tif"
+    corrupted.write_bytes(bytes(data))
+    code, err = run_cli(capsys, "--raster", corrupted, "--fields", fields, "--out", tmp_path / "o",
+                        "--scheduler", "threads")
+    assert_one_line_error(code, err, "corrupted.tif", "pixels cannot be read", "same path")
+    assert not (tmp_path / "o").exists()
