@@ -86,7 +86,7 @@ def _read(path: Path, what: str, reader, fix: str):
     try:
         return reader(path)
     except (OSError, ValueError, ArrowException) as exc:  # JSONDecodeError and pandas' parser errors are ValueErrors
-        raise errors.InputError(f"cannot read {what}: {str(exc).splitlines()[0]}", path=path, fix=fix) from exc
+        raise errors.InputError(f"cannot read {what}: {errors.first_line(exc)}", path=path, fix=fix) from exc
 
 
 def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], path: Path, fix: str) -> None:

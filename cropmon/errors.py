@@ -7,6 +7,12 @@ The CLI maps `InputError` to exit code 2 and a one-line message; any other excep
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class CropmonError(Exception):
     """Base class of every error cropmon raises on purpose."""
 

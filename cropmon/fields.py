@@ -204,7 +204,7 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
     if not same_crs(fields.source.crs, raster_crs):
         log.info("reprojecting %d fields from %s to the raster CRS %s", len(table), fields.source.crs, raster_crs)
         report.counts["reprojected_from"] = 1
-        report.examples["reprojected_from"] = [_crs_name(fields.source.crs)]
+        report.examples["reprojected_from"] = [crs_name(fields.source.crs)]
         bounds = reproject_bounds(bounds, src=fields.source.crs, dst=raster_crs)
 
     duplicated = table["field_id"].duplicated(keep=False) & table["field_id"].notna()
@@ -213,7 +213,8 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
     return PreparedFields(table=table, fids=fields.fids, raster_bounds=bounds, source=fields.source, report=report)
 
 
-def _crs_name(crs: str) -> str:
+def crs_name(crs: str) -> str:
+    """A CRS as its short name (e.g. EPSG:4326), whatever form the file gave it in (WKT, PROJJSON, ...)."""
     from pyproj import CRS
 
     return CRS.from_user_input(crs).to_string()

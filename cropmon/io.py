@@ -125,7 +125,7 @@ def inspect_raster(path: str | Path, *, class_band: int = 3, confidence_band: in
             )
     except RasterioIOError as exc:
         raise errors.NotARaster(
-            f"not a readable GeoTIFF/raster ({_first_line(exc)})",
+            f"not a readable GeoTIFF/raster ({errors.first_line(exc)})",
             path=path,
             fix="pass the prediction GeoTIFF (is the file truncated or still downloading?)",
         ) from exc
@@ -237,7 +237,7 @@ def list_vector_layers(path: Path) -> list[str]:
             return [str(name) for name in pyogrio.list_layers(path)[:, 0]]
     except Exception as exc:  # pyogrio raises DataSourceError and friends
         raise errors.NotAVectorFile(
-            f"not a readable vector file ({_first_line(exc)})",
+            f"not a readable vector file ({errors.first_line(exc)})",
             path=path,
             fix="pass the ground-truth GeoPackage (is it truncated or corrupted?)",
         ) from exc
@@ -320,7 +320,7 @@ class FieldSource:
         try:
             meta, table = read_arrow(self.path, layer=self.layer, fids=fids, columns=[], return_fids=True)
         except Exception as exc:  # runs on a worker: say which machine could not open what
-            failure = _first_line(exc)
+            failure = errors.first_line(exc)
         if failure is not None:  # raised outside `except`: GDAL's exception, chained, would not unpickle
             import socket
 
@@ -395,7 +395,7 @@ def read_field_table(path: str | Path, *, layer: str | None = None, label_column
 
 def _unreadable_layer(path: Path, layer: str, exc: BaseException) -> errors.NotAVectorFile:
     return errors.NotAVectorFile(
-        f"layer {layer!r} cannot be read ({_first_line(exc)})",
+        f"layer {layer!r} cannot be read ({errors.first_line(exc)})",
         path=path,
         fix="the file may be truncated or its table broken: re-export it (e.g. ogr2ogr)",
     )
@@ -586,8 +586,3 @@ class GeoParquetMetadata:
         if np.isfinite(self.bbox).all():
             column["bbox"] = [float(v) for v in self.bbox]
         return {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": column}}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -64,24 +64,23 @@ def is_sparse(frame: pd.DataFrame) -> bool:
 def pixel_confusion_matrix(fields: pd.DataFrame, class_counts: pd.DataFrame) -> pd.DataFrame:
     """Pixel counts, GT crops as rows x predicted classes as columns: each field's histogram summed by GT crop.
 
-    Sums one GT crop's rows at a time, so no copy of the whole (fields x 32) histogram table is made.
+    One sparse product (GT crop x fields) @ (fields x classes): no dense copy of the histogram table is made, and
+    the engine's histograms (pipeline.FieldColumns) stay sparse throughout.
     """
+    import scipy.sparse
+
     truth, _ = truth_and_prediction(fields)
     if not (class_counts.index.equals(fields.index) and list(class_counts.columns) == list(CROP_NAMES)):
         class_counts = aligned_class_counts(fields, class_counts)
+    counts = (class_counts.sparse.to_coo() if is_sparse(class_counts)
+              else scipy.sparse.csr_matrix(class_counts.to_numpy()))
     rows = fields.index.get_indexer(truth.index)
-    if is_sparse(class_counts):  # the engine's histograms (pipeline.FieldColumns): one sparse product
-        import scipy.sparse
-
-        crops = pd.Categorical(truth.to_numpy(), categories=list(CROP_NAMES))
-        by_crop = scipy.sparse.csr_matrix(
-            (np.ones(len(rows), np.int64), (crops.codes, rows)), shape=(len(CROP_NAMES), len(fields))
-        )
-        sums = (by_crop @ class_counts.sparse.to_coo().astype(np.int64)).toarray()
-        return _square(pd.DataFrame(sums, index=list(CROP_NAMES), columns=list(CROP_NAMES)))
-    counts = class_counts.to_numpy()
-    sums = {crop: counts[rows[(truth == crop).to_numpy()]].sum(axis=0, dtype=np.int64) for crop in truth.unique()}
-    return _square(pd.DataFrame.from_dict(sums, orient="index", columns=list(CROP_NAMES)))
+    crops = pd.Categorical(truth.to_numpy(), categories=list(CROP_NAMES))
+    by_crop = scipy.sparse.csr_matrix(
+        (np.ones(len(rows), np.int64), (crops.codes, rows)), shape=(len(CROP_NAMES), len(fields))
+    )
+    sums = (by_crop @ counts.astype(np.int64)).toarray()
+    return _square(pd.DataFrame(sums, index=list(CROP_NAMES), columns=list(CROP_NAMES)))
 
 
 def row_shares(confusion: pd.DataFrame) -> pd.DataFrame:

@@ -119,7 +119,7 @@ GEOMETRY_CASES = ("repaired", "multipolygon", "empty", "not_polygon")
 
 
 def classify_unread_geometries(prepared: fields_mod.PreparedFields, rows: np.ndarray, raster_crs: str,
-                               *, batch_rows: int = 50_000) -> np.ndarray:
+                               *, batch_rows: int = cio.FIELD_BATCH_ROWS) -> np.ndarray:
     """Geometry status of fields no chunk read (outside the raster), read here in batches: outside | empty |
     not_polygon (a point or line, or an empty polygon, is reported as such wherever it lies)."""
     status = text_column(len(rows), "outside")
@@ -273,9 +273,8 @@ def _pixel_read_errors(info: cio.RasterInfo) -> Iterator[None]:
     try:
         yield
     except RasterioIOError as exc:
-        detail = exc.__cause__ or exc.__context__ or exc
         raise errors.NotARaster(
-            f"its pixels cannot be read ({str(detail).strip().splitlines()[0] if str(detail).strip() else exc})",
+            f"its pixels cannot be read ({errors.first_line(exc.__cause__ or exc.__context__ or exc)})",
             path=info.path,
             fix="re-export the file if it is corrupted (e.g. gdal_translate); on a cluster, every Dask worker must "
             "open the raster at the same path as the client (shared storage, or a /vsi path)",
@@ -490,7 +489,7 @@ def write_run_outputs(
             "raster": results.raster.as_manifest(),
             "fields": {
                 **results.table.attrs.get("source", {}),
-                "crs": _crs_string(results.source.crs),
+                "crs": fields_mod.crs_name(results.source.crs),
                 "n_fields": len(results.table),
             },
             "digital_twin": is_twin,
@@ -510,12 +509,6 @@ def write_run_outputs(
     manifest["outputs"] = sorted([*staged.written, "run.json"])
     cio.write_json(staged.path("run.json"), manifest)
     return manifest
-
-
-def _crs_string(crs: str) -> str:
-    from pyproj import CRS
-
-    return CRS.from_user_input(crs).to_string()
 
 
 def map_window(results: FieldResults, *, rows: int = 240, cols: int = 328):

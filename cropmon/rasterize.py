@@ -204,10 +204,6 @@ class FieldShapes:
     x: np.ndarray
     y: np.ndarray
 
-    @classmethod
-    def empty(cls) -> FieldShapes:
-        return cls(np.empty(0, np.int64), np.empty(0, object), np.empty(0), np.empty(0))
-
 
 @dataclass(frozen=True)
 class BlockExtras:
