@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
+import shapely
 
 from cropmon.twin_params import BAND_DESCRIPTIONS as BAND_NAMES
 
@@ -73,3 +75,45 @@ def write_fields(path: Path, gdf, *, layer: str = "u0c_gt_filtered_2022") -> Pat
 
 def pixel_to_lonlat(col: np.ndarray, row: np.ndarray, origin=ORIGIN, pixel=PIXEL):
     return origin[0] + np.asarray(col) * pixel, origin[1] - np.asarray(row) * pixel
+
+
+LABEL_POOL = ["wheat_winter", "barley_winter", "corn_silage", "Beets ", "radish", None]
+
+
+def random_fields(rng: np.random.Generator, height: int, width: int, n_cells: int) -> gpd.GeoDataFrame:
+    """Disjoint irregular polygons (shrunk Voronoi cells, some shrunk to slivers) in pixel space -> lon/lat."""
+    points = shapely.points(rng.uniform(-2, width + 2, n_cells), rng.uniform(-2, height + 2, n_cells))
+    cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(points)))
+    shrink = rng.choice([0.05, 0.3, 1.0], size=len(cells), p=[0.6, 0.3, 0.1])
+    centroids = shapely.centroid(cells)
+    polys = []
+    for cell, s, c in zip(cells, shrink, centroids, strict=True):
+        coords = shapely.get_coordinates(cell)
+        center = shapely.get_coordinates(c)[0]
+        # scale each cell around its centroid: 1.0 keeps it, small factors make tiny fields with no pixel centre
+        factor = 0.9 if s == 0.05 else (0.5 if s == 0.3 else rng.uniform(0.02, 0.15))
+        polys.append(shapely.Polygon(center + (coords - center) * factor))
+    polys = np.array(polys, dtype=object)
+    keep = rng.random(len(polys)) < 0.85
+    polys = polys[keep]
+    lonlat = shapely.transform(polys, lambda xy: np.column_stack(pixel_to_lonlat(xy[:, 0], xy[:, 1])))
+    n = len(lonlat)
+    return gpd.GeoDataFrame(
+        {
+            "field_id": [f"f{i:04d}" for i in range(n)],
+            "area_m2": np.full(n, 1000.0),
+            "normalized_label": [LABEL_POOL[i] for i in rng.integers(0, len(LABEL_POOL), n)],
+            "year": np.full(n, 2022, dtype=np.int64),
+        },
+        geometry=lonlat,
+        crs="EPSG:4326",
+    )
+
+
+def write_random_inputs(directory: Path, rng: np.random.Generator, height: int, width: int, *, n_classes: int,
+                        n_cells: int) -> tuple[Path, Path]:
+    """A random prediction raster (classes 0..n_classes-1, confidences 0..100) and random fields over it."""
+    classes = rng.integers(0, n_classes, size=(height, width)).astype(np.int16)
+    confidence = rng.integers(0, 101, size=(height, width)).astype(np.int16)
+    raster = write_prediction_raster(directory / "p.tif", classes, confidence)
+    return raster, write_fields(directory / "f.gpkg", random_fields(rng, height, width, n_cells))

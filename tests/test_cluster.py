@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cluster_procs import start_cluster
-from conftest import write_fields, write_prediction_raster
-from test_engine import random_fields
+from conftest import write_random_inputs
 
 from cropmon.cli import main
 from cropmon.cluster import TLSFiles, connect
@@ -19,12 +18,7 @@ pytestmark = [pytest.mark.cluster]
 
 @pytest.fixture
 def small_inputs(tmp_path):
-    rng = np.random.default_rng(11)
-    classes = rng.integers(0, 6, size=(120, 90)).astype(np.int16)
-    confidence = rng.integers(0, 101, size=(120, 90)).astype(np.int16)
-    raster = write_prediction_raster(tmp_path / "p.tif", classes, confidence)
-    fields = write_fields(tmp_path / "f.gpkg", random_fields(rng, 120, 90, 60))
-    return raster, fields
+    return write_random_inputs(tmp_path, np.random.default_rng(11), 120, 90, n_classes=6, n_cells=60)
 
 
 def test_scheduler_and_two_worker_processes_match_threads(tmp_path, small_inputs):

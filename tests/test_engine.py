@@ -7,7 +7,15 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from conftest import ORIGIN, PIXEL, pixel_to_lonlat, shared_reference, write_fields, write_prediction_raster
+from conftest import (
+    ORIGIN,
+    PIXEL,
+    pixel_to_lonlat,
+    random_fields,
+    shared_reference,
+    write_fields,
+    write_prediction_raster,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,38 +23,6 @@ from cropmon import io as cio
 from cropmon.errors import NoOverlap
 from cropmon.fields import prepare_fields
 from cropmon.pipeline import analyse_fields, build_field_graph
-
-LABEL_POOL = ["wheat_winter", "barley_winter", "corn_silage", "Beets ", "radish", None]
-
-
-def random_fields(rng: np.random.Generator, height: int, width: int, n_cells: int) -> gpd.GeoDataFrame:
-    """Disjoint irregular polygons (shrunk Voronoi cells, some shrunk to slivers) in pixel space -> lon/lat."""
-    points = shapely.points(rng.uniform(-2, width + 2, n_cells), rng.uniform(-2, height + 2, n_cells))
-    cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(points)))
-    shrink = rng.choice([0.05, 0.3, 1.0], size=len(cells), p=[0.6, 0.3, 0.1])
-    centroids = shapely.centroid(cells)
-    polys = []
-    for cell, s, c in zip(cells, shrink, centroids, strict=True):
-        coords = shapely.get_coordinates(cell)
-        center = shapely.get_coordinates(c)[0]
-        # scale each cell around its centroid: 1.0 keeps it, small factors make tiny fields with no pixel centre
-        factor = 0.9 if s == 0.05 else (0.5 if s == 0.3 else rng.uniform(0.02, 0.15))
-        polys.append(shapely.Polygon(center + (coords - center) * factor))
-    polys = np.array(polys, dtype=object)
-    keep = rng.random(len(polys)) < 0.85
-    polys = polys[keep]
-    lonlat = shapely.transform(polys, lambda xy: np.column_stack(pixel_to_lonlat(xy[:, 0], xy[:, 1])))
-    n = len(lonlat)
-    return gpd.GeoDataFrame(
-        {
-            "field_id": [f"f{i:04d}" for i in range(n)],
-            "area_m2": np.full(n, 1000.0),
-            "normalized_label": [LABEL_POOL[i] for i in rng.integers(0, len(LABEL_POOL), n)],
-            "year": np.full(n, 2022, dtype=np.int64),
-        },
-        geometry=lonlat,
-        crs="EPSG:4326",
-    )
 
 
 def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin, pixel=PIXEL) -> pd.DataFrame:

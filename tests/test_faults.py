@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cluster_procs import start_cluster
-from conftest import write_fields, write_prediction_raster
-from test_engine import random_fields
+from conftest import write_random_inputs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -24,12 +23,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 def medium_inputs(tmp_path_factory):
     """Big enough that a run takes a few seconds with small chunks, so it can be hit mid-run."""
     tmp = tmp_path_factory.mktemp("medium")
-    rng = np.random.default_rng(21)
-    classes = rng.integers(0, 8, size=(900, 700)).astype(np.int16)
-    confidence = rng.integers(0, 101, size=(900, 700)).astype(np.int16)
-    raster = write_prediction_raster(tmp / "p.tif", classes, confidence)
-    fields = write_fields(tmp / "f.gpkg", random_fields(rng, 900, 700, 3000))
-    return raster, fields
+    return write_random_inputs(tmp, np.random.default_rng(21), 900, 700, n_classes=8, n_cells=3000)
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
