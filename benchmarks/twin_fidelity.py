@@ -1,7 +1,7 @@
 """Fidelity of the digital twin, measured: the full twin analysed by cropmon's own engine, next to the real u0c.
 
 Prints (and saves to benchmarks/results/twin_fidelity.md) a Markdown table per crop: real vs twin field counts,
-real vs twin field-level agreement (engine, and the independent numpy check of cropmon.twin_check), confidence
+real vs twin field-level agreement (engine, and the independent numpy check of cropmon.twin.check), confidence
 when right / wrong, median field size; then the overall agreement, the traps and the size quantiles.
 Pass criteria: overall agreement within 0.01 of the real 0.829, and per-crop agreement within 0.05 for every crop
 with >= 300 real fields (exit code 1 otherwise).
@@ -28,8 +28,8 @@ import pyogrio
 
 from cropmon.labels import CROP_NAMES
 from cropmon.twin import ensure_twin
-from cropmon.twin_check import agreement_by_crop, field_votes
-from cropmon.twin_params import UTM_PX_AREA_M2
+from cropmon.twin.check import agreement_by_crop, field_votes
+from cropmon.twin.params import UTM_PX_AREA_M2
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -131,7 +131,7 @@ def main() -> int:
     else:
         known = votes[votes["match"].notna()]
         conf = known.groupby([known["gt_class"].astype(int), known["match"].astype(bool)])["confidence"].mean()
-        ours, source, same = check.copy(), "independent check (cropmon.twin_check)", None
+        ours, source, same = check.copy(), "independent check (cropmon.twin.check)", None
         ours["conf_right"] = [conf.get((CROP_NAMES.index(c), True), np.nan) for c in ours.index]
         ours["conf_wrong"] = [conf.get((CROP_NAMES.index(c), False), np.nan) for c in ours.index]
         overall = votes["match"].dropna().astype(bool).mean()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import shapely
 
-from cropmon.twin_params import BAND_DESCRIPTIONS as BAND_NAMES
+from cropmon.twin.params import BAND_DESCRIPTIONS as BAND_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "reference"

@@ -1,7 +1,7 @@
 """The digital twin: real layouts, determinism, believable fields, calibrated outcomes, the real traps.
 
 Most tests read one small twin (scale 1/16: 1,304 x 1,304 pixels, ~9,600 fields, ~4 s) through the independent
-vote check of cropmon.twin_check. Comparisons with the real files skip when ../shared/reference is absent.
+vote check of cropmon.twin.check. Comparisons with the real files skip when ../shared/reference is absent.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from pyproj import Geod
 from cropmon.errors import ConfigError
 from cropmon.labels import CLASS_IDS, CROP_NAMES, LABELS_DICT
 from cropmon.twin import default_twin_dir, ensure_twin, make_twin, twin_cache_dir
-from cropmon.twin_check import agreement_by_crop, field_votes
-from cropmon.twin_fields import apportion, crop_field_counts, no_centre_field_count
-from cropmon.twin_landscape import to_metric, transform_geometries, twin_grid
-from cropmon.twin_params import (
+from cropmon.twin.check import agreement_by_crop, field_votes
+from cropmon.twin.fields import apportion, crop_field_counts, no_centre_field_count
+from cropmon.twin.landscape import to_metric, transform_geometries, twin_grid
+from cropmon.twin.params import (
     CONF_WHEN_RIGHT,
     CONF_WHEN_WRONG,
     FIELD_SIZE_QUANTILES_UTM_PX,

@@ -16,9 +16,9 @@ from scipy.special import ndtri
 
 from cropmon.errors import ConfigError
 from cropmon.labels import CLASS_IDS, CROP_NAMES, N_CLASSES
-from cropmon.twin_fields import RADISH, GroundTruth, apportion
-from cropmon.twin_landscape import FARMLAND, VILLAGE, WOOD, Landscape
-from cropmon.twin_params import (
+from cropmon.twin.fields import RADISH, GroundTruth, apportion
+from cropmon.twin.landscape import FARMLAND, VILLAGE, WOOD, Landscape
+from cropmon.twin.params import (
     CONF_WHEN_RIGHT,
     CONF_WHEN_RIGHT_DEFAULT,
     CONF_WHEN_WRONG,

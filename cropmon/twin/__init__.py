@@ -1,9 +1,9 @@
 """The digital twin of the real u0c AOI: a prediction raster and a ground-truth GeoPackage with the real layouts.
 
 `make_twin` builds it from a seed: the same seed gives the same bytes. Fields come from a landscape of farm blocks
-(twin_landscape), are sampled to the real size distribution and labelled in the real class proportions
-(twin_fields); the model's field-level outcomes follow the real confusion matrix exactly (twin_model), and the
-raster is written in row chunks (twin_raster). Geometry and predictions draw from separate random streams, so
+(landscape), are sampled to the real size distribution and labelled in the real class proportions
+(fields); the model's field-level outcomes follow the real confusion matrix exactly (model), and the
+raster is written in row chunks (raster). Geometry and predictions draw from separate random streams, so
 `quality` changes the predictions while every field stays the same.
 
 Scale 1 is the whole cell (5,218 x 5,218 pixels, ~153,800 fields); `scale` multiplies the area at the same
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from cropmon.errors import ConfigError, OutputError
-from cropmon.twin_fields import build_ground_truth, write_fields
-from cropmon.twin_landscape import TwinGrid, build_landscape, rasterize_ids, twin_grid
-from cropmon.twin_model import Quality, effective_confusion, predict
-from cropmon.twin_params import FULL_SIDE_PX
-from cropmon.twin_raster import COMPRESSIONS, decide_classes, write_raster
+from cropmon.twin.fields import build_ground_truth, write_fields
+from cropmon.twin.landscape import TwinGrid, build_landscape, rasterize_ids, twin_grid
+from cropmon.twin.model import Quality, effective_confusion, predict
+from cropmon.twin.params import FULL_SIDE_PX
+from cropmon.twin.raster import COMPRESSIONS, decide_classes, write_raster
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from rasterio.transform import Affine
 
 from cropmon.errors import ConfigError
 from cropmon.labels import CROP_NAMES, LABELS_DICT, N_CLASSES
-from cropmon.twin_landscape import (
+from cropmon.twin.landscape import (
     COORD_DECIMALS,
     FARMLAND,
     Landscape,
@@ -28,7 +28,7 @@ from cropmon.twin_landscape import (
     to_metric,
     transform_geometries,
 )
-from cropmon.twin_params import (
+from cropmon.twin.params import (
     ALIAS_SHARES,
     FIELD_SIZE_QUANTILES_UTM_PX,
     GT_LAYER,

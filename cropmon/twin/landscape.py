@@ -20,7 +20,7 @@ import shapely
 from pyproj import Transformer
 from rasterio.transform import Affine
 
-from cropmon.twin_params import FULL_ORIGIN_DEG, FULL_SIDE_PX, PIXEL_SIZE_DEG
+from cropmon.twin.params import FULL_ORIGIN_DEG, FULL_SIDE_PX, PIXEL_SIZE_DEG
 
 logger = logging.getLogger(__name__)
 

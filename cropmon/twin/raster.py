@@ -17,9 +17,9 @@ import rasterio
 from rasterio.windows import Window
 from scipy.special import ndtr
 
-from cropmon.twin_landscape import TwinGrid
-from cropmon.twin_model import CROP2_MIX, MARGIN_MIX, Predictions
-from cropmon.twin_params import (
+from cropmon.twin.landscape import TwinGrid
+from cropmon.twin.model import CROP2_MIX, MARGIN_MIX, Predictions
+from cropmon.twin.params import (
     BAND_DESCRIPTIONS,
     CLASS_PIXEL_MEAN,
     CONF_PIXEL_MEAN,
