@@ -40,6 +40,20 @@ fail() {
 }
 step() { log "== $*"; }
 
+# The Debian archive this machine's apt uses (deb822 .sources or one-line .list entries), never a hard-coded address:
+# the first URI of a source carrying the bookworm suite whose path ends in /debian.
+apt_debian_mirror() {
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -r "$f" ] && awk 'BEGIN { RS = ""; FS = "\n" }
+            /(^|\n)Suites:[^\n]*bookworm/ { for (i = 1; i <= NF; i++) if ($i ~ /^URIs:/) {
+                split($i, u, /[ \t]+/); if (u[2] ~ /\/debian\/?$/) { print u[2]; exit } } }' "$f"
+    done | head -n 1 | grep . && return 0
+    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { if ($i ~ /\/debian\/?$/ && $(i + 1) ~ /^bookworm/) print $i; break } }' \
+        | head -n 1
+}
+
 [ "$(id -u)" = 0 ] || fail "run as root: it installs packages and starts its own dockerd"
 for f in Dockerfile docker-compose.yml ci/compose.ci.yml; do [ -f "$ROOT/$f" ] || fail "no $f in $ROOT"; done
 
@@ -208,8 +222,9 @@ step "base image $BASE_TAG (local stand-in: Debian bookworm's python3 is 3.11)"
 if ! "$DOCKER" image inspect "$MINBASE_TAG" >/dev/null 2>&1; then
     tarball=$CACHE/bookworm-minbase-python3.tar
     if [ ! -s "$tarball" ]; then
-        mirror=${CROPMON_CI_DEBIAN_MIRROR:-$(sed -n 's/^URIs: *\([^ ]*debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)}
-        mirror=${mirror:-http://deb.debian.org/debian}
+        mirror=${CROPMON_CI_DEBIAN_MIRROR:-$(apt_debian_mirror)}
+        [ -n "$mirror" ] || fail "no Debian mirror in this machine's apt configuration (/etc/apt/sources.list," \
+            "/etc/apt/sources.list.d/*.sources or *.list): configure apt, or set CROPMON_CI_DEBIAN_MIRROR"
         log "debootstrap bookworm minbase from $mirror"
         timeout 600 debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,python-is-python3,ca-certificates \
             bookworm "$WORK/rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 \
