@@ -37,10 +37,10 @@ RESULTS = HERE / "results"
 ENGINE = """
 import json, sys, time
 from cropmon.cluster import connect
-from cropmon import io as cio, fields as fm
-from cropmon.pipeline import analyse_fields
+from cropmon.engine.analyse import analyse_fields
+from cropmon.engine.zonal import warm_up
 raster, fields = sys.argv[1], sys.argv[2]
-with connect("local", workers=2, dashboard_address="127.0.0.1:0") as handle:
+with connect("local", workers=2, dashboard_address="127.0.0.1:0", warm_up=warm_up) as handle:
     result = analyse_fields(raster, fields, cluster=handle)
 t = result.timings
 engine = sum(v for k, v in t.items() if k not in ("inspect raster", "read fields"))

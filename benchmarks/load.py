@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cropmon import twin
 from cropmon.cluster import connect
-from cropmon.pipeline import analyse_fields
+from cropmon.engine.analyse import analyse_fields
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ def engine_table(raster: Path, fields: Path, engine: str) -> tuple[pd.DataFrame 
     if engine == "none":
         return None, 0.0
     try:
-        from cropmon.pipeline import analyse_fields
+        from cropmon.engine.analyse import analyse_fields
     except ImportError:
         if engine == "cropmon":
             raise

@@ -12,34 +12,17 @@ import sys
 from collections.abc import Sequence
 
 from cropmon import __version__, errors
+from cropmon.config import FLAG_SETTINGS, SETTINGS, build_config, flag_name, positive_fraction, scalar_type
 
 log = logging.getLogger("cropmon")
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_CLUSTER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(eval_fraction(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
-
-
-def eval_fraction(text: str) -> float:
-    """'0.0625' or '1/16' -> float."""
-    if "/" in text:
-        num, den = text.split("/", 1)
-        return float(num) / float(den)
-    return float(text)
-
-
 def _quality(text: str) -> float | dict[str, float]:
     """'1.5' -> 1.5; 'Spring Barley=0.8,Flax=0.9' -> {'Spring Barley': 0.8, 'Flax': 0.9}."""
     if "=" not in text:
-        return _positive_float(text)
+        return positive_fraction(text)
     out = {}
     for part in text.split(","):
         crop, _, value = part.partition("=")
@@ -48,6 +31,30 @@ def _quality(text: str) -> float | dict[str, float]:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"{part!r} is not CROP=AGREEMENT") from exc
     return out
+
+
+def _add_setting_flags(run: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig setting that declares one (config.setting), in its group; unset flags stay None so
+    that they do not override the config file or the environment."""
+    groups = {
+        "inputs": run.add_argument_group("inputs (default: the digital twin of the u0c AOI, made once)"),
+        "cluster": run.add_argument_group("cluster"),
+        "run": run,
+    }
+    for name in FLAG_SETTINGS:
+        meta = SETTINGS[name].metadata
+        default = SETTINGS[name].default
+        shown = f" (default {default})" if default not in (None, (), "") else ""
+        options: dict = {"dest": name, "help": meta["help"] + shown}
+        if name == "aois":
+            options.update(action="append", metavar=meta["metavar"])
+        else:
+            options.update(type=meta["parse"] or scalar_type(name))
+            if meta["choices"]:
+                options["choices"] = meta["choices"]
+            if meta["metavar"]:
+                options["metavar"] = meta["metavar"]
+        groups[meta["group"]].add_argument(flag_name(name), **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,44 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="analyse a prediction raster against ground-truth fields")
-    inputs = run.add_argument_group("inputs (default: the digital twin of the u0c AOI, made once)")
-    inputs.add_argument("--raster", help="prediction GeoTIFF (10 bands; class = band 3, confidence = band 4)")
-    inputs.add_argument("--fields", help="ground-truth fields (GeoPackage or any OGR vector file)")
-    inputs.add_argument("--layer", help="layer of the fields file (needed when it has several)")
-    inputs.add_argument("--label-column", help="ground-truth label column (default normalized_label)")
-    inputs.add_argument("--class-band", type=int, help="1-based band of the class ids (default 3)")
-    inputs.add_argument("--confidence-band", type=int, help="1-based band of the confidence (default 4)")
-    inputs.add_argument(
-        "--aoi",
-        action="append",
-        dest="aois",
-        metavar="NAME=RASTER,FIELDS",
-        help="an AOI of a multi-AOI run (repeatable); outputs go to OUT/NAME/ plus a pooled view in OUT/",
-    )
-    inputs.add_argument("--twin-scale", type=_positive_float, help="scale of the default twin (default 1)")
-    run.add_argument("--out", help="output directory (default outputs/<name of the input>/)")
     run.add_argument("--config", help="TOML file of settings (flags and CROPMON_* variables override it)")
-    cluster = run.add_argument_group("cluster")
-    cluster.add_argument(
-        "--scheduler",
-        help="tcp://HOST:PORT or tls://HOST:PORT of a running scheduler, 'local' (a LocalCluster on 127.0.0.1, "
-        "the default unless DASK_SCHEDULER_ADDRESS is set) or 'threads' (in-process)",
-    )
-    cluster.add_argument("--workers", type=int, help="workers of the local cluster (default: cores, at most 4)")
-    cluster.add_argument("--threads-per-worker", type=int, help="threads per local worker (default 1)")
-    cluster.add_argument("--memory-limit", help="memory limit per local worker (default auto)")
-    cluster.add_argument("--dashboard-address", help="local dashboard address (default 127.0.0.1:8787)")
-    cluster.add_argument("--chunk-rows", type=int, help="raster rows per task (rounded to the file's blocks)")
-    cluster.add_argument("--profile", metavar="FILE.html", help="write a Dask performance report")
-    cluster.add_argument("--tls-ca-file", help="CA certificate for a tls:// scheduler")
-    cluster.add_argument("--tls-cert", help="client certificate for a tls:// scheduler")
-    cluster.add_argument("--tls-key", help="client private key for a tls:// scheduler")
-    run.add_argument("--progress", choices=["auto", "on", "off"], help="progress bar (auto: on a terminal)")
-    run.add_argument("--seed", type=int, help="seed of the active-learning selection (default 0)")
+    _add_setting_flags(run)
 
     twin = commands.add_parser("twin", help="write the digital twin of the real u0c AOI")
     twin.add_argument("--out", required=True, help="directory for predictions.tif and fields.gpkg")
-    twin.add_argument("--scale", type=_positive_float, default=1.0, help="1 = the whole u0c cell; 1/16 for tests")
+    twin.add_argument("--scale", type=positive_fraction, default=1.0, help="1 = the whole u0c cell; 1/16 for tests")
     twin.add_argument("--seed", type=int, default=0)
     twin.add_argument("--compress", choices=["none", "deflate", "lzw"], default="none")
     twin.add_argument(
@@ -127,16 +102,8 @@ def configure_logging(verbosity: int) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from cropmon import pipeline
-    from cropmon.config import build_config
 
-    flags = {
-        name: getattr(args, name)
-        for name in (
-            "raster", "fields", "out", "layer", "label_column", "class_band", "confidence_band", "twin_scale",
-            "scheduler", "workers", "threads_per_worker", "memory_limit", "dashboard_address", "chunk_rows",
-            "profile", "tls_ca_file", "tls_cert", "tls_key", "progress", "seed", "aois",
-        )
-    }
+    flags = {name: getattr(args, name) for name in FLAG_SETTINGS}
     config = build_config(flags, config_file=args.config)
     outcome = pipeline.run(config)
     total = outcome.manifest["timings_s"]["total"]
@@ -157,9 +124,9 @@ def _twin(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from cropmon import compare
+    from cropmon.report.compare import write_comparison
 
-    out, table, chosen = compare.write_comparison(
+    out, table, chosen = write_comparison(
         args.run_a, args.run_b, args.out, n_boot=args.bootstrap, seed=args.seed
     )
     better, worse = (", ".join(table.loc[table["verdict"] == v, "crop"]) or "none" for v in ("better", "worse"))
@@ -171,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Off a terminal a run logs its stages; on a terminal, progress bars show them (-v adds the log lines).
     configure_logging(args.verbose + (1 if args.command == "run" and not sys.stderr.isatty() else 0))
-    from cropmon.io import return_freed_memory
+    from cropmon.runtime import return_freed_memory
 
     return_freed_memory()
     try:

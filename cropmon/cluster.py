@@ -1,7 +1,8 @@
 """The only place that makes a Dask client: `--scheduler ADDRESS` | `local` (a LocalCluster on 127.0.0.1) | `threads`.
 
-Also owns running a computation on whichever was chosen: a progress bar on a terminal, log lines otherwise, the
-tasks each worker ran (for the manifest), and a clear failure when the cluster loses all its workers.
+Also owns running a computation on whichever was chosen (`ClusterHandle.compute`: a progress bar on a terminal,
+log lines otherwise, the tasks each worker ran for the manifest, and a clear failure when the cluster loses all
+its workers) and the Dask performance report of a run (`--profile`).
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from cropmon import errors
+from cropmon import errors, runtime
+from cropmon.progress import result_bar, threads_progress
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +95,8 @@ class ClusterHandle:
         import dask
 
         if self.client is None:
-            from cropmon.io import limit_gdal_block_cache
-
-            limit_gdal_block_cache()
-            with _threads_progress(progress):
+            runtime.limit_gdal_block_cache()
+            with threads_progress(progress):
                 values = dask.compute(*graphs, scheduler="threads")
             for index, value in enumerate(values):
                 collect(index, value)
@@ -105,7 +107,7 @@ class ClusterHandle:
         self, graphs: Sequence[Any], collect: Callable[[int, Any], None], *, progress: bool, no_worker_timeout: float
     ) -> None:
         import dask
-        from distributed import get_task_stream, wait
+        from distributed import KilledWorker, get_task_stream, wait
         from distributed.client import FutureCancelledError
 
         # The graph names each chunk's fields (16 bytes a field, see rasterize.label_grid), so distributed's
@@ -117,7 +119,7 @@ class ClusterHandle:
         ):
             futures = self.client.compute(list(graphs))
             index_of = {f.key: i for i, f in enumerate(futures)}
-            bar = _result_bar(len(futures)) if progress else None
+            bar = result_bar(len(futures)) if progress else None
             try:
                 pending = set(futures)
                 del futures
@@ -134,13 +136,11 @@ class ClusterHandle:
                 raise
             except FutureCancelledError as exc:
                 raise errors.ClusterError(f"the computation was cancelled on the cluster ({exc})") from exc
-            except Exception as exc:
-                if type(exc).__name__ == "KilledWorker":
-                    raise errors.ClusterError(
-                        f"a task killed its worker repeatedly ({exc}); the workers may be out of memory: give them "
-                        "more memory or pass a smaller --chunk-rows"
-                    ) from exc
-                raise
+            except KilledWorker as exc:
+                raise errors.ClusterError(
+                    f"a task killed its worker repeatedly ({exc}); the workers may be out of memory: give them "
+                    "more memory or pass a smaller --chunk-rows"
+                ) from exc
             finally:
                 if bar is not None:
                     bar.close()
@@ -169,54 +169,15 @@ class ClusterHandle:
                 )
 
 
-def _result_bar(total: int):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="compute", unit="chunk", file=sys.stderr)
-
-
-@contextlib.contextmanager
-def _threads_progress(progress: bool) -> Iterator[None]:
-    if not progress:
-        yield
-        return
-    from dask.diagnostics import ProgressBar
-
-    with ProgressBar(out=sys.stderr):
-        yield
-
-
-def _warm_imports() -> None:
-    """Import the engine's modules on a worker and run it once on a 4 x 4 raster, while the client still reads and
-    prepares the fields: a cold worker otherwise spends ~1 s of the first run on imports and first calls."""
-    from cropmon.zonal import warm_up
-
-    warm_up()
-
-
-def _gdal_cache_plugin():
-    """A worker plugin for every worker, present and future: caps GDAL's block cache (io.limit_gdal_block_cache)
-    and lets Arrow give freed memory back (io.return_freed_memory)."""
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    class GdalBlockCache(WorkerPlugin):
-        name = "cropmon-gdal-block-cache"
-
-        def setup(self, worker) -> None:
-            from cropmon.io import limit_gdal_block_cache, return_freed_memory
-
-            limit_gdal_block_cache()
-            return_freed_memory()
-
-    return GdalBlockCache()
-
-
-def _start_warming(client) -> list:
-    """Cap GDAL's cache on every worker (waits: fast), then start importing the engine there (does not wait)."""
+def _start_warming(client, warm_up: Callable[[], None] | None) -> list:
+    """Tune every worker's process (runtime.worker_plugin; waits: fast), then start `warm_up` on each (does not
+    wait): a cold worker otherwise spends ~1 s of the first run on imports and first calls."""
     try:
-        client.register_plugin(_gdal_cache_plugin())
+        client.register_plugin(runtime.worker_plugin())
+        if warm_up is None:
+            return []
         workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
-        return [client.submit(_warm_imports, pure=False, workers=[w], allow_other_workers=False) for w in workers]
+        return [client.submit(warm_up, pure=False, workers=[w], allow_other_workers=False) for w in workers]
     except Exception as exc:  # a worker that cannot import cropmon fails the run later, with the real error
         log.debug("could not prepare the workers: %s", exc)
         return []
@@ -237,8 +198,12 @@ def connect(
     dashboard_address: str = "127.0.0.1:8787",
     tls: TLSFiles | None = None,
     timeout: float = 30.0,
+    warm_up: Callable[[], None] | None = None,
 ) -> Iterator[ClusterHandle]:
-    """Yield a ClusterHandle for the chosen backend and close what this function started (never a remote one)."""
+    """Yield a ClusterHandle for the chosen backend and close what this function started (never a remote one).
+
+    `warm_up` runs once on every worker while the caller goes on (e.g. the engine's imports and first calls).
+    """
     choice = resolve_scheduler(scheduler)
     if choice == "threads":
         yield ClusterHandle(kind="threads")
@@ -260,7 +225,7 @@ def connect(
             Client(local) as client,
         ):
             log.info("local Dask cluster: %d workers, dashboard %s", n_workers, client.dashboard_link)
-            warming = _start_warming(client)
+            warming = _start_warming(client, warm_up)
             yield ClusterHandle(
                 kind="local", client=client, address=local.scheduler_address, dashboard_link=client.dashboard_link,
                 warming=warming,
@@ -287,9 +252,50 @@ def connect(
         ) from exc
     try:
         log.info("connected to %s, dashboard %s", choice, client.dashboard_link)
-        warming = _start_warming(client)
+        warming = _start_warming(client, warm_up)
         yield ClusterHandle(
             kind="remote", client=client, address=choice, dashboard_link=client.dashboard_link, warming=warming
         )
     finally:
         client.close()
+
+
+def profile_scratch(profile: str | None) -> Path | None:
+    """Where the performance report is first written (moved next to the outputs by place_profile)."""
+    if not profile:
+        return None
+    fd, name = tempfile.mkstemp(prefix="cropmon-profile-", suffix=".html")
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def performance_report(handle: ClusterHandle, path: Path | None) -> Iterator[None]:
+    """A Dask performance report of what runs inside the block, written to `path` (nothing when `path` is None)."""
+    if not path:
+        yield
+        return
+    if handle.client is None:
+        raise errors.ConfigError(
+            "--profile needs a distributed scheduler", fix="use --scheduler local (the default) or an address"
+        )
+    from distributed import performance_report as dask_performance_report
+
+    # performance_report talks to the current client; a remote client is not the default one (set_as_default=False).
+    with handle.client.as_current(), dask_performance_report(filename=path):
+        yield
+    log.info("Dask performance report written (it goes to %s with the outputs)", path)
+
+
+def place_profile(profile: str | None, report: Path | None, out_dir: Path, staging: Path) -> None:
+    """Move the run's performance report to `--profile`: into the staging directory when that path lies in the
+    output directory (so the atomic swap keeps it), else straight to its place."""
+    if not profile or report is None or not report.exists():
+        return
+    target = Path(profile).resolve()
+    final = Path(out_dir).resolve()
+    if target.is_relative_to(final):
+        target = staging / target.relative_to(final)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(report, target)
+    log.info("Dask performance report: %s", profile)

@@ -1,6 +1,9 @@
 """One frozen RunConfig, from defaults < config file (TOML) < CROPMON_* environment < command-line flags.
 
-Validated up front, so a bad setting fails in one line before any work.
+Every setting is declared once, here: its type (the annotation), its default, and its flag's help text and group
+(`setting(...)` metadata); the CLI builds its flags from these declarations and the file and environment are
+coerced by the same types. The diagnosis thresholds are a typed `DiagnosisSettings` inside RunConfig (the file's
+`[diagnosis]` table). Validated up front, so a bad setting fails in one line before any work.
 """
 
 from __future__ import annotations
@@ -8,67 +11,112 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cropmon import errors
+from cropmon.analysis.settings import DiagnosisSettings
+
+
+def setting(default: Any = None, *, help: str, group: str = "run", flag: str | None = None,
+            choices: tuple[str, ...] | None = None, metavar: str | None = None,
+            parse: Callable[[str], Any] | None = None) -> Any:
+    """A RunConfig field with what its command-line flag needs: help text, argument group, and optionally another
+    flag name, the allowed values, a metavar or a parser of the flag's text (default: the field's type)."""
+    meta = {"help": help, "group": group, "flag": flag, "choices": choices, "metavar": metavar, "parse": parse}
+    return field(default=default, metadata=meta)
+
+
+def positive_fraction(text: str) -> float:
+    """'0.0625' or '1/16' -> 0.0625; > 0."""
+    num, slash, den = str(text).partition("/")
+    try:
+        value = float(num) / float(den) if slash else float(text)
+    except (ValueError, ZeroDivisionError) as exc:
+        raise ValueError(f"{text!r} is not a number") from exc
+    if value <= 0:
+        raise ValueError(f"{text!r} must be > 0")
+    return value
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one `cropmon run` needs. Paths are strings as given; None = use the default."""
 
-    raster: str | None = None  # None (with fields None) = the digital twin
-    fields: str | None = None
-    out: str | None = None  # default: outputs/<name of the input>/
-    layer: str | None = None
-    label_column: str = "normalized_label"
-    class_band: int = 3
-    confidence_band: int = 4
-    scheduler: str | None = None  # ADDRESS | local | threads; None = DASK_SCHEDULER_ADDRESS, else local
-    workers: int | None = None
-    threads_per_worker: int | None = None
-    memory_limit: str = "auto"
-    dashboard_address: str = "127.0.0.1:8787"
-    chunk_rows: int | None = None
-    profile: str | None = None  # write a Dask performance report (HTML) here
-    tls_ca_file: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    progress: str = "auto"  # auto (bar on a terminal) | on | off
-    no_worker_timeout: float = 60.0
-    seed: int = 0  # field selection (active learning) is deterministic for a seed
-    twin_scale: float = 1.0  # scale of the default twin when no inputs are given
-    diagnosis: dict[str, Any] = field(default_factory=dict)  # DiagnosisSettings overrides ([diagnosis] table)
-    aois: tuple[tuple[str, str, str], ...] = ()  # (name, raster, fields): several AOIs in one run
+    raster: str | None = setting(
+        group="inputs", help="prediction GeoTIFF (10 bands; class = band 3, confidence = band 4)")  # None: the twin
+    fields: str | None = setting(group="inputs", help="ground-truth fields (GeoPackage or any OGR vector file)")
+    layer: str | None = setting(group="inputs", help="layer of the fields file (needed when it has several)")
+    label_column: str = setting("normalized_label", group="inputs", help="ground-truth label column")
+    class_band: int = setting(3, group="inputs", help="1-based band of the class ids")
+    confidence_band: int = setting(4, group="inputs", help="1-based band of the confidence")
+    aois: tuple[tuple[str, str, str], ...] = setting(
+        (), group="inputs", flag="--aoi", metavar="NAME=RASTER,FIELDS",
+        help="an AOI of a multi-AOI run (repeatable); outputs go to OUT/NAME/ plus a pooled view in OUT/")
+    twin_scale: float = setting(1.0, group="inputs", parse=positive_fraction,
+                                help="scale of the default twin (1 = the whole u0c cell; 1/16 for a quick look)")
+    out: str | None = setting(help="output directory (default outputs/<name of the input>/)")
+    scheduler: str | None = setting(
+        group="cluster",
+        help="tcp://HOST:PORT or tls://HOST:PORT of a running scheduler, 'local' (a LocalCluster on 127.0.0.1, the "
+        "default unless DASK_SCHEDULER_ADDRESS is set) or 'threads' (in-process)")
+    workers: int | None = setting(group="cluster", help="workers of the local cluster (default: cores, at most 4)")
+    threads_per_worker: int | None = setting(group="cluster", help="threads per local worker (default 1)")
+    memory_limit: str = setting("auto", group="cluster", help="memory limit per local worker")
+    dashboard_address: str = setting("127.0.0.1:8787", group="cluster", help="local dashboard address")
+    chunk_rows: int | None = setting(group="cluster", help="raster rows per task (rounded to the file's blocks)")
+    profile: str | None = setting(group="cluster", metavar="FILE.html", help="write a Dask performance report")
+    tls_ca_file: str | None = setting(group="cluster", help="CA certificate for a tls:// scheduler")
+    tls_cert: str | None = setting(group="cluster", help="client certificate for a tls:// scheduler")
+    tls_key: str | None = setting(group="cluster", help="client private key for a tls:// scheduler")
+    no_worker_timeout: float = setting(
+        60.0, group="cluster", help="seconds a cluster may have no worker before the run fails (exit 3)")
+    progress: str = setting("auto", choices=("auto", "on", "off"), help="progress bar (auto: on a terminal)")
+    seed: int = setting(0, help="seed of the active-learning selection (the plan is deterministic for a seed)")
+    diagnosis: DiagnosisSettings = field(default_factory=DiagnosisSettings)  # the file's [diagnosis] table
 
     def as_manifest(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
-_INT = {"class_band", "confidence_band", "workers", "threads_per_worker", "chunk_rows", "seed"}
-_FLOAT = {"no_worker_timeout", "twin_scale"}
+SETTINGS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
+TYPES: dict[str, Any] = typing.get_type_hints(RunConfig)
+FLAG_SETTINGS: tuple[str, ...] = tuple(name for name, f in SETTINGS.items() if "help" in f.metadata)
+
+
+def scalar_type(name: str) -> type:
+    """int, float or str: the type a setting's text is read as (from its annotation, None removed)."""
+    kinds = [t for t in typing.get_args(TYPES[name]) or (TYPES[name],) if t is not type(None)]
+    return kinds[0] if kinds and kinds[0] in (int, float, str) else str
+
+
+def flag_name(name: str) -> str:
+    return SETTINGS[name].metadata.get("flag") or f"--{name.replace('_', '-')}"
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
+    """A setting's value from a file, the environment or a flag, as RunConfig declares it."""
     if value is None:
         return None
-    try:
-        if name in _INT:
-            return int(value)
-        if name in _FLOAT:
-            return float(value)
-    except (TypeError, ValueError) as exc:
-        raise errors.ConfigError(f"{source}: {name} = {value!r} is not a number", fix=f"give {name} a number") from exc
     if name == "aois":
         return tuple(parse_aoi(item, source) for item in value)
     if name == "diagnosis":
+        if isinstance(value, DiagnosisSettings):
+            return value
         if not isinstance(value, dict):
             raise errors.ConfigError(f"{source}: [diagnosis] must be a table", fix="see README, Configuration")
-        return dict(value)
-    return str(value) if not isinstance(value, str) else value
+        return DiagnosisSettings.from_mapping(value)
+    custom = SETTINGS[name].metadata.get("parse")
+    kind = scalar_type(name)
+    try:
+        return (custom or kind)(value)
+    except (TypeError, ValueError) as exc:
+        what = {int: "an integer", float: "a number"}.get(kind, "a text")
+        problem = str(exc) if custom else f"{name} = {value!r} is not {what}"
+        raise errors.ConfigError(f"{source}: {problem}", fix=f"give {name} {what}") from exc
 
 
 def parse_aoi(item: Any, source: str) -> tuple[str, str, str]:
@@ -101,19 +149,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     data = data.get("cropmon", data)
     if "aoi" in data:
         data["aois"] = data.pop("aoi")
-    unknown = sorted(set(data) - set(_FIELDS))
+    unknown = sorted(set(data) - set(SETTINGS))
     if unknown:
         raise errors.ConfigError(
-            f"{path}: unknown setting(s) {', '.join(unknown)}", fix=f"known settings: {', '.join(sorted(_FIELDS))}"
+            f"{path}: unknown setting(s) {', '.join(unknown)}", fix=f"known settings: {', '.join(sorted(SETTINGS))}"
         )
-    return {k: _coerce(k, v, str(path)) for k, v in data.items() if k in _FIELDS}
+    return {k: _coerce(k, v, str(path)) for k, v in data.items()}
 
 
 def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
     """CROPMON_<SETTING> variables, e.g. CROPMON_RASTER, CROPMON_CHUNK_ROWS."""
     environ = os.environ if environ is None else environ
     out = {}
-    for name in _FIELDS:
+    for name in SETTINGS:
         key = f"CROPMON_{name.upper()}"
         if name not in ("diagnosis", "aois") and environ.get(key):
             out[name] = _coerce(name, environ[key], key)
@@ -128,7 +176,7 @@ def build_config(
     if config_file:
         merged.update(read_config_file(config_file))
     merged.update(from_environment(environ))
-    merged.update({k: _coerce(k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None})
+    merged.update({k: _coerce(k, v, flag_name(k)) for k, v in flags.items() if v is not None})
     config = RunConfig(**merged)
     validate(config)
     return config
@@ -151,17 +199,15 @@ def validate(config: RunConfig) -> None:
         )
     for name in ("class_band", "confidence_band"):
         if getattr(config, name) < 1:
-            raise errors.ConfigError(f"--{name.replace('_', '-')} must be >= 1 (bands are numbered from 1)")
+            raise errors.ConfigError(f"{flag_name(name)} must be >= 1 (bands are numbered from 1)")
     if config.class_band == config.confidence_band:
         raise errors.ConfigError("--class-band and --confidence-band are the same band", fix="pass two bands")
     for name in ("workers", "threads_per_worker", "chunk_rows"):
         value = getattr(config, name)
         if value is not None and value < 1:
-            raise errors.ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if config.progress not in {"auto", "on", "off"}:
-        raise errors.ConfigError(f"progress = {config.progress!r}", fix="use auto, on or off")
+            raise errors.ConfigError(f"{flag_name(name)} must be >= 1, got {value}")
+    choices = SETTINGS["progress"].metadata["choices"]
+    if config.progress not in choices:
+        raise errors.ConfigError(f"progress = {config.progress!r}", fix=f"use {', '.join(choices)}")
     if config.twin_scale <= 0:
         raise errors.ConfigError("twin_scale must be > 0")
-    from cropmon.diagnose import DiagnosisSettings
-
-    DiagnosisSettings.from_mapping(config.diagnosis)  # thresholds fail here, before any work

@@ -78,5 +78,9 @@ class ConfigError(InputError):
     """A setting (flag, config file, environment variable) is invalid."""
 
 
+class NotComparable(InputError):
+    """Two runs cannot be compared as given (other fields, other ground truth, a multi-AOI output ...)."""
+
+
 class ClusterError(CropmonError):
     """The Dask cluster could not be reached, or lost all its workers mid-run."""

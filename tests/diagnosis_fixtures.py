@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from shapely.geometry import box
 
-from cropmon import metrics
+from cropmon.analysis import metrics
 from cropmon.labels import CLASS_IDS, CROP_NAMES, LABELS_DICT
 from cropmon.schema import FIELD_TABLE_COLUMNS
 

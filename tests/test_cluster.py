@@ -10,8 +10,8 @@ from conftest import write_random_inputs
 
 from cropmon.cli import main
 from cropmon.cluster import TLSFiles, connect
+from cropmon.engine.analyse import analyse_fields
 from cropmon.errors import ConfigError
-from cropmon.pipeline import analyse_fields
 
 pytestmark = [pytest.mark.cluster]
 

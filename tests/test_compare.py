@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cropmon import compare, errors
+from cropmon import errors
+from cropmon.analysis import compare
 from cropmon.cli import EXIT_INPUT, EXIT_OK, main
+from cropmon.report import compare as compare_report
 from cropmon.twin import make_twin
 
 
@@ -122,10 +124,10 @@ def test_evaluation_set_choice_and_refusals():
     assert (unpaired.source, unpaired.paired) == ("all_fields", False)
     assert set(_compare(a, other)["verdict"]) == {"unchanged"}
 
-    with pytest.raises(compare.NotComparable, match="1 of the 2 evaluation fields of run A are not in run B"):
+    with pytest.raises(errors.NotComparable, match="1 of the 2 evaluation fields of run A are not in run B"):
         compare.evaluation_set(a, a.iloc[1:], pd.Series(["x0", "x1"]))
     relabelled = a.assign(gt_label=np.where(a["field_id"] == "x1", "Peas", a["gt_label"]))
-    with pytest.raises(compare.NotComparable, match="another ground-truth crop"):
+    with pytest.raises(errors.NotComparable, match="another ground-truth crop"):
         compare.evaluation_set(a, relabelled, pd.Series(["x0", "x1"]))
     unscored = a.assign(n_pixels=np.where(a["field_id"] == "x1", 0, 20))
     chosen = compare.evaluation_set(a, unscored, pd.Series(["x0", "x1"]))
@@ -181,11 +183,11 @@ def test_cli_refuses_runs_that_cannot_be_compared(tmp_path, capsys):
 
 def test_read_run_without_evaluation_fields(tmp_path):
     a = _fields(_crop("Flax", 12, 6, prefix="x"))
-    run = compare.read_run(_write_run(tmp_path / "a", a))
+    run = compare_report.read_run(_write_run(tmp_path / "a", a))
     assert run.evaluation_ids is None and len(run.fields) == 12
     with pytest.raises(errors.InputError):
         (tmp_path / "a" / "run.json").write_text("{not json")
-        compare.read_run(tmp_path / "a")
+        compare_report.read_run(tmp_path / "a")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,7 +234,7 @@ def test_better_model_is_better_exactly_on_the_chosen_crops(two_runs, capsys):
 
 def test_a_run_compared_with_itself_is_unchanged(two_runs, tmp_path):
     _, runs = two_runs
-    _, table, chosen = compare.write_comparison(runs["a"], runs["a"], tmp_path / "same", n_boot=500)
+    _, table, chosen = compare_report.write_comparison(runs["a"], runs["a"], tmp_path / "same", n_boot=500)
     assert chosen.source == "evaluation_fields"
     assert set(table["verdict"]) <= {"unchanged", "too_few_fields"}
     assert (table["agreement_delta"] == 0).all()

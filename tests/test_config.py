@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.config import RunConfig, build_config
 from cropmon.errors import ConfigError
 
@@ -17,7 +18,7 @@ def test_precedence(tmp_path):
     assert config.workers == 3  # the file beats the default
     assert config.scheduler == "local"  # a flag beats the environment
     assert config.seed == RunConfig().seed  # a flag left unset does not override
-    assert config.diagnosis == {"min_agreement": 0.6}
+    assert config.diagnosis == DiagnosisSettings(min_agreement=0.6)  # the [diagnosis] table, typed
 
 
 def test_aois_from_file_and_flags(tmp_path):

@@ -12,8 +12,9 @@ from diagnosis_fixtures import field, hand_example, make_table, overall_of, tabl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cropmon import metrics
-from cropmon.diagnose import TIERS, DiagnosisSettings, underperforming_crops
+from cropmon.analysis import metrics
+from cropmon.analysis.diagnose import TIERS, underperforming_crops
+from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.errors import ConfigError
 
 # The hand example with min_fields = 3 (see diagnosis_fixtures.hand_example), worked out by hand:

@@ -19,10 +19,11 @@ from conftest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cropmon import io as cio
+from cropmon.engine.analyse import analyse_fields, build_field_graph
+from cropmon.engine.fields import prepare_fields
 from cropmon.errors import NoOverlap
-from cropmon.fields import prepare_fields
-from cropmon.pipeline import analyse_fields, build_field_graph
+from cropmon.io import raster as raster_io
+from cropmon.io import vector
 
 
 def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin, pixel=PIXEL) -> pd.DataFrame:
@@ -148,14 +149,14 @@ def test_building_the_graph_computes_nothing(tmp_path):
     raster = write_prediction_raster(tmp_path / "p.tif", classes, classes)
     fields = random_fields(rng, 30, 30, 10)
     path = write_fields(tmp_path / "f.gpkg", fields)
-    info = cio.inspect_raster(raster)
-    prepared = prepare_fields(cio.read_field_table(path), raster_crs=info.crs)
+    info = raster_io.inspect_raster(raster)
+    prepared = prepare_fields(vector.read_field_table(path), raster_crs=info.crs)
 
     def refuse(*args, **kwargs):
         raise AssertionError("building the graph ran a dask computation")
 
     with dask.config.set(scheduler=refuse):
-        graph, layout = build_field_graph(info, prepared, bands=cio.open_prediction_bands(info, chunk_rows=8))
+        graph, layout = build_field_graph(info, prepared, bands=raster_io.open_prediction_bands(info, chunk_rows=8))
     assert len(graph) >= 1 and layout.n_labels > 0
 
 
@@ -202,7 +203,7 @@ def test_real_clip_matches_rasterstats():
 def test_every_chunk_is_rasterized_once(tmp_path, monkeypatch):
     """The label grid's blocks and the chunk extras share one task per chunk (an optimised graph once fused the
     rasterization into the grid's blocks and ran it twice)."""
-    import cropmon.rasterize as rasterize_mod
+    import cropmon.engine.rasterize as rasterize_mod
 
     rng = np.random.default_rng(4)
     classes = rng.integers(0, 4, size=(40, 30)).astype(np.int16)

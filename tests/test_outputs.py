@@ -12,8 +12,9 @@ import pyogrio
 import shapely
 from conftest import pixel_to_lonlat, write_fields, write_prediction_raster
 
-from cropmon import io as cio
-from cropmon.pipeline import analyse_fields
+from cropmon.engine.analyse import analyse_fields
+from cropmon.io import outputs
+from cropmon.io.vector import FieldSource
 
 
 def _messy_fields(crs: str) -> gpd.GeoDataFrame:
@@ -30,8 +31,8 @@ def _messy_fields(crs: str) -> gpd.GeoDataFrame:
 
 def _write(result, out, batch_rows: int):
     out.mkdir()
-    staged = cio.StagedOutput(final=out, staging=out)
-    cio.write_field_outputs(result.table, result.class_counts, result.source, result.fids, staged,
+    staged = outputs.StagedOutput(final=out, staging=out)
+    outputs.write_field_outputs(result.table, result.class_counts, result.source, result.fids, staged,
                             batch_rows=batch_rows)
     return staged
 
@@ -72,7 +73,7 @@ def test_a_worker_that_cannot_open_the_fields_file_names_file_and_fix(tmp_path):
 
     from cropmon import errors
 
-    source = cio.FieldSource(str(tmp_path / "elsewhere.gpkg"), "fields", "EPSG:4326")
+    source = FieldSource(str(tmp_path / "elsewhere.gpkg"), "fields", "EPSG:4326")
     with pytest.raises(errors.NotAVectorFile) as caught:
         source.read_geometries(np.array([1, 2]))
     message = str(caught.value)

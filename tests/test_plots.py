@@ -11,8 +11,8 @@ import pytest
 from matplotlib.colors import is_color_like, to_hex
 from matplotlib.figure import Figure
 
-from cropmon import plots
 from cropmon.labels import CROP_NAMES
+from cropmon.report import plots
 
 matplotlib.use("Agg")
 

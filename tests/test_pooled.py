@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 from diagnosis_fixtures import hand_example, make_table, table_from_confusion
 
-from cropmon import metrics, pooled, select
-from cropmon.diagnose import DiagnosisSettings, underperforming_crops
+from cropmon.analysis import metrics, pooled, select
+from cropmon.analysis.diagnose import underperforming_crops
+from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
+from cropmon.report import pooled as pooled_report
 
 WW, WB, SB, GC = "Winter Wheat", "Winter Barley", "Spring Barley", "Grain Corn"
 
@@ -191,7 +193,7 @@ def test_summary_is_compact():
 
 def test_write_pooled_files_and_report(weak_in_b, tmp_path):
     summaries, _ = weak_in_b
-    written = pooled.write_pooled(summaries, tmp_path, settings=DiagnosisSettings(), seed=0)
+    written = pooled_report.write_pooled(summaries, tmp_path, settings=DiagnosisSettings(), seed=0)
     assert sorted(written) == sorted(p.name for p in tmp_path.iterdir())
     assert (tmp_path / "f1_by_aoi.png").read_bytes()[:4] == b"\x89PNG"
     table = pd.read_csv(tmp_path / "crop_metrics_pooled.csv")
@@ -203,7 +205,7 @@ def test_write_pooled_files_and_report(weak_in_b, tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and "<script" not in html
 
-    other = pooled.write_pooled(summaries, tmp_path / "other", settings=DiagnosisSettings(min_f1=0.8), seed=0)
+    other = pooled_report.write_pooled(summaries, tmp_path / "other", settings=DiagnosisSettings(min_f1=0.8), seed=0)
     assert "other diagnosis settings" in (tmp_path / "other" / "report.md").read_text()
     assert "report.md" in other
 

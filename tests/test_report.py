@@ -18,11 +18,11 @@ from diagnosis_fixtures import as_geo, field, hand_example, make_table, overall_
 from matplotlib.image import imread
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from cropmon import metrics
-from cropmon.diagnose import DiagnosisSettings
+from cropmon.analysis import metrics
+from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
-from cropmon.plots import MapWindow
-from cropmon.report import write_diagnosis
+from cropmon.report.plots import MapWindow
+from cropmon.report.single import write_diagnosis
 
 FILES = {
     "crop_metrics.csv", "confusion_matrix.csv", "confusion_matrix_pixels.csv", "confusion_pairs.csv",

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.features import rasterize
 
-from cropmon.rasterize import PolygonBatch
-from cropmon.scanline import fill, ragged_arange
+from cropmon.engine.rasterize import PolygonBatch
+from cropmon.engine.scanline import fill, ragged_arange
 
 TRANSFORM = Affine(0.00026949458523585647, 0, 1.40622, 0, -0.00026949458523585647, 50.62509)
 

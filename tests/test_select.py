@@ -11,8 +11,9 @@ from diagnosis_fixtures import field, hand_example, make_table
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from cropmon import metrics, select
-from cropmon.diagnose import DiagnosisSettings, underperforming_crops
+from cropmon.analysis import metrics, select
+from cropmon.analysis.diagnose import underperforming_crops
+from cropmon.analysis.settings import DiagnosisSettings
 
 LAT = 50.0
 KM_X = 111.320 * math.cos(math.radians(LAT))  # km per degree of longitude at the test AOI's latitude

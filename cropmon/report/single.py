@@ -1,15 +1,11 @@
-"""The diagnosis of one run: every table, picture and the report (report.md, self-contained report.html).
+"""The report of one AOI: every table, picture and sentence of the diagnosis, written into the run's outputs.
 
-`write_diagnosis` is what the pipeline calls; `diagnose_run` is the compute, `build_report` turns its numbers into
-sentences (no fixed prose: every sentence is built from the run's numbers), and two small renderers write the
-same report as Markdown and HTML.
+`write_diagnosis` is what the pipeline calls; `build_report` turns the diagnosis's numbers into sentences (no fixed
+prose: every sentence is built from the run's numbers).
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import warnings
 from collections.abc import Callable, Mapping
@@ -20,117 +16,30 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from cropmon import metrics, plots, select
-from cropmon.diagnose import TIERS, DiagnosisSettings, underperforming_crops
+from cropmon.analysis import metrics
+from cropmon.analysis.diagnose import TIERS, Diagnosis, diagnose_run
+from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.io.outputs import write_csv
 from cropmon.labels import CROP_NAMES
+from cropmon.report import plots
+from cropmon.report.document import (
+    Block,
+    Bullets,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    lookup,
+    names,
+    num,
+    pct,
+    png,
+    render_html,
+    render_markdown,
+)
 
 MAX_SENTENCES = 8  # per section; the tables hold the rest
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    """Every number of the diagnosis of one run."""
-
-    metrics: pd.DataFrame
-    confusion: pd.DataFrame
-    pixel_confusion: pd.DataFrame
-    pairs: pd.DataFrame
-    flagged: pd.DataFrame
-    selection: select.Selection
-    blocks: pd.DataFrame
-    overall: dict[str, float]
-    caveats: dict[str, Any]
-
-
-def diagnose_run(
-    fields: pd.DataFrame, class_counts: pd.DataFrame, *, settings: DiagnosisSettings, seed: int = 0
-) -> Diagnosis:
-    """Metrics, confusions, underperforming crops, the plan and the caveats of one per-field table."""
-    confusion = metrics.confusion_matrix(fields)
-    pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts)
-    crop_table = metrics.crop_metrics(fields, class_counts, confusion=confusion, pixel_confusion=pixel_confusion)
-    flagged = underperforming_crops(crop_table, confusion, settings)
-    selection = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed)
-    return Diagnosis(
-        metrics=crop_table,
-        confusion=confusion,
-        pixel_confusion=pixel_confusion,
-        pairs=metrics.confusion_pairs(confusion, mutual_share=settings.mutual_share, top=settings.max_confusion_pairs),
-        flagged=flagged,
-        selection=selection,
-        blocks=select.block_agreement(fields, selection.grid),
-        overall=metrics.overall(crop_table, pixel_confusion),
-        caveats=caveats(fields, crop_table, settings=settings),
-    )
-
-
-def caveats(fields: pd.DataFrame, crop_table: pd.DataFrame, *, settings: DiagnosisSettings) -> dict[str, Any]:
-    """What limits the numbers: fields left out of the metrics or of the plan, odd labels, crops seen on one side."""
-    n_pixels = fields["n_pixels"]
-    unknown = fields.loc[fields["label_status"] == "unknown", "normalized_label"].astype(str).value_counts()
-    no_pixel = fields.loc[n_pixels == 0, "geometry_status"].value_counts()
-    in_gt = crop_table["num_fields"] > 0
-    return {
-        "n_fields": len(fields),
-        "n_scored": int(metrics.evaluable(fields).sum()),
-        "no_pixel": int((n_pixels == 0).sum()),
-        "no_pixel_by_geometry": {str(k): int(v) for k, v in no_pixel.items()},
-        "unknown_label": int(unknown.sum()),
-        "unknown_label_examples": {str(k): int(v) for k, v in unknown.head(5).items()},
-        "null_label": int((fields["label_status"] == "null").sum()),
-        "variant_label": int((fields["label_status"] == "variant").sum()),
-        "all_touched": int((fields["pixel_rule"] == "all_touched").sum()),
-        "tiny": int(((n_pixels > 0) & (n_pixels < settings.min_pixels)).sum()),
-        "ties": int(fields["tie"].astype(bool).sum()),
-        "duplicate_id": int(fields["duplicate_id"].astype(bool).sum()),
-        "repaired_geometry": int((fields["geometry_status"] == "repaired").sum()),
-        "invalid_class_pixels": int(fields["n_invalid"].sum()),
-        "invalid_confidence_pixels": int(fields["n_conf_invalid"].sum()),
-        "never_predicted": list(crop_table.loc[in_gt & (crop_table["n_predicted"] == 0), "crop"]),
-        "never_right": list(crop_table.loc[in_gt & (crop_table["n_correct"] == 0), "crop"]),
-        "predicted_not_in_gt": dict(
-            zip(crop_table.loc[~in_gt, "crop"], crop_table.loc[~in_gt, "n_predicted"], strict=True)
-        ),
-        "too_few_fields": list(crop_table.loc[in_gt & (crop_table["num_fields"] < settings.min_fields), "crop"]),
-    }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The report as a list of blocks, rendered twice (Markdown and HTML)
-
-
-@dataclass(frozen=True)
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: list[str]
-
-
-@dataclass(frozen=True)
-class Table:
-    frame: pd.DataFrame
-    caption: str = ""
-
-
-@dataclass(frozen=True)
-class Image:
-    name: str  # file name beside the report
-    png: bytes
-    caption: str
-
-
-Block = Heading | Paragraph | Bullets | Table | Image
 
 
 @dataclass
@@ -145,18 +54,6 @@ class Written:
         return self.paths[name]
 
 
-def _pct(value: float) -> str:
-    return "n/a" if pd.isna(value) else f"{100 * value:.1f} %"
-
-
-def _num(value: float, digits: int = 2) -> str:
-    return "n/a" if pd.isna(value) else f"{value:.{digits}f}"
-
-
-def _names(items: list[str]) -> str:
-    """'A', 'A and B', 'A, B and C'."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
 
 def _headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     o, c, m = d.overall, d.caveats, d.metrics
@@ -165,16 +62,16 @@ def _headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     if not len(in_gt):
         return [Heading("Headline"), Paragraph(text + " With no scored field there is nothing to diagnose.")]
     text += (
-        f" {_pct(o['agreement'])} of them are predicted as their ground-truth crop; weighted by area"
-        f" {_pct(o['area_agreement'])}, by pixel {_pct(o['pixel_agreement'])}. Macro F1 over the {len(m)} crops"
-        f" seen (in the GT or predicted) is {_num(o['macro_f1'])}, support-weighted F1 {_num(o['weighted_f1'])}."
+        f" {pct(o['agreement'])} of them are predicted as their ground-truth crop; weighted by area"
+        f" {pct(o['area_agreement'])}, by pixel {pct(o['pixel_agreement'])}. Macro F1 over the {len(m)} crops"
+        f" seen (in the GT or predicted) is {num(o['macro_f1'])}, support-weighted F1 {num(o['weighted_f1'])}."
     )
     solid = in_gt.loc[in_gt["num_fields"] >= s.min_fields]
     pool = solid if len(solid) else in_gt
     best, worst = pool.iloc[0], pool.sort_values(["weighted_f1_score", "num_fields"], ascending=[True, False]).iloc[0]
     text += (
-        f" Best crop: {best['crop']} (agreement {_num(best['agreement_score'])} over {best['num_fields']:,} fields);"
-        f" worst: {worst['crop']} ({_num(worst['agreement_score'])} over {worst['num_fields']:,})"
+        f" Best crop: {best['crop']} (agreement {num(best['agreement_score'])} over {best['num_fields']:,} fields);"
+        f" worst: {worst['crop']} ({num(worst['agreement_score'])} over {worst['num_fields']:,})"
         + (f", among crops with at least {s.min_fields} fields." if len(solid) else ".")
     )
     tiers = d.flagged["severity"].value_counts()
@@ -196,11 +93,11 @@ def _headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
             ],
             "value": [
                 f"{c['n_scored']:,}",
-                _pct(o["agreement"]),
-                _pct(o["area_agreement"]),
-                _pct(o["pixel_agreement"]),
-                _num(o["macro_f1"]),
-                _num(o["weighted_f1"]),
+                pct(o["agreement"]),
+                pct(o["area_agreement"]),
+                pct(o["pixel_agreement"]),
+                num(o["macro_f1"]),
+                num(o["weighted_f1"]),
                 str(len(d.flagged)),
             ],
         }
@@ -220,16 +117,16 @@ def _crop_sentence(row: pd.Series, m: pd.Series, shares: pd.Series, s: Diagnosis
         elif code == "over_predicted":
             phrases.append(f"it is predicted for {row['n_predicted']:,} fields against {row['num_fields']:,} in the GT")
         elif code == "low_precision":
-            share = "none" if row["precision"] == 0 else f"only {_pct(row['precision'])}"
+            share = "none" if row["precision"] == 0 else f"only {pct(row['precision'])}"
             phrases.append(f"{share} of the {row['n_predicted']:,} fields predicted as it are right")
         elif code == "scattered_errors":
-            phrases.append(f"its errors are spread (largest: {m['mistaken_for_1']}, {_pct(m['mistaken_for_1_share'])})")
+            phrases.append(f"its errors are spread (largest: {m['mistaken_for_1']}, {pct(m['mistaken_for_1_share'])})")
         elif code == "low_confidence":
-            phrases.append(f"mean confidence {_num(row['conf_mean'], 0)} < {s.min_confidence:g}")
+            phrases.append(f"mean confidence {num(row['conf_mean'], 0)} < {s.min_confidence:g}")
         elif code == "too_few_fields":
             n = row["num_fields"]
             phrases.append(f"only {n} GT fields, weak evidence" if n else "it is absent from the GT")
-    scores = f"agreement {_num(row['agreement_score'])}, F1 {_num(row['f1'])}"
+    scores = f"agreement {num(row['agreement_score'])}, F1 {num(row['f1'])}"
     return f"**{row['crop']}** ({row['severity']}; {scores}): {'; '.join(phrases)}."
 
 
@@ -254,11 +151,11 @@ def _pair_sentence(pair: Any) -> str:
     a, b = pair.crop_a, pair.crop_b
     if pair.mutual:
         return (
-            f"{a} and {b} are confused both ways: {pair.a_as_b:,} {a} fields ({_pct(pair.a_as_b_share)}) are"
-            f" predicted as {b}, {pair.b_as_a:,} {b} fields ({_pct(pair.b_as_a_share)}) as {a}."
+            f"{a} and {b} are confused both ways: {pair.a_as_b:,} {a} fields ({pct(pair.a_as_b_share)}) are"
+            f" predicted as {b}, {pair.b_as_a:,} {b} fields ({pct(pair.b_as_a_share)}) as {a}."
         )
     back = f"; the other way only {pair.b_as_a:,}" if pair.b_as_a else ", never the other way"
-    return f"{pair.a_as_b:,} {a} fields ({_pct(pair.a_as_b_share)} of {a}) are predicted as {b}{back}."
+    return f"{pair.a_as_b:,} {a} fields ({pct(pair.a_as_b_share)} of {a}) are predicted as {b}{back}."
 
 
 def _confusions(d: Diagnosis, images: dict[str, Image]) -> list[Block]:
@@ -271,7 +168,7 @@ def _confusions(d: Diagnosis, images: dict[str, Image]) -> list[Block]:
         blocks.append(
             Paragraph(
                 f"{off:,} scored fields are predicted as another crop; the {min(3, len(d.pairs))} largest pairs"
-                f" below account for {_pct(top / off)} of them ({len(d.pairs)} pairs listed in confusion_pairs.csv)."
+                f" below account for {pct(top / off)} of them ({len(d.pairs)} pairs listed in confusion_pairs.csv)."
             )
         )
         blocks.append(Bullets([_pair_sentence(p) for p in d.pairs.head(MAX_SENTENCES).itertuples()]))
@@ -288,7 +185,7 @@ def _figures(d: Diagnosis, images: dict[str, Image]) -> list[Block]:
         blocks.append(
             Paragraph(
                 f"Across the {len(solid)} blocks of {d.selection.grid.block_km:g} km with at least 10 scored fields,"
-                f" the error rate runs from {_pct(best['error_rate'])} to {_pct(worst['error_rate'])} (worst block"
+                f" the error rate runs from {pct(best['error_rate'])} to {pct(worst['error_rate'])} (worst block"
                 f" around x={worst['left']:.4g}..{worst['right']:.4g}, y={worst['bottom']:.4g}..{worst['top']:.4g},"
                 f" {int(worst['n_fields'])} fields)."
             )
@@ -314,7 +211,7 @@ def _plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     )
     if len(held):
         text += (
-            f" The current model gets {_pct(held['correct'].mean())} of the held-back fields right: the number the"
+            f" The current model gets {pct(held['correct'].mean())} of the held-back fields right: the number the"
             " next model has to beat."
         )
     derivation = (
@@ -336,10 +233,10 @@ def _plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     short = plan.loc[(plan["quota"] < plan["target"]) & ~absent, "crop"].tolist()
     bullets = [derivation, which]
     if short:
-        bullets.append(f"Capped by the fields available (or the budget): {_names(short)}.")
+        bullets.append(f"Capped by the fields available (or the budget): {names(short)}.")
     for row in plan.loc[absent].itertuples():
         victims = [c for c in row.members.split(" + ") if c != row.crop and d.confusion.at[c, row.crop] > 0]
-        where = f"; the fields wrongly predicted as it are {_names(victims)} fields, planned with it" if victims else ""
+        where = f"; the fields wrongly predicted as it are {names(victims)} fields, planned with it" if victims else ""
         bullets.append(f"{row.crop} has no GT field in this AOI, so none of it can be labelled here{where}.")
     table = plan[["group", "crop", "role", "severity", "target", "available", "quota", "expected_ha", "eval_fields"]]
     blocks += [Paragraph(text), Bullets(bullets), Table(table, "label_plan.csv (derivation column: the numbers)")]
@@ -376,39 +273,30 @@ def _caveats(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSettings) ->
     if c["duplicate_id"]:
         items.append(f"{c['duplicate_id']:,} fields share their field_id with another: scored, never picked.")
     if c["never_predicted"]:
-        items.append(f"Never predicted for any field: {_names(c['never_predicted'])}.")
+        items.append(f"Never predicted for any field: {names(c['never_predicted'])}.")
     extra = [crop for crop in c["never_right"] if crop not in c["never_predicted"]]
     if extra:
-        items.append(f"Predicted, but never for one of its own fields: {_names(extra)}.")
+        items.append(f"Predicted, but never for one of its own fields: {names(extra)}.")
     if c["predicted_not_in_gt"]:
         seen = [f"{k} ({v:,} fields)" for k, v in c["predicted_not_in_gt"].items()]
-        items.append(f"Predicted although absent from the GT: {_names(seen)}.")
+        items.append(f"Predicted although absent from the GT: {names(seen)}.")
     if c["too_few_fields"]:
-        items.append(f"Fewer than {s.min_fields} GT fields (noisy numbers): {_names(c['too_few_fields'])}.")
+        items.append(f"Fewer than {s.min_fields} GT fields (noisy numbers): {names(c['too_few_fields'])}.")
     if c["invalid_class_pixels"] or c["invalid_confidence_pixels"]:
         items.append(
             f"{c['invalid_class_pixels']:,} pixels held a class outside 0..31 and {c['invalid_confidence_pixels']:,}"
             " a confidence outside 0..100; they are counted, not used."
         )
-    dropped = _lookup(run_info, "fields", "counts")
+    dropped = lookup(run_info, "fields", "counts")
     if isinstance(dropped, Mapping) and dropped:
         counts = ", ".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in dropped.items())
         items.append(f"The engine reported: {counts}.")
     return [Heading("Caveats"), Bullets(items or ["None: every field was scored and every label matched a class."])]
 
 
-def _lookup(info: Mapping[str, Any], *keys: str) -> Any:
-    """info[k1][k2]..., or None when a level is missing or not a mapping."""
-    for key in keys:
-        if not isinstance(info, Mapping) or key not in info:
-            return None
-        info = info[key]
-    return info
-
-
 def _input_path(run_info: Mapping[str, Any], name: str) -> str | None:
     """run_info's inputs.<name>: a path, or a mapping with a path."""
-    value = _lookup(run_info, "inputs", name)
+    value = lookup(run_info, "inputs", name)
     path = value.get("path") if isinstance(value, Mapping) else value
     return path if isinstance(path, str) and path else None
 
@@ -443,7 +331,7 @@ def build_report(
 ) -> tuple[str, list[Block]]:
     """The report's title and blocks, in reading order."""
     source = _input_path(run_info, "raster") or _input_path(run_info, "fields")
-    twin = " (digital twin)" if _lookup(run_info, "inputs", "digital_twin") is True else ""
+    twin = " (digital twin)" if lookup(run_info, "inputs", "digital_twin") is True else ""
     title = f"Crop diagnosis: {Path(source).name}{twin}" if source else "Crop diagnosis"
     return title, [
         *_headline(d, settings),
@@ -454,102 +342,6 @@ def build_report(
         *_caveats(d, run_info, settings),
         *_settings(run_info, settings, seed),
     ]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Renderers
-
-
-def _cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as display text: floats with 2 decimals, ints with thousands separators, blanks for missing."""
-
-    def show(value: Any) -> str:
-        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-            return ""
-        if isinstance(value, bool | np.bool_):
-            return "yes" if value else "no"
-        if isinstance(value, int | np.integer):
-            return f"{value:,}"
-        if isinstance(value, float | np.floating):
-            return f"{value:,.2f}"
-        return str(value)
-
-    return frame.astype(object).map(show)
-
-
-def render_markdown(title: str, blocks: list[Block]) -> str:
-    """The report as Markdown; images are the PNG files beside it."""
-    out = [f"# {title}", ""]
-    for block in blocks:
-        if isinstance(block, Heading):
-            out += ["#" * block.level + " " + block.text, ""]
-        elif isinstance(block, Paragraph):
-            out += [block.text, ""]
-        elif isinstance(block, Bullets):
-            out += [f"- {item}" for item in block.items] + [""]
-        elif isinstance(block, Table):
-            cells = _cells(block.frame)
-            rows = [list(cells.columns), ["---"] * cells.shape[1], *cells.to_numpy().tolist()]
-            out += [f"*{block.caption}*", ""] if block.caption else []
-            out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
-        elif isinstance(block, Image):
-            out += [f"![{block.caption}]({block.name})", "", f"*{block.caption}*", ""]
-    return "\n".join(out)
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; }
-th { background: #f0f0f0; }
-figure { margin: 1em 0 2em; }
-img { max-width: 100%; height: auto; border: 1px solid #ddd; }
-figcaption, caption { color: #555; font-size: 0.9em; text-align: left; }
-"""
-
-
-def _inline_html(text: str) -> str:
-    """Escape, then turn **bold** into <strong>."""
-    parts = html.escape(text).split("**")
-    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def render_html(title: str, blocks: list[Block]) -> str:
-    """The report as one self-contained HTML page (images as base64 data URIs, no script, no external file)."""
-    out = [
-        f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
-    for block in blocks:
-        if isinstance(block, Heading):
-            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
-        elif isinstance(block, Paragraph):
-            out.append(f"<p>{_inline_html(block.text)}</p>")
-        elif isinstance(block, Bullets):
-            out.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in block.items) + "</ul>")
-        elif isinstance(block, Table):
-            table = _cells(block.frame).to_html(index=False, escape=True, border=0)
-            caption = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
-            out.append(table.replace("<thead>", f"{caption}<thead>", 1))
-        elif isinstance(block, Image):
-            data = base64.b64encode(block.png).decode("ascii")
-            out.append(
-                f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block.caption)}'>"
-                f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
-            )
-    out.append("</body></html>")
-    return "\n".join(out)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Files
-
-
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
 
 
 def _images(d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) -> dict[str, Image]:
@@ -585,12 +377,7 @@ def _images(d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) 
             plots.map_window(window, aspect=aspect),
             f"A window of the AOI ({window.crs}): ground truth | prediction | confidence.",
         )
-    return {name: Image(name, _png(fig), caption) for name, (fig, caption) in figures.items()}
-
-
-def _write_csv(frame: pd.DataFrame, path: Path, *, decimals: int | dict[str, int] = 2, index: bool = False) -> None:
-    """CSV with floats rounded like the reference (1.0 is written '1', 0.99 '0.99')."""
-    frame.round(decimals).to_csv(path, index=index, float_format="%.10g")
+    return {name: Image(name, png(fig), caption) for name, (fig, caption) in figures.items()}
 
 
 def _field_decimals(frame: pd.DataFrame) -> dict[str, int]:
@@ -637,15 +424,15 @@ def write_diagnosis(
     out.out_dir.mkdir(parents=True, exist_ok=True)
     d = diagnose_run(fields, class_counts, settings=settings, seed=seed)
     sel = d.selection
-    _write_csv(d.metrics, out.path("crop_metrics.csv"))
-    _write_csv(d.confusion, out.path("confusion_matrix.csv"), index=True)
-    _write_csv(d.pixel_confusion, out.path("confusion_matrix_pixels.csv"), index=True)
-    _write_csv(d.pairs, out.path("confusion_pairs.csv"), decimals=3)
-    _write_csv(d.flagged, out.path("underperforming_crops.csv"), decimals=3)
-    _write_csv(sel.plan, out.path("label_plan.csv"), decimals=3)
-    crs = map_window.crs if map_window is not None else _lookup(run_info, "inputs", "raster", "crs")
+    write_csv(d.metrics, out.path("crop_metrics.csv"))
+    write_csv(d.confusion, out.path("confusion_matrix.csv"), index=True)
+    write_csv(d.pixel_confusion, out.path("confusion_matrix_pixels.csv"), index=True)
+    write_csv(d.pairs, out.path("confusion_pairs.csv"), decimals=3)
+    write_csv(d.flagged, out.path("underperforming_crops.csv"), decimals=3)
+    write_csv(sel.plan, out.path("label_plan.csv"), decimals=3)
+    crs = map_window.crs if map_window is not None else lookup(run_info, "inputs", "raster", "crs")
     for name, table in (("fields_to_label", sel.picks), ("evaluation_fields", sel.evaluation)):
-        _write_csv(table, out.path(f"{name}.csv"), decimals=_field_decimals(table))
+        write_csv(table, out.path(f"{name}.csv"), decimals=_field_decimals(table))
         _write_layer(table, fields, out.path(f"{name}.gpkg"), layer=name, crs=crs, geometries=geometries)
     images = _images(d, settings, map_window)
     for name, image in images.items():

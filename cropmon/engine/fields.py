@@ -59,7 +59,7 @@ class PreparedFields:
     table: pd.DataFrame  # attributes + gt_class, gt_label, label_status, duplicate_id
     fids: np.ndarray  # feature id of each row in the fields file
     raster_bounds: np.ndarray  # (n, 4) bounds in the raster CRS; NaN for null geometries
-    source: Any  # io.FieldSource
+    source: Any  # io.vector.FieldSource
     report: FieldReport
 
 
@@ -177,7 +177,7 @@ def reproject_bounds(bounds: np.ndarray, *, src: str, dst: str, edge_points: int
 
 
 def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_label") -> PreparedFields:
-    """Match labels, flag duplicate ids, bring the bounding boxes into the raster's CRS (`fields`: io.FieldTable).
+    """Match labels, flag duplicate ids, bring the bounding boxes into the raster's CRS (`fields`: vector.FieldTable).
 
     Geometry repair and overlaps are found later, where the polygons are read: by the rasterization.
     """

@@ -22,19 +22,17 @@ quota is then capped by the clean, informative fields left to label, and all quo
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.sparse.csgraph import connected_components
 
-from cropmon.diagnose import DiagnosisSettings
+from cropmon.analysis.blocks import BlockGrid, block_labels
+from cropmon.analysis.metrics import row_shares, truth_and_prediction
+from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
-from cropmon.metrics import row_shares, truth_and_prediction
 
-KM_PER_DEG_LAT = 110.574
-KM_PER_DEG_LON_AT_EQUATOR = 111.320
 CLEAN_GEOMETRY = ("ok", "repaired", "multipolygon")
 RELATED_BONUS = 0.5  # score bonus of a field predicted as (or runner-up) another crop of its group
 _NAMES = np.array(CROP_NAMES, dtype=object)
@@ -46,54 +44,6 @@ EVAL_COLUMNS: tuple[str, ...] = (
     "field_id", "crop", "group", "predicted", "correct", "confidence_score", "vote_margin", "n_pixels", "area_ha",
     "block", "x", "y",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class BlockGrid:
-    """Square blocks of `block_km`: block (ix, iy) covers [ix * dx, (ix + 1) * dx) x [iy * dy, (iy + 1) * dy).
-
-    `unit_x` / `unit_y` are CRS units per kilometre along x / y (1000 for metres; degrees at the AOI's latitude).
-    """
-
-    block_km: float
-    unit_x: float
-    unit_y: float
-
-    @classmethod
-    def for_points(cls, x: np.ndarray, y: np.ndarray, *, block_km: float) -> BlockGrid:
-        """The grid for these coordinates: degrees when they all fit lon/lat ranges, else metres.
-
-        Projected coordinates of a real AOI never fit [-180, 180] x [-90, 90] (UTM eastings start at ~166 km).
-        """
-        ok = np.isfinite(x) & np.isfinite(y)
-        x, y = x[ok], y[ok]
-        if x.size and np.abs(x).max() <= 180 and np.abs(y).max() <= 90:
-            cos_lat = max(math.cos(math.radians(float(y.mean()))), 0.01)
-            return cls(block_km, unit_x=1 / (KM_PER_DEG_LON_AT_EQUATOR * cos_lat), unit_y=1 / KM_PER_DEG_LAT)
-        return cls(block_km, unit_x=1000.0, unit_y=1000.0)
-
-    @property
-    def dx(self) -> float:
-        return self.block_km * self.unit_x
-
-    @property
-    def dy(self) -> float:
-        return self.block_km * self.unit_y
-
-    def index(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Block indices of finite coordinates."""
-        return np.floor(np.asarray(x) / self.dx).astype("int64"), np.floor(np.asarray(y) / self.dy).astype("int64")
-
-    def bounds(self, ix: np.ndarray, iy: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(left, right, bottom, top) of blocks."""
-        return ix * self.dx, (ix + 1) * self.dx, iy * self.dy, (iy + 1) * self.dy
-
-    def km_to_block(self, x: np.ndarray, y: np.ndarray, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
-        """Distance in km from points to blocks (0 inside)."""
-        left, right, bottom, top = self.bounds(ix, iy)
-        out_x = np.maximum.reduce([left - x, np.zeros_like(x), x - right]) / self.unit_x
-        out_y = np.maximum.reduce([bottom - y, np.zeros_like(y), y - top]) / self.unit_y
-        return np.hypot(out_x, out_y)
 
 
 @dataclass(frozen=True)
@@ -111,11 +61,6 @@ def _hash(values: pd.Series | np.ndarray, seed: int) -> np.ndarray:
     """A seeded, row-order-independent tie-break key for each value (its string form)."""
     strings = np.asarray([str(v) for v in values], dtype=object)
     return pd.util.hash_array(strings, hash_key=f"cropmon{seed % 10**9:09d}")
-
-
-def block_labels(bx: pd.Series, by: pd.Series) -> pd.Series:
-    """'ix_iy' names of blocks (for CSV columns and the report)."""
-    return bx.astype(str) + "_" + by.astype(str)
 
 
 def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid: BlockGrid) -> pd.DataFrame:
@@ -420,18 +365,3 @@ def plan_selection(
     picks = fields_to_label(candidates, plan, settings=settings, seed=seed)
     held = evaluation_set(candidates, plan, settings=settings, seed=seed)
     return Selection(grid=grid, candidates=candidates, plan=plan, picks=picks, evaluation=held)
-
-
-def block_agreement(fields: pd.DataFrame, grid: BlockGrid) -> pd.DataFrame:
-    """Per spatial block with evaluable fields: fields, agreement, error rate and the block's bounds (for maps)."""
-    truth, pred = truth_and_prediction(fields)
-    ev = fields.loc[truth.index]
-    ok = np.isfinite(ev["x"].astype(float)) & np.isfinite(ev["y"].astype(float))
-    bx, by = grid.index(ev.loc[ok, "x"].to_numpy(float), ev.loc[ok, "y"].to_numpy(float))
-    right = (truth == pred).loc[ok].to_numpy()
-    table = pd.DataFrame({"block_x": bx, "block_y": by, "right": right})
-    table = table.groupby(["block_x", "block_y"]).agg(n_fields=("right", "size"), agreement=("right", "mean"))
-    table = table.reset_index()
-    table["error_rate"] = 1 - table["agreement"]
-    left, right_edge, bottom, top = grid.bounds(table["block_x"].to_numpy(), table["block_y"].to_numpy())
-    return table.assign(left=left, right=right_edge, bottom=bottom, top=top)

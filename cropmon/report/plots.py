@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
+from cropmon.analysis.compare import LEVEL
 from cropmon.labels import CROP_NAMES, N_CLASSES
 
 # One fixed colour per class id, grouped by kind (grasslands green, cereals yellow-brown, corn red, pulses blue).
@@ -222,3 +223,58 @@ def map_window(window: MapWindow, *, aspect: float = 1.0) -> Figure:
     present = np.union1d(np.unique(gt.compressed()), np.unique(pred.compressed())).astype(int)
     _class_legend(fig, present)
     return fig
+
+
+def delta_plot(table: pd.DataFrame) -> Figure:
+    """Agreement and F1 deltas (B - A) per crop with their intervals; better green, worse red, others grey."""
+    data = table.iloc[::-1]
+    colours = data["verdict"].map({"better": "#1a9850", "worse": "#d73027"}).fillna("#7f7f7f").to_numpy()
+    fig = Figure(figsize=(11.0, max(3.0, 0.34 * len(data) + 1.6)), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(data))
+    for ax, measure, title in zip(axes, ("agreement", "f1"), ("agreement (verdict)", "F1 over the set"), strict=True):
+        delta = data[f"{measure}_delta"].to_numpy(float)
+        lo, hi = data[f"{measure}_delta_lo"].to_numpy(float), data[f"{measure}_delta_hi"].to_numpy(float)
+        err = np.vstack([np.clip(delta - lo, 0, None), np.clip(hi - delta, 0, None)])
+        ax.errorbar(delta, y, xerr=np.nan_to_num(err), fmt="none", ecolor=colours, elinewidth=2, alpha=0.8)
+        ax.scatter(delta, y, c=colours, s=28, zorder=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel(f"B - A, {title}")
+        ax.grid(axis="x", alpha=0.3)
+    labels = [f"{c} (n={n})" for c, n in zip(data["crop"], data["n_a"], strict=True)]
+    axes[0].set_yticks(y, labels, fontsize=8)
+    level = float(table["interval_level"].iloc[0]) if len(table) else LEVEL
+    fig.suptitle(f"Per-crop change, B - A, with bootstrap intervals (each at {100 * level:.2f} %)", fontsize=10)
+    return fig
+
+
+
+def f1_heatmap(by_aoi: pd.DataFrame, pooled: pd.DataFrame, *, aois: list[str], min_f1: float) -> Figure:
+    """F1 per crop (rows, pooled order) x AOI (columns, then `pooled`); cells of crops failing the rule framed.
+
+    Each cell shows the F1 and the crop's GT fields there; blank where the crop is neither in the GT nor predicted.
+    """
+    crops = list(pooled.loc[pooled["num_fields"] > 0, "crop"])
+    f1 = by_aoi.pivot(index="crop", columns="aoi", values="f1").reindex(index=crops, columns=aois)
+    n = by_aoi.pivot(index="crop", columns="aoi", values="num_fields").reindex(index=crops, columns=aois)
+    flagged = by_aoi.assign(bad=by_aoi["severity"].notna()).pivot(index="crop", columns="aoi", values="bad")
+    flagged = flagged.reindex(index=crops, columns=aois).fillna(False).astype(bool)
+    ref = pooled.set_index("crop").loc[crops]
+    grid = np.column_stack([f1.to_numpy(float), ref["f1"].to_numpy(float)]) if crops else np.zeros((0, len(aois) + 1))
+    counts = np.column_stack([n.to_numpy(float), ref["num_fields"].to_numpy(float)]) if crops else grid
+    fig = Figure(figsize=(3.5 + 1.1 * (len(aois) + 1), max(3.0, 0.34 * len(crops) + 1.8)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(aois) + 1), [*aois, "pooled"])
+    ax.set_yticks(range(len(crops)), crops, fontsize=8)
+    ax.axvline(len(aois) - 0.5, color="black", lw=1.5)
+    for (i, j), value in np.ndenumerate(grid):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.2f} ({counts[i, j]:.0f})", ha="center", va="center", fontsize=7)
+        if j < len(aois) and flagged.iat[i, j]:
+            ax.add_patch(Rectangle((j - 0.47, i - 0.45), 0.94, 0.9, fill=False, edgecolor="black", lw=1.8))
+    fig.colorbar(image, ax=ax, label="F1 over all fields", shrink=0.8)
+    ax.set_title(f"F1 by crop and AOI (GT fields in brackets; framed: underperforming there; F1 rule {min_f1:g})",
+                 fontsize=9)  # fmt: skip
+    return fig
+

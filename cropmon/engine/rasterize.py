@@ -19,7 +19,7 @@ import numpy as np
 import shapely
 from affine import Affine
 
-from cropmon.scanline import Spans, fill, polygon_spans
+from cropmon.engine.scanline import Spans, fill, polygon_spans
 
 log = logging.getLogger(__name__)
 
@@ -286,9 +286,9 @@ def rasterize_chunk_fields(
 ) -> tuple[np.ndarray, BlockExtras]:
     """Read a chunk's polygons from the fields file, prepare them (reproject, repair) and rasterize them.
 
-    `source` is an io.FieldSource. Runs on a worker: only the polygons of this chunk are ever in its memory.
+    `source` is an io.vector.FieldSource. Runs on a worker: only the polygons of this chunk are ever in its memory.
     """
-    from cropmon.fields import field_points, prepare_geometries
+    from cropmon.engine.fields import field_points, prepare_geometries
 
     geometry, status = prepare_geometries(
         source.read_geometries(fields.fids), fields_crs=source.crs, raster_crs=raster_crs
@@ -309,7 +309,7 @@ def label_grid(source, fids: np.ndarray, layout: FieldLayout, *, raster_crs: str
 
     Each chunk's task carries only the feature ids of the fields that touch it, found from the fields' row spans
     (a 1-D interval index on rows: chunks are full-width), and reads their polygons itself (`source`, an
-    io.FieldSource): the graph holds 16 bytes a field, and no process holds all polygons. Graph data, not
+    io.vector.FieldSource): the graph holds 16 bytes a field, and no process holds all polygons. Graph data, not
     scattered data: the scheduler can recompute the lost chunks of a killed worker elsewhere.
     """
     import dask

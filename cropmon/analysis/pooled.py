@@ -20,25 +20,17 @@ The fields are each AOI's best-ranked candidates of the crop, in select.py's ord
 
 from __future__ import annotations
 
-import dataclasses
-import io
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
-from cropmon import metrics, select
-from cropmon.diagnose import DiagnosisSettings, underperforming_crops
+from cropmon.analysis import metrics, select
+from cropmon.analysis.diagnose import underperforming_crops
+from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
-from cropmon.report import Bullets, Heading, Image, Paragraph, Table, render_html, render_markdown
-
-log = logging.getLogger(__name__)
 
 SUM_COLUMNS: tuple[str, ...] = (
     "conf_sum", "conf_n", "conf_right_sum", "conf_right_n", "conf_wrong_sum", "conf_wrong_n", "purity_sum",
@@ -57,8 +49,6 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "field_id", "aoi", "crop", "score", "reason", "rank_in_aoi", "group", "role", "predicted", "confidence_score",
     "vote_margin", "n_pixels", "area_ha", "block", "x", "y",
 )  # fmt: skip
-MAX_SENTENCES = 8
-
 
 @dataclass(frozen=True)
 class AOISummary:
@@ -144,8 +134,6 @@ def summarise_aoi(
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Pooled metrics
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -232,8 +220,6 @@ def aoi_overview(summaries: Mapping[str, AOISummary], allocation: pd.DataFrame) 
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Label allocation
 
 
 def apportion(wanted: np.ndarray, budget: int | None) -> np.ndarray:
@@ -344,251 +330,3 @@ def labels_by_aoi(summaries: Mapping[str, AOISummary], allocation: pd.DataFrame)
         return pd.DataFrame(columns=list(LABEL_COLUMNS))
     return pd.concat(chosen, ignore_index=True)[list(LABEL_COLUMNS)]
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Picture
-
-
-def f1_heatmap(by_aoi: pd.DataFrame, pooled: pd.DataFrame, *, aois: list[str], min_f1: float) -> Figure:
-    """F1 per crop (rows, pooled order) x AOI (columns, then `pooled`); cells of crops failing the rule framed.
-
-    Each cell shows the F1 and the crop's GT fields there; blank where the crop is neither in the GT nor predicted.
-    """
-    crops = list(pooled.loc[pooled["num_fields"] > 0, "crop"])
-    f1 = by_aoi.pivot(index="crop", columns="aoi", values="f1").reindex(index=crops, columns=aois)
-    n = by_aoi.pivot(index="crop", columns="aoi", values="num_fields").reindex(index=crops, columns=aois)
-    flagged = by_aoi.assign(bad=by_aoi["severity"].notna()).pivot(index="crop", columns="aoi", values="bad")
-    flagged = flagged.reindex(index=crops, columns=aois).fillna(False).astype(bool)
-    ref = pooled.set_index("crop").loc[crops]
-    grid = np.column_stack([f1.to_numpy(float), ref["f1"].to_numpy(float)]) if crops else np.zeros((0, len(aois) + 1))
-    counts = np.column_stack([n.to_numpy(float), ref["num_fields"].to_numpy(float)]) if crops else grid
-    fig = Figure(figsize=(3.5 + 1.1 * (len(aois) + 1), max(3.0, 0.34 * len(crops) + 1.8)), layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(aois) + 1), [*aois, "pooled"])
-    ax.set_yticks(range(len(crops)), crops, fontsize=8)
-    ax.axvline(len(aois) - 0.5, color="black", lw=1.5)
-    for (i, j), value in np.ndenumerate(grid):
-        if np.isfinite(value):
-            ax.text(j, i, f"{value:.2f} ({counts[i, j]:.0f})", ha="center", va="center", fontsize=7)
-        if j < len(aois) and flagged.iat[i, j]:
-            ax.add_patch(Rectangle((j - 0.47, i - 0.45), 0.94, 0.9, fill=False, edgecolor="black", lw=1.8))
-    fig.colorbar(image, ax=ax, label="F1 over all fields", shrink=0.8)
-    ax.set_title(f"F1 by crop and AOI (GT fields in brackets; framed: underperforming there; F1 rule {min_f1:g})",
-                 fontsize=9)  # fmt: skip
-    return fig
-
-
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Report
-
-
-def _pct(value: float) -> str:
-    return "n/a" if pd.isna(value) else f"{100 * value:.1f} %"
-
-
-def _names(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _headline(overview: pd.DataFrame, pooled: pd.DataFrame, flagged: pd.DataFrame) -> list:
-    scored = int(overview["fields_scored"].sum())
-    right = int(pooled["n_correct"].sum())
-    agreement = right / scored if scored else float("nan")
-    per_aoi = ", ".join(f"{r.aoi} {_pct(r.agreement)}" for r in overview.itertuples())
-    text = (
-        f"{len(overview)} AOIs, {int(overview['n_fields'].sum()):,} fields, {scored:,} scored. Pooled agreement"
-        f" {_pct(agreement)} (every scored field counts once: the field-weighted mean of the AOIs: {per_aoi})."
-    )
-    if len(overview) > 1 and overview["agreement"].notna().any():
-        worst = overview.loc[overview["agreement"].idxmin()]
-        best = overview.loc[overview["agreement"].idxmax()]
-        text += (
-            f" The hardest AOI is {worst['aoi']} ({worst['underperforming_crops']} underperforming crops), the"
-            f" easiest {best['aoi']} ({best['underperforming_crops']})."
-        )
-    text += f" Over all AOIs together {len(flagged)} crops fail the rule."
-    shown = overview.drop(columns=["area_agreement", "pixel_agreement"])
-    return [Heading("Headline"), Paragraph(text), Table(shown, "aoi_overview.csv")]
-
-
-def _spread_sentences(by_aoi: pd.DataFrame, *, min_fields: int) -> list[str]:
-    """Crops whose agreement differs most between AOIs (AOIs with at least `min_fields` of its fields)."""
-    solid = by_aoi.loc[by_aoi["num_fields"] >= min_fields]
-    sentences = []
-    spreads = []
-    for crop, rows in solid.groupby("crop", sort=False):
-        if len(rows) < 2:
-            continue
-        lo, hi = rows.loc[rows["agreement_score"].idxmin()], rows.loc[rows["agreement_score"].idxmax()]
-        spreads.append((hi["agreement_score"] - lo["agreement_score"], crop, lo, hi, rows))
-    for spread, crop, lo, hi, rows in sorted(spreads, key=lambda t: -t[0])[:MAX_SENTENCES]:
-        if spread < 0.05:
-            break
-        weak = list(rows.loc[rows["severity"].notna(), "aoi"])
-        where = f"; underperforming in {_names(weak)}" if weak else ""
-        sentences.append(
-            f"**{crop}**: agreement {lo['agreement_score']:.2f} in {lo['aoi']} ({lo['num_fields']:,} fields) against"
-            f" {hi['agreement_score']:.2f} in {hi['aoi']} ({hi['num_fields']:,}); pooled"
-            f" {lo['pooled_agreement']:.2f}{where}."
-        )
-    return sentences
-
-
-def _where_weak(by_aoi: pd.DataFrame, flagged: pd.DataFrame, image: Image, s: DiagnosisSettings) -> list:
-    blocks: list = [Heading("Where is each crop weak?")]
-    sentences = _spread_sentences(by_aoi, min_fields=s.min_fields)
-    if sentences:
-        blocks += [
-            Paragraph(f"The largest differences between AOIs (AOIs with at least {s.min_fields} fields of the crop):"),
-            Bullets(sentences),
-        ]
-    else:
-        blocks.append(Paragraph("No crop's agreement differs by 5 points or more between AOIs."))
-    everywhere = [
-        crop for crop, rows in by_aoi.loc[by_aoi["num_fields"] > 0].groupby("crop", sort=False)
-        if len(rows) == by_aoi["aoi"].nunique() and rows["severity"].notna().all()
-    ]  # fmt: skip
-    if everywhere:
-        blocks.append(Paragraph(f"Underperforming in every AOI: {_names(everywhere)}."))
-    blocks.append(image)
-    if len(flagged):
-        table = flagged[["crop", "severity", "reasons", "num_fields", "agreement_score", "f1", "conf_mean"]]
-        blocks.append(Table(table, "underperforming_crops_pooled.csv (the rule on the pooled numbers)"))
-    return blocks
-
-
-def _allocation_blocks(allocation: pd.DataFrame, picks: pd.DataFrame, s: DiagnosisSettings) -> list:
-    blocks: list = [Heading("Label allocation across AOIs")]
-    if not len(allocation):
-        return [*blocks, Paragraph("No crop is underperforming in any AOI: nothing to label.")]
-    planned = allocation.loc[allocation["role"] != "fine"]
-    per_aoi = allocation.groupby("aoi", sort=False)[["target", "wanted", "quota"]].sum()
-    crops = allocation.loc[allocation["quota"] > 0, "crop"].nunique()
-
-    def listing(column: str) -> str:
-        return ", ".join(f"{aoi} {value:,}" for aoi, value in per_aoi[column].items())
-
-    text = (
-        f"Label {int(allocation['quota'].sum()):,} fields of {crops} crops: {listing('quota')}. The AOIs' own numbers"
-        f" ask for {listing('target')} (targets); their clean, informative candidates outside the held-back blocks"
-        f" allow {listing('wanted')}."
-    )
-    fine = allocation.loc[allocation["role"] == "fine"]
-    if len(fine):
-        text += (
-            f" {fine['crop'].nunique()} of the crops planned somewhere are fine elsewhere and get no label there"
-            f" ({len(fine)} crop x AOI pairs)."
-        )
-    budget = f"one budget of {s.label_budget:,} fields for all AOIs" if s.label_budget else "no budget"
-    derivation = [
-        "What each AOI needs: select.py's quota on the AOI's own numbers: error x (label_base"
-        f" {s.label_base} + {s.label_share_scale:g} x sqrt(the crop's area share in the AOI)), error = max(1 -"
-        f" agreement, 1 - F1, confidence gap), clamped to [{s.label_min}, {s.label_max}], for crops that fail the"
-        f" rule there; a fine crop confused with them (contrast) gets {s.contrast_ratio:g} x their targets; a crop"
-        " that passes the rule in an AOI and is no contrast crop there gets none there.",
-        "Capped by the AOI's clean, informative fields outside its held-back evaluation blocks and their buffers"
-        f" (at most {s.max_per_block} per crop and block): `wanted` = min(target, available).",
-        f"Pooled: {budget}; when all AOIs want more, each `wanted` is scaled down in proportion (largest remainder).",
-        "Which fields: each AOI's best-ranked candidates of the crop (misclassified first, then uncertain; spread"
-        " over blocks), as in the AOI's own fields_to_label.csv.",
-    ]
-    pivot = planned.pivot_table(index="crop", columns="aoi", values="quota", aggfunc="sum", fill_value=0)
-    pivot = pivot.reindex(columns=list(dict.fromkeys(allocation["aoi"])), fill_value=0)
-    pivot["total"] = pivot.sum(axis=1)
-    pivot = pivot.sort_values("total", ascending=False).reset_index()
-    blocks += [Paragraph(text), Bullets(derivation), Table(pivot, "labels per crop and AOI (label_allocation.csv)")]
-    if len(picks):
-        top = picks.head(12)[["aoi", "field_id", "crop", "score", "reason"]]
-        blocks.append(Table(top, f"first {len(top)} of {len(picks):,} fields in fields_to_label_by_aoi.csv"))
-    return blocks
-
-
-def _caveats(summaries: Mapping[str, AOISummary], settings: DiagnosisSettings, seed: int) -> list:
-    items = []
-    stale = [name for name, s in summaries.items() if s.settings != settings or s.seed != seed]
-    if stale:
-        items.append(
-            f"The candidates of {_names(stale)} were chosen with other diagnosis settings or seed than this pooled"
-            " view's: their held-back blocks may differ from the ones in their own outputs."
-        )
-    few = sorted({c for s in summaries.values() for c in s.crop_table.loc[
-        (s.crop_table["num_fields"] > 0) & (s.crop_table["num_fields"] < settings.min_fields), "crop"]})  # fmt: skip
-    if few:
-        items.append(f"Fewer than {settings.min_fields} GT fields in at least one AOI (noisy there): {_names(few)}.")
-    items.append(
-        "Each AOI's own outputs (OUT/<aoi>/) hold its full tables, maps and held-back evaluation fields; this view"
-        " keeps only their per-crop counts, so it adds no per-field table."
-    )
-    return [Heading("Caveats"), Bullets(items)]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Files
-
-
-def _settings_table(settings: DiagnosisSettings, seed: int) -> pd.DataFrame:
-    rows = [*dataclasses.asdict(settings).items(), ("seed", seed)]
-    return pd.DataFrame({"setting": [k for k, _ in rows], "value": [str(v) for _, v in rows]})
-
-
-def _csv(frame: pd.DataFrame, path: Path, *, decimals: int = 3, index: bool = False) -> None:
-    """CSV with floats rounded (1.0 is written '1')."""
-    frame.round(decimals).to_csv(path, index=index, float_format="%.10g")
-
-
-def write_pooled(
-    summaries: dict[str, AOISummary], out_dir: Path, *, settings: DiagnosisSettings, seed: int
-) -> list[str]:
-    """Write the pooled view of the AOIs into `out_dir`; return the file names written.
-
-    crop_metrics_pooled.csv, crop_metrics_by_aoi.csv, aoi_overview.csv, confusion_matrix_pooled.csv,
-    underperforming_crops_pooled.csv, label_allocation.csv, fields_to_label_by_aoi.csv, f1_by_aoi.png, report.md,
-    report.html.
-    """
-    if not summaries:
-        raise ValueError("write_pooled needs at least one AOI summary")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, s in summaries.items():
-        if s.settings != settings or s.seed != seed:
-            log.warning("AOI %s was summarised with other diagnosis settings or seed than the pooled view", name)
-    confusion, _, _ = pooled_confusions(summaries)
-    pooled = pooled_metrics(summaries)
-    flagged = underperforming_crops(pooled, confusion, settings)
-    by_aoi = metrics_by_aoi(summaries, pooled)
-    allocation = allocate_labels(allocation_rows(summaries, settings=settings), budget=settings.label_budget)
-    picks = labels_by_aoi(summaries, allocation)
-    overview = aoi_overview(summaries, allocation)
-    figure = f1_heatmap(by_aoi, pooled, aois=list(summaries), min_f1=settings.min_f1)
-    image = Image("f1_by_aoi.png", _png(figure), "F1 per crop and AOI; last column: all AOIs pooled.")
-    files = {
-        "crop_metrics_pooled.csv": lambda p: _csv(pooled, p, decimals=2),
-        "crop_metrics_by_aoi.csv": lambda p: _csv(by_aoi, p),
-        "aoi_overview.csv": lambda p: _csv(overview, p),
-        "confusion_matrix_pooled.csv": lambda p: _csv(confusion, p, index=True),
-        "underperforming_crops_pooled.csv": lambda p: _csv(flagged, p),
-        "label_allocation.csv": lambda p: _csv(allocation, p),
-        "fields_to_label_by_aoi.csv": lambda p: _csv(picks, p, decimals=7),
-        "f1_by_aoi.png": lambda p: p.write_bytes(image.png),
-    }
-    for name, write in files.items():
-        write(out_dir / name)
-    title = f"Pooled crop diagnosis: {len(summaries)} AOIs ({', '.join(summaries)})"
-    blocks = [
-        *_headline(overview, pooled, flagged),
-        *_where_weak(by_aoi, flagged, image, settings),
-        *_allocation_blocks(allocation, picks, settings),
-        *_caveats(summaries, settings, seed),
-        Heading("Settings"),
-        Table(_settings_table(settings, seed), "diagnosis settings"),
-    ]
-    (out_dir / "report.md").write_text(render_markdown(title, blocks), encoding="utf-8")
-    (out_dir / "report.html").write_text(render_html(title, blocks), encoding="utf-8")
-    return [*files, "report.md", "report.html"]

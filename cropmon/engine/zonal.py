@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cropmon.engine.rasterize import BlockExtras
 from cropmon.labels import INVALID_CLASS, N_CLASSES
-from cropmon.rasterize import BlockExtras
 
 log = logging.getLogger(__name__)
 
@@ -237,19 +237,11 @@ def warm_up() -> None:
     import shapely
     from affine import Affine
 
-    import cropmon.fields  # noqa: F401
-    from cropmon.rasterize import PolygonBatch, rasterize_block
+    import cropmon.engine.fields  # noqa: F401
+    from cropmon.engine.rasterize import PolygonBatch, rasterize_block
 
     batch = PolygonBatch.from_geometries(np.array([shapely.box(0.5, -3.5, 3.5, -0.5)], dtype=object), np.array([1]))
     grid, extras = rasterize_block(batch, transform=Affine(1, 0, 0, 0, -1, 0), row_start=0, rows=4, width=4, height=4)
     bands = np.stack([np.full((4, 4), 7, np.int16), np.full((4, 4), 80, np.int16)])
     finish_owned_fields(1, 1, [chunk_partial(bands, grid, extras, np.array([1]), None)])
 
-
-def unique_pairs(pairs: list[np.ndarray]) -> np.ndarray:
-    """Unique label pairs (low, high) from every chunk's overlapping pairs."""
-    pairs = [p for p in pairs if len(p)]
-    if not pairs:
-        return np.empty((0, 2), dtype=np.int32)
-    stacked = np.sort(np.concatenate(pairs), axis=1)
-    return np.unique(stacked, axis=0)

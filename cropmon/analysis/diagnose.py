@@ -13,103 +13,29 @@ Reason codes, the most telling first: `never_predicted` (no field is predicted a
 (that crop takes >= `absorbed_share` of its fields), `over_predicted` (predicted >= `over_prediction_ratio` times
 as often as it is in the GT), `low_precision` (precision < `min_precision`, or F1 fails while agreement passes),
 `scattered_errors` (agreement fails with no single absorber), `low_confidence`, `too_few_fields`.
+
+`diagnose_run` gathers every number of one run's diagnosis (metrics, confusions, underperforming crops, the plan,
+the caveats) into one `Diagnosis`, which the report words and draws.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cropmon.errors import ConfigError
-from cropmon.metrics import row_shares
+from cropmon.analysis import metrics, select
+from cropmon.analysis.blocks import block_agreement
+from cropmon.analysis.metrics import row_shares
+from cropmon.analysis.settings import DiagnosisSettings
 
 TIERS: tuple[str, ...] = ("critical", "high", "medium", "low")
 UNDERPERFORMING_COLUMNS: tuple[str, ...] = (
     "crop", "severity", "reason", "reasons", "failed", "num_fields", "n_predicted", "agreement_score", "f1",
     "precision", "conf_mean", "wrong_fields", "false_alarms", "absorbed_by", "absorbed_share",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class DiagnosisSettings:
-    """Thresholds of the diagnosis and of the active-learning plan (the run config's `[diagnosis]` table)."""
-
-    # underperforming crops
-    min_agreement: float = 0.7  # share of a crop's GT fields predicted as the crop
-    min_f1: float = 0.7  # F1 over all fields (catches over-prediction, which agreement cannot see)
-    min_confidence: float = 60.0  # mean band-4 confidence (0..100) over the crop's GT fields
-    critical_score: float = 0.3  # min(agreement, F1) below this: the model does not know the crop
-    min_fields: int = 20  # fewer GT fields: too_few_fields, one tier down
-    absorbed_share: float = 0.2  # one other crop takes this share of a crop's fields: absorbed_by:<crop>
-    min_precision: float = 0.6  # below: low_precision
-    over_prediction_ratio: float = 1.5  # predicted this many times more often than in the GT: over_predicted
-    mutual_share: float = 0.05  # a confusion is mutual when both directions reach this share
-    max_confusion_pairs: int = 30  # rows of confusion_pairs.csv
-    # fields that are clean enough to label or to evaluate on
-    min_pixels: int = 10  # pixel centres inside the field (all_touched fallbacks are never used)
-    uncertain_confidence: float = 60.0  # right but below this confidence: worth labelling
-    uncertain_margin: float = 0.5  # right but below this pixel-vote margin (purity - runner-up share)
-    # spatial blocks
-    block_km: float = 5.0  # side of the square blocks that spread the picks and separate the evaluation set
-    max_per_block: int = 3  # picks of one crop in one block
-    buffer_km: float = 1.0  # no field to label closer than this to an evaluation block (at most block_km)
-    # label quotas
-    label_base: int = 50  # fields for a crop at error 1, whatever its share of the AOI
-    label_share_scale: float = 500.0  # extra fields per unit of sqrt(area share) at error 1
-    label_min: int = 10
-    label_max: int = 300
-    label_budget: int | None = 2000  # all crops together; None = no budget
-    contrast_ratio: float = 0.5  # a contrast crop gets this share of the targets of the crops it is confused with
-    eval_fields: int = 100  # held-back evaluation fields per planned crop (30 is too few to see a 0.1 gain)
-    eval_max_share: float = 0.3  # at most this share of a crop's clean fields is held back
-
-    def __post_init__(self) -> None:
-        for name in ("min_agreement", "min_f1", "critical_score", "absorbed_share", "min_precision", "mutual_share"):
-            _check(name, getattr(self, name), low=0.0, high=1.0)
-        for name in ("uncertain_margin", "eval_max_share", "contrast_ratio"):
-            _check(name, getattr(self, name), low=0.0, high=1.0)
-        for name in ("min_confidence", "uncertain_confidence"):
-            _check(name, getattr(self, name), low=0.0, high=100.0)
-        _check("block_km", self.block_km, low=1e-3, high=1e4)
-        _check("over_prediction_ratio", self.over_prediction_ratio, low=1.0, high=1e6)
-        _check("label_share_scale", self.label_share_scale, low=0.0, high=1e7)
-        for name in ("min_fields", "max_confusion_pairs", "min_pixels", "max_per_block", "label_min", "eval_fields"):
-            _check(name, getattr(self, name), low=1, high=10**9, integer=True)
-        _check("label_base", self.label_base, low=0, high=10**9, integer=True)
-        _check("buffer_km", self.buffer_km, low=0.0, high=self.block_km)
-        _check("label_max", self.label_max, low=self.label_min, high=10**9, integer=True)
-        if self.label_budget is not None:
-            _check("label_budget", self.label_budget, low=0, high=10**9, integer=True)
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, object]) -> DiagnosisSettings:
-        """Settings from a config table; an unknown key is a ConfigError naming the known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown diagnosis setting(s) {unknown}", fix=f"use one of {sorted(known)}")
-        return cls(**values)  # type: ignore[arg-type]
-
-    def rule_text(self) -> str:
-        """The underperforming rule in one paragraph, with this run's numbers."""
-        return (
-            f"underperforming when agreement < {self.min_agreement:g}, or F1 < {self.min_f1:g}, or mean confidence"
-            f" < {self.min_confidence:g}; tier critical when min(agreement, F1) < {self.critical_score:g}, high when"
-            f" wrong (agreement or F1 low) and unsure (confidence low), medium when only wrong, low when only unsure;"
-            f" one tier down with fewer than {self.min_fields} GT fields"
-        )
-
-
-def _check(name: str, value: object, *, low: float, high: float, integer: bool = False) -> None:
-    """Refuse a setting of the wrong type or outside [low, high], in one line with the fix."""
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"diagnosis setting {name} = {value!r} is invalid", fix=f"give {kind} in [{low:g}, {high:g}]")
 
 
 def _absorbers(confusion: pd.DataFrame, share: float) -> dict[str, list[tuple[str, float]]]:
@@ -198,3 +124,72 @@ def underperforming_crops(
     table["_errors"] = table["wrong_fields"] + table["false_alarms"]
     table = table.sort_values(["_tier", "_errors", "crop"], ascending=[True, False, True])
     return table.drop(columns=["_tier", "_errors"]).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Every number of the diagnosis of one run."""
+
+    metrics: pd.DataFrame
+    confusion: pd.DataFrame
+    pixel_confusion: pd.DataFrame
+    pairs: pd.DataFrame
+    flagged: pd.DataFrame
+    selection: select.Selection
+    blocks: pd.DataFrame
+    overall: dict[str, float]
+    caveats: dict[str, Any]
+
+
+def diagnose_run(
+    fields: pd.DataFrame, class_counts: pd.DataFrame, *, settings: DiagnosisSettings, seed: int = 0
+) -> Diagnosis:
+    """Metrics, confusions, underperforming crops, the plan and the caveats of one per-field table."""
+    confusion = metrics.confusion_matrix(fields)
+    pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts)
+    crop_table = metrics.crop_metrics(fields, class_counts, confusion=confusion, pixel_confusion=pixel_confusion)
+    flagged = underperforming_crops(crop_table, confusion, settings)
+    selection = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed)
+    return Diagnosis(
+        metrics=crop_table,
+        confusion=confusion,
+        pixel_confusion=pixel_confusion,
+        pairs=metrics.confusion_pairs(confusion, mutual_share=settings.mutual_share, top=settings.max_confusion_pairs),
+        flagged=flagged,
+        selection=selection,
+        blocks=block_agreement(fields, selection.grid),
+        overall=metrics.overall(crop_table, pixel_confusion),
+        caveats=caveats(fields, crop_table, settings=settings),
+    )
+
+
+def caveats(fields: pd.DataFrame, crop_table: pd.DataFrame, *, settings: DiagnosisSettings) -> dict[str, Any]:
+    """What limits the numbers: fields left out of the metrics or of the plan, odd labels, crops seen on one side."""
+    n_pixels = fields["n_pixels"]
+    unknown = fields.loc[fields["label_status"] == "unknown", "normalized_label"].astype(str).value_counts()
+    no_pixel = fields.loc[n_pixels == 0, "geometry_status"].value_counts()
+    in_gt = crop_table["num_fields"] > 0
+    return {
+        "n_fields": len(fields),
+        "n_scored": int(metrics.evaluable(fields).sum()),
+        "no_pixel": int((n_pixels == 0).sum()),
+        "no_pixel_by_geometry": {str(k): int(v) for k, v in no_pixel.items()},
+        "unknown_label": int(unknown.sum()),
+        "unknown_label_examples": {str(k): int(v) for k, v in unknown.head(5).items()},
+        "null_label": int((fields["label_status"] == "null").sum()),
+        "variant_label": int((fields["label_status"] == "variant").sum()),
+        "all_touched": int((fields["pixel_rule"] == "all_touched").sum()),
+        "tiny": int(((n_pixels > 0) & (n_pixels < settings.min_pixels)).sum()),
+        "ties": int(fields["tie"].astype(bool).sum()),
+        "duplicate_id": int(fields["duplicate_id"].astype(bool).sum()),
+        "repaired_geometry": int((fields["geometry_status"] == "repaired").sum()),
+        "invalid_class_pixels": int(fields["n_invalid"].sum()),
+        "invalid_confidence_pixels": int(fields["n_conf_invalid"].sum()),
+        "never_predicted": list(crop_table.loc[in_gt & (crop_table["n_predicted"] == 0), "crop"]),
+        "never_right": list(crop_table.loc[in_gt & (crop_table["n_correct"] == 0), "crop"]),
+        "predicted_not_in_gt": dict(
+            zip(crop_table.loc[~in_gt, "crop"], crop_table.loc[~in_gt, "n_predicted"], strict=True)
+        ),
+        "too_few_fields": list(crop_table.loc[in_gt & (crop_table["num_fields"] < settings.min_fields), "crop"]),
+    }
+

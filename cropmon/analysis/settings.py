@@ -1,0 +1,89 @@
+"""The thresholds of the diagnosis and of the active-learning plan, typed and checked once (`DiagnosisSettings`,
+the run config's `[diagnosis]` table)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cropmon.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DiagnosisSettings:
+    """Thresholds of the diagnosis and of the active-learning plan (the run config's `[diagnosis]` table)."""
+
+    # underperforming crops
+    min_agreement: float = 0.7  # share of a crop's GT fields predicted as the crop
+    min_f1: float = 0.7  # F1 over all fields (catches over-prediction, which agreement cannot see)
+    min_confidence: float = 60.0  # mean band-4 confidence (0..100) over the crop's GT fields
+    critical_score: float = 0.3  # min(agreement, F1) below this: the model does not know the crop
+    min_fields: int = 20  # fewer GT fields: too_few_fields, one tier down
+    absorbed_share: float = 0.2  # one other crop takes this share of a crop's fields: absorbed_by:<crop>
+    min_precision: float = 0.6  # below: low_precision
+    over_prediction_ratio: float = 1.5  # predicted this many times more often than in the GT: over_predicted
+    mutual_share: float = 0.05  # a confusion is mutual when both directions reach this share
+    max_confusion_pairs: int = 30  # rows of confusion_pairs.csv
+    # fields that are clean enough to label or to evaluate on
+    min_pixels: int = 10  # pixel centres inside the field (all_touched fallbacks are never used)
+    uncertain_confidence: float = 60.0  # right but below this confidence: worth labelling
+    uncertain_margin: float = 0.5  # right but below this pixel-vote margin (purity - runner-up share)
+    # spatial blocks
+    block_km: float = 5.0  # side of the square blocks that spread the picks and separate the evaluation set
+    max_per_block: int = 3  # picks of one crop in one block
+    buffer_km: float = 1.0  # no field to label closer than this to an evaluation block (at most block_km)
+    # label quotas
+    label_base: int = 50  # fields for a crop at error 1, whatever its share of the AOI
+    label_share_scale: float = 500.0  # extra fields per unit of sqrt(area share) at error 1
+    label_min: int = 10
+    label_max: int = 300
+    label_budget: int | None = 2000  # all crops together; None = no budget
+    contrast_ratio: float = 0.5  # a contrast crop gets this share of the targets of the crops it is confused with
+    eval_fields: int = 100  # held-back evaluation fields per planned crop (30 is too few to see a 0.1 gain)
+    eval_max_share: float = 0.3  # at most this share of a crop's clean fields is held back
+
+    def __post_init__(self) -> None:
+        for name in ("min_agreement", "min_f1", "critical_score", "absorbed_share", "min_precision", "mutual_share"):
+            _check(name, getattr(self, name), low=0.0, high=1.0)
+        for name in ("uncertain_margin", "eval_max_share", "contrast_ratio"):
+            _check(name, getattr(self, name), low=0.0, high=1.0)
+        for name in ("min_confidence", "uncertain_confidence"):
+            _check(name, getattr(self, name), low=0.0, high=100.0)
+        _check("block_km", self.block_km, low=1e-3, high=1e4)
+        _check("over_prediction_ratio", self.over_prediction_ratio, low=1.0, high=1e6)
+        _check("label_share_scale", self.label_share_scale, low=0.0, high=1e7)
+        for name in ("min_fields", "max_confusion_pairs", "min_pixels", "max_per_block", "label_min", "eval_fields"):
+            _check(name, getattr(self, name), low=1, high=10**9, integer=True)
+        _check("label_base", self.label_base, low=0, high=10**9, integer=True)
+        _check("buffer_km", self.buffer_km, low=0.0, high=self.block_km)
+        _check("label_max", self.label_max, low=self.label_min, high=10**9, integer=True)
+        if self.label_budget is not None:
+            _check("label_budget", self.label_budget, low=0, high=10**9, integer=True)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> DiagnosisSettings:
+        """Settings from a config table; an unknown key is a ConfigError naming the known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown diagnosis setting(s) {unknown}", fix=f"use one of {sorted(known)}")
+        return cls(**values)  # type: ignore[arg-type]
+
+    def rule_text(self) -> str:
+        """The underperforming rule in one paragraph, with this run's numbers."""
+        return (
+            f"underperforming when agreement < {self.min_agreement:g}, or F1 < {self.min_f1:g}, or mean confidence"
+            f" < {self.min_confidence:g}; tier critical when min(agreement, F1) < {self.critical_score:g}, high when"
+            f" wrong (agreement or F1 low) and unsure (confidence low), medium when only wrong, low when only unsure;"
+            f" one tier down with fewer than {self.min_fields} GT fields"
+        )
+
+
+def _check(name: str, value: object, *, low: float, high: float, integer: bool = False) -> None:
+    """Refuse a setting of the wrong type or outside [low, high], in one line with the fix."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"diagnosis setting {name} = {value!r} is invalid", fix=f"give {kind} in [{low:g}, {high:g}]")
+
