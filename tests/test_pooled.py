@@ -13,7 +13,9 @@ from cropmon.analysis import metrics, pooled, select
 from cropmon.analysis.diagnose import underperforming_crops
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
+from cropmon.quotas import within_budget
 from cropmon.report import pooled as pooled_report
+from cropmon.report.wording import allocation_derivation, plan_derivation
 
 WW, WB, SB, GC = "Winter Wheat", "Winter Barley", "Spring Barley", "Grain Corn"
 
@@ -37,10 +39,10 @@ def _concat(*tables: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[pd.DataFrame, p
 
 
 def test_one_aoi_from_sums_is_crop_metrics():
-    """metrics_from_sums rebuilds metrics.crop_metrics exactly from a summary (messy hand example included)."""
+    """A summary's matrices and sums rebuild metrics.crop_metrics exactly (messy hand example included)."""
     fields, counts = make_table(hand_example())
     s = pooled.summarise_aoi(fields, counts)
-    rebuilt = pooled.metrics_from_sums(s.confusion, s.pixel_confusion, s.sums)
+    rebuilt = metrics.crop_table(s.confusion, s.pixel_confusion, s.sums)
     pd.testing.assert_frame_equal(rebuilt, metrics.crop_metrics(fields, counts), check_dtype=False)
 
 
@@ -82,7 +84,8 @@ def _rows(spec: list[tuple[str, str, str, int, int]]) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {"crop": c, "aoi": a, "role": r, "severity": None, "num_fields": 50, "agreement_score": 0.5, "f1": 0.5,
-             "conf_mean": 50.0, "target": t, "available": v, "eval_fields": 0, "derivation": "d"}
+             "conf_mean": 50.0, "target": t, "available": v, "eval_fields": 0, "area_share": 0.1, "error": 0.5,
+             "raw_target": float(t), "linked_target": np.nan, "linked_to": ""}
             for c, a, r, t, v in spec
         ]
     )  # fmt: skip
@@ -112,8 +115,10 @@ def test_allocation_by_hand(budget, quota):
     x, y = quota[0] + quota[1], quota[2] + quota[3]
     assert out["crop_quota"].tolist() == [x, x, y, y]
     assert out["share_of_crop"].iloc[2] == pytest.approx(quota[2] / y)
-    assert out.loc[1, "derivation"] == "d"  # a fine row is not budgeted
-    assert ("pooled budget" in out.loc[0, "derivation"]) == (budget is not None and budget < 80)
+    words = allocation_derivation(out, DiagnosisSettings(label_budget=budget))
+    assert words[1].startswith("fine here") and "pooled" not in words[1]  # a fine row is not budgeted
+    assert ("pooled budget" in words[0]) == (budget is not None and budget < 80)
+    assert "40 informative fields in label blocks -> 40" in words[0]
 
 
 def test_apportion_never_exceeds_wanted_and_spends_the_budget():
@@ -121,7 +126,7 @@ def test_apportion_never_exceeds_wanted_and_spends_the_budget():
     for _ in range(200):
         wanted = rng.integers(0, 300, size=rng.integers(1, 40))
         budget = int(rng.integers(0, 2 * wanted.sum() + 1))
-        quota = pooled.apportion(wanted, budget)
+        quota = within_budget(wanted, budget)
         assert (quota <= wanted).all() and (quota >= 0).all()
         assert quota.sum() == min(budget, wanted.sum())
 
@@ -156,11 +161,12 @@ def weak_in_b():
 def test_allocation_labels_the_weak_crop_where_it_is_weak(weak_in_b):
     summaries, tables = weak_in_b
     settings = DiagnosisSettings()
-    allocation = pooled.allocate_labels(pooled.allocation_rows(summaries, settings=settings), budget=2000)
+    allocation = pooled.allocate_labels(pooled.allocation_rows(summaries), budget=2000)
     row = allocation.set_index(["crop", "aoi"])
     assert row.at[(SB, "b"), "role"] == "underperforming" and row.at[(SB, "b"), "quota"] > 0
     assert row.at[(SB, "a"), "role"] == "fine" and row.at[(SB, "a"), "quota"] == 0
-    assert "fine here" in row.at[(SB, "a"), "derivation"]
+    words = allocation_derivation(allocation, settings).set_axis(row.index)
+    assert "fine here" in words[(SB, "a")]
     assert row.at[(WB, "b"), "role"] == "contrast"  # it absorbs Spring Barley in b
     assert (allocation["quota"] <= allocation["wanted"]).all()
     assert (allocation["wanted"] <= allocation[["target", "available"]].min(axis=1)).all()
@@ -184,7 +190,7 @@ def test_summary_is_compact():
     big = _aoi({(WW, WW): 6000, (WW, WB): 2000, (WB, WB): 3000, (SB, SB): 500, (SB, WB): 1500}, seed=7)
     s = pooled.summarise_aoi(*big)
     assert len(big[0]) == 13_000
-    assert len(s.crop_table) <= 32 and s.sums.shape == (32, len(pooled.SUM_COLUMNS))
+    assert len(s.crop_table) <= 32 and s.sums.shape == (32, len(metrics.SUM_COLUMNS))
     assert s.confusion.shape == s.pixel_confusion.shape == (32, 32)
     bound = int(np.minimum(s.plan["target"], s.plan["available"]).sum())
     assert 0 < len(s.candidates) <= bound <= 32 * s.settings.label_max
@@ -212,15 +218,18 @@ def test_write_pooled_files_and_report(weak_in_b, tmp_path):
 
 def test_allocation_rows_drop_the_aois_own_budget_step():
     """An AOI's plan may have been cut by its own budget; the pooled plan starts from min(target, available)."""
-    own = "error 0.60 x ... -> target 120; 90 informative fields -> 90"
     plan = pd.DataFrame(
         {"crop": [SB], "role": ["underperforming"], "severity": ["high"], "num_fields": [300],
-         "agreement_score": [0.4], "f1": [0.4], "conf_mean": [50.0], "target": [120], "available": [90],
-         "eval_fields": [30], "derivation": [own + "; budget 2,000 -> 40"]}
+         "agreement_score": [0.4], "f1": [0.4], "conf_mean": [50.0], "area_share": [0.04], "error": [0.6],
+         "raw_target": [119.6], "linked_target": [np.nan], "linked_to": [""], "target": [120], "available": [90],
+         "quota": [40], "eval_fields": [30]}
     )  # fmt: skip
+    settings = DiagnosisSettings(label_budget=2000)
+    own = plan_derivation(plan, settings, own_budget=False).iloc[0]
+    assert plan_derivation(plan, settings).iloc[0] == own + "; budget 2000 -> 40"  # the AOI's own plan was cut
     crop_table = pd.DataFrame({"crop": [SB], "num_fields": [300]})
-    rows = pooled.allocation_rows(
-        {"a": SimpleNamespace(plan=plan, crop_table=crop_table)}, settings=DiagnosisSettings()
-    )
-    assert rows.at[0, "derivation"] == own
-    assert pooled.allocate_labels(rows, budget=None).at[0, "quota"] == 90
+    rows = pooled.allocation_rows({"a": SimpleNamespace(plan=plan, crop_table=crop_table)})
+    allocation = pooled.allocate_labels(rows, budget=None)
+    assert allocation.at[0, "quota"] == 90
+    words = allocation_derivation(allocation, DiagnosisSettings(label_budget=None)).iloc[0]
+    assert words.startswith(own + "; pooled: 90") and "budget 2000" not in words

@@ -23,6 +23,7 @@ from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
 from cropmon.report.plots import MapWindow
 from cropmon.report.single import write_diagnosis
+from cropmon.report.wording import rule_text
 
 FILES = {
     "crop_metrics.csv", "confusion_matrix.csv", "confusion_matrix_pixels.csv", "confusion_pairs.csv",
@@ -116,7 +117,7 @@ def test_confusion_csvs_match_scikit_learn(run):
 def test_underperforming_csv_carries_the_rule(run):
     _, _, out, _ = run
     flagged = pd.read_csv(out / "underperforming_crops.csv")
-    assert set(flagged["rule"]) == {SETTINGS.rule_text()}
+    assert set(flagged["rule"]) == {rule_text(SETTINGS)}
     assert "Spring Barley" in set(flagged["crop"])
     assert flagged.set_index("crop").at["Spring Barley", "reason"] == "absorbed_by:Winter Barley"
 
@@ -152,7 +153,7 @@ def test_report_is_built_from_the_numbers(run):
     assert f"{overall['agreement'] * 100:.1f} %" in text
     assert f"{metrics.evaluable(fields).sum():,} of {len(fields):,} fields were scored" in text
     assert f"Label {len(picks):,} fields" in text and f"hold back {len(held):,} fields" in text
-    assert SETTINGS.rule_text() in text
+    assert rule_text(SETTINGS) in text
     assert "**Spring Barley**" in text and "are predicted as Winter Barley" in text
     assert "Silage Corn and Grain Corn are confused both ways" in text or "Grain Corn and Silage Corn" in text
     # caveats: the unknown label with its count, the field without pixels, the all-touched fallback

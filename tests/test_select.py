@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from cropmon.analysis import metrics, select
 from cropmon.analysis.diagnose import underperforming_crops
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.quotas import within_budget
+from cropmon.report.wording import plan_derivation
 
 LAT = 50.0
 KM_X = 111.320 * math.cos(math.radians(LAT))  # km per degree of longitude at the test AOI's latitude
@@ -140,14 +142,18 @@ def test_quota_follows_the_documented_formula():
     assert plan.at["Spring Barley", "quota"] == min(expected, plan.at["Spring Barley", "available"])
     assert plan.at["Winter Barley", "role"] == "contrast"
     assert plan.at["Winter Barley", "target"] == math.ceil(0.5 * expected)
-    assert str(expected) in plan.at["Spring Barley", "derivation"]
+    assert plan.at["Spring Barley", "raw_target"] == pytest.approx(error * (20 + 100 * math.sqrt(share)))
+    assert plan.at["Spring Barley", "area_share"] == pytest.approx(share)
+    assert plan.at["Winter Barley", "linked_target"] == expected  # the targets its confused crops get
+    words = plan_derivation(plan.reset_index(), s)
+    assert f"target {expected} (clamped to [5, 500])" in words.iloc[list(plan.index).index("Spring Barley")]
 
 
 def test_apportion_respects_the_budget():
     wanted = np.array([10, 0, 7, 3])
-    assert list(select._apportion(wanted, None)) == [10, 0, 7, 3]
-    assert list(select._apportion(wanted, 100)) == [10, 0, 7, 3]
-    assert list(select._apportion(wanted, 10)) == [5, 0, 4, 1]  # 5, 3.5, 1.5: remainders to the first largest
+    assert list(within_budget(wanted, None)) == [10, 0, 7, 3]
+    assert list(within_budget(wanted, 100)) == [10, 0, 7, 3]
+    assert list(within_budget(wanted, 10)) == [5, 0, 4, 1]  # 5, 3.5, 1.5: remainders to the first largest
 
 
 def test_a_crowded_block_gives_at_most_max_per_block():

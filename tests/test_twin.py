@@ -23,9 +23,10 @@ from pyproj import Geod
 
 from cropmon.errors import ConfigError
 from cropmon.labels import CLASS_IDS, CROP_NAMES, LABELS_DICT
+from cropmon.quotas import apportion
 from cropmon.twin import default_twin_dir, ensure_twin, make_twin, twin_cache_dir
 from cropmon.twin.check import agreement_by_crop, field_votes
-from cropmon.twin.fields import apportion, crop_field_counts, no_centre_field_count
+from cropmon.twin.fields import crop_field_counts, no_centre_field_count
 from cropmon.twin.landscape import to_metric, transform_geometries, twin_grid
 from cropmon.twin.params import (
     CONF_WHEN_RIGHT,

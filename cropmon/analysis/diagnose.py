@@ -1,7 +1,7 @@
 """Which crops underperform, how badly (a severity tier) and why (reason codes), from the per-crop metrics.
 
-The rule, with every threshold in `DiagnosisSettings` (`DiagnosisSettings.rule_text()` spells it out with the
-numbers for the CSV and the report):
+The rule, with every threshold in `DiagnosisSettings` (report/wording.rule_text spells it out with the numbers for
+the CSV and the report):
 
 - a crop is *underperforming* when its agreement < `min_agreement`, or its F1 over all fields < `min_f1`, or the
   mean confidence over its GT fields < `min_confidence`;
@@ -85,7 +85,7 @@ def _tier(flags: dict[str, bool], score: float, few: bool, s: DiagnosisSettings)
 def underperforming_crops(
     metrics_df: pd.DataFrame, confusion_df: pd.DataFrame, settings: DiagnosisSettings
 ) -> pd.DataFrame:
-    """The crops that fail the rule, worst tier first, with severity, reason codes, the numbers and the rule."""
+    """The crops that fail the rule, worst tier first, with severity, reason codes and the numbers."""
     absorbers = _absorbers(confusion_df, settings.absorbed_share)
     rows = []
     for _, m in metrics_df.iterrows():
@@ -119,7 +119,6 @@ def underperforming_crops(
             }
         )
     table = pd.DataFrame(rows, columns=list(UNDERPERFORMING_COLUMNS))
-    table["rule"] = settings.rule_text()
     table["_tier"] = table["severity"].map(TIERS.index)
     table["_errors"] = table["wrong_fields"] + table["false_alarms"]
     table = table.sort_values(["_tier", "_errors", "crop"], ascending=[True, False, True])

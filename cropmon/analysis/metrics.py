@@ -89,7 +89,7 @@ def row_shares(confusion: pd.DataFrame) -> pd.DataFrame:
     return confusion.div(totals.where(totals > 0, 1), axis=0)
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den, NaN where den == 0 (scikit-learn's zero_division=np.nan)."""
     return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
 
@@ -100,9 +100,9 @@ def scores(confusion: pd.DataFrame) -> pd.DataFrame:
     tp, support, predicted = np.diag(m), m.sum(axis=1), m.sum(axis=0)
     return pd.DataFrame(
         {
-            "precision": _ratio(tp, predicted),
-            "recall": _ratio(tp, support),
-            "f1": _ratio(2 * tp, support + predicted),
+            "precision": ratio(tp, predicted),
+            "recall": ratio(tp, support),
+            "f1": ratio(2 * tp, support + predicted),
             "support": support.astype("int64"),
             "predicted": predicted.astype("int64"),
             "correct": tp.astype("int64"),
@@ -116,34 +116,54 @@ def reference_f1(agreement: pd.Series) -> pd.Series:
     return 2 * agreement / (1 + agreement)
 
 
-def _field_stats(fields: pd.DataFrame) -> pd.DataFrame:
-    """Per GT crop: mean confidence (all / right / wrong), mean purity, area and area-weighted agreement."""
+SUM_COLUMNS: tuple[str, ...] = (
+    "conf_sum", "conf_n", "conf_right_sum", "conf_right_n", "conf_wrong_sum", "conf_wrong_n", "purity_sum",
+    "purity_n", "area_m2", "area_right_m2",
+)  # fmt: skip
+
+
+def crop_sums(fields: pd.DataFrame) -> pd.DataFrame:
+    """Per GT crop (32 rows, catalogue order): sums and counts of confidence (all, right, wrong) and purity, area
+    and area right. Additive: the sums of several AOIs give the per-crop means of all their fields together."""
     truth, pred = truth_and_prediction(fields)
     ev = fields.loc[truth.index]
     right = (truth == pred).to_numpy()
+    conf = ev["confidence_score"].astype(float).to_numpy()
+    purity = ev["purity"].astype(float).to_numpy()
     area = ev["area_m2"].astype(float).to_numpy()
     frame = pd.DataFrame(
         {
             "crop": truth.to_numpy(),
-            "conf": ev["confidence_score"].astype(float).to_numpy(),
-            "purity": ev["purity"].astype(float).to_numpy(),
-            "area": area,
-            "area_right": np.where(right, area, 0.0),
+            "conf_sum": np.nan_to_num(conf),
+            "conf_n": np.isfinite(conf),
+            "conf_right_sum": np.where(right, np.nan_to_num(conf), 0.0),
+            "conf_right_n": np.isfinite(conf) & right,
+            "conf_wrong_sum": np.where(~right, np.nan_to_num(conf), 0.0),
+            "conf_wrong_n": np.isfinite(conf) & ~right,
+            "purity_sum": np.nan_to_num(purity),
+            "purity_n": np.isfinite(purity),
+            "area_m2": np.nan_to_num(area),
+            "area_right_m2": np.where(right, np.nan_to_num(area), 0.0),
         }
     )
-    frame["conf_right"] = frame["conf"].where(right)
-    frame["conf_wrong"] = frame["conf"].where(~right)
-    grouped = frame.groupby("crop")
-    sums = grouped[["area", "area_right"]].sum()
+    sums = frame.groupby("crop").sum().reindex(list(CROP_NAMES), fill_value=0)
+    sums.index.name = "crop"
+    return sums[list(SUM_COLUMNS)].astype(float)
+
+
+def _stats_from_sums(sums: pd.DataFrame, crops: pd.Index) -> pd.DataFrame:
+    """Per crop: mean confidence (all / right / wrong), mean purity, area and area-weighted agreement."""
+    s = sums.reindex(crops, fill_value=0.0)
     return pd.DataFrame(
         {
-            "conf_mean": grouped["conf"].mean(),
-            "conf_mean_right": grouped["conf_right"].mean(),
-            "conf_mean_wrong": grouped["conf_wrong"].mean(),
-            "purity_mean": grouped["purity"].mean(),
-            "area_ha": sums["area"] / 1e4,
-            "area_agreement": _ratio(sums["area_right"].to_numpy(), sums["area"].to_numpy()),
-        }
+            "conf_mean": ratio(s["conf_sum"].to_numpy(), s["conf_n"].to_numpy()),
+            "conf_mean_right": ratio(s["conf_right_sum"].to_numpy(), s["conf_right_n"].to_numpy()),
+            "conf_mean_wrong": ratio(s["conf_wrong_sum"].to_numpy(), s["conf_wrong_n"].to_numpy()),
+            "purity_mean": ratio(s["purity_sum"].to_numpy(), s["purity_n"].to_numpy()),
+            "area_ha": s["area_m2"].to_numpy() / 1e4,
+            "area_agreement": ratio(s["area_right_m2"].to_numpy(), s["area_m2"].to_numpy()),
+        },
+        index=crops,
     )
 
 
@@ -176,12 +196,12 @@ def crop_metrics(
     confusion = confusion_matrix(fields) if confusion is None else confusion
     if pixel_confusion is None:
         pixel_confusion = pixel_confusion_matrix(fields, class_counts)
-    return crop_table(confusion, pixel_confusion, _field_stats(fields))
+    return crop_table(confusion, pixel_confusion, crop_sums(fields))
 
 
-def crop_table(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, field_stats: pd.DataFrame) -> pd.DataFrame:
-    """The per-crop table from the two confusion matrices and per-crop field statistics (conf_mean ...
-    area_agreement, indexed by crop), in crop_metrics' columns and order. Shared with the pooled multi-AOI view."""
+def crop_table(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, sums: pd.DataFrame) -> pd.DataFrame:
+    """The per-crop table from the two confusion matrices and the per-crop sums (`crop_sums`), in crop_metrics'
+    columns and order: the one route to it, for one AOI and for the pooled view of many (sums added)."""
     field = scores(confusion)
     pixel = scores(pixel_confusion)
     listed = (field["support"] > 0) | (field["predicted"] > 0)
@@ -199,7 +219,7 @@ def crop_table(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, field_sta
             "n_correct": field["correct"],
         }
     )
-    table = table.join(field_stats).join(
+    table = table.join(_stats_from_sums(sums, confusion.index)).join(
         pixel[["precision", "recall", "f1", "support"]].add_prefix("pixel_").rename(columns={"pixel_support": "pixels"})
     )
     table = table.join(_mistakes(confusion)).loc[listed]

@@ -3,10 +3,11 @@
 `summarise_aoi` keeps what the pooled view needs of one AOI, and nothing that grows with its fields: additive
 per-crop sums, the 32 x 32 field and pixel confusion matrices, the AOI's own label plan (select.py) and a bounded
 list of ranked label candidates (at most min(target, available) per planned crop, so at most 32 x label_max rows).
-`write_pooled` turns the summaries into tables, a heatmap and a short report.
+report/pooled.py turns the summaries into tables, a heatmap and a short report.
 
-Pooled metrics are exact, not averages of averages: counts and sums are added over the AOIs, then the per-crop
-table is derived as `metrics.crop_metrics` derives it (tested equal to crop_metrics on the concatenated fields).
+Pooled metrics are exact, not averages of averages: counts and sums (`metrics.crop_sums`) are added over the AOIs,
+then `metrics.crop_table` derives the per-crop table, the same route as one AOI's `metrics.crop_metrics` (tested
+equal to crop_metrics on the concatenated fields).
 
 Label allocation (`allocate_labels`), one labelling campaign over all AOIs:
 1. what each AOI needs, by select.py's single-AOI quota logic on that AOI's own numbers: an underperforming crop's
@@ -20,7 +21,6 @@ The fields are each AOI's best-ranked candidates of the crop, in select.py's ord
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,11 +31,8 @@ from cropmon.analysis import metrics, select
 from cropmon.analysis.diagnose import underperforming_crops
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
+from cropmon.quotas import within_budget
 
-SUM_COLUMNS: tuple[str, ...] = (
-    "conf_sum", "conf_n", "conf_right_sum", "conf_right_n", "conf_wrong_sum", "conf_wrong_n", "purity_sum",
-    "purity_n", "area_m2", "area_right_m2",
-)  # fmt: skip
 BY_AOI_COLUMNS: tuple[str, ...] = (
     "crop", "aoi", "num_fields", "agreement_score", "weighted_f1_score", "f1", "precision", "recall", "n_predicted",
     "n_correct", "conf_mean", "area_ha", "pooled_agreement", "agreement_vs_pooled", "pooled_f1", "f1_vs_pooled",
@@ -43,11 +40,12 @@ BY_AOI_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 ALLOCATION_COLUMNS: tuple[str, ...] = (
     "crop", "aoi", "role", "severity", "num_fields", "agreement_score", "f1", "conf_mean", "target", "available",
-    "wanted", "quota", "crop_quota", "share_of_crop", "eval_fields", "derivation",
+    "wanted", "quota", "crop_quota", "share_of_crop", "eval_fields",
+    "area_share", "error", "raw_target", "linked_target", "linked_to",  # the parts of each AOI's own target
 )  # fmt: skip
 LABEL_COLUMNS: tuple[str, ...] = (
-    "field_id", "aoi", "crop", "score", "reason", "rank_in_aoi", "group", "role", "predicted", "confidence_score",
-    "vote_margin", "n_pixels", "area_ha", "block", "x", "y",
+    "field_id", "aoi", "crop", "score", "related_to", "correct", "rank_in_aoi", "group", "role", "predicted",
+    "confidence_score", "vote_margin", "n_pixels", "area_ha", "block", "x", "y",
 )  # fmt: skip
 
 @dataclass(frozen=True)
@@ -69,34 +67,6 @@ class AOISummary:
     n_fields: int
     settings: DiagnosisSettings
     seed: int
-
-
-def crop_sums(fields: pd.DataFrame) -> pd.DataFrame:
-    """Per GT crop (32 rows): sums and counts of confidence (all, right, wrong) and purity, area and area right."""
-    truth, pred = metrics.truth_and_prediction(fields)
-    ev = fields.loc[truth.index]
-    right = (truth == pred).to_numpy()
-    conf = ev["confidence_score"].astype(float).to_numpy()
-    purity = ev["purity"].astype(float).to_numpy()
-    area = ev["area_m2"].astype(float).to_numpy()
-    frame = pd.DataFrame(
-        {
-            "crop": truth.to_numpy(),
-            "conf_sum": np.nan_to_num(conf),
-            "conf_n": np.isfinite(conf),
-            "conf_right_sum": np.where(right, np.nan_to_num(conf), 0.0),
-            "conf_right_n": np.isfinite(conf) & right,
-            "conf_wrong_sum": np.where(~right, np.nan_to_num(conf), 0.0),
-            "conf_wrong_n": np.isfinite(conf) & ~right,
-            "purity_sum": np.nan_to_num(purity),
-            "purity_n": np.isfinite(purity),
-            "area_m2": np.nan_to_num(area),
-            "area_right_m2": np.where(right, np.nan_to_num(area), 0.0),
-        }
-    )
-    sums = frame.groupby("crop").sum().reindex(list(CROP_NAMES), fill_value=0)
-    sums.index.name = "crop"
-    return sums[list(SUM_COLUMNS)].astype(float)
 
 
 def summarise_aoi(
@@ -121,12 +91,12 @@ def summarise_aoi(
     candidates = select.fields_to_label(sel.candidates, unbudgeted, settings=settings, seed=seed)
     return AOISummary(
         crop_table=crop_table,
-        sums=crop_sums(fields),
+        sums=metrics.crop_sums(fields),
         confusion=confusion,
         pixel_confusion=pixel_confusion,
         overall=metrics.overall(crop_table, pixel_confusion),
         flagged=flagged,
-        plan=sel.plan.drop(columns=["members", "linked_to"]),
+        plan=sel.plan.drop(columns=["members"]),
         candidates=candidates.reset_index(drop=True),
         n_fields=len(fields),
         settings=settings,
@@ -134,27 +104,6 @@ def summarise_aoi(
     )
 
 
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.full(np.shape(num), np.nan), where=np.asarray(den) > 0)
-
-
-def metrics_from_sums(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, sums: pd.DataFrame) -> pd.DataFrame:
-    """The per-crop table of `metrics.crop_metrics` (same columns, order and sort) from counts and sums alone."""
-    s = sums.reindex(confusion.index, fill_value=0.0)
-    field_stats = pd.DataFrame(
-        {
-            "conf_mean": _ratio(s["conf_sum"].to_numpy(), s["conf_n"].to_numpy()),
-            "conf_mean_right": _ratio(s["conf_right_sum"].to_numpy(), s["conf_right_n"].to_numpy()),
-            "conf_mean_wrong": _ratio(s["conf_wrong_sum"].to_numpy(), s["conf_wrong_n"].to_numpy()),
-            "purity_mean": _ratio(s["purity_sum"].to_numpy(), s["purity_n"].to_numpy()),
-            "area_ha": s["area_m2"].to_numpy() / 1e4,
-            "area_agreement": _ratio(s["area_right_m2"].to_numpy(), s["area_m2"].to_numpy()),
-        },
-        index=confusion.index,
-    )
-    return metrics.crop_table(confusion, pixel_confusion, field_stats)
 
 
 def pooled_confusions(summaries: Mapping[str, AOISummary]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -168,7 +117,7 @@ def pooled_confusions(summaries: Mapping[str, AOISummary]) -> tuple[pd.DataFrame
 
 def pooled_metrics(summaries: Mapping[str, AOISummary]) -> pd.DataFrame:
     """Per-crop metrics over all AOIs together (as if their fields were one table)."""
-    return metrics_from_sums(*pooled_confusions(summaries))
+    return metrics.crop_table(*pooled_confusions(summaries))
 
 
 def metrics_by_aoi(summaries: Mapping[str, AOISummary], pooled: pd.DataFrame) -> pd.DataFrame:
@@ -222,38 +171,7 @@ def aoi_overview(summaries: Mapping[str, AOISummary], allocation: pd.DataFrame) 
 
 
 
-def apportion(wanted: np.ndarray, budget: int | None) -> np.ndarray:
-    """`wanted` scaled down to sum to `budget` when it exceeds it: largest remainder, never above `wanted`.
-
-    Ties in the remainders go to the earlier row (stable), so the result depends on the row order only.
-    """
-    wanted = np.asarray(wanted, dtype="int64")
-    total = int(wanted.sum())
-    if budget is None or total <= budget:
-        return wanted.copy()
-    exact = wanted * budget / total
-    quota = np.floor(exact).astype("int64")
-    extra = np.argsort(-(exact - quota), kind="stable")[: budget - int(quota.sum())]
-    quota[extra] += 1
-    return quota
-
-
-def _fine_text(row: pd.Series, s: DiagnosisSettings) -> str:
-    """Why a crop gets no label in an AOI where it passes the rule."""
-    if row["num_fields"] == 0:
-        return "no GT field of the crop in this AOI: no labels here"
-    return (
-        f"fine here (agreement {row['agreement_score']:.2f} >= {s.min_agreement:g}, F1 {row['f1']:.2f} >="
-        f" {s.min_f1:g}, confidence {row['conf_mean']:.0f} >= {s.min_confidence:g}) and no contrast crop: no labels"
-    )
-
-
-def _without_own_budget(derivation: str) -> str:
-    """An AOI plan's derivation without its own budget step: the pooled plan applies one budget to all AOIs."""
-    return re.sub(r"; budget [\d,]+ -> \d+$", "", derivation)
-
-
-def allocation_rows(summaries: Mapping[str, AOISummary], *, settings: DiagnosisSettings) -> pd.DataFrame:
+def allocation_rows(summaries: Mapping[str, AOISummary]) -> pd.DataFrame:
     """One row per (crop, AOI) for every crop planned in at least one AOI, with each AOI's own target and supply.
 
     A crop planned somewhere also gets a row (role `fine`, target 0) in each AOI where it has GT fields but passes
@@ -271,15 +189,15 @@ def allocation_rows(summaries: Mapping[str, AOISummary], *, settings: DiagnosisS
                     {"crop": crop, "aoi": name, "role": p["role"], "severity": p["severity"],
                      "num_fields": int(p["num_fields"]), "agreement_score": p["agreement_score"], "f1": p["f1"],
                      "conf_mean": p["conf_mean"], "target": int(p["target"]), "available": int(p["available"]),
-                     "eval_fields": int(p["eval_fields"]), "derivation": _without_own_budget(p["derivation"])}
+                     "eval_fields": int(p["eval_fields"]), "area_share": p["area_share"], "error": p["error"],
+                     "raw_target": p["raw_target"], "linked_target": p["linked_target"], "linked_to": p["linked_to"]}
                 )  # fmt: skip
             elif crop in m.index and m.at[crop, "num_fields"] > 0:
                 r = m.loc[crop]
                 rows.append(
                     {"crop": crop, "aoi": name, "role": "fine", "severity": None,
                      "num_fields": int(r["num_fields"]), "agreement_score": r["agreement_score"], "f1": r["f1"],
-                     "conf_mean": r["conf_mean"], "target": 0, "available": 0, "eval_fields": 0,
-                     "derivation": _fine_text(r, settings)}
+                     "conf_mean": r["conf_mean"], "target": 0, "available": 0, "eval_fields": 0, "linked_to": ""}
                 )  # fmt: skip
     columns = [c for c in ALLOCATION_COLUMNS if c not in ("wanted", "quota", "crop_quota", "share_of_crop")]
     return pd.DataFrame(rows, columns=columns)
@@ -288,28 +206,13 @@ def allocation_rows(summaries: Mapping[str, AOISummary], *, settings: DiagnosisS
 def allocate_labels(rows: pd.DataFrame, *, budget: int | None) -> pd.DataFrame:
     """Quotas of the (crop, AOI) rows of `allocation_rows`: min(target, available), all scaled to one budget.
 
-    Adds `wanted`, `quota`, the crop's total quota over the AOIs and this AOI's share of it, and completes the
-    `derivation` text with the cap and the budget.
+    Adds `wanted`, `quota`, the crop's total quota over the AOIs and this AOI's share of it.
     """
     out = rows.reset_index(drop=True).copy()
     out["wanted"] = np.minimum(out["target"], out["available"]).astype("int64")
-    out["quota"] = apportion(out["wanted"].to_numpy(), budget)
+    out["quota"] = within_budget(out["wanted"].to_numpy(), budget)
     out["crop_quota"] = out.groupby("crop")["quota"].transform("sum").astype("int64")
-    out["share_of_crop"] = _ratio(out["quota"].to_numpy(float), out["crop_quota"].to_numpy(float))
-    total = int(out["wanted"].sum())
-    binding = budget is not None and total > budget
-    notes = []
-    for role, wanted, quota in zip(out["role"], out["wanted"], out["quota"], strict=True):
-        if role == "fine":
-            notes.append("")
-        elif binding:
-            scale = budget / total
-            notes.append(
-                f"; pooled budget {budget:,} over {total:,} wanted in all AOIs: {wanted} x {scale:.3f} -> {quota}"
-            )
-        else:
-            notes.append(f"; pooled: {wanted} (all AOIs want {total:,}, within the budget)")
-    out["derivation"] = out["derivation"] + pd.Series(notes, index=out.index)
+    out["share_of_crop"] = metrics.ratio(out["quota"].to_numpy(float), out["crop_quota"].to_numpy(float))
     return out[list(ALLOCATION_COLUMNS)]
 
 

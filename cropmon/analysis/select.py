@@ -32,13 +32,14 @@ from cropmon.analysis.blocks import BlockGrid, block_labels
 from cropmon.analysis.metrics import row_shares, truth_and_prediction
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
+from cropmon.quotas import within_budget
 
 CLEAN_GEOMETRY = ("ok", "repaired", "multipolygon")
 RELATED_BONUS = 0.5  # score bonus of a field predicted as (or runner-up) another crop of its group
 _NAMES = np.array(CROP_NAMES, dtype=object)
 PICK_COLUMNS: tuple[str, ...] = (
     "rank", "field_id", "crop", "group", "role", "predicted", "runner_up", "correct", "confidence_score",
-    "vote_margin", "purity", "n_pixels", "area_ha", "block", "pick_round", "x", "y", "score", "reason",
+    "vote_margin", "purity", "n_pixels", "area_ha", "block", "pick_round", "x", "y", "score", "related_to",
 )  # fmt: skip
 EVAL_COLUMNS: tuple[str, ...] = (
     "field_id", "crop", "group", "predicted", "correct", "confidence_score", "vote_margin", "n_pixels", "area_ha",
@@ -192,20 +193,9 @@ def _label_pool(candidates: pd.DataFrame) -> pd.DataFrame:
     return candidates.loc[candidates["informative"] & (candidates["split"] == "label")]
 
 
-def _apportion(wanted: np.ndarray, budget: int | None) -> np.ndarray:
-    """`wanted` scaled down to sum to `budget` when it exceeds it (largest remainder; never above `wanted`)."""
-    total = int(wanted.sum())
-    if budget is None or total <= budget:
-        return wanted.astype("int64")
-    exact = wanted * budget / total
-    quota = np.floor(exact).astype("int64")
-    extra = np.argsort(-(exact - quota), kind="stable")[: budget - int(quota.sum())]
-    quota[extra] += 1
-    return quota
-
-
 def _targets(plan: pd.DataFrame, metrics_df: pd.DataFrame, settings: DiagnosisSettings) -> pd.DataFrame:
-    """error, area share, raw and clamped target of each planned crop, and how the target was derived."""
+    """Each planned crop's error, area share, raw target (before clamping; for a contrast crop contrast_ratio x the
+    sum of its linked crops' targets, `linked_target`) and clamped target: the parts the derivation is told from."""
     m = metrics_df.set_index("crop").reindex(plan["crop"])
     total_area = float(metrics_df["area_ha"].sum())
     area = m["area_ha"].fillna(0.0).to_numpy()
@@ -222,19 +212,13 @@ def _targets(plan: pd.DataFrame, metrics_df: pd.DataFrame, settings: DiagnosisSe
     linked_target = np.array([sum(target_of[c] for c in crops) for crops in linked], dtype=float)
     raw = np.where(under, raw, settings.contrast_ratio * linked_target)
     target = np.where(under, target, np.clip(np.ceil(raw - 1e-9), settings.label_min, settings.label_max))
-    why = [
-        f"error {e:.2f} x ({settings.label_base} + {settings.label_share_scale:g} x sqrt({s:.4f})) = {r:.1f}"
-        if u
-        else f"{settings.contrast_ratio:g} x {g:.0f} (targets of {', '.join(crops)}) = {r:.1f}"
-        for u, e, s, r, g, crops in zip(under, error, share, raw, linked_target, linked, strict=True)
-    ]
-    limits = f"[{settings.label_min}, {settings.label_max}]"
     return pd.DataFrame(
         {
             "area_share": share,
             "error": np.where(under, error, np.nan),
+            "raw_target": raw,
+            "linked_target": np.where(under, np.nan, linked_target),
             "target": target.astype("int64"),
-            "derivation": [f"{w} -> target {t:.0f} (clamped to {limits})" for w, t in zip(why, target, strict=True)],
         },
         index=plan.index,
     )
@@ -245,8 +229,9 @@ def label_plan(
 ) -> pd.DataFrame:
     """Per planned crop (see `plan_groups`): target, fields available, quota, held-back quota, expected effort.
 
-    `candidates` must carry the `split` column of `spatial_split`. The module docstring gives the derivation; the
-    `derivation` column spells it out with the numbers of each crop.
+    `candidates` must carry the `split` column of `spatial_split`. The module docstring gives the derivation; its
+    parts are columns (error, area_share, raw_target, linked_target, target, available, quota), which the report
+    words per crop.
     """
     plan = groups.reset_index(drop=True)
     m = metrics_df.set_index("crop").reindex(plan["crop"])
@@ -261,17 +246,12 @@ def label_plan(
     plan["clean_fields"] = candidates["crop"].value_counts().reindex(plan["crop"], fill_value=0).to_numpy()
     plan["available"] = available
     capped = np.minimum(plan["target"].to_numpy(), available)
-    plan["quota"] = _apportion(capped, settings.label_budget)
+    plan["quota"] = within_budget(capped, settings.label_budget)
     mean_area = pool.groupby("crop")["area_ha"].mean().reindex(plan["crop"]).fillna(0.0).to_numpy()
     plan["expected_ha"] = plan["quota"] * mean_area
     held = candidates.loc[candidates["split"] == "eval", "crop"].value_counts()
     wanted = eval_targets(candidates, plan["crop"], settings=settings).to_numpy()
     plan["eval_fields"] = np.minimum(wanted, held.reindex(plan["crop"], fill_value=0).to_numpy())
-    plan["derivation"] = [
-        f"{d}; {a} informative fields in label blocks -> {c}"
-        + (f"; budget {settings.label_budget} -> {q}" if q < c else "")
-        for d, a, c, q in zip(plan["derivation"], available, capped, plan["quota"], strict=True)
-    ]
     return plan
 
 
@@ -282,26 +262,14 @@ def _ranked_rounds(pool: pd.DataFrame, key: np.ndarray, *, by: list[str], ascend
     return ranked.sort_values(["pick_round", *by, "_key"], ascending=[True, *ascending, True])
 
 
-def _pick_reason(row: pd.Series, settings: DiagnosisSettings) -> str:
-    """Why a field is on the list, in words with its numbers."""
-    group_note = " (same group)" if row["related_to"] == row["predicted"] else ""
-    parts = [] if row["correct"] else [f"misclassified as {row['predicted']}{group_note}"]
-    if row["confidence_score"] < settings.uncertain_confidence:
-        parts.append(f"confidence {row['confidence_score']:.0f} < {settings.uncertain_confidence:g}")
-    if row["vote_margin"] < settings.uncertain_margin:
-        parts.append(f"vote margin {row['vote_margin']:.2f} < {settings.uncertain_margin:g}")
-    if row["related_to"] and not group_note:
-        parts.append(f"runner-up {row['related_to']} (same group)")
-    return "; ".join(parts)
-
-
 def fields_to_label(
     candidates: pd.DataFrame, plan: pd.DataFrame, *, settings: DiagnosisSettings, seed: int
 ) -> pd.DataFrame:
     """The ranked fields to label: each crop's quota, best score first in rounds over its label blocks.
 
     score = 1 if misclassified + uncertainty (0..1) + RELATED_BONUS if predicted as (or runner-up) another crop
-    of its group. Index = the fields' index; `rank` orders the whole list (round, then score).
+    of its group (`related_to`: that crop, else ""). Index = the fields' index; `rank` orders the whole list
+    (round, then score).
     """
     pool = _label_pool(candidates)
     members = plan.groupby("group")["crop"].agg(set)
@@ -323,7 +291,6 @@ def fields_to_label(
     picks = pd.concat(chosen).sort_values(["pick_round", "score", "_key"], ascending=[True, False, True])
     picks["rank"] = np.arange(1, len(picks) + 1)
     picks["block"] = block_labels(picks["block_x"], picks["block_y"])
-    picks["reason"] = [_pick_reason(row, settings) for _, row in picks.iterrows()]
     return picks[list(PICK_COLUMNS)]
 
 

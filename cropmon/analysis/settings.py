@@ -70,15 +70,6 @@ class DiagnosisSettings:
             raise ConfigError(f"unknown diagnosis setting(s) {unknown}", fix=f"use one of {sorted(known)}")
         return cls(**values)  # type: ignore[arg-type]
 
-    def rule_text(self) -> str:
-        """The underperforming rule in one paragraph, with this run's numbers."""
-        return (
-            f"underperforming when agreement < {self.min_agreement:g}, or F1 < {self.min_f1:g}, or mean confidence"
-            f" < {self.min_confidence:g}; tier critical when min(agreement, F1) < {self.critical_score:g}, high when"
-            f" wrong (agreement or F1 low) and unsure (confidence low), medium when only wrong, low when only unsure;"
-            f" one tier down with fewer than {self.min_fields} GT fields"
-        )
-
 
 def _check(name: str, value: object, *, low: float, high: float, integer: bool = False) -> None:
     """Refuse a setting of the wrong type or outside [low, high], in one line with the fix."""

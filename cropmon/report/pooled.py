@@ -36,6 +36,7 @@ from cropmon.report.document import (
     render_markdown,
 )
 from cropmon.report.plots import f1_heatmap
+from cropmon.report.wording import allocation_table, with_reasons, with_rule
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +206,8 @@ def write_pooled(
     pooled = pooled_metrics(summaries)
     flagged = underperforming_crops(pooled, confusion, settings)
     by_aoi = metrics_by_aoi(summaries, pooled)
-    allocation = allocate_labels(allocation_rows(summaries, settings=settings), budget=settings.label_budget)
-    picks = labels_by_aoi(summaries, allocation)
+    allocation = allocate_labels(allocation_rows(summaries), budget=settings.label_budget)
+    picks = with_reasons(labels_by_aoi(summaries, allocation), settings, drop=("correct",))
     overview = aoi_overview(summaries, allocation)
     figure = f1_heatmap(by_aoi, pooled, aois=list(summaries), min_f1=settings.min_f1)
     image = Image("f1_by_aoi.png", png(figure), "F1 per crop and AOI; last column: all AOIs pooled.")
@@ -215,8 +216,8 @@ def write_pooled(
         "crop_metrics_by_aoi.csv": lambda p: write_csv(by_aoi, p, decimals=3),
         "aoi_overview.csv": lambda p: write_csv(overview, p, decimals=3),
         "confusion_matrix_pooled.csv": lambda p: write_csv(confusion, p, decimals=3, index=True),
-        "underperforming_crops_pooled.csv": lambda p: write_csv(flagged, p, decimals=3),
-        "label_allocation.csv": lambda p: write_csv(allocation, p, decimals=3),
+        "underperforming_crops_pooled.csv": lambda p: write_csv(with_rule(flagged, settings), p, decimals=3),
+        "label_allocation.csv": lambda p: write_csv(allocation_table(allocation, settings), p, decimals=3),
         "fields_to_label_by_aoi.csv": lambda p: write_csv(picks, p, decimals=7),
         "f1_by_aoi.png": lambda p: p.write_bytes(image.png),
     }

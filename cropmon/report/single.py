@@ -38,6 +38,7 @@ from cropmon.report.document import (
     render_html,
     render_markdown,
 )
+from cropmon.report.wording import plan_table, rule_text, with_reasons, with_rule
 
 MAX_SENTENCES = 8  # per section; the tables hold the rest
 
@@ -131,7 +132,7 @@ def _crop_sentence(row: pd.Series, m: pd.Series, shares: pd.Series, s: Diagnosis
 
 
 def _underperforming(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
-    blocks: list[Block] = [Heading("Underperforming crops"), Paragraph(f"Rule: {s.rule_text()}.")]
+    blocks: list[Block] = [Heading("Underperforming crops"), Paragraph(f"Rule: {rule_text(s)}.")]
     if not len(d.flagged):
         return [*blocks, Paragraph(f"All {len(d.metrics)} crops pass the rule.")]
     by_crop, shares = d.metrics.set_index("crop"), metrics.row_shares(d.confusion)
@@ -241,7 +242,8 @@ def _plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     table = plan[["group", "crop", "role", "severity", "target", "available", "quota", "expected_ha", "eval_fields"]]
     blocks += [Paragraph(text), Bullets(bullets), Table(table, "label_plan.csv (derivation column: the numbers)")]
     if len(picks):
-        top = picks.head(15)[["rank", "field_id", "crop", "predicted", "confidence_score", "vote_margin", "reason"]]
+        top = with_reasons(picks.head(15), s)
+        top = top[["rank", "field_id", "crop", "predicted", "confidence_score", "vote_margin", "reason"]]
         blocks.append(Table(top, f"first {len(top)} of {len(picks):,} fields in fields_to_label.csv / .gpkg"))
     return blocks
 
@@ -428,10 +430,10 @@ def write_diagnosis(
     write_csv(d.confusion, out.path("confusion_matrix.csv"), index=True)
     write_csv(d.pixel_confusion, out.path("confusion_matrix_pixels.csv"), index=True)
     write_csv(d.pairs, out.path("confusion_pairs.csv"), decimals=3)
-    write_csv(d.flagged, out.path("underperforming_crops.csv"), decimals=3)
-    write_csv(sel.plan, out.path("label_plan.csv"), decimals=3)
+    write_csv(with_rule(d.flagged, settings), out.path("underperforming_crops.csv"), decimals=3)
+    write_csv(plan_table(sel.plan, settings), out.path("label_plan.csv"), decimals=3)
     crs = map_window.crs if map_window is not None else lookup(run_info, "inputs", "raster", "crs")
-    for name, table in (("fields_to_label", sel.picks), ("evaluation_fields", sel.evaluation)):
+    for name, table in (("fields_to_label", with_reasons(sel.picks, settings)), ("evaluation_fields", sel.evaluation)):
         write_csv(table, out.path(f"{name}.csv"), decimals=_field_decimals(table))
         _write_layer(table, fields, out.path(f"{name}.gpkg"), layer=name, crs=crs, geometries=geometries)
     images = _images(d, settings, map_window)

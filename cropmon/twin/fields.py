@@ -20,6 +20,7 @@ from rasterio.transform import Affine
 
 from cropmon.errors import ConfigError
 from cropmon.labels import CROP_NAMES, LABELS_DICT, N_CLASSES
+from cropmon.quotas import apportion
 from cropmon.twin.landscape import (
     COORD_DECIMALS,
     FARMLAND,
@@ -67,23 +68,6 @@ class GroundTruth:
     field_id: np.ndarray  # uuid4 strings
     area_m2: np.ndarray  # float64, EPSG:3035 area of the written geometry
     is_sliver: np.ndarray  # bool: no pixel centre inside (all-touched only)
-
-
-def apportion(weights: np.ndarray, total: int, *, at_least_one: bool = False) -> np.ndarray:
-    """Split `total` in proportion to `weights` with largest-remainder rounding (ties to the lower index)."""
-    weights = np.asarray(weights, dtype=np.float64)
-    counts = np.zeros(len(weights), dtype=np.int64)
-    if total <= 0 or weights.sum() <= 0:
-        return counts
-    floor_base = np.ones_like(counts) if at_least_one and total >= (weights > 0).sum() else counts
-    floor_base = np.where(weights > 0, floor_base, 0)
-    rest = total - floor_base.sum()
-    exact = weights / weights.sum() * rest
-    counts = floor_base + np.floor(exact).astype(np.int64)
-    remainder = exact - np.floor(exact)
-    order = np.lexsort((np.arange(len(weights)), -remainder))
-    counts[order[: total - counts.sum()]] += 1
-    return counts
 
 
 def crop_field_counts(scale: float) -> np.ndarray:

@@ -16,7 +16,8 @@ from scipy.special import ndtri
 
 from cropmon.errors import ConfigError
 from cropmon.labels import CLASS_IDS, CROP_NAMES, N_CLASSES
-from cropmon.twin.fields import RADISH, GroundTruth, apportion
+from cropmon.quotas import apportion
+from cropmon.twin.fields import RADISH, GroundTruth
 from cropmon.twin.landscape import FARMLAND, VILLAGE, WOOD, Landscape
 from cropmon.twin.params import (
     CONF_WHEN_RIGHT,
