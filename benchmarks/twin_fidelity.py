@@ -52,7 +52,8 @@ def engine_table(raster: Path, fields: Path, engine: str) -> tuple[pd.DataFrame 
     except ImportError:
         if engine == "cropmon":
             raise
-        print("cropmon.pipeline.analyse_fields is not available: only the independent check runs", file=sys.stderr)
+        print("cropmon.engine.analyse.analyse_fields is not available: only the independent check runs",
+              file=sys.stderr)
         return None, 0.0
     started = time.perf_counter()
     table = analyse_fields(raster, fields, scheduler="threads").table

@@ -1,4 +1,9 @@
-"""cropmon: per-crop agreement, confusions and an active-learning plan for crop-type rasters, on Dask."""
+"""cropmon: per-crop agreement, confusions and an active-learning plan for crop-type rasters, on Dask.
+
+Start reading at `cropmon.pipeline.run`: it follows a run from its inputs to its outputs and hands each step to the
+package that owns it (`io`, `engine`, `analysis`, `report`; `twin` makes the digital twin). README, Development,
+draws the map and the direction imports go.
+"""
 
 import logging
 

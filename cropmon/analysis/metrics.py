@@ -65,7 +65,7 @@ def pixel_confusion_matrix(fields: pd.DataFrame, class_counts: pd.DataFrame) -> 
     """Pixel counts, GT crops as rows x predicted classes as columns: each field's histogram summed by GT crop.
 
     One sparse product (GT crop x fields) @ (fields x classes): no dense copy of the histogram table is made, and
-    the engine's histograms (pipeline.FieldColumns) stay sparse throughout.
+    the engine's histograms (engine/assemble.FieldColumns) stay sparse throughout.
     """
     import scipy.sparse
 

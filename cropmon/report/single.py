@@ -320,7 +320,7 @@ def _settings(run_info: Mapping[str, Any], s: DiagnosisSettings, seed: int) -> l
     values = {**asdict(s), "seed": seed}
     diag = pd.DataFrame({"setting": list(values), "value": [str(v) for v in values.values()]})
     blocks: list[Block] = [Heading("Settings of this run"), Table(diag, "diagnosis settings")]
-    rows = _flatten(run_info)
+    rows = [row for row in _flatten(run_info) if not row[0].startswith("settings.diagnosis.")]  # in the table above
     if rows:
         blocks.append(Table(pd.DataFrame(rows, columns=["key", "value"]), "run information"))
     else:
