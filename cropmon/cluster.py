@@ -1,8 +1,10 @@
-"""The only place that makes a Dask client: `--scheduler ADDRESS` | `local` (a LocalCluster on 127.0.0.1) | `threads`.
+"""The only place that makes a Dask client: `--scheduler ADDRESS` | `local` (a LocalCluster on 127.0.0.1) | `threads`
+(an in-process cluster: scheduler and one worker as threads of this process).
 
-Also owns running a computation on whichever was chosen (`ClusterHandle.compute`: a progress bar on a terminal,
-log lines otherwise, the tasks each worker ran for the manifest, and a clear failure when the cluster loses all
-its workers) and the Dask performance report of a run (`--profile`).
+Also owns running work on it (`ClusterHandle`): submitting tasks under a stage name, waiting with a watchdog that
+fails clearly when the cluster has lost all its workers, which worker ran which stage (for run.json), and the Dask
+performance report of a run (`--profile`). Callers pass plain functions and the handles it returns; they never
+import Dask themselves.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cropmon import errors, runtime
-from cropmon.progress import result_bar, threads_progress
 
 log = logging.getLogger(__name__)
 
@@ -53,103 +55,52 @@ class TLSFiles:
 
 @dataclass
 class ClusterHandle:
-    """The chosen execution backend and what the manifest says about it."""
+    """A connected Dask client and what run.json says about it. Tasks are submitted under a stage name (their key
+    prefix), so the task stream tells which worker ran which stage."""
 
     kind: str  # "threads" | "local" | "remote"
-    client: Any = None
+    client: Any
     address: str | None = None
     dashboard_link: str | None = None
-    tasks_per_worker: dict[str, int] = field(default_factory=dict)
-    warming: list = field(default_factory=list)  # futures of the workers' warm-up imports (kept alive until used)
+    no_worker_timeout: float = 60.0
+    warming: list = field(default_factory=list)  # futures of the workers' warm-up (kept alive until the first wait)
+    started: float = field(default_factory=time.time)
 
-    def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {
-            "kind": self.kind,
-            "address": self.address,
-            "dashboard": self.dashboard_link,
-        }
-        if self.client is not None:
-            workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
-            info["n_workers"] = len(workers)
-            info["threads"] = sum(w.get("nthreads", 0) for w in workers.values())
-            info["memory_limit_bytes"] = sum(w.get("memory_limit", 0) or 0 for w in workers.values())
-            info["workers"] = {addr: {"tasks": n} for addr, n in sorted(self.tasks_per_worker.items())}
-            info["n_workers_used"] = len(self.tasks_per_worker)
-        else:
-            import dask
+    # -- submitting ------------------------------------------------------------------------------------------------
 
-            info["n_workers"] = 1
-            info["threads"] = dask.system.CPU_COUNT
-        return info
+    def submit(self, fn: Callable, *args: Any, stage: str, **kwargs: Any):
+        """Run `fn(*args, **kwargs)` on a worker as a task of `stage`; arguments may be futures of earlier tasks."""
+        key = f"{stage}-{uuid.uuid4().hex}"
+        return self.client.submit(fn, *args, key=key, pure=False, **kwargs)
 
-    def compute(
-        self, graphs: Sequence[Any], collect: Callable[[int, Any], None], *, progress: bool,
-        no_worker_timeout: float = 60.0,
-    ) -> None:
-        """Compute all `graphs` in one submission and hand each value to `collect(index, value)` as it finishes.
-
-        On a cluster every result is fetched as soon as it is ready and then released, so no worker holds
-        finished results until the end: held there, ~75 MB of small results fragmented a worker's heap into
-        ~450 MB of RSS on the 4x twin.
-        """
+    def compute(self, collections: list) -> list:
+        """Submit lazy Dask collections (the engine's graph) in one go; one future each."""
         import dask
 
-        if self.client is None:
-            runtime.limit_gdal_block_cache()
-            with threads_progress(progress):
-                values = dask.compute(*graphs, scheduler="threads")
-            for index, value in enumerate(values):
-                collect(index, value)
-            return
-        self._compute_distributed(graphs, collect, progress=progress, no_worker_timeout=no_worker_timeout)
+        # Large AOIs make graphs of a few MB; distributed's warning (10 MB by default) says nothing useful here.
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}):
+            return self.client.compute(collections)
 
-    def _compute_distributed(
-        self, graphs: Sequence[Any], collect: Callable[[int, Any], None], *, progress: bool, no_worker_timeout: float
-    ) -> None:
-        import dask
-        from distributed import KilledWorker, get_task_stream, wait
-        from distributed.client import FutureCancelledError
+    # -- waiting ---------------------------------------------------------------------------------------------------
 
-        # The graph names each chunk's fields (16 bytes a field, see rasterize.label_grid), so distributed's
-        # "large graph" warning (10 MB by default) would fire on every AOI of a few hundred thousand fields.
-        with (
-            dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}),
-            self.client.as_current(),
-            get_task_stream(self.client) as stream,
-        ):
-            futures = self.client.compute(list(graphs))
-            index_of = {f.key: i for i, f in enumerate(futures)}
-            bar = result_bar(len(futures)) if progress else None
-            try:
-                pending = set(futures)
-                del futures
-                while pending:
-                    done = self._wait_with_watchdog(pending, wait, no_worker_timeout)
-                    for future in done:
-                        collect(index_of[future.key], future.result())  # raises the task's error
-                        future.release()
-                        if bar is not None:
-                            bar.update(1)
-                    pending -= done
-            except (KeyboardInterrupt, errors.ClusterError):
-                self.client.cancel(list(pending))
-                raise
-            except FutureCancelledError as exc:
-                raise errors.ClusterError(f"the computation was cancelled on the cluster ({exc})") from exc
-            except KilledWorker as exc:
-                raise errors.ClusterError(
-                    f"a task killed its worker repeatedly ({exc}); the workers may be out of memory: give them "
-                    "more memory or pass a smaller --chunk-rows"
-                ) from exc
-            finally:
-                if bar is not None:
-                    bar.close()
-        self.tasks_per_worker = dict(Counter(t["worker"] for t in stream.data if "worker" in t))
-        self.warming = []
+    def result(self, future) -> Any:
+        """The value of `future` (waiting with the watchdog); the task's own error is raised as is."""
+        self.wait([future])
+        with self.failures():
+            return future.result()
 
-    def _wait_with_watchdog(self, futures: set, wait, no_worker_timeout: float) -> set:
+    def wait(self, futures: Iterable) -> None:
+        """Wait until all `futures` are done."""
+        pending = set(futures)
+        while pending:
+            pending -= self.wait_any(pending)
+
+    def wait_any(self, futures: set) -> set:
         """Wait until some of `futures` are done and return those; fail clearly when the cluster has had no worker
-        for `no_worker_timeout` s."""
+        for `no_worker_timeout` s (the scheduler would otherwise wait forever)."""
+        from distributed import wait
+
+        self.warming = []
         without_workers_since: float | None = None
         while True:
             try:
@@ -157,16 +108,89 @@ class ClusterHandle:
                 return set(done)
             except TimeoutError:
                 pass
-            n_workers = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
-            if n_workers:
+            if self.n_workers():
                 without_workers_since = None
                 continue
             without_workers_since = without_workers_since or time.monotonic()
-            if time.monotonic() - without_workers_since > no_worker_timeout:
+            if time.monotonic() - without_workers_since > self.no_worker_timeout:
                 raise errors.ClusterError(
-                    f"the cluster at {self.address} has had no worker for {no_worker_timeout:.0f} s and "
+                    f"the cluster at {self.address} has had no worker for {self.no_worker_timeout:.0f} s and "
                     f"{len(futures)} results are missing; start workers (or use --scheduler local) and run again"
                 )
+
+    def as_completed(self, futures: Iterable) -> Iterator:
+        """Each of `futures` as soon as it is done (any order), watched like `wait`."""
+        pending = set(futures)
+        while pending:
+            done = self.wait_any(pending)
+            pending -= done
+            yield from done
+
+    @contextlib.contextmanager
+    def failures(self) -> Iterator[None]:
+        """Cluster failures (a task that keeps killing its worker, a cancelled computation) as ClusterError."""
+        from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+
+        try:
+            yield
+        except FutureCancelledError as exc:
+            raise errors.ClusterError(f"the computation was cancelled on the cluster ({exc})") from exc
+        except KilledWorker as exc:
+            raise errors.ClusterError(
+                f"a task killed its worker repeatedly ({exc}); the workers may be out of memory: give them "
+                "more memory or pass a smaller --chunk-rows"
+            ) from exc
+
+    def cancel(self, futures: Iterable) -> None:
+        self.client.cancel(list(futures))
+
+    # -- what happened ---------------------------------------------------------------------------------------------
+
+    def n_workers(self) -> int:
+        return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+
+    def workers_see(self, path: Path) -> bool:
+        """Whether every worker sees `path` (a file the client just wrote): a shared filesystem at the same path."""
+        workers = list(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        if not workers:
+            return False
+        seen = self.client.run(os.path.exists, str(path), workers=workers)
+        return all(seen.values())
+
+    def task_records(self) -> list[dict]:
+        """The scheduler's task stream since this handle connected (worker, key, start/stop of each task)."""
+        return self.client.get_task_stream(start=self.started)
+
+    def stages(self, records: list[dict] | None = None) -> dict[str, dict[str, Any]]:
+        """Per stage (task key prefix): the workers that ran it, its tasks and their compute seconds."""
+        from dask.utils import key_split
+
+        out: dict[str, dict[str, Any]] = defaultdict(lambda: {"workers": Counter(), "tasks": 0, "seconds": 0.0})
+        for record in records if records is not None else self.task_records():
+            stage = out[key_split(record["key"])]
+            stage["workers"][record.get("worker", "?")] += 1
+            stage["tasks"] += 1
+            stage["seconds"] += sum(s["stop"] - s["start"] for s in record.get("startstops", ())
+                                    if s.get("action") == "compute")
+        return {name: {"workers": dict(sorted(v["workers"].items())), "tasks": v["tasks"],
+                       "seconds": round(v["seconds"], 3)} for name, v in sorted(out.items())}
+
+    def describe(self) -> dict[str, Any]:
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        records = self.task_records()
+        per_worker = Counter(r["worker"] for r in records if "worker" in r)
+        return {
+            "kind": self.kind,
+            "address": self.address,
+            "dashboard": self.dashboard_link,
+            "n_workers": len(workers),
+            "threads": sum(w.get("nthreads", 0) for w in workers.values()),
+            "memory_limit_bytes": sum(w.get("memory_limit", 0) or 0 for w in workers.values()),
+            "workers": {addr: {"tasks": n} for addr, n in sorted(per_worker.items())},
+            "n_workers_used": len(per_worker),
+            "stages": self.stages(records),
+        }
 
 
 def _start_warming(client, warm_up: Callable[[], None] | None) -> list:
@@ -177,7 +201,8 @@ def _start_warming(client, warm_up: Callable[[], None] | None) -> list:
         if warm_up is None:
             return []
         workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
-        return [client.submit(warm_up, pure=False, workers=[w], allow_other_workers=False) for w in workers]
+        return [client.submit(warm_up, pure=False, workers=[w], allow_other_workers=False, key=f"warm-up-{w}")
+                for w in workers]
     except Exception as exc:  # a worker that cannot import cropmon fails the run later, with the real error
         log.debug("could not prepare the workers: %s", exc)
         return []
@@ -199,37 +224,17 @@ def connect(
     tls: TLSFiles | None = None,
     timeout: float = 30.0,
     warm_up: Callable[[], None] | None = None,
+    no_worker_timeout: float = 60.0,
 ) -> Iterator[ClusterHandle]:
     """Yield a ClusterHandle for the chosen backend and close what this function started (never a remote one).
 
     `warm_up` runs once on every worker while the caller goes on (e.g. the engine's imports and first calls).
     """
     choice = resolve_scheduler(scheduler)
-    if choice == "threads":
-        yield ClusterHandle(kind="threads")
-        return
-    from distributed import Client, LocalCluster
-
-    if choice == "local":
-        n_workers = workers or max(1, min(os.cpu_count() or 1, 4))
-        with (
-            LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=threads_per_worker or 1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=dashboard_address,
-                memory_limit=memory_limit,
-                silence_logs=logging.WARNING,
-            ) as local,
-            Client(local) as client,
-        ):
-            log.info("local Dask cluster: %d workers, dashboard %s", n_workers, client.dashboard_link)
-            warming = _start_warming(client, warm_up)
-            yield ClusterHandle(
-                kind="local", client=client, address=local.scheduler_address, dashboard_link=client.dashboard_link,
-                warming=warming,
-            )
+    if choice in ("threads", "local"):
+        with _local_client(choice, workers=workers, threads_per_worker=threads_per_worker,
+                           memory_limit=memory_limit, dashboard_address=dashboard_address) as (client, address):
+            yield _handle(choice, client, address, warm_up, no_worker_timeout)
         return
     if "://" not in choice and ":" not in choice:
         raise errors.ConfigError(
@@ -244,6 +249,8 @@ def connect(
                 f"{choice} needs TLS certificates",
                 fix="pass --tls-ca-file, --tls-cert and --tls-key (or set distributed.comm.tls.* in Dask config)",
             )
+    from distributed import Client
+
     try:
         client = Client(choice, security=security, timeout=timeout, set_as_default=False)
     except OSError as exc:
@@ -252,12 +259,38 @@ def connect(
         ) from exc
     try:
         log.info("connected to %s, dashboard %s", choice, client.dashboard_link)
-        warming = _start_warming(client, warm_up)
-        yield ClusterHandle(
-            kind="remote", client=client, address=choice, dashboard_link=client.dashboard_link, warming=warming
-        )
+        with client.as_current():  # graphs that hold futures look up "the" client
+            yield _handle("remote", client, choice, warm_up, no_worker_timeout)
     finally:
         client.close()
+
+
+def _handle(kind: str, client, address: str, warm_up, no_worker_timeout: float) -> ClusterHandle:
+    warming = _start_warming(client, warm_up)
+    dashboard = client.dashboard_link if kind != "threads" else None
+    handle = ClusterHandle(kind=kind, client=client, address=address, dashboard_link=dashboard,
+                           no_worker_timeout=no_worker_timeout, warming=warming)
+    client.get_task_stream(start=time.time())  # installs the scheduler's task-stream plugin from the start
+    return handle
+
+
+@contextlib.contextmanager
+def _local_client(kind: str, *, workers: int | None, threads_per_worker: int | None, memory_limit: str | None,
+                  dashboard_address: str) -> Iterator[tuple[Any, str]]:
+    """A LocalCluster on 127.0.0.1 (`local`: worker processes) or in this process (`threads`), and its client."""
+    from distributed import Client, LocalCluster
+
+    if kind == "threads":
+        options = dict(n_workers=1, threads_per_worker=threads_per_worker or (os.cpu_count() or 1), processes=False,
+                       dashboard_address=None, memory_limit=0)
+    else:
+        options = dict(n_workers=workers or max(1, min(os.cpu_count() or 1, 4)),
+                       threads_per_worker=threads_per_worker or 1, processes=True, host="127.0.0.1",
+                       dashboard_address=dashboard_address, memory_limit=memory_limit)
+    with LocalCluster(silence_logs=logging.WARNING, **options) as local, Client(local) as client:
+        log.info("%s Dask cluster: %d workers%s", kind, options["n_workers"],
+                 f", dashboard {client.dashboard_link}" if kind == "local" else "")
+        yield client, local.scheduler_address
 
 
 def profile_scratch(profile: str | None) -> Path | None:
@@ -275,9 +308,9 @@ def performance_report(handle: ClusterHandle, path: Path | None) -> Iterator[Non
     if not path:
         yield
         return
-    if handle.client is None:
+    if handle.kind == "threads":
         raise errors.ConfigError(
-            "--profile needs a distributed scheduler", fix="use --scheduler local (the default) or an address"
+            "--profile needs a scheduler of its own", fix="use --scheduler local (the default) or an address"
         )
     from distributed import performance_report as dask_performance_report
 

@@ -72,6 +72,11 @@ class RunConfig:
     tls_ca_file: str | None = setting(group="cluster", help="CA certificate for a tls:// scheduler")
     tls_cert: str | None = setting(group="cluster", help="client certificate for a tls:// scheduler")
     tls_key: str | None = setting(group="cluster", help="client private key for a tls:// scheduler")
+    outputs_via: str = setting(
+        "auto", group="cluster", choices=("auto", "shared", "client"),
+        help="how the workers' output files reach the output directory: 'shared' (they write into it: a local "
+        "cluster, or workers that mount it at the same path), 'client' (they send them and the client writes "
+        "them: a cluster without a shared filesystem), 'auto' (shared when every worker sees the directory)")
     no_worker_timeout: float = setting(
         60.0, group="cluster", help="seconds a cluster may have no worker before the run fails (exit 3)")
     progress: str = setting("auto", choices=("auto", "on", "off"), help="progress bar (auto: on a terminal)")

@@ -29,6 +29,14 @@ class InputError(CropmonError):
             parts.append(f"Fix: {fix}")
         super().__init__(" ".join(parts))
 
+    def __reduce__(self):
+        # Raised on a Dask worker, the error travels pickled: keep its parts, not only its message.
+        return _rebuild_input_error, (type(self), self.problem, self.path, self.fix)
+
+
+def _rebuild_input_error(cls: type[InputError], problem: str, path: str | None, fix: str | None) -> InputError:
+    return cls(problem, path=path, fix=fix)
+
 
 class MissingFile(InputError):
     """The path does not exist or cannot be read."""

@@ -1,16 +1,22 @@
-"""The run manifest (run.json): what was read, with which versions and settings, on which cluster, how long each
-stage took, and what happened to every field. Built once per AOI (`run_header`), completed when the outputs are
-written."""
+"""The run manifest (run.json): what was read, with which versions and settings, on which cluster (and which worker
+ran which stage), how long each stage took, and what happened to every field. Built once per AOI (`run_header`);
+the field counts come from a task on the cluster (`field_counts`), the rest is added when the outputs are written."""
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from typing import Any
 
 from cropmon import __version__
-from cropmon.engine.analyse import FieldResults
+from cropmon.engine.assemble import FieldResults
 from cropmon.engine.fields import crs_name
+from cropmon.io.paths import size_bytes
+from cropmon.io.raster import RasterInfo
+from cropmon.io.vector import FieldSource
+
+log = logging.getLogger(__name__)
 
 VERSIONED = ("dask", "distributed", "xarray", "rioxarray", "flox", "rasterio", "shapely", "pyogrio", "geopandas",
              "numpy", "pandas", "scikit-learn", "matplotlib")
@@ -37,26 +43,26 @@ def started_at(started: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))
 
 
-def run_header(results: FieldResults, *, settings: dict[str, Any], cluster: dict[str, Any], is_twin: bool,
-               started: float, timings: dict[str, float]) -> dict[str, Any]:
-    """run.json of one AOI before its outputs are written: inputs, versions, settings, cluster, field counts."""
+def run_header(*, raster: RasterInfo, source: FieldSource, n_fields: int, settings: dict[str, Any],
+               is_twin: bool, started: float) -> dict[str, Any]:
+    """run.json of one AOI before its tail: inputs, versions, settings (the cluster, the field counts, the timings
+    and the outputs are added when they are known)."""
     return {
         "cropmon_version": __version__,
         "started": started_at(started),
         "inputs": {
-            "raster": results.raster.as_manifest(),
+            "raster": raster.as_manifest(),
             "fields": {
-                **results.table.attrs.get("source", {}),
-                "crs": crs_name(results.source.crs),
-                "n_fields": len(results.table),
+                "path": source.path,
+                "layer": source.layer,
+                "size_bytes": size_bytes(source.path),
+                "crs": crs_name(source.crs),
+                "n_fields": n_fields,
             },
             "digital_twin": is_twin,
         },
         "settings": settings,
         "versions": versions(),
-        "cluster": cluster,
-        "fields": field_counts(results),
-        "timings_s": timings,
     }
 
 
@@ -91,3 +97,11 @@ def many_aois(*, started: float, aois: dict[str, dict[str, Any]], settings: dict
         "pooled_outputs": sorted(pooled_outputs),
         "timings_s": {"total": round(time.time() - started, 3)},
     }
+
+
+def log_field_counts(counts: dict[str, Any]) -> None:
+    """The engine's report of repairs, drops and oddities (from field_counts), as log lines on the client."""
+    for case, n in sorted(counts.get("counts", {}).items()):
+        if case != "reprojected_from":
+            examples = ", ".join(counts.get("examples", {}).get(case, [])[:3])
+            log.info("fields: %s = %d (e.g. %s)", case, n, examples)

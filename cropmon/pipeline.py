@@ -1,7 +1,10 @@
-"""run(config): the whole job, orchestrated. Inputs -> cluster -> engine -> outputs (atomically) -> run.json.
+"""run(config): the whole job, orchestrated. Inputs -> cluster -> engine -> tail (outputs, diagnosis, report) ->
+run.json, with the outputs swapped in atomically.
 
-Orchestration only: the engine builds and computes the per-field table (engine/analyse.py), the report writes the
-diagnosis (report/single.py, report/pooled.py), the manifest module builds run.json, io writes the files.
+Orchestration only: the engine puts one AOI's per-field table on the cluster (engine/analyse.submit_fields), the
+tail puts everything after it there too (tail.submit_tail: files, diagnosis, pictures, report), the manifest module
+builds run.json, io swaps the outputs in. The client submits, waits, and writes run.json; it holds nothing per
+field, so its memory does not grow with the fields or the AOIs.
 """
 
 from __future__ import annotations
@@ -10,24 +13,22 @@ import contextlib
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cropmon import errors, manifest
-from cropmon.analysis.pooled import summarise_aoi
 from cropmon.cluster import ClusterHandle, TLSFiles, connect, performance_report, place_profile, profile_scratch
 from cropmon.config import RunConfig
-from cropmon.engine.analyse import FieldResults, analyse_fields
+from cropmon.engine.analyse import FieldJob, submit_fields
 from cropmon.engine.zonal import warm_up
 from cropmon.io import outputs
 from cropmon.io.raster import inspect_raster
 from cropmon.io.vector import inspect_fields
 from cropmon.progress import StageTimer, twin_progress
-from cropmon.report.map_window import map_window
-from cropmon.report.pooled import write_pooled
-from cropmon.report.single import write_diagnosis
+from cropmon.tail import Tail, collect_tail, receive, submit_pooled, submit_tail
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,27 @@ log = logging.getLogger(__name__)
 class RunOutcome:
     out_dir: Path
     manifest: dict[str, Any]
-    results: FieldResults | None  # None for a multi-AOI run (only summaries are kept)
+
+
+@dataclass
+class AOIRun:
+    """One AOI on its way through a run."""
+
+    name: str | None
+    out_dir: Path  # its directory in the staging directory
+    destination: outputs.Destination
+    header: dict[str, Any]
+    job: FieldJob
+    tail: Tail
+    timer: StageTimer
+    started: float
 
 
 def run(config: RunConfig) -> RunOutcome:
-    """The whole job: inputs -> per-field table on the cluster -> outputs written atomically -> manifest.
+    """The whole job: inputs -> per-field table on the cluster -> its tail on the cluster -> outputs swapped in.
 
-    With `config.aois`, every AOI is analysed on the same cluster, one graph after another, into
-    `<out>/<aoi>/`, followed by the pooled view across AOIs in `<out>/`.
+    With `config.aois`, every AOI is analysed on the same cluster into `<out>/<aoi>/`, followed by the pooled view
+    across AOIs in `<out>/`.
     """
     if config.aois:
         return run_many(config)
@@ -56,22 +70,23 @@ def run(config: RunConfig) -> RunOutcome:
         outputs.check_writable(out_dir)
         _inspect_inputs(raster, fields, config)
     profile = profile_scratch(config.profile)
-    with _cluster(config) as handle:
-        results = _analyse(raster, fields, config, handle, progress=progress, profile=profile)
-        cluster_info = handle.describe()
-    with outputs.atomic_output_dir(out_dir) as staged:
+    with _cluster(config) as handle, outputs.atomic_output_dir(out_dir) as staged:
+        with performance_report(handle, profile):
+            aoi = _submit_aoi(handle, None, raster, fields, config, staged.staging, is_twin=is_twin, timer=timer,
+                              started=started, progress=progress)
+            run_json = _finish_aoi(handle, aoi, progress=progress)
         place_profile(config.profile, profile, out_dir, staged.staging)
-        run_json = write_run_outputs(
-            results, config, staged.staging, cluster_info=cluster_info, is_twin=is_twin, started=started, timer=timer
-        )
+        outputs.remove_parts(staged.staging)
     log.info("outputs in %s (%.1f s)", out_dir, run_json["timings_s"]["total"])
-    return RunOutcome(out_dir=Path(out_dir), manifest=run_json, results=results)
+    return RunOutcome(out_dir=Path(out_dir), manifest=run_json)
 
 
 def run_many(config: RunConfig) -> RunOutcome:
     """Several AOIs on one cluster: per-AOI outputs, then the pooled view (metrics by crop x AOI, label allocation).
 
-    Only each AOI's compact summary outlives its own analysis, so memory does not grow with the number of AOIs.
+    The next AOI's engine starts when the previous AOI's per-field table is assembled, so one AOI's tail runs beside
+    the next one's compute; at most two AOIs' tables live on the cluster at once, and only each AOI's compact
+    summary outlives its tail.
     """
     started = time.time()
     progress = _want_progress(config)
@@ -82,62 +97,101 @@ def run_many(config: RunConfig) -> RunOutcome:
             _inspect_inputs(raster, fields, config)
         except errors.InputError as exc:
             raise type(exc)(f"AOI {name}: {exc.problem}", path=exc.path, fix=exc.fix) from exc
-    settings = config.diagnosis
-    summaries: dict[str, Any] = {}
+    profile = profile_scratch(config.profile)
     aois: dict[str, dict[str, Any]] = {}
-    with outputs.atomic_output_dir(out_dir) as staged, _cluster(config) as handle:
-        for name, raster, fields in config.aois:
-            timer = StageTimer(show=progress)
-            aoi_started = time.time()
-            log.info("AOI %s: %s + %s", name, raster, fields)
-            profile = profile_scratch(config.profile)
-            results = _analyse(raster, fields, config, handle, progress=progress, profile=profile)
-            place_profile(config.profile, profile, out_dir, staged.staging)  # the last AOI's report is kept
-            aoi_dir = staged.staging / name
-            aoi_dir.mkdir()
-            aoi_json = write_run_outputs(
-                results, config, aoi_dir, cluster_info=handle.describe(), is_twin=False, started=aoi_started,
-                timer=timer,
-            )
-            aois[name] = {"raster": raster, "fields": fields, "n_fields": aoi_json["fields"]["n_input"],
-                          "timings_s": aoi_json["timings_s"]}
-            summaries[name] = summarise_aoi(results.table, results.class_counts, settings=settings, seed=config.seed)
-            del results  # only the compact summary outlives the AOI
-        written = write_pooled(summaries, staged.staging, settings=settings, seed=config.seed)
+    summaries: dict[str, Any] = {}
+    with _cluster(config) as handle, outputs.atomic_output_dir(out_dir) as staged:
+        with performance_report(handle, profile):
+            in_flight: deque[AOIRun] = deque()
+            for name, raster, fields in config.aois:
+                log.info("AOI %s: %s + %s", name, raster, fields)
+                aoi = _submit_aoi(handle, name, raster, fields, config, staged.staging, is_twin=False,
+                                  timer=StageTimer(show=progress), started=time.time(), progress=progress,
+                                  summarise=True)
+                with aoi.timer.stage("compute", has_own_bar=True):
+                    aoi.job.wait(handle, progress=progress)
+                in_flight.append(aoi)
+                while len(in_flight) > 1:  # the previous AOI's tail ran beside this AOI's compute
+                    done = in_flight.popleft()
+                    aois[done.name] = _finish_many(handle, done, summaries, progress)
+            while in_flight:
+                done = in_flight.popleft()
+                aois[done.name] = _finish_many(handle, done, summaries, progress)
+            destination = _destination(handle, staged.staging, config)
+            pooled = submit_pooled(handle, summaries, settings=config.diagnosis, seed=config.seed,
+                                   destination=destination)
+            handle.wait([pooled])
+            with handle.failures():
+                written = receive(handle, pooled, staged.staging, destination)
+        place_profile(config.profile, profile, out_dir, staged.staging)
         run_json = manifest.many_aois(started=started, aois=aois, settings=config.as_manifest(),
-                                      cluster=handle.describe(), pooled_outputs=written)
+                                      cluster=handle.describe(), pooled_outputs=list(written))
         outputs.write_json(staged.path("run.json"), run_json)
+        outputs.remove_parts(staged.staging)
     log.info("outputs of %d AOIs in %s (%.1f s)", len(config.aois), out_dir, run_json["timings_s"]["total"])
-    return RunOutcome(out_dir=out_dir, manifest=run_json, results=None)
+    return RunOutcome(out_dir=out_dir, manifest=run_json)
 
 
-def write_run_outputs(
-    results: FieldResults,
-    config: RunConfig,
-    out_dir: Path,
-    *,
-    cluster_info: dict[str, Any],
-    is_twin: bool,
-    started: float,
-    timer: StageTimer,
-) -> dict[str, Any]:
-    """Every output of one AOI into `out_dir` (a staging directory), run.json last; returns the manifest."""
-    timer.seconds.update(results.timings)
-    run_json = manifest.run_header(results, settings=config.as_manifest(), cluster=cluster_info, is_twin=is_twin,
-                                   started=started, timings=timer.seconds)
-    staged = outputs.StagedOutput(final=out_dir, staging=out_dir)
-    with timer.stage("write outputs"):
-        outputs.write_field_outputs(results.table, results.class_counts, results.source, results.fids, staged)
-    with timer.stage("diagnosis and report"):
-        written = write_diagnosis(
-            results.table, results.class_counts, out_dir, settings=config.diagnosis, run_info=run_json,
-            map_window=map_window(results), seed=config.seed, geometries=results.geometries,
-        )
-        staged.written.extend(sorted(written))
-    run_json["timings_s"] = {**timer.seconds, "total": round(time.time() - started, 3)}
-    run_json["outputs"] = sorted([*staged.written, "run.json"])
-    outputs.write_json(staged.path("run.json"), run_json)
+def _finish_many(handle: ClusterHandle, aoi: AOIRun, summaries: dict[str, Any], progress: bool) -> dict[str, Any]:
+    summaries[aoi.name] = aoi.tail.summary
+    run_json = _finish_aoi(handle, aoi, progress=progress, compute_done=True)
+    return {"raster": run_json["inputs"]["raster"]["path"], "fields": run_json["inputs"]["fields"]["path"],
+            "n_fields": run_json["fields"]["n_input"], "timings_s": run_json["timings_s"]}
+
+
+def _submit_aoi(handle: ClusterHandle, name: str | None, raster: str, fields: str, config: RunConfig,
+                staging: Path, *, is_twin: bool, timer: StageTimer, started: float, progress: bool,
+                summarise: bool = False) -> AOIRun:
+    """Put one AOI's engine and tail on the cluster; returns once both are submitted."""
+    out_dir = staging / name if name else staging
+    out_dir.mkdir(exist_ok=True)
+    destination = _destination(handle, out_dir, config)
+    job = submit_fields(handle, raster, fields, chunk_rows=config.chunk_rows, layer=config.layer,
+                        label_column=config.label_column, class_band=config.class_band,
+                        confidence_band=config.confidence_band, timer=timer)
+    header = manifest.run_header(raster=job.raster, source=job.source, n_fields=job.n_fields,
+                                 settings=config.as_manifest(), is_twin=is_twin, started=started)
+    tail = submit_tail(handle, job, settings=config.diagnosis, seed=config.seed, destination=destination,
+                       header={**header, "timings_s": dict(timer.seconds)}, summarise=summarise)
+    return AOIRun(name=name, out_dir=out_dir, destination=destination, header=header, job=job, tail=tail,
+                  timer=timer, started=started)
+
+
+def _finish_aoi(handle: ClusterHandle, aoi: AOIRun, *, progress: bool, compute_done: bool = False) -> dict[str, Any]:
+    """Wait for one AOI's compute and tail, then write its run.json; returns the manifest."""
+    if not compute_done:
+        with aoi.timer.stage("compute", has_own_bar=True):
+            aoi.job.wait(handle, progress=progress)
+    with aoi.timer.stage("tail"), handle.failures():
+        counts = collect_tail(handle, aoi.tail, aoi.out_dir, aoi.destination)
+    manifest.log_field_counts(counts)
+    run_json = {
+        **aoi.header,
+        "cluster": handle.describe(),
+        "fields": counts,
+        "timings_s": {**aoi.timer.seconds, "total": round(time.time() - aoi.started, 3)},
+        "outputs": sorted([*aoi.tail.files, "run.json"]),
+    }
+    outputs.write_json(aoi.out_dir / "run.json", run_json)
+    aoi.job.results = None  # the per-field table leaves the cluster once its tail is done
+    aoi.tail.products.clear()
     return run_json
+
+
+def _destination(handle: ClusterHandle, staging: Path, config: RunConfig) -> outputs.Destination:
+    """Shared when the workers see the staging directory (tested by a probe file on a remote cluster)."""
+    outputs.prepare_parts(staging)
+    if config.outputs_via == "client":
+        return outputs.Destination(shared=None)
+    if config.outputs_via == "shared" or handle.kind in ("threads", "local"):
+        return outputs.Destination(shared=str(staging))
+    probe = staging / outputs.PARTS / "probe"
+    probe.write_text("cropmon\n")
+    seen = handle.workers_see(probe)
+    probe.unlink()
+    if not seen:
+        log.info("the workers do not see %s: the client writes the outputs they send", staging)
+    return outputs.Destination(shared=str(staging) if seen else None)
 
 
 def resolve_inputs(config: RunConfig, *, progress: bool) -> tuple[str, str, bool]:
@@ -176,25 +230,9 @@ def _cluster(config: RunConfig) -> Iterator[ClusterHandle]:
         dashboard_address=config.dashboard_address,
         tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key),
         warm_up=warm_up,
+        no_worker_timeout=config.no_worker_timeout,
     ) as handle:
         if handle.dashboard_link:
             print(f"Dask dashboard: {handle.dashboard_link}", file=sys.stderr)
         yield handle
 
-
-def _analyse(
-    raster: str, fields: str, config: RunConfig, handle: ClusterHandle, *, progress: bool, profile: Path | None = None
-) -> FieldResults:
-    with performance_report(handle, profile):
-        return analyse_fields(
-            raster,
-            fields,
-            cluster=handle,
-            chunk_rows=config.chunk_rows,
-            layer=config.layer,
-            label_column=config.label_column,
-            class_band=config.class_band,
-            confidence_band=config.confidence_band,
-            progress=progress,
-            no_worker_timeout=config.no_worker_timeout,
-        )

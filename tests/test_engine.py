@@ -7,6 +7,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from affine import Affine
 from conftest import (
     ORIGIN,
     PIXEL,
@@ -19,8 +20,9 @@ from conftest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cropmon.engine.analyse import analyse_fields, build_field_graph
-from cropmon.engine.fields import prepare_fields
+from cropmon.engine.analyse import analyse_fields, prepare_fields_task
+from cropmon.engine.graph import field_graph
+from cropmon.engine.rasterize import RowChunks
 from cropmon.errors import NoOverlap
 from cropmon.io import raster as raster_io
 from cropmon.io import vector
@@ -150,14 +152,17 @@ def test_building_the_graph_computes_nothing(tmp_path):
     fields = random_fields(rng, 30, 30, 10)
     path = write_fields(tmp_path / "f.gpkg", fields)
     info = raster_io.inspect_raster(raster)
-    prepared = prepare_fields(vector.read_field_table(path), raster_crs=info.crs)
+    chunks = RowChunks(height=info.height, width=info.width, transform=Affine(*info.transform), chunk_rows=8)
+    _, index = prepare_fields_task(str(path), layer=None, label_column="normalized_label", raster_crs=info.crs,
+                                   chunks=chunks)
 
     def refuse(*args, **kwargs):
         raise AssertionError("building the graph ran a dask computation")
 
     with dask.config.set(scheduler=refuse):
-        graph, layout = build_field_graph(info, prepared, bands=raster_io.open_prediction_bands(info, chunk_rows=8))
-    assert len(graph) >= 1 and layout.n_labels > 0
+        graph = field_graph(raster_io.open_prediction_bands(info, chunk_rows=8), vector.field_source(path), index,
+                            chunks, index.owner_spans(), raster_crs=info.crs, nodata=info.nodata)
+    assert len(graph) == chunks.n_chunks == 4 and index.layout.n_labels > 0
 
 
 def test_fields_outside_and_unknown_labels_keep_their_rows(tmp_path):
@@ -203,19 +208,19 @@ def test_real_clip_matches_rasterstats():
 def test_every_chunk_is_rasterized_once(tmp_path, monkeypatch):
     """The label grid's blocks and the chunk extras share one task per chunk (an optimised graph once fused the
     rasterization into the grid's blocks and ran it twice)."""
-    import cropmon.engine.rasterize as rasterize_mod
+    import cropmon.engine.graph as graph_mod
 
     rng = np.random.default_rng(4)
     classes = rng.integers(0, 4, size=(40, 30)).astype(np.int16)
     raster = write_prediction_raster(tmp_path / "p.tif", classes, classes)
     path = write_fields(tmp_path / "f.gpkg", random_fields(rng, 40, 30, 12))
     calls = []
-    original = rasterize_mod.rasterize_chunk_fields
+    original = graph_mod.rasterize_chunk_fields
 
     def counted(*args, **kwargs):
         calls.append(kwargs["row_start"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(rasterize_mod, "rasterize_chunk_fields", counted)
+    monkeypatch.setattr(graph_mod, "rasterize_chunk_fields", counted)
     analyse_fields(raster, path, chunk_rows=8)
     assert sorted(calls) == [0, 8, 16, 24, 32]

@@ -20,6 +20,7 @@ the caveats) into one `Diagnosis`, which the report words and draws.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,14 @@ class Diagnosis:
     blocks: pd.DataFrame
     overall: dict[str, float]
     caveats: dict[str, Any]
+    sums: pd.DataFrame  # metrics.crop_sums: the additive per-crop statistics (for a pooled view of many AOIs)
+
+    def without_candidates(self) -> Diagnosis:
+        """The same diagnosis without the plan's per-field candidate table (every clean field of a planned crop):
+        what the pictures and the report read, small enough to send to other workers."""
+        return dataclasses.replace(
+            self, selection=dataclasses.replace(self.selection, candidates=self.selection.candidates.iloc[:0])
+        )
 
 
 def diagnose_run(
@@ -146,7 +155,8 @@ def diagnose_run(
     """Metrics, confusions, underperforming crops, the plan and the caveats of one per-field table."""
     confusion = metrics.confusion_matrix(fields)
     pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts)
-    crop_table = metrics.crop_metrics(fields, class_counts, confusion=confusion, pixel_confusion=pixel_confusion)
+    sums = metrics.crop_sums(fields)
+    crop_table = metrics.crop_table(confusion, pixel_confusion, sums)
     flagged = underperforming_crops(crop_table, confusion, settings)
     selection = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed)
     return Diagnosis(
@@ -159,6 +169,7 @@ def diagnose_run(
         blocks=block_agreement(fields, selection.grid),
         overall=metrics.overall(crop_table, pixel_confusion),
         caveats=caveats(fields, crop_table, settings=settings),
+        sums=sums,
     )
 
 

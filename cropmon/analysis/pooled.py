@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cropmon.analysis import metrics, select
-from cropmon.analysis.diagnose import underperforming_crops
+from cropmon.analysis.diagnose import Diagnosis, diagnose_run
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
 from cropmon.quotas import within_budget
@@ -82,28 +82,29 @@ def summarise_aoi(
     blocks are respected: no candidate lies in them or in their buffers.
     """
     settings = settings or DiagnosisSettings()
-    confusion = metrics.confusion_matrix(fields)
-    pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts)
-    crop_table = metrics.crop_metrics(fields, class_counts, confusion=confusion, pixel_confusion=pixel_confusion)
-    flagged = underperforming_crops(crop_table, confusion, settings)
-    sel = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed)
+    return summarise_diagnosis(diagnose_run(fields, class_counts, settings=settings, seed=seed), settings=settings,
+                               seed=seed)
+
+
+def summarise_diagnosis(d: Diagnosis, *, settings: DiagnosisSettings, seed: int) -> AOISummary:
+    """The compact summary of one AOI from its diagnosis (made with `settings` and `seed`): the run's tail makes
+    it from the diagnosis it already has, without the per-field table."""
+    sel = d.selection
     unbudgeted = sel.plan.assign(quota=np.minimum(sel.plan["target"], sel.plan["available"]))
     candidates = select.fields_to_label(sel.candidates, unbudgeted, settings=settings, seed=seed)
     return AOISummary(
-        crop_table=crop_table,
-        sums=metrics.crop_sums(fields),
-        confusion=confusion,
-        pixel_confusion=pixel_confusion,
-        overall=metrics.overall(crop_table, pixel_confusion),
-        flagged=flagged,
+        crop_table=d.metrics,
+        sums=d.sums,
+        confusion=d.confusion,
+        pixel_confusion=d.pixel_confusion,
+        overall=d.overall,
+        flagged=d.flagged,
         plan=sel.plan.drop(columns=["members"]),
         candidates=candidates.reset_index(drop=True),
-        n_fields=len(fields),
+        n_fields=int(d.caveats["n_fields"]),
         settings=settings,
         seed=seed,
     )
-
-
 
 
 def pooled_confusions(summaries: Mapping[str, AOISummary]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -1,81 +1,127 @@
-"""The engine as one library call: `analyse_fields(raster, fields)` -> `FieldResults` (per-field table, histograms).
+"""The engine as calls: `submit_fields` puts one AOI's analysis on the cluster and returns at once with a future of
+its `FieldResults`; `analyse_fields(raster, fields)` waits for it and brings the per-field table back.
 
-Inspect the raster and read the fields' attributes, build the lazy graph (`build_field_graph`: label grid, flox
-per chunk, one summary per chunk; nothing is computed while building), compute it once on the chosen cluster, and
-assemble the per-field table.
+On the client: the raster's and the fields' headers (checked up front), the lazy band array and the graph. On the
+workers: reading the fields' attributes and bounding boxes and laying them out over the chunks
+(`prepare_fields_task`), every chunk's rasterization and flox reduction, and assembling the per-field table
+(`assemble.assemble_results`), which stays there for the tail of the run. The client holds nothing per field.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import operator
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import Any
 
 from cropmon import errors
 from cropmon.cluster import ClusterHandle, connect
 from cropmon.engine import fields as fields_mod
-from cropmon.engine.assemble import FieldColumns, assemble_table, report_overlaps
-from cropmon.engine.rasterize import FieldLayout, RowChunks, label_grid, layout_fields
-from cropmon.engine.zonal import field_statistics
+from cropmon.engine.assemble import FieldResults, assemble_results
+from cropmon.engine.graph import FieldIndex, field_graph
+from cropmon.engine.rasterize import RowChunks, layout_fields
+from cropmon.engine.zonal import warm_up
 from cropmon.io import raster as raster_io
 from cropmon.io import vector
-from cropmon.progress import StageTimer
+from cropmon.progress import StageTimer, result_bar
 
 log = logging.getLogger(__name__)
 
+__all__ = ["FieldJob", "FieldResults", "analyse_fields", "submit_fields"]
+
 
 @dataclass
-class FieldResults:
-    """The engine's output: the per-field table (no polygons), class histograms, what was seen, where polygons are.
+class FieldJob:
+    """One AOI's analysis, submitted: a future of its FieldResults (on a worker) and what the client knows."""
 
-    The polygons stay in the fields file (`source`, read by feature id `fids`): the outputs stream them through,
-    so memory does not grow with the AOI's polygons.
-    """
-
-    table: pd.DataFrame  # input order: attributes, results, geometry_status, x, y (a point inside, raster CRS)
-    class_counts: pd.DataFrame
-    report: fields_mod.FieldReport
     raster: raster_io.RasterInfo
-    layout: FieldLayout
-    timings: dict[str, float]
     source: vector.FieldSource
-    fids: np.ndarray  # feature id of each row in the fields file
-    raster_bounds: np.ndarray  # (n, 4) bounding boxes in the raster's CRS
+    results: Any  # future of FieldResults
+    summaries: list = field(default_factory=list)  # futures of the chunk summaries (released once results exist)
+    timings: dict[str, float] = field(default_factory=dict)
+    n_fields: int = 0
 
-    def geometries(self, rows: np.ndarray | pd.Index):
-        """The input polygons of table rows `rows` (positions), in the fields' CRS, as a GeoSeries."""
-        import geopandas as gpd
+    def wait(self, handle: ClusterHandle, *, progress: bool = False) -> None:
+        """Block until the per-field table is assembled (a bar of the chunks on a terminal); raise its error."""
+        bar = result_bar(len(self.summaries)) if progress else None
+        started = time.perf_counter()
+        try:
+            with handle.failures(), _pixel_read_errors(self.raster):
+                for future in handle.as_completed(self.summaries):
+                    if future.status == "error":
+                        future.result()
+                    if bar is not None:
+                        bar.update(1)
+                handle.wait([self.results])
+                if self.results.status == "error":
+                    self.results.result()
+        finally:
+            if bar is not None:
+                bar.close()
+        self.summaries = []
+        self.timings["compute"] = round(time.perf_counter() - started, 3)
 
-        rows = np.asarray(rows, dtype=np.int64)
-        return gpd.GeoSeries(self.source.read_geometries(self.fids[rows]), index=rows, crs=self.source.crs)
 
-
-def build_field_graph(info: raster_io.RasterInfo, prepared: fields_mod.PreparedFields, *, bands):
-    """The lazy computation (nothing is computed here) and the layout, over `bands` (raster.open_prediction_bands).
-
-    The graph is a list: one delayed summary per chunk (zonal.finish_owned_fields).
-    """
-    from affine import Affine
-
-    chunk_rows = bands.chunks[1][0]
-    chunks = RowChunks(
-        height=info.height, width=info.width, transform=Affine(*info.transform), chunk_rows=chunk_rows
-    )
+def prepare_fields_task(fields: str, *, layer: str | None, label_column: str, raster_crs: str,
+                        chunks: RowChunks) -> tuple[fields_mod.PreparedFields, FieldIndex]:
+    """On a worker: read the fields' attributes and bounding boxes, match labels, and lay the fields out over the
+    raster's chunks (numbered by first row, so each chunk's fields are a short local list)."""
+    table = vector.read_field_table(fields, layer=layer, label_column=label_column)
+    prepared = fields_mod.prepare_fields(table, raster_crs=raster_crs, label_column=label_column)
+    prepared.table.attrs["source"] = table.table.attrs.get("source", {})
     layout = layout_fields(prepared.raster_bounds, chunks)
-    if layout.n_labels == 0:
+    return prepared, FieldIndex(prepared.fids[layout.row_of_label], layout)
+
+
+def layout_facts(index: FieldIndex) -> tuple[int, int, list[tuple[int, int]]]:
+    """What the client needs to wire the graph: fields read, fields laid out on the raster, owner spans."""
+    return len(index.layout.label_of_row), index.layout.n_labels, index.owner_spans()
+
+
+def submit_fields(
+    handle: ClusterHandle,
+    raster: str | Path,
+    fields: str | Path,
+    *,
+    chunk_rows: int | None = None,
+    layer: str | None = None,
+    label_column: str = "normalized_label",
+    class_band: int = 3,
+    confidence_band: int = 4,
+    timer: StageTimer | None = None,
+) -> FieldJob:
+    """Put the analysis of `fields` on `raster` on the cluster; returns once the graph is submitted."""
+    timer = timer or StageTimer()
+    with timer.stage("inspect raster"):
+        info = raster_io.inspect_raster(raster, class_band=class_band, confidence_band=confidence_band)
+        chunk_rows = raster_io.chunk_rows_for(info, chunk_rows)
+        bands = raster_io.open_prediction_bands(info, chunk_rows=chunk_rows)  # lazy: reads the header only
+        chunks = RowChunks(height=info.height, width=info.width, transform=_affine(info), chunk_rows=chunk_rows)
+    with timer.stage("read fields"):
+        source = vector.field_source(fields, layer=layer, label_column=label_column)
+        prepared_and_index = handle.submit(prepare_fields_task, source.path, layer=source.layer,
+                                           label_column=label_column, raster_crs=info.crs, chunks=chunks,
+                                           stage="read-fields")
+        prepared = handle.submit(operator.itemgetter(0), prepared_and_index, stage="prepared-fields")
+        index = handle.submit(operator.itemgetter(1), prepared_and_index, stage="field-index")
+        n_fields, n_labels, spans = handle.result(handle.submit(layout_facts, index, stage="field-layout"))
+        del prepared_and_index
+    if n_labels == 0:
         raise errors.NoOverlap(
-            f"none of the {len(prepared.table)} fields overlaps the raster (raster bounds in {info.crs}: "
-            f"{_raster_bounds(info)})",
-            path=prepared.table.attrs.get("source", {}).get("path"),
+            f"none of the {n_fields} fields overlaps the raster (raster bounds in {info.crs}: {_raster_bounds(info)})",
+            path=source.path,
             fix="check that the fields and the raster cover the same area (and that their CRS are right)",
         )
-    grid, extras = label_grid(prepared.source, prepared.fids, layout, raster_crs=info.crs)
-    return field_statistics(bands, grid, extras, layout, nodata=info.nodata), layout
+    with timer.stage("build graph"):
+        graph = field_graph(bands, source, index, chunks, spans, raster_crs=info.crs, nodata=info.nodata)
+        summaries = handle.compute(graph)
+        results = handle.submit(assemble_results, prepared, index, info, *summaries, stage="assemble-table")
+    return FieldJob(raster=info, source=source, results=results, summaries=summaries, timings=timer.seconds,
+                    n_fields=n_fields)
 
 
 def analyse_fields(
@@ -92,53 +138,44 @@ def analyse_fields(
     progress: bool = False,
     no_worker_timeout: float = 60.0,
 ) -> FieldResults:
-    """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute)."""
+    """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute),
+    with the per-field table brought back to the caller."""
     timer = StageTimer(show=progress)
-    with timer.stage("inspect raster"):
-        info = raster_io.inspect_raster(raster, class_band=class_band, confidence_band=confidence_band)
-        chunk_rows = raster_io.chunk_rows_for(info, chunk_rows)
-        bands = raster_io.open_prediction_bands(info, chunk_rows=chunk_rows)  # lazy: reads the header only
-    with timer.stage("read fields"):
-        source = vector.read_field_table(fields, layer=layer, label_column=label_column)
-    with timer.stage("prepare fields"):
-        prepared = fields_mod.prepare_fields(source, raster_crs=info.crs, label_column=label_column)
-        prepared.table.attrs["source"] = source.table.attrs.get("source", {})
-        del source
-    handle_cm = contextlib.nullcontext(cluster) if cluster is not None else connect(scheduler)
+    handle_cm = (contextlib.nullcontext(cluster) if cluster is not None
+                 else connect(scheduler, warm_up=warm_up, no_worker_timeout=no_worker_timeout))
     with handle_cm as handle:
-        with timer.stage("build graph"):
-            graph, layout = build_field_graph(info, prepared, bands=bands)
-            columns = FieldColumns(len(prepared.table), layout)
-        with timer.stage("compute", has_own_bar=True), _pixel_read_errors(info):
-            handle.compute(graph, columns.add, progress=progress, no_worker_timeout=no_worker_timeout)
-        del graph
-    with timer.stage("assemble table"):
-        results = columns.finish()
-        report_overlaps(prepared, layout, results.overlap_pairs)
-        table, class_counts = assemble_table(prepared, layout, results, info.crs)
-        del results
-    return FieldResults(
-        table=table,
-        class_counts=class_counts,
-        report=prepared.report,
-        raster=info,
-        layout=layout,
-        timings=timer.seconds,
-        source=prepared.source,
-        fids=prepared.fids,
-        raster_bounds=prepared.raster_bounds,
-    )
+        job = submit_fields(handle, raster, fields, chunk_rows=chunk_rows, layer=layer, label_column=label_column,
+                            class_band=class_band, confidence_band=confidence_band, timer=timer)
+        with timer.stage("compute", has_own_bar=True):
+            job.wait(handle, progress=progress)
+        with timer.stage("gather table"):
+            results = handle.result(job.results)
+    fields_mod.log_report(results.report)
+    results.timings = timer.seconds
+    return results
+
+
+def _affine(info: raster_io.RasterInfo):
+    from affine import Affine
+
+    return Affine(*info.transform)
 
 
 @contextlib.contextmanager
 def _pixel_read_errors(info: raster_io.RasterInfo) -> Iterator[None]:
     """A raster whose header reads but whose pixels do not (corrupted strips, or a worker that cannot open the
-    path) is a bad input, not a crash: name the file and the two likely fixes."""
+    path) is a bad input, not a crash: name the file and the two likely fixes.
+
+    Raised on a worker, rasterio's error arrives as a plain Exception naming it: its chain of CPLE errors does not
+    unpickle (tblib cannot set their read-only `args`), so distributed sends its text instead.
+    """
     from rasterio.errors import RasterioIOError
 
     try:
         yield
-    except RasterioIOError as exc:
+    except Exception as exc:
+        if not (isinstance(exc, RasterioIOError) or type(exc) is Exception and "RasterioIOError" in str(exc)):
+            raise
         raise errors.NotARaster(
             f"its pixels cannot be read ({errors.first_line(exc.__cause__ or exc.__context__ or exc)})",
             path=info.path,

@@ -1,5 +1,6 @@
-"""The per-field table from the chunk summaries: results gathered as they arrive (`FieldColumns`), then one
-immutable `FieldColumnResults` (`finish`), then the table in input order with the reference columns first.
+"""The per-field table from the chunk summaries, on the worker that runs `assemble_results`: the summaries are
+gathered (`FieldColumns`), then frozen into one immutable `FieldColumnResults` (`finish`), then the table in input
+order with the reference columns first, in a `FieldResults` that stays on the cluster for the tail of the run.
 
 Also where overlaps and the geometry cases of fields no chunk read (outside the raster) are reported.
 """
@@ -9,13 +10,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from cropmon.engine import fields as fields_mod
+from cropmon.engine.graph import GEOMETRY_STATUSES, FieldIndex
 from cropmon.engine.rasterize import FieldLayout
-from cropmon.io.vector import FIELD_BATCH_ROWS
+from cropmon.engine.zonal import PIXEL_RULES
+from cropmon.io.raster import RasterInfo
+from cropmon.io.vector import FIELD_BATCH_ROWS, FieldSource
 from cropmon.labels import CROP_NAMES
 from cropmon.schema import FIELD_TABLE_COLUMNS, text_column
 
@@ -42,6 +47,8 @@ class FieldColumns:
 
     FLOATS = ("majority_crop", "purity", "runner_up_crop", "runner_up_share", "vote_margin", "confidence_score",
               "confidence_std", "confidence_majority", "x", "y")
+    DECODE: ClassVar[dict[str, np.ndarray]] = {"pixel_rule": np.array(PIXEL_RULES, dtype=object),
+              "geometry_status": np.array(GEOMETRY_STATUSES, dtype=object)}
 
     def __init__(self, n: int, layout: FieldLayout) -> None:
         self.n = n
@@ -59,16 +66,18 @@ class FieldColumns:
         }
         self._overlap_pairs: list[np.ndarray] = []
 
-    def add(self, index: int, summary: dict[str, np.ndarray]) -> None:
-        """Take one chunk's summary (zonal.finish_owned_fields) into the columns; `index` is its graph position."""
+    def add(self, summary: dict[str, np.ndarray]) -> None:
+        """Take one chunk's summary (engine/graph.finish_chunk) into the columns."""
         if self._columns is None:
             raise RuntimeError("FieldColumns.add after finish()")
         rows = self.layout.row_of_label[summary["label"] - 1]
-        field, crop = np.nonzero(summary["class_counts"])  # a field covers ~2 of the 32 classes
-        self._histogram_parts.append((rows[field].astype(np.int32), crop.astype(np.int8),
-                                      summary["class_counts"][field, crop]))
+        self._histogram_parts.append((rows[summary["counts_field"]].astype(np.int32), summary["counts_class"],
+                                      summary["counts_pixels"]))
         for name, values in self._columns.items():
-            values[rows] = summary[name]
+            if name in self.DECODE:
+                values[rows] = self.DECODE[name][summary[name]]  # shared string references, not copies
+            elif name in summary:
+                values[rows] = summary[name]
         self._overlap_pairs.append(summary["overlap_pairs"])
 
     def finish(self) -> FieldColumnResults:
@@ -145,7 +154,7 @@ def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, res
     report.add("no_pixel", table.loc[no_pixel & (layout.label_of_row > 0), "field_id"])
     report.add("all_touched_fallback", table.loc[table["pixel_rule"] == "all_touched", "field_id"])
     report.add("majority_tie", table.loc[table["tie"], "field_id"])
-    fields_mod.log_report(report)
+
 
     has_pixels = table["n_pixels"].to_numpy() > 0
     majority = table["majority_crop"].to_numpy()
@@ -161,3 +170,43 @@ def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, res
     rest = [c for c in table.columns if c not in ordered]
     out = table[ordered + rest]
     return out, results.class_counts.set_axis(out.index)
+
+
+@dataclass
+class FieldResults:
+    """The engine's output: the per-field table (no polygons), class histograms, what was seen, where polygons are.
+
+    The polygons stay in the fields file (`source`, read by feature id `fids`): the outputs stream them through,
+    so memory does not grow with the AOI's polygons.
+    """
+
+    table: pd.DataFrame  # input order: attributes, results, geometry_status, x, y (a point inside, raster CRS)
+    class_counts: pd.DataFrame
+    report: fields_mod.FieldReport
+    raster: RasterInfo
+    layout: FieldLayout
+    source: FieldSource
+    fids: np.ndarray  # feature id of each row in the fields file
+    raster_bounds: np.ndarray  # (n, 4) bounding boxes in the raster's CRS
+    timings: dict[str, float] | None = None  # the client's stage timings, when it asked for the table
+
+    def geometries(self, rows: np.ndarray | pd.Index):
+        """The input polygons of table rows `rows` (positions), in the fields' CRS, as a GeoSeries."""
+        import geopandas as gpd
+
+        rows = np.asarray(rows, dtype=np.int64)
+        return gpd.GeoSeries(self.source.read_geometries(self.fids[rows]), index=rows, crs=self.source.crs)
+
+
+def assemble_results(prepared: fields_mod.PreparedFields, index: FieldIndex, raster: RasterInfo,
+                     *summaries: dict[str, np.ndarray]) -> FieldResults:
+    """The chunk summaries of one AOI into its FieldResults (runs on a worker; the table stays there)."""
+    columns = FieldColumns(len(prepared.table), index.layout)
+    for summary in summaries:
+        columns.add(summary)
+    results = columns.finish()
+    report_overlaps(prepared, index.layout, results.overlap_pairs)
+    table, class_counts = assemble_table(prepared, index.layout, results, raster.crs)
+    return FieldResults(table=table, class_counts=class_counts, report=prepared.report, raster=raster,
+                        layout=index.layout, source=prepared.source, fids=prepared.fids,
+                        raster_bounds=prepared.raster_bounds)

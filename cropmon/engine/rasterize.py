@@ -11,7 +11,6 @@ all-touched pixels instead (`FallbackPixels`, burnt by GDAL through rasterio).
 from __future__ import annotations
 
 import logging
-import uuid
 import warnings
 from dataclasses import dataclass
 
@@ -302,37 +301,3 @@ def rasterize_chunk_fields(
     x, y = field_points(geometry[own])
     shapes = FieldShapes(fields.labels[own], status[own], x, y)
     return grid, BlockExtras(extras.fallback, extras.overlap_pairs, shapes)
-
-
-def label_grid(source, fids: np.ndarray, layout: FieldLayout, *, raster_crs: str, token: str | None = None):
-    """The lazy label grid (dask int32, the raster's row chunks) and one delayed `BlockExtras` per chunk.
-
-    Each chunk's task carries only the feature ids of the fields that touch it, found from the fields' row spans
-    (a 1-D interval index on rows: chunks are full-width), and reads their polygons itself (`source`, an
-    io.vector.FieldSource): the graph holds 16 bytes a field, and no process holds all polygons. Graph data, not
-    scattered data: the scheduler can recompute the lost chunks of a killed worker elsewhere.
-    """
-    import dask
-    import dask.array as da
-
-    chunks = layout.chunks
-    token = token or uuid.uuid4().hex
-    blocks, extras = [], []
-    for k in range(chunks.n_chunks):
-        labels = layout.touching(k)
-        chunk_fields = ChunkFields(fids=fids[layout.row_of_label[labels - 1]], labels=labels, owned=layout.owned(k))
-        start, stop = chunks.rows(k)
-        task = dask.delayed(rasterize_chunk_fields, nout=2)(
-            source,
-            chunk_fields,
-            raster_crs=raster_crs,
-            transform=chunks.transform,
-            row_start=start,
-            rows=stop - start,
-            width=chunks.width,
-            height=chunks.height,
-            dask_key_name=f"rasterize-fields-{token}-{k}",
-        )
-        blocks.append(da.from_delayed(task[0], shape=(stop - start, chunks.width), dtype=np.int32))
-        extras.append(task[1])
-    return da.concatenate(blocks, axis=0), extras

@@ -206,31 +206,6 @@ def summarize_histograms(total: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def field_statistics(bands, grid, extras: list, layout, *, nodata: float | None) -> list:
-    """The lazy per-field results: one delayed summary dict per chunk (no compute happens here).
-
-    `bands` is the lazy (2, y, x) class/confidence array and `grid` the lazy label grid, with the same row chunks.
-    A chunk that owns no field still has a summary (empty), which carries its overlapping pairs.
-    """
-    import dask
-
-    band_blocks = bands.data.to_delayed().ravel()
-    # Unoptimised: optimising would fuse each rasterize task into its block, and the chunk's extras (the same
-    # task's second output) would then rasterize the chunk a second time.
-    grid_blocks = grid.to_delayed(optimize_graph=False).ravel()
-    partials = [
-        dask.delayed(chunk_partial)(band_blocks[k], grid_blocks[k], extras[k], layout.touching(k), nodata)
-        for k in range(layout.chunks.n_chunks)
-    ]
-    results = []
-    for k in range(layout.chunks.n_chunks):
-        first, last = layout.owned(k)
-        k0, k1 = layout.owner_span(k)
-        results.append(dask.delayed(finish_owned_fields)(first, last, partials[k0 : k1 + 1], extras[k]))
-    log.debug("%d chunks, %d labels", layout.chunks.n_chunks, layout.n_labels)
-    return results
-
-
 def warm_up() -> None:
     """Run the per-chunk steps once on a 4 x 4 raster with one field (imports, first calls into flox and numpy)."""
     import pyogrio.raw  # noqa: F401  (the chunk tasks read their polygons with it)

@@ -1,5 +1,12 @@
 """Outputs, written atomically: a staging directory swapped in on success; the per-field GeoPackage and GeoParquet
-files streamed batch by batch; JSON and CSV writers."""
+files streamed batch by batch; JSON and CSV writers.
+
+Where the bytes go (`Destination`, `produce`): the files of a run are written by tasks on the Dask workers. When
+every worker sees the client's staging directory at the same path (a local cluster; docker compose, whose workers
+mount /outputs like the job), each task writes into a scratch directory inside it and renames its files into place.
+On a cluster that shares no filesystem with the client, each task hands its files back as bytes and the client
+pulls them in pieces of PIECE_BYTES and writes them: its memory holds one piece, whatever the file's size.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,9 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +29,70 @@ from cropmon import errors
 from cropmon.io.vector import FIELD_BATCH_ROWS, FieldSource, gdal_warnings_logged
 
 log = logging.getLogger(__name__)
+
+
+PARTS = ".parts"  # scratch directories of the tasks writing into a shared staging directory
+PIECE_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where the files a task writes go: renamed into `shared` (a staging directory every worker sees), or, when
+    `shared` is None, returned as bytes for the client to write."""
+
+    shared: str | None
+
+
+@dataclass(frozen=True)
+class Product:
+    """The files one task wrote (name -> size in bytes), and their bytes when the client has to write them."""
+
+    files: dict[str, int]
+    data: dict[str, bytes] | None = None
+
+
+def produce(write: Callable[..., Any], *args: Any, destination: Destination, **kwargs: Any) -> Product:
+    """Run `write(*args, out_dir=SCRATCH, **kwargs)` in a fresh scratch directory and deliver what it wrote.
+
+    A rerun (a worker killed mid-task) writes into another scratch directory and renames the same files over the
+    first run's: the outputs are the same, and a killed task's scratch is removed with PARTS before the swap.
+    """
+    if destination.shared:
+        scratch = Path(tempfile.mkdtemp(dir=Path(destination.shared) / PARTS))  # never creates the staging dir
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix="cropmon-product-"))
+    try:
+        write(*args, out_dir=scratch, **kwargs)
+        files = {p.name: p.stat().st_size for p in sorted(scratch.iterdir()) if p.is_file()}
+        if destination.shared:
+            for name in files:
+                os.replace(scratch / name, Path(destination.shared) / name)
+            return Product(files)
+        return Product(files, {name: (scratch / name).read_bytes() for name in files})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def product_files(product: Product) -> dict[str, int]:
+    """A product's file names and sizes (what the client fetches; never the bytes)."""
+    return product.files
+
+
+def product_piece(product: Product, name: str, start: int, stop: int) -> bytes:
+    """Bytes [start, stop) of file `name` of a product that carries its bytes."""
+    if product.data is None:
+        raise ValueError(f"{name} was written into the shared staging directory, not returned")
+    return product.data[name][start:stop]
+
+
+def prepare_parts(staging: Path) -> None:
+    """The scratch directory of the tasks that write into a shared staging directory."""
+    (staging / PARTS).mkdir(exist_ok=True)
+
+
+def remove_parts(staging: Path) -> None:
+    """Remove the tasks' scratch (and what a killed task left in it) before the staging directory is swapped in."""
+    shutil.rmtree(staging / PARTS, ignore_errors=True)
 
 
 @dataclass

@@ -74,6 +74,18 @@ def inspect_fields(path: str | Path, *, layer: str | None = None, label_column: 
     return layer
 
 
+def field_source(path: str | Path, *, layer: str | None = None, label_column: str = "normalized_label"):
+    """The fields file as the engine's tasks see it (`FieldSource`), from its header alone, checked as
+    `inspect_fields` checks it: the client never reads a feature."""
+    import pyogrio
+
+    path = as_path(path)
+    layer = inspect_fields(path, layer=layer, label_column=label_column)
+    with gdal_warnings_logged(path):
+        info = pyogrio.read_info(path, layer=layer)
+    return FieldSource(str(path), layer, info["crs"], info.get("geometry_type") or "Unknown")
+
+
 def _choose_layer(path: Path, layer: str | None) -> str:
     layers = list_vector_layers(path)
     if not layers:

@@ -1,0 +1,105 @@
+"""The Dask graph of one AOI: one rasterize task, one flox partial and one summary per row chunk.
+
+Every chunk task finds its own fields in the AOI's `FieldIndex` (made once on a worker, a dependency of every
+chunk task), so the graph names no field: it stays the same size whatever the number of fields. Building it
+computes nothing (tested). The client only needs the chunks' owner spans (which later chunks hold pixels of the
+fields a chunk owns) to wire each summary to its partials.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from cropmon.engine.rasterize import BlockExtras, ChunkFields, FieldLayout, RowChunks, rasterize_chunk_fields
+from cropmon.engine.zonal import PIXEL_RULES, ChunkPartial, chunk_partial, finish_owned_fields
+
+log = logging.getLogger(__name__)
+
+GEOMETRY_STATUSES = ("ok", "repaired", "multipolygon", "empty", "not_polygon", "outside")
+
+
+@dataclass(frozen=True)
+class FieldIndex:
+    """Which fields each chunk reads and owns: the layout and the feature id of every label."""
+
+    fid_of_label: np.ndarray  # int64 feature id of label l at index l - 1
+    layout: FieldLayout
+
+    def chunk_fields(self, k: int) -> ChunkFields:
+        labels = self.layout.touching(k)
+        return ChunkFields(fids=self.fid_of_label[labels - 1], labels=labels, owned=self.layout.owned(k))
+
+    def owner_spans(self) -> list[tuple[int, int]]:
+        """Per chunk, the chunks [k, k_last] that hold pixels of the fields it owns (small: goes to the client)."""
+        return [self.layout.owner_span(k) for k in range(self.layout.chunks.n_chunks)]
+
+
+def rasterize_chunk(source, index: FieldIndex, k: int, **grid) -> tuple[np.ndarray, BlockExtras]:
+    """Chunk k's label grid and extras (engine/rasterize.rasterize_chunk_fields on the chunk's own fields)."""
+    return rasterize_chunk_fields(source, index.chunk_fields(k), **grid)
+
+
+def chunk_partial_of(bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, index: FieldIndex, k: int,
+                     nodata: float | None) -> ChunkPartial:
+    """Chunk k's sums over the fields touching it (engine/zonal.chunk_partial)."""
+    return chunk_partial(bands, grid, extras, index.layout.touching(k), nodata)
+
+
+def finish_chunk(index: FieldIndex, k: int, partials: list[ChunkPartial], extras: BlockExtras) -> dict[str, np.ndarray]:
+    """The summary of the fields chunk k owns, compact for the trip to the assembling worker: text as int8 codes
+    into PIXEL_RULES / GEOMETRY_STATUSES, class histograms as sparse (field, class, pixels) triplets."""
+    first, last = index.layout.owned(k)
+    summary = finish_owned_fields(first, last, partials, extras)
+    counts = summary.pop("class_counts")
+    field, crop = np.nonzero(counts)
+    summary["counts_field"], summary["counts_class"] = field.astype(np.int32), crop.astype(np.int8)
+    summary["counts_pixels"] = counts[field, crop].astype(np.int32)
+    summary["pixel_rule"] = _codes(summary["pixel_rule"], PIXEL_RULES)
+    if "geometry_status" in summary:
+        summary["geometry_status"] = _codes(summary["geometry_status"], GEOMETRY_STATUSES)
+    return summary
+
+
+def _codes(values: np.ndarray, names) -> np.ndarray:
+    lookup = {name: i for i, name in enumerate(names)}
+    return np.fromiter((lookup[v] for v in values), dtype=np.int8, count=len(values))
+
+
+def field_graph(bands, source, index, chunks: RowChunks, spans: list[tuple[int, int]], *, raster_crs: str,
+                nodata: float | None) -> list:
+    """One delayed summary per chunk (nothing is computed here). `bands` is the lazy (2, y, x) class/confidence
+    array (io/raster.open_prediction_bands), `index` the AOI's FieldIndex or a future of it, `spans` its
+    owner_spans(). A chunk that owns no field still has a summary (empty), which carries its overlapping pairs."""
+    import dask
+    import dask.array as da
+
+    token = uuid.uuid4().hex
+    band_blocks = bands.data.to_delayed().ravel()
+    blocks, extras = [], []
+    for k in range(chunks.n_chunks):
+        start, stop = chunks.rows(k)
+        task = dask.delayed(rasterize_chunk, nout=2)(
+            source, index, k, raster_crs=raster_crs, transform=chunks.transform, row_start=start, rows=stop - start,
+            width=chunks.width, height=chunks.height, dask_key_name=f"rasterize-fields-{token}-{k}",
+        )
+        blocks.append(da.from_delayed(task[0], shape=(stop - start, chunks.width), dtype=np.int32))
+        extras.append(task[1])
+    # Unoptimised: optimising would fuse each rasterize task into its block, and the chunk's extras (the same
+    # task's second output) would then rasterize the chunk a second time.
+    grid_blocks = da.concatenate(blocks, axis=0).to_delayed(optimize_graph=False).ravel()
+    partials = [
+        dask.delayed(chunk_partial_of)(band_blocks[k], grid_blocks[k], extras[k], index, k, nodata,
+                                       dask_key_name=f"chunk-partial-{token}-{k}")
+        for k in range(chunks.n_chunks)
+    ]
+    summaries = [
+        dask.delayed(finish_chunk)(index, k, partials[k0 : k1 + 1], extras[k],
+                                   dask_key_name=f"chunk-summary-{token}-{k}")
+        for k, (k0, k1) in enumerate(spans)
+    ]
+    log.debug("%d chunks", chunks.n_chunks)
+    return summaries

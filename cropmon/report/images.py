@@ -1,0 +1,52 @@
+"""Every picture of one AOI's report, by file name: rendered once per run (a task each on a cluster), the same PNG
+bytes go to the file and into the HTML."""
+
+from __future__ import annotations
+
+from cropmon.analysis import metrics
+from cropmon.analysis.diagnose import Diagnosis
+from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.labels import CROP_NAMES
+from cropmon.report import plots
+from cropmon.report.document import Image, png
+
+IMAGE_NAMES: tuple[str, ...] = (
+    "confusion_heatmap.png", "agreement_by_crop.png", "f1_vs_confidence.png", "block_error_map.png", "map_window.png",
+)
+
+
+def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) -> Image | None:
+    """One picture of the report, by file name; None for the map window of a run without one."""
+    if name == "map_window.png" and window is None:
+        return None
+    flagged = set(d.flagged["crop"])
+    grid = d.selection.grid
+    aspect = grid.unit_x / grid.unit_y
+    if name == "confusion_heatmap.png":
+        listed = [c for c in CROP_NAMES if c in set(d.metrics["crop"])]
+        shares = metrics.row_shares(d.confusion).loc[listed, listed]
+        figure = plots.confusion_heatmap(shares)
+        caption = "Field-level confusion, each GT row divided by its total (percent in the cells)."
+    elif name == "agreement_by_crop.png":
+        figure = plots.agreement_bars(d.metrics, flagged=flagged, min_agreement=s.min_agreement)
+        caption = "Agreement per crop; red: underperforming."
+    elif name == "f1_vs_confidence.png":
+        figure = plots.f1_vs_confidence(d.metrics, flagged=flagged, min_f1=s.min_f1, min_confidence=s.min_confidence)
+        caption = "F1 against mean confidence per crop; bubble area ~ GT fields; shaded: the underperforming region."
+    elif name == "block_error_map.png":
+        crs = str(window.crs) if window is not None else ""
+        figure = plots.block_map(d.blocks, picks=d.selection.picks, evaluation=d.selection.evaluation, aspect=aspect,
+                                 crs=crs)
+        caption = f"Error rate per {s.block_km:g} km block; crosses: fields to label, circles: held back."
+    elif name == "map_window.png":
+        figure = plots.map_window(window, aspect=aspect)
+        caption = f"A window of the AOI ({window.crs}): ground truth | prediction | confidence."
+    else:
+        raise ValueError(f"no picture {name!r} (known: {', '.join(IMAGE_NAMES)})")
+    return Image(name, png(figure), caption)
+
+
+def render_images(d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) -> dict[str, Image]:
+    """Every picture of the report, in reading order."""
+    images = (render_image(name, d, s, window) for name in IMAGE_NAMES)
+    return {image.name: image for image in images if image is not None}

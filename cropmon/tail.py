@@ -1,0 +1,166 @@
+"""The tail of a run: everything after the engine's per-field table, as tasks on the cluster.
+
+For one AOI, `submit_tail` submits, without waiting for anything (each task starts as soon as what it needs
+exists; independent ones run side by side on the workers):
+
+  diagnosis      analysis.diagnose_run on the per-field table           stays on the cluster
+  field-files    fields.gpkg, fields.parquet, field_class_counts.parquet (the per-field table, streamed)
+  field-counts   manifest.field_counts                                  small: for run.json and the report
+  map-window     report.map_window (reads a window of the raster)        a few small arrays
+  image          one task per picture of the report                      PNG bytes
+  tables, field-lists, images, report                                    files
+  aoi-summary    analysis.pooled.summarise_diagnosis (multi-AOI runs)     compact, stays on the cluster
+
+Every file goes to the run's staging directory through io/outputs.produce: renamed into place by the worker when
+it shares the directory with the client, else pulled by the client in pieces. `collect_tail` waits for the files
+and returns what run.json says about them. The client never holds the per-field table.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cropmon import manifest
+from cropmon.analysis.diagnose import Diagnosis, diagnose_run
+from cropmon.analysis.pooled import AOISummary, summarise_diagnosis
+from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.cluster import ClusterHandle
+from cropmon.engine.analyse import FieldJob
+from cropmon.engine.assemble import FieldResults
+from cropmon.io import outputs
+from cropmon.io.outputs import Destination
+from cropmon.report.document import Image
+from cropmon.report.images import IMAGE_NAMES, render_image
+from cropmon.report.map_window import map_window
+from cropmon.report.pooled import write_pooled
+from cropmon.report.single import write_field_lists, write_images, write_report, write_tables
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Tail:
+    """One AOI's tail, submitted: futures of its products (files), its field counts and its summary."""
+
+    products: dict[str, Any]  # stage -> future of io.outputs.Product
+    counts: Any  # future of manifest.field_counts
+    summary: Any | None = None  # future of an AOISummary (multi-AOI runs)
+    files: dict[str, int] = field(default_factory=dict)  # name -> bytes, once collected
+
+
+# -- what runs on the workers (top-level functions: they travel to the workers by reference) ---------------------
+
+
+def diagnose_results(results: FieldResults, *, settings: DiagnosisSettings, seed: int) -> Diagnosis:
+    return diagnose_run(results.table, results.class_counts, settings=settings, seed=seed)
+
+
+def slim_diagnosis(d: Diagnosis) -> Diagnosis:
+    return d.without_candidates()
+
+
+def write_field_files(results: FieldResults, *, out_dir: Path) -> None:
+    """fields.gpkg, fields.parquet and field_class_counts.parquet (io/outputs.write_field_outputs)."""
+    staged = outputs.StagedOutput(final=out_dir, staging=out_dir)
+    outputs.write_field_outputs(results.table, results.class_counts, results.source, results.fids, staged)
+
+
+@dataclass(frozen=True)
+class Polygons:
+    """Reads the polygons of table rows by feature id (what the field lists need of the FieldResults)."""
+
+    source: Any
+    fids: Any
+
+    def geometries(self, rows):
+        import geopandas as gpd
+        import numpy as np
+
+        rows = np.asarray(rows, dtype=np.int64)
+        return gpd.GeoSeries(self.source.read_geometries(self.fids[rows]), index=rows, crs=self.source.crs)
+
+
+def polygons_of(results: FieldResults) -> Polygons:
+    return Polygons(results.source, results.fids)
+
+
+def write_field_lists_task(d: Diagnosis, polygons: Polygons, *, settings: DiagnosisSettings, crs: str,
+                           out_dir: Path) -> None:
+    write_field_lists(d, settings, out_dir, crs=crs, geometries=polygons.geometries)
+
+
+def write_images_task(*images: Image | None, out_dir: Path) -> None:
+    write_images({image.name: image for image in images if image is not None}, out_dir)
+
+
+def write_report_task(d: Diagnosis, counts: dict[str, Any], *images: Image | None, header: dict[str, Any],
+                      settings: DiagnosisSettings, seed: int, out_dir: Path) -> None:
+    pictures = {image.name: image for image in images if image is not None}
+    write_report(d, pictures, out_dir, settings=settings, run_info={**header, "fields": counts}, seed=seed)
+
+
+def write_pooled_task(names: list[str], *summaries: AOISummary, settings: DiagnosisSettings, seed: int,
+                      out_dir: Path) -> None:
+    write_pooled(dict(zip(names, summaries, strict=True)), out_dir, settings=settings, seed=seed)
+
+
+# -- the client's side ---------------------------------------------------------------------------------------------
+
+
+def submit_tail(handle: ClusterHandle, job: FieldJob, *, settings: DiagnosisSettings, seed: int,
+                destination: Destination, header: dict[str, Any], summarise: bool = False) -> Tail:
+    """Submit every task of one AOI's tail (see the module docstring); returns at once."""
+    results = job.results
+
+    def product(stage: str, write, *args: Any, **kwargs: Any):
+        return handle.submit(outputs.produce, write, *args, destination=destination, stage=stage, **kwargs)
+
+    full = handle.submit(diagnose_results, results, settings=settings, seed=seed, stage="diagnosis")
+    products = {"field-files": product("field-files", write_field_files, results)}
+    counts = handle.submit(manifest.field_counts, results, stage="field-counts")
+    diagnosis = handle.submit(slim_diagnosis, full, stage="diagnosis-slim")
+    window = handle.submit(map_window, results, stage="map-window")
+    images = [handle.submit(render_image, name, diagnosis, settings, window, stage="image") for name in IMAGE_NAMES]
+    polygons = handle.submit(polygons_of, results, stage="polygons")
+    products["tables"] = product("tables", write_tables, diagnosis, settings)
+    products["field-lists"] = product("field-lists", write_field_lists_task, diagnosis, polygons, settings=settings,
+                                      crs=job.raster.crs)
+    products["images"] = product("images", write_images_task, *images)
+    products["report"] = product("report", write_report_task, diagnosis, counts, *images, header=header,
+                                 settings=settings, seed=seed)
+    summary = handle.submit(summarise_diagnosis, full, settings=settings, seed=seed, stage="aoi-summary") \
+        if summarise else None
+    return Tail(products=products, counts=counts, summary=summary)
+
+
+def collect_tail(handle: ClusterHandle, tail: Tail, staging: Path, destination: Destination) -> dict[str, Any]:
+    """Wait for one AOI's files (pulling them into `staging` when the workers do not share it) and its field
+    counts; returns the counts."""
+    for product in handle.as_completed(tail.products.values()):
+        tail.files.update(receive(handle, product, staging, destination))
+    return handle.result(tail.counts)
+
+
+def receive(handle: ClusterHandle, product, staging: Path, destination: Destination) -> dict[str, int]:
+    """The files of one finished product task: already in `staging` (shared), or pulled piece by piece."""
+    files = handle.result(handle.submit(outputs.product_files, product, stage="product-files"))
+    if destination.shared:
+        return files
+    for name, size in files.items():
+        with open(staging / name, "wb") as out:
+            for start in range(0, size, outputs.PIECE_BYTES):
+                piece = handle.submit(outputs.product_piece, product, name, start, start + outputs.PIECE_BYTES,
+                                      stage="pull")
+                out.write(handle.result(piece))
+    return files
+
+
+def submit_pooled(handle: ClusterHandle, summaries: dict[str, Any], *, settings: DiagnosisSettings, seed: int,
+                  destination: Destination):
+    """The pooled view of a multi-AOI run, from the AOIs' summaries (futures): one product task."""
+    return handle.submit(outputs.produce, write_pooled_task, list(summaries), *summaries.values(),
+                         destination=destination, settings=settings, seed=seed, stage="pooled")
+
