@@ -174,7 +174,7 @@ def _pixel_read_errors(info: raster_io.RasterInfo) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if not (isinstance(exc, RasterioIOError) or type(exc) is Exception and "RasterioIOError" in str(exc)):
+        if not (isinstance(exc, RasterioIOError) or (type(exc) is Exception and "RasterioIOError" in str(exc))):
             raise
         raise errors.NotARaster(
             f"its pixels cannot be read ({errors.first_line(exc.__cause__ or exc.__context__ or exc)})",
