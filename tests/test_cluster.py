@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -41,6 +43,40 @@ def test_scheduler_and_two_worker_processes_match_threads(tmp_path, small_inputs
     assert info["kind"] == "remote" and info["n_workers"] == 2
     assert info["n_workers_used"] == 2, f"both workers should run tasks: {info['workers']}"
     assert cluster.address.startswith("tcp://127.0.0.1:")
+
+
+def test_outputs_sent_to_the_client_equal_outputs_written_by_the_workers(tmp_path, small_inputs, monkeypatch):
+    """A cluster without a shared filesystem: the workers send their files and the client writes them, piece by
+    piece (pieces made tiny here so every file takes several); the outputs equal those the workers write."""
+    from cropmon.io import outputs
+
+    raster, fields = small_inputs
+    cluster = start_cluster(tmp_path, n_workers=2)
+    try:
+        runs = {}
+        for via in ("shared", "client"):
+            if via == "client":
+                monkeypatch.setattr(outputs, "PIECE_BYTES", 4096)
+            runs[via] = tmp_path / via
+            code = main(["run", "--raster", str(raster), "--fields", str(fields), "--out", str(runs[via]),
+                         "--scheduler", cluster.address, "--outputs-via", via, "--progress", "off"])
+            assert code == 0
+        with connect(cluster.address) as handle:
+            assert handle.workers_see(runs["shared"] / "run.json")
+            assert not handle.workers_see(tmp_path / "no-such-file")
+    finally:
+        cluster.stop()
+    names = sorted(p.name for p in runs["shared"].iterdir())
+    assert names == sorted(p.name for p in runs["client"].iterdir()) and "fields.gpkg" in names
+    assert (runs["client"] / "fields.gpkg").stat().st_size > 4 * 4096
+    for name in names:
+        if name.endswith((".csv", ".png")):
+            assert (runs["shared"] / name).read_bytes() == (runs["client"] / name).read_bytes(), name
+    for name in ("fields.parquet", "field_class_counts.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(runs["shared"] / name), pd.read_parquet(runs["client"] / name))
+    stages = json.loads((runs["client"] / "run.json").read_text())["cluster"]["stages"]
+    assert stages["pull"]["tasks"] > len([n for n in names if n != "run.json"]), "several pieces per file"
+    assert {"diagnosis", "field-files", "report", "image", "assemble-table"} <= set(stages)
 
 
 def make_throwaway_tls(directory) -> dict[str, str]:

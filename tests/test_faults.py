@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cluster_procs import start_cluster
+from cluster_procs import start_cluster, worker_pids
 from conftest import write_random_inputs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -104,6 +104,54 @@ def test_killed_worker_is_survived_with_identical_results(tmp_path, medium_input
     assert got.drop(columns="geometry").equals(expected.drop(columns="geometry"))
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["cluster"]["kind"] == "remote"
+
+
+def wait_for_stage(address: str, stage: str, *, timeout: float = 180) -> str:
+    """Block until a task of `stage` (its key prefix) is running; return the address of the worker running it."""
+    from distributed import Client
+
+    def running(dask_scheduler, prefix: str) -> list[str]:
+        return [ts.processing_on.address for ts in dask_scheduler.tasks.values()
+                if ts.state == "processing" and ts.processing_on is not None and str(ts.key).startswith(prefix)]
+
+    with Client(address, timeout=30) as client:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = client.run_on_scheduler(running, prefix=f"{stage}-")
+            if found:
+                return found[0]
+            time.sleep(0.02)
+    raise TimeoutError(f"no task of {stage} ran")
+
+
+def test_worker_killed_during_the_tail_reruns_with_identical_outputs(tmp_path, medium_inputs):
+    """The tail (field files, diagnosis, pictures, report) runs on the workers: kill the worker that writes the
+    per-field files while it writes them, and the run still ends with the outputs of an undisturbed run."""
+    raster, fields = medium_inputs
+    clean = tmp_path / "clean"
+    ok = cli("--raster", raster, "--fields", fields, "--out", clean, "--scheduler", "threads")
+    assert ok.wait(timeout=300) == 0, ok.stdout.read()
+
+    cluster = start_cluster(tmp_path, n_workers=2, no_nanny=True)
+    try:
+        out = tmp_path / "faulty"
+        job = cli("--raster", raster, "--fields", fields, "--out", out, "--scheduler", cluster.address)
+        writer = wait_for_stage(cluster.address, "field-files")
+        os.kill(worker_pids(cluster.address)[writer], signal.SIGKILL)
+        output = job.communicate(timeout=300)[0]
+        assert job.returncode == 0, output
+    finally:
+        cluster.stop()
+    import geopandas as gpd
+
+    tables = [n for n in digest(clean) if n.endswith(".csv")]
+    assert len(tables) == 8
+    assert {n: digest(out)[n] for n in tables} == {n: digest(clean)[n] for n in tables}
+    pd_equal = gpd.read_parquet(out / "fields.parquet").equals(gpd.read_parquet(clean / "fields.parquet"))
+    assert pd_equal, "fields.parquet differs from the undisturbed run"
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in clean.iterdir())
+    assert not [p for p in out.rglob(".parts")], "the tasks' scratch was left in the outputs"
+    assert json.loads((out / "run.json").read_text())["cluster"]["stages"]["field-files"]["tasks"] >= 1
 
 
 def test_losing_the_only_worker_fails_clearly_without_partial_outputs(tmp_path, medium_inputs):
