@@ -21,24 +21,26 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cropmon import manifest
-from cropmon.analysis.diagnose import Diagnosis, diagnose_run
-from cropmon.analysis.pooled import AOISummary, summarise_diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.cluster import ClusterHandle
-from cropmon.engine.analyse import FieldJob
-from cropmon.engine.assemble import FieldResults
 from cropmon.io import outputs
 from cropmon.io.outputs import Destination
-from cropmon.report.document import Image
-from cropmon.report.images import IMAGE_NAMES, render_image
-from cropmon.report.map_window import map_window
-from cropmon.report.pooled import write_pooled
-from cropmon.report.single import write_field_lists, write_images, write_report, write_tables
+
+if TYPE_CHECKING:
+    from cropmon.analysis.diagnose import Diagnosis
+    from cropmon.analysis.pooled import AOISummary
+    from cropmon.engine.analyse import FieldJob
+    from cropmon.engine.assemble import FieldResults
+    from cropmon.report.document import Image
 
 log = logging.getLogger(__name__)
+
+# Pictures of one AOI's report, one task each (report/images.py renders them).
+IMAGE_NAMES: tuple[str, ...] = (
+    "confusion_heatmap.png", "agreement_by_crop.png", "f1_vs_confidence.png", "block_error_map.png", "map_window.png",
+)
 
 
 @dataclass
@@ -51,10 +53,13 @@ class Tail:
     files: dict[str, int] = field(default_factory=dict)  # name -> bytes, once collected
 
 
-# -- what runs on the workers (top-level functions: they travel to the workers by reference) ---------------------
+# -- what runs on the workers (top-level functions: they travel to the workers by reference; each imports what it
+# -- needs when it runs, so the client, which only submits them, never imports matplotlib, scikit-learn ...) --------
 
 
 def diagnose_results(results: FieldResults, *, settings: DiagnosisSettings, seed: int) -> Diagnosis:
+    from cropmon.analysis.diagnose import diagnose_run
+
     return diagnose_run(results.table, results.class_counts, settings=settings, seed=seed)
 
 
@@ -87,23 +92,61 @@ def polygons_of(results: FieldResults) -> Polygons:
     return Polygons(results.source, results.fids)
 
 
+def field_counts_task(results: FieldResults) -> dict[str, Any]:
+    from cropmon.manifest import field_counts
+
+    return field_counts(results)
+
+
+def map_window_task(results: FieldResults):
+    from cropmon.report.map_window import map_window
+
+    return map_window(results)
+
+
+def render_image_task(name: str, d: Diagnosis, settings: DiagnosisSettings, window) -> Image | None:
+    from cropmon.report.images import render_image
+
+    return render_image(name, d, settings, window)
+
+
+def write_tables_task(d: Diagnosis, settings: DiagnosisSettings, *, out_dir: Path) -> None:
+    from cropmon.report.single import write_tables
+
+    write_tables(d, settings, out_dir)
+
+
 def write_field_lists_task(d: Diagnosis, polygons: Polygons, *, settings: DiagnosisSettings, crs: str,
                            out_dir: Path) -> None:
+    from cropmon.report.single import write_field_lists
+
     write_field_lists(d, settings, out_dir, crs=crs, geometries=polygons.geometries)
 
 
 def write_images_task(*images: Image | None, out_dir: Path) -> None:
+    from cropmon.report.single import write_images
+
     write_images({image.name: image for image in images if image is not None}, out_dir)
 
 
 def write_report_task(d: Diagnosis, counts: dict[str, Any], *images: Image | None, header: dict[str, Any],
                       settings: DiagnosisSettings, seed: int, out_dir: Path) -> None:
+    from cropmon.report.single import write_report
+
     pictures = {image.name: image for image in images if image is not None}
     write_report(d, pictures, out_dir, settings=settings, run_info={**header, "fields": counts}, seed=seed)
 
 
+def summarise_task(d: Diagnosis, *, settings: DiagnosisSettings, seed: int) -> AOISummary:
+    from cropmon.analysis.pooled import summarise_diagnosis
+
+    return summarise_diagnosis(d, settings=settings, seed=seed)
+
+
 def write_pooled_task(names: list[str], *summaries: AOISummary, settings: DiagnosisSettings, seed: int,
                       out_dir: Path) -> None:
+    from cropmon.report.pooled import write_pooled
+
     write_pooled(dict(zip(names, summaries, strict=True)), out_dir, settings=settings, seed=seed)
 
 
@@ -120,18 +163,19 @@ def submit_tail(handle: ClusterHandle, job: FieldJob, *, settings: DiagnosisSett
 
     full = handle.submit(diagnose_results, results, settings=settings, seed=seed, stage="diagnosis")
     products = {"field-files": product("field-files", write_field_files, results)}
-    counts = handle.submit(manifest.field_counts, results, stage="field-counts")
+    counts = handle.submit(field_counts_task, results, stage="field-counts")
     diagnosis = handle.submit(slim_diagnosis, full, stage="diagnosis-slim")
-    window = handle.submit(map_window, results, stage="map-window")
-    images = [handle.submit(render_image, name, diagnosis, settings, window, stage="image") for name in IMAGE_NAMES]
+    window = handle.submit(map_window_task, results, stage="map-window")
+    images = [handle.submit(render_image_task, name, diagnosis, settings, window, stage="image")
+              for name in IMAGE_NAMES]
     polygons = handle.submit(polygons_of, results, stage="polygons")
-    products["tables"] = product("tables", write_tables, diagnosis, settings)
+    products["tables"] = product("tables", write_tables_task, diagnosis, settings)
     products["field-lists"] = product("field-lists", write_field_lists_task, diagnosis, polygons, settings=settings,
                                       crs=job.raster.crs)
     products["images"] = product("images", write_images_task, *images)
     products["report"] = product("report", write_report_task, diagnosis, counts, *images, header=header,
                                  settings=settings, seed=seed)
-    summary = handle.submit(summarise_diagnosis, full, settings=settings, seed=seed, stage="aoi-summary") \
+    summary = handle.submit(summarise_task, full, settings=settings, seed=seed, stage="aoi-summary") \
         if summarise else None
     return Tail(products=products, counts=counts, summary=summary)
 

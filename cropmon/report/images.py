@@ -12,7 +12,7 @@ from cropmon.report.document import Image, png
 
 IMAGE_NAMES: tuple[str, ...] = (
     "confusion_heatmap.png", "agreement_by_crop.png", "f1_vs_confidence.png", "block_error_map.png", "map_window.png",
-)
+)  # the tail (cropmon/tail.py) names them too: it submits one task each
 
 
 def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) -> Image | None:
