@@ -103,15 +103,14 @@ def run_many(config: RunConfig) -> RunOutcome:
     with _cluster(config) as handle, outputs.atomic_output_dir(out_dir) as staged:
         with performance_report(handle, profile):
             in_flight: deque[AOIRun] = deque()
+            window = aois_in_flight(handle.n_workers())
             for name, raster, fields in config.aois:
                 log.info("AOI %s: %s + %s", name, raster, fields)
                 aoi = _submit_aoi(handle, name, raster, fields, config, staged.staging, is_twin=False,
                                   timer=StageTimer(show=progress), started=time.time(), progress=progress,
                                   summarise=True)
-                with aoi.timer.stage("compute", has_own_bar=True):
-                    aoi.job.wait(handle, progress=progress)
                 in_flight.append(aoi)
-                while len(in_flight) > 1:  # the previous AOI's tail ran beside this AOI's compute
+                while len(in_flight) > window:  # the oldest AOI's tail runs beside the newer AOIs' computes
                     done = in_flight.popleft()
                     aois[done.name] = _finish_many(handle, done, summaries, progress)
             while in_flight:
@@ -132,9 +131,15 @@ def run_many(config: RunConfig) -> RunOutcome:
     return RunOutcome(out_dir=out_dir, manifest=run_json)
 
 
+def aois_in_flight(n_workers: int) -> int:
+    """How many AOIs may be on the cluster at once: two on a small cluster (one's tail beside the next one's
+    compute), more on a large one, whose workers one AOI's few dozen chunk tasks cannot keep busy."""
+    return max(2, n_workers // 8)
+
+
 def _finish_many(handle: ClusterHandle, aoi: AOIRun, summaries: dict[str, Any], progress: bool) -> dict[str, Any]:
     summaries[aoi.name] = aoi.tail.summary
-    run_json = _finish_aoi(handle, aoi, progress=progress, compute_done=True)
+    run_json = _finish_aoi(handle, aoi, progress=progress)
     return {"raster": run_json["inputs"]["raster"]["path"], "fields": run_json["inputs"]["fields"]["path"],
             "n_fields": run_json["fields"]["n_input"], "timings_s": run_json["timings_s"]}
 
@@ -157,22 +162,25 @@ def _submit_aoi(handle: ClusterHandle, name: str | None, raster: str, fields: st
                   timer=timer, started=started)
 
 
-def _finish_aoi(handle: ClusterHandle, aoi: AOIRun, *, progress: bool, compute_done: bool = False) -> dict[str, Any]:
+def _finish_aoi(handle: ClusterHandle, aoi: AOIRun, *, progress: bool) -> dict[str, Any]:
     """Wait for one AOI's compute and tail, then write its run.json; returns the manifest."""
-    if not compute_done:
-        with aoi.timer.stage("compute", has_own_bar=True):
-            aoi.job.wait(handle, progress=progress)
+    aoi.job.wait(handle, progress=progress)  # timings["compute"]: from submitting the graph to the table's being ready
     with aoi.timer.stage("tail"), handle.failures():
         counts = collect_tail(handle, aoi.tail, aoi.out_dir, aoi.destination)
+    last_output = time.perf_counter()
     manifest.log_field_counts(counts)
+    timings = {**aoi.timer.seconds,
+               "first summary to last output": round(last_output - (aoi.job.first_summary or last_output), 3),
+               "total": round(time.time() - aoi.started, 3)}
     run_json = {
         **aoi.header,
         "cluster": handle.describe(),
         "fields": counts,
-        "timings_s": {**aoi.timer.seconds, "total": round(time.time() - aoi.started, 3)},
+        "timings_s": timings,
         "outputs": sorted([*aoi.tail.files, "run.json"]),
     }
     outputs.write_json(aoi.out_dir / "run.json", run_json)
+    outputs.remove_parts(aoi.out_dir)
     aoi.job.results = None  # the per-field table leaves the cluster once its tail is done
     aoi.tail.products.clear()
     return run_json

@@ -4,7 +4,8 @@ For one AOI, `submit_tail` submits, without waiting for anything (each task star
 exists; independent ones run side by side on the workers):
 
   diagnosis      analysis.diagnose_run on the per-field table           stays on the cluster
-  field-files    fields.gpkg, fields.parquet, field_class_counts.parquet (the per-field table, streamed)
+  field-gpkg     fields.gpkg (the per-field table with the input polygons, streamed)
+  field-parquet  fields.parquet, field_class_counts.parquet (side by side with the GeoPackage)
   field-counts   manifest.field_counts                                  small: for run.json and the report
   map-window     report.map_window (reads a window of the raster)        a few small arrays
   image          one task per picture of the report                      PNG bytes
@@ -67,10 +68,13 @@ def slim_diagnosis(d: Diagnosis) -> Diagnosis:
     return d.without_candidates()
 
 
-def write_field_files(results: FieldResults, *, out_dir: Path) -> None:
-    """fields.gpkg, fields.parquet and field_class_counts.parquet (io/outputs.write_field_outputs)."""
-    staged = outputs.StagedOutput(final=out_dir, staging=out_dir)
-    outputs.write_field_outputs(results.table, results.class_counts, results.source, results.fids, staged)
+def write_fields_gpkg_task(results: FieldResults, *, out_dir: Path) -> None:
+    outputs.write_fields_gpkg(results.table, results.source, results.fids, out_dir / "fields.gpkg")
+
+
+def write_fields_parquet_task(results: FieldResults, *, out_dir: Path) -> None:
+    outputs.write_fields_parquet(results.table, results.class_counts, results.source, results.fids,
+                                 out_dir / "fields.parquet", out_dir / "field_class_counts.parquet")
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,8 @@ def submit_tail(handle: ClusterHandle, job: FieldJob, *, settings: DiagnosisSett
         return handle.submit(outputs.produce, write, *args, destination=destination, stage=stage, **kwargs)
 
     full = handle.submit(diagnose_results, results, settings=settings, seed=seed, stage="diagnosis")
-    products = {"field-files": product("field-files", write_field_files, results)}
+    products = {"field-gpkg": product("field-gpkg", write_fields_gpkg_task, results),
+                "field-parquet": product("field-parquet", write_fields_parquet_task, results)}
     counts = handle.submit(field_counts_task, results, stage="field-counts")
     diagnosis = handle.submit(slim_diagnosis, full, stage="diagnosis-slim")
     window = handle.submit(map_window_task, results, stage="map-window")

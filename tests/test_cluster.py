@@ -76,7 +76,7 @@ def test_outputs_sent_to_the_client_equal_outputs_written_by_the_workers(tmp_pat
         pd.testing.assert_frame_equal(pd.read_parquet(runs["shared"] / name), pd.read_parquet(runs["client"] / name))
     stages = json.loads((runs["client"] / "run.json").read_text())["cluster"]["stages"]
     assert stages["pull"]["tasks"] > len([n for n in names if n != "run.json"]), "several pieces per file"
-    assert {"diagnosis", "field-files", "report", "image", "assemble-table"} <= set(stages)
+    assert {"diagnosis", "field-gpkg", "field-parquet", "report", "image", "assemble-table"} <= set(stages)
 
 
 def make_throwaway_tls(directory) -> dict[str, str]:

@@ -136,7 +136,7 @@ def test_worker_killed_during_the_tail_reruns_with_identical_outputs(tmp_path, m
     try:
         out = tmp_path / "faulty"
         job = cli("--raster", raster, "--fields", fields, "--out", out, "--scheduler", cluster.address)
-        writer = wait_for_stage(cluster.address, "field-files")
+        writer = wait_for_stage(cluster.address, "field-gpkg")
         os.kill(worker_pids(cluster.address)[writer], signal.SIGKILL)
         output = job.communicate(timeout=300)[0]
         assert job.returncode == 0, output
@@ -151,7 +151,7 @@ def test_worker_killed_during_the_tail_reruns_with_identical_outputs(tmp_path, m
     assert pd_equal, "fields.parquet differs from the undisturbed run"
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in clean.iterdir())
     assert not [p for p in out.rglob(".parts")], "the tasks' scratch was left in the outputs"
-    assert json.loads((out / "run.json").read_text())["cluster"]["stages"]["field-files"]["tasks"] >= 1
+    assert json.loads((out / "run.json").read_text())["cluster"]["stages"]["field-gpkg"]["tasks"] >= 1
 
 
 def test_losing_the_only_worker_fails_clearly_without_partial_outputs(tmp_path, medium_inputs):

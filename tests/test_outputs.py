@@ -83,3 +83,23 @@ def test_a_worker_that_cannot_open_the_fields_file_names_file_and_fix(tmp_path):
     import distributed  # noqa: F401  (installs tblib's pickling of exception chains, as on a worker)
 
     assert str(pickle.loads(pickle.dumps(caught.value))) == message, "the error must travel from a worker intact"
+
+
+def test_wkb_kinds_read_from_the_header_equal_shapely():
+    """GeoParquet's geometry_types come from each WKB's header, not from parsing it: equal to shapely's reading."""
+    import pyarrow as pa
+    import shapely
+
+    from cropmon.io.outputs import GEOPARQUET_TYPES, wkb_kinds
+
+    geometries = [shapely.box(0, 0, 1, 1), shapely.Polygon(), None, shapely.MultiPolygon([shapely.box(0, 0, 1, 1)]),
+                  shapely.MultiPolygon(), shapely.Point(1, 2), shapely.LineString([(0, 0), (1, 1)]),
+                  shapely.from_wkt("POLYGON Z ((0 0 1, 1 0 1, 1 1 1, 0 0 1))"),
+                  shapely.GeometryCollection([shapely.Point(0, 0)])]
+    names = {"Polygon": 3, "MultiPolygon": 6, "Point": 1, "LineString": 2, "GeometryCollection": 7}
+    expected = [0 if g is None or g.is_empty else names[g.geom_type] for g in geometries]
+    for byte_order in (0, 1):
+        wkb = [None if g is None else shapely.to_wkb(g, byte_order=byte_order, flavor="iso") for g in geometries]
+        assert wkb_kinds(pa.array(wkb, pa.binary())).tolist() == expected
+        assert wkb_kinds(pa.array(wkb, pa.binary()).slice(3)).tolist() == expected[3:]
+    assert set(GEOPARQUET_TYPES) >= set(expected) - {0}

@@ -60,7 +60,7 @@ class Selection:
 
 def _hash(values: pd.Series | np.ndarray, seed: int) -> np.ndarray:
     """A seeded, row-order-independent tie-break key for each value (its string form)."""
-    strings = np.asarray([str(v) for v in values], dtype=object)
+    strings = pd.Series(values).astype(str).to_numpy(dtype=object)
     return pd.util.hash_array(strings, hash_key=f"cropmon{seed % 10**9:09d}")
 
 
@@ -167,8 +167,9 @@ def spatial_split(
     keys = _block_keys(bx, by)
     block_order = np.argsort(_hash(keys, seed), kind="stable")
     chosen: set[int] = set()
-    for crop, target in targets.items():
-        mine = (candidates["crop"] == crop).to_numpy()
+    crop_codes = candidates["crop"].map(pd.Series(np.arange(len(targets)), index=targets.index)).to_numpy()
+    for code, target in enumerate(targets.to_numpy()):
+        mine = crop_codes == code
         per_block = pd.Series(keys[mine]).value_counts()
         have = int(per_block[per_block.index.isin(list(chosen))].sum())
         for key in pd.unique(keys[block_order][mine[block_order]]):
@@ -255,11 +256,25 @@ def label_plan(
     return plan
 
 
-def _ranked_rounds(pool: pd.DataFrame, key: np.ndarray, *, by: list[str], ascending: list[bool]) -> pd.DataFrame:
-    """`pool` ordered best-first in rounds over its blocks: the best of every block, then the second best, ..."""
-    ranked = pool.assign(_key=key).sort_values([*by, "_key"], ascending=[*ascending, True])
-    ranked["pick_round"] = ranked.groupby(["block_x", "block_y"]).cumcount() + 1
-    return ranked.sort_values(["pick_round", *by, "_key"], ascending=[True, *ascending, True])
+def _in_rounds(pool: pd.DataFrame, quota: pd.Series, *, by: list[str], ascending: list[bool],
+               max_round: int | None = None) -> pd.DataFrame:
+    """Each crop's first `quota[crop]` fields of `pool`, best-first in rounds over its blocks (the best of every
+    block, then the second best, ...; at most `max_round` rounds), crops in `quota`'s order. Ties break on the
+    seeded hash `_key`, so the result depends on the seed only, not on row order. All crops in one pass."""
+    order = pd.Series(np.arange(len(quota)), index=quota.index)
+    pool = pool.assign(_crop=pool["crop"].map(order)).dropna(subset=["_crop"])
+    ranked = pool.sort_values(["_crop", *by, "_key"], ascending=[True, *ascending, True])
+    ranked["pick_round"] = ranked.groupby(["_crop", "block_x", "block_y"]).cumcount() + 1
+    if max_round is not None:
+        ranked = ranked.loc[ranked["pick_round"] <= max_round]
+    ranked = ranked.sort_values(["_crop", "pick_round", *by, "_key"], ascending=[True, True, *ascending, True])
+    taken = ranked.groupby("_crop").cumcount().to_numpy() < quota.to_numpy()[ranked["_crop"].to_numpy(int)]
+    return ranked.loc[taken].drop(columns=["_crop"])
+
+
+def _tie_keys(candidates: pd.DataFrame, seed: int) -> np.ndarray:
+    """The seeded tie-break key of each candidate (made once by plan_selection, else here)."""
+    return candidates["_key"].to_numpy() if "_key" in candidates else _hash(candidates["field_id"], seed)
 
 
 def fields_to_label(
@@ -271,24 +286,24 @@ def fields_to_label(
     of its group (`related_to`: that crop, else ""). Index = the fields' index; `rank` orders the whole list
     (round, then score).
     """
+    planned = plan.loc[plan["quota"] > 0]
     pool = _label_pool(candidates)
-    members = plan.groupby("group")["crop"].agg(set)
-    chosen = []
-    for row in plan.loc[plan["quota"] > 0].itertuples():
-        mine = pool.loc[pool["crop"] == row.crop]
-        others = members[row.group] - {row.crop}
-        related_to = np.where(
-            mine["predicted"].isin(others),
-            mine["predicted"],
-            np.where(mine["runner_up"].isin(others), mine["runner_up"], ""),
-        )
-        score = (~mine["correct"]).astype(float) + mine["uncertainty"] + RELATED_BONUS * (related_to != "")
-        mine = mine.assign(score=score, related_to=related_to, group=row.group, role=row.role)
-        ranked = _ranked_rounds(mine, _hash(mine["field_id"], seed), by=["score"], ascending=[False])
-        chosen.append(ranked.loc[ranked["pick_round"] <= settings.max_per_block].head(row.quota))
-    if not chosen:
+    pool = pool.loc[pool["crop"].isin(planned["crop"])].assign(_key=lambda p: _tie_keys(p, seed))
+    group_of = dict(zip(plan["crop"], plan["group"], strict=True))
+    role_of = dict(zip(planned["crop"], planned["role"], strict=True))
+    same_group = {crop: {c for c, g in group_of.items() if g == group_of[crop] and c != crop} for crop in role_of}
+    crops, predicted, runner = pool["crop"].to_numpy(), pool["predicted"].to_numpy(), pool["runner_up"].to_numpy()
+    predicted_related = np.array([p in same_group[c] for c, p in zip(crops, predicted, strict=True)], dtype=bool)
+    runner_related = np.array([r in same_group[c] for c, r in zip(crops, runner, strict=True)], dtype=bool)
+    related_to = np.where(predicted_related, predicted, np.where(runner_related, runner, ""))
+    score = (~pool["correct"]).astype(float) + pool["uncertainty"] + RELATED_BONUS * (related_to != "")
+    pool = pool.assign(score=score, related_to=related_to, group=pool["crop"].map(group_of),
+                       role=pool["crop"].map(role_of))
+    quota = pd.Series(planned["quota"].to_numpy(), index=planned["crop"])
+    chosen = _in_rounds(pool, quota, by=["score"], ascending=[False], max_round=settings.max_per_block)
+    if not len(chosen):
         return pd.DataFrame(columns=list(PICK_COLUMNS))
-    picks = pd.concat(chosen).sort_values(["pick_round", "score", "_key"], ascending=[True, False, True])
+    picks = chosen.sort_values(["pick_round", "score", "_key"], ascending=[True, False, True])
     picks["rank"] = np.arange(1, len(picks) + 1)
     picks["block"] = block_labels(picks["block_x"], picks["block_y"])
     return picks[list(PICK_COLUMNS)]
@@ -302,14 +317,14 @@ def evaluation_set(
     Spread in rounds over those blocks. A random draw, not the hardest fields: it must measure the next model on
     the crop as it really is.
     """
-    pool = candidates.loc[candidates["split"] == "eval"]
-    chosen = []
-    for row in plan.loc[plan["eval_fields"] > 0].itertuples():
-        mine = pool.loc[pool["crop"] == row.crop].assign(group=row.group)
-        chosen.append(_ranked_rounds(mine, _hash(mine["field_id"], seed), by=[], ascending=[]).head(row.eval_fields))
-    if not chosen:
+    held_back = plan.loc[plan["eval_fields"] > 0]
+    pool = candidates.loc[(candidates["split"] == "eval") & candidates["crop"].isin(held_back["crop"])]
+    pool = pool.assign(_key=_tie_keys(pool, seed), group=pool["crop"].map(dict(zip(plan["crop"], plan["group"],
+                                                                                     strict=True))))
+    held = _in_rounds(pool, pd.Series(held_back["eval_fields"].to_numpy(), index=held_back["crop"]), by=[],
+                      ascending=[])
+    if not len(held):
         return pd.DataFrame(columns=list(EVAL_COLUMNS))
-    held = pd.concat(chosen)
     held["block"] = block_labels(held["block_x"], held["block_y"])
     return held[list(EVAL_COLUMNS)]
 
@@ -327,6 +342,7 @@ def plan_selection(
     grid = BlockGrid.for_points(fields["x"].to_numpy(float), fields["y"].to_numpy(float), block_km=settings.block_km)
     groups = plan_groups(flagged, confusion_df, settings=settings)
     candidates = candidate_fields(fields, settings=settings, grid=grid)
+    candidates["_key"] = _hash(candidates["field_id"], seed)
     candidates["split"] = spatial_split(candidates, groups["crop"], settings=settings, grid=grid, seed=seed)
     plan = label_plan(metrics_df, groups, candidates, settings=settings)
     picks = fields_to_label(candidates, plan, settings=settings, seed=seed)

@@ -44,16 +44,20 @@ class FieldJob:
     summaries: list = field(default_factory=list)  # futures of the chunk summaries (released once results exist)
     timings: dict[str, float] = field(default_factory=dict)
     n_fields: int = 0
+    submitted: float = field(default_factory=time.perf_counter)  # when the graph went to the scheduler
+    first_summary: float | None = None  # when the first chunk summary was seen done (perf_counter)
 
     def wait(self, handle: ClusterHandle, *, progress: bool = False) -> None:
-        """Block until the per-field table is assembled (a bar of the chunks on a terminal); raise its error."""
+        """Block until the per-field table is assembled (a bar of the chunks on a terminal); raise its error.
+
+        `timings["compute"]` is the time from submitting the graph to the table being seen ready."""
         bar = result_bar(len(self.summaries)) if progress else None
-        started = time.perf_counter()
         try:
             with handle.failures(), _pixel_read_errors(self.raster):
                 for future in handle.as_completed(self.summaries):
                     if future.status == "error":
                         future.result()
+                    self.first_summary = self.first_summary or time.perf_counter()
                     if bar is not None:
                         bar.update(1)
                 handle.wait([self.results])
@@ -63,7 +67,7 @@ class FieldJob:
             if bar is not None:
                 bar.close()
         self.summaries = []
-        self.timings["compute"] = round(time.perf_counter() - started, 3)
+        self.timings["compute"] = round(time.perf_counter() - self.submitted, 3)
 
 
 def prepare_fields_task(fields: str, *, layer: str | None, label_column: str, raster_crs: str,
@@ -118,10 +122,11 @@ def submit_fields(
         )
     with timer.stage("build graph"):
         graph = field_graph(bands, source, index, chunks, spans, raster_crs=info.crs, nodata=info.nodata)
+        submitted = time.perf_counter()
         summaries = handle.compute(graph)
         results = handle.submit(assemble_results, prepared, index, info, *summaries, stage="assemble-table")
     return FieldJob(raster=info, source=source, results=results, summaries=summaries, timings=timer.seconds,
-                    n_fields=n_fields)
+                    n_fields=n_fields, submitted=submitted)
 
 
 def analyse_fields(

@@ -189,6 +189,9 @@ def _json_default(value: object) -> object:
 
 
 
+FIELD_FILES = ("fields.gpkg", "fields.parquet", "field_class_counts.parquet")
+
+
 def write_field_outputs(
     table: pd.DataFrame,
     class_counts: pd.DataFrame,
@@ -198,59 +201,101 @@ def write_field_outputs(
     *,
     batch_rows: int = FIELD_BATCH_ROWS,
 ) -> None:
-    """fields.gpkg (layer `fields`), fields.parquet (GeoParquet 1.0) and field_class_counts.parquet.
+    """fields.gpkg (layer `fields`), fields.parquet (GeoParquet 1.0) and field_class_counts.parquet: the
+    GeoPackage and the Parquet files, which a run writes in two tasks side by side."""
+    write_fields_gpkg(table, source, fids, staged.path("fields.gpkg"), batch_rows=batch_rows)
+    write_fields_parquet(table, class_counts, source, fids, staged.path("fields.parquet"),
+                         staged.path("field_class_counts.parquet"), batch_rows=batch_rows)
 
-    The input polygons (the fields' own CRS) stream from `source` in batches of `batch_rows` rows, so writing
-    holds one batch of polygons at a time, whatever the AOI's size. The GeoPackage is written in one session
-    from a stream of Arrow batches (its spatial index is built once at the end: appending batch by batch would
-    update it feature by feature), and each batch goes to the two Parquet files on its way.
-    """
+
+def _field_batches(table: pd.DataFrame, source: FieldSource, fids: np.ndarray, *, batch_rows: int, schema=None):
+    """(start, Arrow table of the attributes + WKB `geometry`) batch by batch: the input polygons (the fields' own
+    CRS, their WKB copied as read) stream from `source`, so one batch of polygons is in memory at a time."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    schema = schema or pa.Schema.from_pandas(table, preserve_index=False)
+    for start, wkb in zip(range(0, len(table), batch_rows), source.iter_wkb(fids, batch_rows=batch_rows),
+                          strict=True):
+        attrs = pa.Table.from_pandas(table.iloc[start : start + batch_rows], schema=schema, preserve_index=False)
+        yield start, attrs.append_column("geometry", pa.array(wkb, pa.binary()))
+
+
+def write_fields_gpkg(table: pd.DataFrame, source: FieldSource, fids: np.ndarray, path: Path, *,
+                      batch_rows: int = FIELD_BATCH_ROWS) -> None:
+    """fields.gpkg (layer `fields`), written in one GDAL session from a stream of Arrow batches: its spatial index
+    is built once at the end (appending batch by batch would update it feature by feature)."""
+    import pyarrow as pa
     import pyogrio
-    import shapely
     from pyproj import CRS
 
+    attr_schema = pa.Schema.from_pandas(table, preserve_index=False)
+    # OGR takes plain columns: categoricals (Arrow dictionaries) go to the GeoPackage as their values.
+    gpkg_schema = pa.schema(
+        [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+         for f in attr_schema.append(pa.field("geometry", pa.binary()))]
+    )
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for _, batch in _field_batches(table, source, fids, batch_rows=batch_rows, schema=attr_schema):
+            yield from batch.cast(gpkg_schema).to_batches()
+
+    stream = pa.RecordBatchReader.from_batches(gpkg_schema, batches())
+    with gdal_warnings_logged(path):  # e.g. a line in a polygon layer
+        pyogrio.write_arrow(stream, path, layer="fields", driver="GPKG", geometry_name="geometry",
+                            geometry_type=source.geometry_type, crs=CRS.from_user_input(source.crs).to_wkt())
+
+
+def write_fields_parquet(table: pd.DataFrame, class_counts: pd.DataFrame, source: FieldSource, fids: np.ndarray,
+                         fields_path: Path, counts_path: Path, *, batch_rows: int = FIELD_BATCH_ROWS) -> None:
+    """fields.parquet (GeoParquet 1.0: WKB geometry and its `geo` metadata) and field_class_counts.parquet
+    (field_id + the 32 histogram columns, dense per batch: the engine keeps them sparse)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     def counts_of(start: int) -> pd.DataFrame:
-        """field_id + the 32 histogram columns of one batch, dense (the engine keeps them sparse)."""
         part = class_counts.iloc[start : start + batch_rows]
         part = part.sparse.to_dense() if hasattr(part, "sparse") else part.copy()
         part.insert(0, "field_id", table["field_id"].iloc[start : start + batch_rows].to_numpy())
         return part
 
-    attr_schema = pa.Schema.from_pandas(table, preserve_index=False)
-    field_schema = attr_schema.append(pa.field("geometry", pa.binary()))
-    # OGR takes plain columns: categoricals (Arrow dictionaries) go to the GeoPackage as their values.
-    gpkg_schema = pa.schema(
-        [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in field_schema]
-    )
+    field_schema = pa.Schema.from_pandas(table, preserve_index=False).append(pa.field("geometry", pa.binary()))
     counts_schema = pa.Schema.from_pandas(counts_of(0), preserve_index=False)
     geo = GeoParquetMetadata(source.crs)
-
-    def batches(fields_out, counts_out) -> Iterator[pa.RecordBatch]:
-        geometries = source.iter_geometries(fids, batch_rows=batch_rows)
-        for start, geometry in zip(range(0, len(table), batch_rows), geometries, strict=True):
-            attrs = pa.Table.from_pandas(table.iloc[start : start + batch_rows], schema=attr_schema,
-                                         preserve_index=False)
-            batch = attrs.append_column("geometry", pa.array(shapely.to_wkb(geometry), pa.binary()))
+    present = np.zeros(len(table), dtype=bool)
+    with pq.ParquetWriter(fields_path, field_schema) as fields_out, \
+            pq.ParquetWriter(counts_path, counts_schema) as counts_out:
+        for start, batch in _field_batches(table, source, fids, batch_rows=batch_rows):
             fields_out.write_table(batch)
-            geo.add(geometry)
+            present[start : start + batch_rows] = geo.add_wkb(batch.column("geometry"))
             counts_out.write_table(pa.Table.from_pandas(counts_of(start), schema=counts_schema, preserve_index=False))
-            yield from batch.cast(gpkg_schema).to_batches()
-
-    with pq.ParquetWriter(staged.path("fields.parquet"), field_schema) as fields_out, \
-            pq.ParquetWriter(staged.path("field_class_counts.parquet"), counts_schema) as counts_out:
-        stream = pa.RecordBatchReader.from_batches(gpkg_schema, batches(fields_out, counts_out))
-        with gdal_warnings_logged(staged.staging / "fields.gpkg"):  # e.g. a line in a polygon layer
-            pyogrio.write_arrow(stream, staged.path("fields.gpkg"), layer="fields", driver="GPKG",
-                                geometry_name="geometry", geometry_type=source.geometry_type,
-                                crs=CRS.from_user_input(source.crs).to_wkt())
+        geo.bbox = source.total_bounds(fids[present])
         fields_out.add_key_value_metadata({"geo": json.dumps(geo.as_dict())})
 
 
-# shapely's geometry type ids -> GeoParquet's geometry type names
-GEOPARQUET_TYPES = {0: "Point", 1: "LineString", 2: "LineString", 3: "Polygon", 4: "MultiPoint",
-                    5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}
+# WKB geometry type codes (ISO; EWKB flags masked, Z/M variants folded) -> GeoParquet's geometry type names
+GEOPARQUET_TYPES = {1: "Point", 2: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
+                    6: "MultiPolygon", 7: "GeometryCollection"}
+
+
+def wkb_kinds(wkb) -> np.ndarray:
+    """The geometry type (GEOPARQUET_TYPES code) of each WKB of an Arrow array, 0 where it is null or empty, read
+    from the WKB's header without parsing the coordinates (the header: byte order, type, then the element count)."""
+    import pyarrow as pa
+
+    wkb = wkb.combine_chunks() if isinstance(wkb, pa.ChunkedArray) else wkb
+    kinds = np.zeros(len(wkb), dtype=np.int64)
+    if len(wkb) == 0 or wkb.null_count == len(wkb):
+        return kinds
+    offsets = np.frombuffer(wkb.buffers()[1], dtype=np.int32)[wkb.offset : wkb.offset + len(wkb) + 1]
+    data = np.frombuffer(wkb.buffers()[2], dtype=np.uint8)
+    valid = ~np.asarray(wkb.is_null()) & (np.diff(offsets) >= 9)
+    start = offsets[:-1][valid].astype(np.int64)
+    header = data[start[:, None] + np.arange(1, 9)].astype(np.uint32)  # type (4 bytes), count (4 bytes)
+    weights = np.where((data[start] == 1)[:, None], 1 << (8 * np.arange(4)), 1 << (8 * np.arange(3, -1, -1)))
+    kind = ((header[:, :4] * weights).sum(axis=1) & 0x0FFFFFFF) % 1000
+    count = (header[:, 4:] * weights).sum(axis=1)
+    kinds[valid] = np.where((kind == 1) | (count > 0), kind, 0)  # a point has no count (empty: NaN coordinates)
+    return kinds
 
 
 @dataclass
@@ -259,24 +304,20 @@ class GeoParquetMetadata:
 
     crs: str
     types: set[int] = field(default_factory=set)
-    bbox: list[float] = field(default_factory=lambda: [np.inf, np.inf, -np.inf, -np.inf])
+    bbox: list[float] | None = None
 
-    def add(self, geometry: np.ndarray) -> None:
-        import shapely
-
-        present = geometry[~shapely.is_missing(geometry) & ~shapely.is_empty(geometry)]
-        if len(present):
-            self.types.update(np.unique(shapely.get_type_id(present)).tolist())
-            minx, miny, maxx, maxy = shapely.total_bounds(present)
-            self.bbox = [min(self.bbox[0], minx), min(self.bbox[1], miny), max(self.bbox[2], maxx),
-                         max(self.bbox[3], maxy)]
+    def add_wkb(self, wkb) -> np.ndarray:
+        """Take the types of a batch's WKB; returns which of its geometries are present (not null, not empty)."""
+        kinds = wkb_kinds(wkb)
+        self.types.update(np.unique(kinds[kinds > 0]).tolist())
+        return kinds > 0
 
     def as_dict(self) -> dict[str, Any]:
         from pyproj import CRS
 
-        names = sorted({GEOPARQUET_TYPES[t] for t in self.types})
+        names = sorted({GEOPARQUET_TYPES[t] for t in self.types if t in GEOPARQUET_TYPES})
         column: dict[str, Any] = {"encoding": "WKB", "geometry_types": names,
                                   "crs": CRS.from_user_input(self.crs).to_json_dict()}
-        if np.isfinite(self.bbox).all():
+        if self.bbox is not None and np.isfinite(self.bbox).all():
             column["bbox"] = [float(v) for v in self.bbox]
         return {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": column}}

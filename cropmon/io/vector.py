@@ -155,16 +155,39 @@ class FieldSource:
         wkb = table[meta["geometry_name"]].to_numpy(zero_copy_only=False)
         return shapely.from_wkb(wkb[position])
 
-    def iter_geometries(self, fids: np.ndarray, *, batch_rows: int) -> Iterator[np.ndarray]:
-        """The geometries of `fids` (all features, file order) in batches of `batch_rows`, read sequentially."""
+    def total_bounds(self, fids: np.ndarray) -> list[float] | None:
+        """minx, miny, maxx, maxy over the features `fids` (GDAL's per-feature envelopes; None when all are null)."""
+        import pyogrio
+
+        got, bounds = pyogrio.read_bounds(self.path, layer=self.layer)
+        mine = bounds[:, np.isin(got, fids)]
+        if mine.shape[1] == 0 or not np.isfinite(mine).any():
+            return None
+        with np.errstate(invalid="ignore"):
+            return [float(np.nanmin(mine[0])), float(np.nanmin(mine[1])), float(np.nanmax(mine[2])),
+                    float(np.nanmax(mine[3]))]
+
+    def iter_wkb(self, fids: np.ndarray, *, batch_rows: int) -> Iterator[np.ndarray]:
+        """The WKB of `fids` (all features, file order) in batches of `batch_rows`, read sequentially; None where a
+        geometry is null. WKB as OGR gives it, never parsed: the outputs copy it as it is."""
         from pyogrio.raw import read
 
         for start in range(0, len(fids), batch_rows):
             expected = fids[start : start + batch_rows]
             _, got, wkb, _ = read(self.path, layer=self.layer, skip_features=start, max_features=len(expected),
                                   columns=[], return_fids=True)
-            # Sequential reads follow file order; a driver that orders differently is read by id instead.
-            yield _from_wkb(wkb) if np.array_equal(got, expected) else self.read_geometries(expected)
+            if wkb is None:
+                wkb = np.full(len(expected), None, dtype=object)
+            if not np.array_equal(got, expected):  # sequential reads follow file order; else read by id
+                import shapely
+
+                wkb = shapely.to_wkb(self.read_geometries(expected))
+            yield wkb
+
+    def iter_geometries(self, fids: np.ndarray, *, batch_rows: int) -> Iterator[np.ndarray]:
+        """The geometries of `fids` (all features, file order) in batches of `batch_rows`, read sequentially."""
+        for wkb in self.iter_wkb(fids, batch_rows=batch_rows):
+            yield _from_wkb(wkb)
 
 
 def _from_wkb(wkb: np.ndarray) -> np.ndarray:
