@@ -84,7 +84,7 @@ def engine_by_crop(table: pd.DataFrame) -> pd.DataFrame:
 
 def fmt(value: float | None, digits: int = 3) -> str:
     """A number for the table ('' when missing)."""
-    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+    return "" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
 def crop_rows(real: dict, ours: pd.DataFrame, check: pd.DataFrame, sizes: pd.Series) -> tuple[list[str], bool]:
@@ -182,7 +182,9 @@ def main() -> int:
         + "): "
         + ", ".join(f"{t:.0f}/{0.91 * r:.0f}" for t, r in zip(q_twin, quantiles.values(), strict=True))
         + ".",
-        f"- Time: engine {engine_seconds:.1f} s, independent check {check_seconds:.1f} s"
+        "- Time: "
+        + ("engine not run" if table is None else f"engine {engine_seconds:.1f} s")
+        + f", independent check {check_seconds:.1f} s"
         + ("" if same is None else f"; engine and independent check give the same majority for {same:.2%} of fields")
         + ".",
     ]
