@@ -32,7 +32,13 @@ from cropmon.twin.landscape import (
     to_metric,
     transform_geometries,
 )
-from cropmon.twin.overlaps import SharedPixels, make_contained, make_strips, size_biased_order
+from cropmon.twin.overlaps import (
+    ParcelSelection,
+    SharedPixels,
+    make_contained,
+    make_strips,
+    size_biased_order,
+)
 from cropmon.twin.params import (
     ALIAS_SHARES,
     COVERED_FIELD_MIX,
@@ -169,12 +175,11 @@ def build_ground_truth(
     n_parcels = int(counts.sum()) + N_RADISH_FIELDS - plan.no_centre - plan.covered
     centre_px = np.bincount(id_grid.ravel(), minlength=len(landscape.wkb) + 1)
     parcels = select_parcels(landscape, centre_px[1:], n_parcels, rng)
-    wkb, region = landscape.wkb[parcels], parcels + 1
-    busy = np.zeros(n_parcels, dtype=bool)  # parcels already in an overlap
+    selection = ParcelSelection(landscape.wkb[parcels], parcels + 1, centre_px[parcels + 1], np.zeros(n_parcels, bool))
     first_part_id = len(landscape.wkb) + 1
-    parts = make_contained(wkb, region, centre_px[region], busy, id_grid, grid, plan.contained, first_part_id, rng)
-    reaching = make_strips(wkb, region, centre_px[region], busy, id_grid, grid, plan.partial_pairs, rng)
-    wkb, region = np.concatenate([wkb, parts.wkb]), np.concatenate([region, parts.region])
+    parts = make_contained(selection, id_grid, grid, plan.contained, first_part_id, rng)
+    reaching = make_strips(selection, id_grid, grid, plan.partial_pairs, rng)
+    wkb, region = np.concatenate([selection.wkb, parts.wkb]), np.concatenate([selection.region, parts.region])
 
     first_sliver_id = first_part_id + plan.contained
     is_gt = np.zeros(first_sliver_id, dtype=bool)
@@ -184,7 +189,7 @@ def build_ground_truth(
     burn_touched(sliver_wkb, sliver_region, id_grid, grid)
 
     area = field_areas(wkb)
-    crop, originals, duplicate_crop, sliver_crop = _crops(area, busy, counts, plan, scale, rng)
+    crop, originals, duplicate_crop, sliver_crop = _crops(area, selection.busy, counts, plan, scale, rng)
     fields = _Assembled(
         wkb=np.concatenate([wkb, wkb[originals], sliver_wkb]),
         region=np.concatenate([region, region[originals], sliver_region]),

@@ -87,21 +87,24 @@ class ContainedParts:
     containers: SharedPixels  # every pixel centre of each container
 
 
+@dataclass(frozen=True)
+class ParcelSelection:
+    """The GT parcels being edited: WKB (rewritten in place), id-grid regions, pixel centres, and which are busy
+    (already in an overlap: a field takes part in one at most)."""
+
+    wkb: np.ndarray
+    region: np.ndarray
+    centre_px: np.ndarray
+    busy: np.ndarray
+
+
 def size_biased_order(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random order of the items, drawn without replacement in proportion to `weights`."""
     return np.argsort(rng.exponential(size=len(weights)) / weights, kind="stable")
 
 
 def make_contained(
-    wkb: np.ndarray,
-    region: np.ndarray,
-    centre_px: np.ndarray,
-    busy: np.ndarray,
-    id_grid: np.ndarray,
-    grid: TwinGrid,
-    n: int,
-    first_id: int,
-    rng: np.random.Generator,
+    parcels: ParcelSelection, id_grid: np.ndarray, grid: TwinGrid, n: int, first_id: int, rng: np.random.Generator
 ) -> ContainedParts:
     """n parts of GT fields (containers picked in proportion to size), each given id first_id + k in id_grid.
 
@@ -109,6 +112,7 @@ def make_contained(
     stayed in the export), ~1 m inside the container's outline. Marks the containers busy.
     """
     metric, lonlat = to_metric(), to_lonlat()
+    wkb, region, centre_px, busy = parcels.wkb, parcels.region, parcels.centre_px, parcels.busy
     parts, containers, container_pixels = [], [], []
     candidates = np.flatnonzero(~busy & (centre_px >= MIN_CONTAINER_PX))
     for c in candidates[size_biased_order(centre_px[candidates].astype(np.float64), rng)]:
@@ -164,23 +168,17 @@ def _end_part(
 
 
 def make_strips(
-    wkb: np.ndarray,
-    region: np.ndarray,
-    centre_px: np.ndarray,
-    busy: np.ndarray,
-    id_grid: np.ndarray,
-    grid: TwinGrid,
-    n: int,
-    rng: np.random.Generator,
+    parcels: ParcelSelection, id_grid: np.ndarray, grid: TwinGrid, n: int, rng: np.random.Generator
 ) -> SharedPixels:
     """n pairs of neighbouring GT fields, the first's outline moved across the hedge into the second; returns
     every pixel centre of each reaching field.
 
-    Rewrites the reaching field's WKB in `wkb` and gives it the hedge pixels it now covers in id_grid; the strip's
-    pixels stay the neighbour's. Each field is in at most one pair (marked busy); the reaching field covers no
-    other field and keeps more own pixel centres than shared ones, and so does its neighbour.
+    Rewrites the reaching field's WKB in `parcels.wkb` and gives it the hedge pixels it now covers in id_grid; the
+    strip's pixels stay the neighbour's. Each field is in at most one pair (marked busy); the reaching field covers
+    no other field and keeps more own pixel centres than shared ones, and so does its neighbour.
     """
     metric, lonlat = to_metric(), to_lonlat()
+    wkb, region, centre_px, busy = parcels.wkb, parcels.region, parcels.centre_px, parcels.busy
     geoms = shapely.from_wkb(wkb)
     tree = shapely.STRtree(geoms)
     left, right = tree.query(geoms, predicate="dwithin", distance=NEIGHBOUR_DEG)
