@@ -63,7 +63,9 @@ def main() -> int:
         "| figure | value |",
         "| --- | --- |",
         f"| grid | {manifest['width']:,} x {manifest['height']:,} px |",
-        f"| fields | {manifest['fields']:,} ({manifest['no_pixel_centre_fields']} with no pixel centre) |",
+        f"| fields | {manifest['fields']:,} ({manifest['no_pixel_centre_fields']} with no pixel centre; "
+        f"{manifest['duplicates']} duplicates, {manifest['fields_inside_another']} inside another field, "
+        f"{manifest['neighbour_pairs_sharing_pixels']} neighbour pairs sharing pixels) |",
         f"| predictions.tif | {sizes[paths.raster.name]:,.0f} MiB ({args.compress}) |",
         f"| fields.gpkg | {sizes[paths.fields.name]:,.0f} MiB |",
         f"| generation time | {seconds:.1f} s |",

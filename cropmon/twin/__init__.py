@@ -1,10 +1,12 @@
 """The digital twin of the real u0c AOI: a prediction raster and a ground-truth GeoPackage with the real layouts.
 
 `make_twin` builds it from a seed: the same seed gives the same bytes. Fields come from a landscape of farm blocks
-(landscape), are sampled to the real size distribution and labelled in the real class proportions
-(fields); the model's field-level outcomes follow the real confusion matrix exactly (model), and the
-raster is written in row chunks (raster). Geometry and predictions draw from separate random streams, so
-`quality` changes the predictions while every field stays the same.
+(landscape), are sampled to the real size distribution and labelled in the real class proportions (fields); like
+the real export, some are exact duplicates, lie inside another field or share a strip of pixels with a neighbour
+(overlaps). The model's field-level outcomes follow the real confusion matrix exactly when every pixel centre of a
+field counts for it whatever its neighbours (model), and the raster is written in row chunks (raster). Geometry and
+predictions draw from separate random streams, so `quality` changes the predictions while every field stays the
+same.
 
 Scale 1 is the whole cell (5,218 x 5,218 pixels, ~153,800 fields); `scale` multiplies the area at the same
 density (1/16: a quarter of each side, for tests; 4: twice each side, for memory benchmarks).
@@ -34,7 +36,7 @@ from cropmon.twin.raster import COMPRESSIONS, decide_classes, write_raster
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "2"  # bump when the same seed would give different bytes (cache directories carry it)
+GENERATOR_VERSION = "3"  # bump when the same seed would give different bytes (cache directories carry it)
 RASTER_NAME, FIELDS_NAME, MANIFEST_NAME = "predictions.tif", "fields.gpkg", "twin.json"
 MIN_SIDE_PX = 64
 # Rough share of the generation time each step takes (for one monotone progress fraction).
@@ -107,9 +109,8 @@ def _generate(
     _log_step("fields", started, fields=len(gt.wkb))
 
     steps.start("predictions")
-    n_ids = len(landscape.wkb) + int(gt.is_sliver.sum()) + 1
-    pred = predict(gt, landscape, n_ids, quality, np.random.default_rng(prediction_seq))
-    classes = decide_classes(id_grid, pred, grid, class_seq)
+    pred = predict(gt, landscape, quality, np.random.default_rng(prediction_seq))
+    classes = decide_classes(id_grid, pred, gt.shared, grid, class_seq)
     _log_step("predictions", started)
 
     raster_progress = steps.start("raster")
@@ -126,6 +127,9 @@ def _generate(
         "width": grid.width,
         "height": grid.height,
         "fields": len(gt.wkb),
+        "duplicates": gt.plan.duplicates,
+        "fields_inside_another": gt.plan.contained,
+        "neighbour_pairs_sharing_pixels": gt.plan.partial_pairs,
         "no_pixel_centre_fields": int(gt.is_sliver.sum()),
     }
 

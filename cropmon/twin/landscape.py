@@ -79,10 +79,6 @@ class Landscape:
     block_kind: np.ndarray  # int8 FARMLAND | WOOD | VILLAGE
     block_gt_propensity: np.ndarray  # float64 0..1: how much of a block's farmland is in the ground truth
 
-    def geometries(self, which: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Live shapely Polygons of the selected parcels."""
-        return shapely.from_wkb(self.wkb[which])
-
 
 def twin_grid(scale: float) -> TwinGrid:
     """The grid of a twin of `scale` x the cell's area, centred on the cell and on the real file's pixel grid."""
@@ -368,3 +364,20 @@ def rasterize_ids(
         if progress:
             progress(r1 / grid.height)
     return out
+
+
+def burnt_pixels(poly: shapely.Polygon, grid: TwinGrid, *, all_touched: bool = False) -> np.ndarray:
+    """Flat indices of the pixels one polygon burns alone (GDAL's rule, as the engine uses), in a small window."""
+    west, south, east, north = shapely.bounds(poly)
+    r0 = max(int(np.floor((grid.transform.f - north) / PIXEL_SIZE_DEG)) - 1, 0)
+    r1 = min(int(np.floor((grid.transform.f - south) / PIXEL_SIZE_DEG)) + 2, grid.height)
+    c0 = max(int(np.floor((west - grid.transform.c) / PIXEL_SIZE_DEG)) - 1, 0)
+    c1 = min(int(np.floor((east - grid.transform.c) / PIXEL_SIZE_DEG)) + 2, grid.width)
+    burnt = rasterio.features.rasterize(
+        [(poly, 1)],
+        out_shape=(r1 - r0, c1 - c0),
+        transform=grid.transform * Affine.translation(c0, r0),
+        all_touched=all_touched,
+    )
+    rows, cols = np.nonzero(burnt)
+    return (rows + r0) * grid.width + cols + c0

@@ -3,6 +3,8 @@
 Field-level outcomes follow the real confusion matrix exactly: each crop's row is scaled to the crop's field count
 with largest-remainder rounding and dealt out, so per-crop agreement lands on the real value instead of scattering
 around it (wrong outcomes lean towards small fields, a design choice: small fields have fewer, more mixed pixels).
+A duplicate sees exactly its original's pixels, so the pair is dealt one outcome that both crops' rows hold; every
+other field, covered or overlapping included, is dealt its own (the raster makes each field's own pixels win).
 `quality` moves rows of the matrix towards or away from the diagonal. Everything random here comes from the
 prediction stream, so a quality change never moves a field.
 """
@@ -130,27 +132,37 @@ def _target_agreement(quality: float | dict[str, float], agreement: np.ndarray) 
     raise ConfigError(f"quality must be None, a float >= 0 or a dict of crop agreements, not {quality!r}")
 
 
-def predict(
-    gt: GroundTruth, landscape: Landscape, n_ids: int, quality: Quality, rng: np.random.Generator
-) -> Predictions:
+def predict(gt: GroundTruth, landscape: Landscape, quality: Quality, rng: np.random.Generator) -> Predictions:
     """Per id-grid value: the designed majority, minority classes, noise share and confidence of the model."""
     confusion = effective_confusion(quality)
     totals = confusion.sum(axis=1)
     agreement = np.divide(np.diag(confusion), totals, out=np.zeros(N_CLASSES), where=totals > 0)
-    pred = _background(landscape, n_ids, rng)
+    pred = _background(landscape, gt.n_ids, rng)
     majority = designed_majority(gt, confusion, rng)
     _set_fields(pred, gt, majority, agreement, confusion, rng)
     return pred
 
 
 def designed_majority(gt: GroundTruth, confusion: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each field's designed majority class: exact stratified counts per GT crop, wrong ones towards small fields."""
+    """Each field's designed majority class: exact stratified counts per GT crop, wrong ones towards small fields.
+
+    Duplicate pairs are dealt first, one outcome per pair taken from both fields' rows; the others then share out
+    what is left of each row.
+    """
     majority = np.empty(len(gt.crop), dtype=np.int8)
+    fields_per_crop = np.bincount(gt.crop[gt.crop != RADISH], minlength=N_CLASSES)
+    remaining = np.stack([apportion(confusion[g], fields_per_crop[g]) for g in range(N_CLASSES)])
+    duplicates = np.flatnonzero(gt.original >= 0)
+    for d in duplicates:
+        o = gt.original[d]
+        majority[[o, d]] = shared_outcome(remaining, (int(gt.crop[o]), int(gt.crop[d])), rng)
+    paired = np.zeros(len(gt.crop), dtype=bool)
+    paired[duplicates] = paired[gt.original[duplicates]] = True
     for g in range(N_CLASSES):
-        fields = np.flatnonzero(gt.crop == g)
+        fields = np.flatnonzero((gt.crop == g) & ~paired)
         if fields.size == 0:
             continue
-        outcomes = np.repeat(np.arange(N_CLASSES), apportion(confusion[g], fields.size))
+        outcomes = np.repeat(np.arange(N_CLASSES), remaining[g])
         wrong_first = np.concatenate([rng.permutation(outcomes[outcomes != g]), outcomes[outcomes == g]])
         size_rank = np.argsort(np.argsort(gt.area_m2[fields])) / fields.size
         order = np.argsort(size_rank + rng.normal(0.0, WRONG_SMALL_FIELD_BIAS, fields.size))
@@ -158,6 +170,43 @@ def designed_majority(gt: GroundTruth, confusion: np.ndarray, rng: np.random.Gen
     radish = np.flatnonzero(gt.crop == RADISH)
     majority[radish] = rng.choice(N_CLASSES, size=radish.size, p=PREDICTED_MIX)
     return majority
+
+
+def shared_outcome(remaining: np.ndarray, rows: tuple[int, ...], rng: np.random.Generator) -> int:
+    """One outcome for fields that see the same pixels (`rows`: their GT crops), taken from those rows' counts.
+
+    Prefers an outcome every row still holds, drawn in proportion to the rows' counts of it; otherwise one that
+    keeps each row's number of right outcomes (it replaces another wrong outcome). A crop's agreement moves only when
+    neither exists, which a `quality` far from the real model can cause (no common outcome left).
+    """
+    need = np.bincount(rows, minlength=N_CLASSES)
+    crops = np.flatnonzero(need)
+    cost = np.array([sum(_shortfall_cost(remaining[r], r, p, need[r]) for r in crops) for p in range(N_CLASSES)])
+    cheapest = cost == cost.min()
+    weight = np.prod(remaining[crops].astype(np.float64), axis=0) * cheapest
+    p = int(rng.choice(N_CLASSES, p=weight / weight.sum() if weight.sum() > 0 else cheapest / cheapest.sum()))
+    for r in crops:
+        _take(remaining[r], r, p, need[r])
+    return p
+
+
+def _shortfall_cost(row: np.ndarray, crop: int, outcome: int, k: int) -> int:
+    """0 if the row holds k of `outcome`; 1 per missing one if other wrong outcomes can stand in; else 100 each."""
+    short = max(0, k - int(row[outcome]))
+    other_wrong = 0 if outcome == crop else int(row.sum() - row[crop] - row[outcome])
+    return short if other_wrong >= short else 100 * short
+
+
+def _take(row: np.ndarray, crop: int, outcome: int, k: int) -> None:
+    """Use k of `outcome` from a crop's remaining outcomes, standing in the most frequent one of the same kind."""
+    for _ in range(k):
+        if row[outcome] > 0:
+            row[outcome] -= 1
+            continue
+        stand_in = row.copy()
+        if outcome != crop:
+            stand_in[crop] = 0  # a wrong outcome replaces a wrong one: the crop's agreement stays
+        row[np.argmax(stand_in if stand_in.any() else row)] -= 1
 
 
 def _background(landscape: Landscape, n_ids: int, rng: np.random.Generator) -> Predictions:
@@ -208,14 +257,19 @@ def _set_fields(
     mean_share = NOISE_BASE + NOISE_PER_ERROR * (1 - crop_agreement) + NOISE_IF_WRONG * ~right
     share = np.minimum(rng.beta(mean_share * NOISE_CONCENTRATION, (1 - mean_share) * NOISE_CONCENTRATION), NOISE_CAP)
     share[gt.is_sliver] = 0.0  # the all-touched pixels of a sliver are all its own
-    ids = gt.parcel
-    pred.majority[ids] = majority
-    pred.second[ids] = _second_classes(crop, majority, right, confusion, rng)
-    pred.third[ids] = _draw_excluding(PREDICTED_MIX, majority, rng)
-    pred.noise_threshold[ids] = ndtri(share)
-    pred.conf_mean[ids] = _field_confidence(crop, right, rng)
-    pred.conf_sd[ids] = 3.0 + 12.0 * rng.beta(2.0, 3.0, n)
-    pred.is_field[ids] = ~gt.is_sliver
+    second = _second_classes(crop, majority, right, confusion, rng)
+    third = _draw_excluding(PREDICTED_MIX, majority, rng)
+    conf_mean = _field_confidence(crop, right, rng)
+    conf_sd = 3.0 + 12.0 * rng.beta(2.0, 3.0, n)
+    own = gt.original < 0  # a duplicate's pixels are its original's (same majority by design)
+    ids = gt.parcel[own]
+    pred.majority[ids] = majority[own]
+    pred.second[ids] = second[own]
+    pred.third[ids] = third[own]
+    pred.noise_threshold[ids] = ndtri(share[own])
+    pred.conf_mean[ids] = conf_mean[own]
+    pred.conf_sd[ids] = conf_sd[own]
+    pred.is_field[ids] = ~gt.is_sliver[own]
 
 
 def _second_classes(

@@ -34,7 +34,34 @@ BAND_DESCRIPTIONS: tuple[str, ...] = (
 GT_LAYER: str = "u0c_gt_filtered_2022"
 GT_YEAR: int = 2022
 N_RADISH_FIELDS: int = 2  # fields labelled `radish` (in no class); kept at every scale so the trap always exists
-NO_CENTRE_FIELDS_AT_SCALE_1: int = 188  # middle of the 170-206 fields too small/thin to hold a pixel centre
+# Overlapping polygons, measured on the real u0c file (issue 13): in ONE label grid (all fields burnt together) ~205
+# fields get no pixel. The published "170-206 fields with no pixel centre" counted those. Rasterized alone, ~138 of
+# them DO hold pixel centres (median 64 px, up to 9.9 ha): they lost every pixel to overlapping polygons (exact
+# duplicates of another field, with another field_id and the same or another label; fields lying inside a larger
+# field). Only ~67 hold no pixel centre at all (slivers and tiny plots).
+REAL_SINGLE_GRID_EMPTY_FIELDS: int = 205
+REAL_COVERED_FIELDS: int = 138
+REAL_NO_CENTRE_FIELDS: int = 67
+NO_CENTRE_FIELDS_AT_SCALE_1: int = REAL_NO_CENTRE_FIELDS
+COVERED_FIELDS_AT_SCALE_1: int = REAL_COVERED_FIELDS
+# How the covered fields split (a documented choice: the real split is not published). Mostly duplicates; a field
+# inside another takes at most 40 % of its container (median ~20 px). The real covered fields are large (median
+# 64 px, all fields 42), so duplicates copy a field picked in proportion to its area squared: with this mix the
+# covered fields' median lands at the measured 64 px, up to ~10 ha. A third of the duplicates carry another crop's
+# label (a re-declaration with a changed crop: pairs of crops drawn in proportion to how often the real model
+# confuses them, e.g. grain vs silage corn, winter wheat vs winter barley).
+COVERED_FIELD_MIX: dict[str, float] = {"same_label_duplicate": 0.5, "other_label_duplicate": 0.25, "contained": 0.25}
+# Neighbours whose polygons overlap by a strip holding pixel centres (not measured: a documented choice). The export
+# is not topologically cleaned (~0.09 % of its fields are duplicates or nested), and neighbouring parcels digitised
+# separately overlap far more often than whole parcels are re-declared; but a shared strip must be ~10-30 m wide to
+# hold the centre of a 19 x 30 m pixel, which sub-metre digitising slivers never are. ~3 pairs per covered field:
+# 400 pairs, 0.5 % of the fields.
+PARTIAL_OVERLAP_PAIRS_AT_SCALE_1: int = 400
+# The no-centre fields' crops (a documented choice): half are remnants of split fields, carrying the crop of the
+# field they were cut from (the crop mix of all fields: mostly Winter Wheat); half are tiny plots (the crop mix of
+# fields below the real p1 size, FIELD_SIZE_QUANTILES_UTM_PX[0.01], under each crop's own size distribution:
+# mostly Fallow, some grass, corn and orchards).
+NO_CENTRE_REMNANT_SHARE: float = 0.5
 NATIVE_PIXEL_AREA_M2: float = 579.0  # ~19.3 m x 30.0 m at lat 50
 # The size quantiles were counted on a UTM-warped ~25 m grid; native pixels = 0.91 x those, so one such pixel
 # covers 0.91 x 579 = 527 m2 (which also puts the largest field, 186 px, at the documented ~10 ha).

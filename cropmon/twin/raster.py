@@ -1,8 +1,10 @@
 """The twin's prediction raster: per-pixel classes and the 10 bands, written in row chunks like the real file.
 
-Pass 1 decides every pixel's class (int8, one byte a pixel) and counts each GT field's pixel vote; fields where
-noise beat the designed majority (ties break to the lowest class id, as the engine does) are made pure. Pass 2
-derives the other nine bands chunk by chunk and writes them: the full 10-band raster is never held in memory.
+Pass 1 decides every pixel's class (int8, one byte a pixel) and counts each GT field's pixel vote, every pixel
+centre inside the field counting whatever its neighbours (a pixel in two fields votes in both); fields where noise
+or shared pixels beat the designed majority (ties break to the lowest class id, as the engine does) get pure own
+pixels, which always win: overlaps leave every field more own pixels than shared ones. Pass 2 derives the other
+nine bands chunk by chunk and writes them: the full 10-band raster is never held in memory.
 Spatial coherence comes from smooth noise (bilinear upsampling of a coarse Gaussian grid) plus per-pixel noise.
 """
 
@@ -17,8 +19,10 @@ import rasterio
 from rasterio.windows import Window
 from scipy.special import ndtr
 
+from cropmon.labels import N_CLASSES
 from cropmon.twin.landscape import TwinGrid
 from cropmon.twin.model import CROP2_MIX, MARGIN_MIX, Predictions
+from cropmon.twin.overlaps import SharedPixels
 from cropmon.twin.params import (
     BAND_DESCRIPTIONS,
     CLASS_PIXEL_MEAN,
@@ -81,7 +85,7 @@ def _smooth_fields(grid: TwinGrid, cells: tuple[int, ...], seed_seq: np.random.S
 
 
 def decide_classes(
-    id_grid: np.ndarray, pred: Predictions, grid: TwinGrid, seed_seq: np.random.SeedSequence
+    id_grid: np.ndarray, pred: Predictions, shared: SharedPixels, grid: TwinGrid, seed_seq: np.random.SeedSequence
 ) -> np.ndarray:
     """Band 3 for the whole grid (int8); every GT field's pixel vote is won by its designed majority."""
     key_field, margin_field = _smooth_fields(grid, (5, 9), seed_seq)
@@ -100,14 +104,39 @@ def decide_classes(
         _fill_gaps(cls, ids, margin_field.rows(r0, r1), rng)
         classes[r0:r1] = cls
         _count_votes(votes, ids, cls, pred)
-    beaten = _beaten(votes, pred)
-    if beaten.any():
-        logger.debug("made %d fields pure: pixel noise had beaten their designed majority", beaten.sum())
-        for r0 in range(0, grid.height, ROWS_PER_CHUNK):
-            ids = id_grid[r0 : r0 + ROWS_PER_CHUNK]
-            fix = beaten[ids]
-            classes[r0 : r0 + ROWS_PER_CHUNK][fix] = pred.majority[ids[fix]]
+    made_pure = np.zeros(len(pred.majority), dtype=bool)
+    beaten = _beaten(votes, pred) | _regions(shared, _beaten_with_shared(classes, pred, shared), len(made_pure))
+    while beaten.any():  # at most twice: a field's pure own pixels always win (overlaps.MAX_SHARED_SHARE)
+        logger.debug("made %d fields pure: pixel noise or shared pixels had beaten their majority", beaten.sum())
+        _make_pure(classes, id_grid, pred, beaten)
+        made_pure |= beaten
+        beaten = _regions(shared, _beaten_with_shared(classes, pred, shared), len(made_pure)) & ~made_pure
+    if _beaten_with_shared(classes, pred, shared).any():
+        raise RuntimeError("twin design broken: a field's own pixels do not outnumber the pixels it shares")
     return classes
+
+
+def _make_pure(classes: np.ndarray, id_grid: np.ndarray, pred: Predictions, regions: np.ndarray) -> None:
+    """Give every pixel of the chosen id-grid regions their region's majority class."""
+    for r0 in range(0, id_grid.shape[0], ROWS_PER_CHUNK):
+        ids = id_grid[r0 : r0 + ROWS_PER_CHUNK]
+        fix = regions[ids]
+        classes[r0 : r0 + ROWS_PER_CHUNK][fix] = pred.majority[ids[fix]]
+
+
+def _beaten_with_shared(classes: np.ndarray, pred: Predictions, shared: SharedPixels) -> np.ndarray:
+    """Per field of `shared`: whether its designed majority loses the vote of all its pixel centres."""
+    n = len(shared.region)
+    cls = classes.reshape(-1)[shared.pixels].astype(np.int64)
+    counts = np.bincount(shared.owner() * N_CLASSES + cls, minlength=n * N_CLASSES).reshape(n, N_CLASSES)
+    return counts.argmax(axis=1) != pred.majority[shared.region]
+
+
+def _regions(shared: SharedPixels, which: np.ndarray, n_ids: int) -> np.ndarray:
+    """A mask over id-grid values of the own regions of the chosen fields of `shared`."""
+    mask = np.zeros(n_ids, dtype=bool)
+    mask[shared.region[which]] = True
+    return mask
 
 
 def _fill_gaps(cls: np.ndarray, ids: np.ndarray, smooth: np.ndarray, rng: np.random.Generator) -> None:
