@@ -70,7 +70,7 @@ def run(config: RunConfig) -> RunOutcome:
         outputs.check_writable(out_dir)
         _inspect_inputs(raster, fields, config)
     profile = profile_scratch(config.profile)
-    with _cluster(config) as handle, outputs.atomic_output_dir(out_dir) as staged:
+    with _cluster(config, timer) as handle, outputs.atomic_output_dir(out_dir) as staged:
         with performance_report(handle, profile):
             aoi = _submit_aoi(handle, None, raster, fields, config, staged.staging, is_twin=is_twin, timer=timer,
                               started=started, progress=progress)
@@ -229,18 +229,19 @@ def _inspect_inputs(raster: str, fields: str, config: RunConfig) -> None:
 
 
 @contextlib.contextmanager
-def _cluster(config: RunConfig) -> Iterator[ClusterHandle]:
-    with connect(
-        config.scheduler,
-        workers=config.workers,
-        threads_per_worker=config.threads_per_worker,
-        memory_limit=config.memory_limit,
-        dashboard_address=config.dashboard_address,
-        tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key),
-        warm_up=warm_up,
-        no_worker_timeout=config.no_worker_timeout,
-    ) as handle:
+def _cluster(config: RunConfig, timer: StageTimer | None = None) -> Iterator[ClusterHandle]:
+    with contextlib.ExitStack() as stack:
+        with (timer or StageTimer()).stage("start cluster"):
+            handle = stack.enter_context(connect(
+                config.scheduler,
+                workers=config.workers,
+                threads_per_worker=config.threads_per_worker,
+                memory_limit=config.memory_limit,
+                dashboard_address=config.dashboard_address,
+                tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key),
+                warm_up=warm_up,
+                no_worker_timeout=config.no_worker_timeout,
+            ))
         if handle.dashboard_link:
             print(f"Dask dashboard: {handle.dashboard_link}", file=sys.stderr)
         yield handle
-
