@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,16 +193,17 @@ class ClusterHandle:
         }
 
 
-def _start_warming(client, warm_up: Callable[[], None] | None) -> list:
-    """Tune every worker's process (runtime.worker_plugin; waits: fast), then start `warm_up` on each (does not
-    wait): a cold worker otherwise spends ~1 s of the first run on imports and first calls."""
+def _start_warming(client, warm_up: Callable[[], None] | Sequence[Callable[[], None]] | None) -> list:
+    """Tune every worker's process (runtime.worker_plugin; waits: fast), then start each of `warm_up` on each worker
+    (does not wait), the later ones at a lower priority, so they fill the time a worker would otherwise wait: a cold
+    worker spends ~1 s of a first run on imports and first calls."""
     try:
         client.register_plugin(runtime.worker_plugin())
-        if warm_up is None:
-            return []
+        steps = [] if warm_up is None else [warm_up] if callable(warm_up) else list(warm_up)
         workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
-        return [client.submit(warm_up, pure=False, workers=[w], allow_other_workers=False, key=f"warm-up-{w}")
-                for w in workers]
+        return [client.submit(step, pure=False, workers=[w], allow_other_workers=False, priority=-i,
+                              key=f"warm-up-{i}-{w}")
+                for i, step in enumerate(steps) for w in workers]
     except Exception as exc:  # a worker that cannot import cropmon fails the run later, with the real error
         log.debug("could not prepare the workers: %s", exc)
         return []
@@ -223,12 +224,13 @@ def connect(
     dashboard_address: str = "127.0.0.1:8787",
     tls: TLSFiles | None = None,
     timeout: float = 30.0,
-    warm_up: Callable[[], None] | None = None,
+    warm_up: Callable[[], None] | Sequence[Callable[[], None]] | None = None,
     no_worker_timeout: float = 60.0,
 ) -> Iterator[ClusterHandle]:
     """Yield a ClusterHandle for the chosen backend and close what this function started (never a remote one).
 
-    `warm_up` runs once on every worker while the caller goes on (e.g. the engine's imports and first calls).
+    `warm_up` (one function or several, in priority order) runs once on every worker while the caller goes on
+    (e.g. the engine's imports and first calls, then the tail's imports).
     """
     choice = resolve_scheduler(scheduler)
     if choice in ("threads", "local"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cropmon import errors, manifest
+from cropmon import errors, manifest, tail
 from cropmon.cluster import ClusterHandle, TLSFiles, connect, performance_report, place_profile, profile_scratch
 from cropmon.config import RunConfig
 from cropmon.engine.analyse import FieldJob, submit_fields
@@ -239,7 +239,7 @@ def _cluster(config: RunConfig, timer: StageTimer | None = None) -> Iterator[Clu
                 memory_limit=config.memory_limit,
                 dashboard_address=config.dashboard_address,
                 tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key),
-                warm_up=warm_up,
+                warm_up=(warm_up, tail.warm_up),
                 no_worker_timeout=config.no_worker_timeout,
             ))
         if handle.dashboard_link:

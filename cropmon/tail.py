@@ -58,6 +58,15 @@ class Tail:
 # -- needs when it runs, so the client, which only submits them, never imports matplotlib, scikit-learn ...) --------
 
 
+def warm_up() -> None:
+    """Import what the tail's tasks run (matplotlib, scikit-learn, geopandas ...), on a worker that has nothing
+    better to do yet (pipeline submits it at a low priority)."""
+    import cropmon.analysis.pooled
+    import cropmon.report.images
+    import cropmon.report.map_window
+    import cropmon.report.single  # noqa: F401
+
+
 def diagnose_results(results: FieldResults, *, settings: DiagnosisSettings, seed: int) -> Diagnosis:
     from cropmon.analysis.diagnose import diagnose_run
 
