@@ -9,20 +9,30 @@ field, so its memory does not grow with the fields or the AOIs.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cropmon import errors, manifest, tail
-from cropmon.cluster import ClusterHandle, TLSFiles, connect, performance_report, place_profile, profile_scratch
+from cropmon.cluster import (
+    ClusterHandle,
+    TLSFiles,
+    connect,
+    performance_report,
+    place_profile,
+    profile_scratch,
+    resolve_scheduler,
+)
 from cropmon.config import RunConfig
-from cropmon.engine.analyse import FieldJob, submit_fields
+from cropmon.engine.analyse import FieldInputs, FieldJob, field_inputs, submit_fields
 from cropmon.engine.zonal import warm_up
 from cropmon.io import outputs
 from cropmon.io.raster import inspect_raster
@@ -70,13 +80,16 @@ def run(config: RunConfig) -> RunOutcome:
         outputs.check_writable(out_dir)
         _inspect_inputs(raster, fields, config)
     profile = profile_scratch(config.profile)
-    with _cluster(config, timer) as handle, outputs.atomic_output_dir(out_dir) as staged:
-        with performance_report(handle, profile):
-            aoi = _submit_aoi(handle, None, raster, fields, config, staged.staging, is_twin=is_twin, timer=timer,
-                              started=started, progress=progress)
-            run_json = _finish_aoi(handle, aoi, progress=progress)
-        place_profile(config.profile, profile, out_dir, staged.staging)
-        outputs.remove_parts(staged.staging)
+    with _cluster_starting(config, timer) as started_cluster:
+        inputs = _field_inputs(raster, fields, config, timer)  # while the cluster starts
+        handle = started_cluster()
+        with outputs.atomic_output_dir(out_dir) as staged:
+            with performance_report(handle, profile):
+                aoi = _submit_aoi(handle, None, inputs, config, staged.staging, is_twin=is_twin, timer=timer,
+                                  started=started)
+                run_json = _finish_aoi(handle, aoi, progress=progress)
+            place_profile(config.profile, profile, out_dir, staged.staging)
+            outputs.remove_parts(staged.staging)
     log.info("outputs in %s (%.1f s)", out_dir, run_json["timings_s"]["total"])
     return RunOutcome(out_dir=Path(out_dir), manifest=run_json)
 
@@ -106,9 +119,9 @@ def run_many(config: RunConfig) -> RunOutcome:
             window = aois_in_flight(handle.n_workers())
             for name, raster, fields in config.aois:
                 log.info("AOI %s: %s + %s", name, raster, fields)
-                aoi = _submit_aoi(handle, name, raster, fields, config, staged.staging, is_twin=False,
-                                  timer=StageTimer(show=progress), started=time.time(), progress=progress,
-                                  summarise=True)
+                timer = StageTimer(show=progress)
+                aoi = _submit_aoi(handle, name, _field_inputs(raster, fields, config, timer), config, staged.staging,
+                                  is_twin=False, timer=timer, started=time.time(), summarise=True)
                 in_flight.append(aoi)
                 while len(in_flight) > window:  # the oldest AOI's tail runs beside the newer AOIs' computes
                     done = in_flight.popleft()
@@ -144,16 +157,19 @@ def _finish_many(handle: ClusterHandle, aoi: AOIRun, summaries: dict[str, Any], 
             "n_fields": run_json["fields"]["n_input"], "timings_s": run_json["timings_s"]}
 
 
-def _submit_aoi(handle: ClusterHandle, name: str | None, raster: str, fields: str, config: RunConfig,
-                staging: Path, *, is_twin: bool, timer: StageTimer, started: float, progress: bool,
-                summarise: bool = False) -> AOIRun:
+def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer) -> FieldInputs:
+    return field_inputs(raster, fields, chunk_rows=config.chunk_rows, layer=config.layer,
+                        label_column=config.label_column, class_band=config.class_band,
+                        confidence_band=config.confidence_band, timer=timer)
+
+
+def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, config: RunConfig, staging: Path, *,
+                is_twin: bool, timer: StageTimer, started: float, summarise: bool = False) -> AOIRun:
     """Put one AOI's engine and tail on the cluster; returns once both are submitted."""
     out_dir = staging / name if name else staging
     out_dir.mkdir(exist_ok=True)
     destination = _destination(handle, out_dir, config)
-    job = submit_fields(handle, raster, fields, chunk_rows=config.chunk_rows, layer=config.layer,
-                        label_column=config.label_column, class_band=config.class_band,
-                        confidence_band=config.confidence_band, timer=timer)
+    job = submit_fields(handle, inputs, timer=timer)
     header = manifest.run_header(raster=job.raster, source=job.source, n_fields=job.n_fields,
                                  settings=config.as_manifest(), is_twin=is_twin, started=started)
     tail = submit_tail(handle, job, settings=config.diagnosis, seed=config.seed, destination=destination,
@@ -245,3 +261,42 @@ def _cluster(config: RunConfig, timer: StageTimer | None = None) -> Iterator[Clu
         if handle.dashboard_link:
             print(f"Dask dashboard: {handle.dashboard_link}", file=sys.stderr)
         yield handle
+
+
+@contextlib.contextmanager
+def _cluster_starting(config: RunConfig, timer: StageTimer) -> Iterator[Callable[[], ClusterHandle]]:
+    """Start a local cluster in a thread while the caller reads the inputs' headers (its worker processes take a
+    second or two to start); yields a function that waits for it. The cluster lives and closes in that thread (a
+    Client is entered and left in one context); a remote scheduler is simply connected to."""
+    if resolve_scheduler(config.scheduler) not in ("local", "threads"):
+        with _cluster(config, timer) as handle:
+            yield lambda: handle
+        return
+    own_timer = StageTimer()  # no ticking line from a second thread
+    ready: concurrent.futures.Future = concurrent.futures.Future()
+    done = threading.Event()
+
+    def hold() -> None:
+        try:
+            with _cluster(config, own_timer) as handle:
+                ready.set_result(handle)
+                done.wait()
+        except BaseException as exc:  # handed to the caller: a failed start is its error
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                log.warning("closing the cluster failed: %s", exc)
+
+    thread = threading.Thread(target=hold, name="cropmon-cluster", daemon=True)
+    thread.start()
+
+    def started() -> ClusterHandle:
+        handle = ready.result()
+        timer.seconds.update(own_timer.seconds)
+        return handle
+
+    try:
+        yield started
+    finally:
+        done.set()
+        thread.join()

@@ -31,7 +31,7 @@ from cropmon.progress import StageTimer, result_bar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FieldJob", "FieldResults", "analyse_fields", "submit_fields"]
+__all__ = ["FieldInputs", "FieldJob", "FieldResults", "analyse_fields", "field_inputs", "submit_fields"]
 
 
 @dataclass
@@ -52,6 +52,7 @@ class FieldJob:
 
         `timings["compute"]` is the time from submitting the graph to the table being seen ready."""
         bar = result_bar(len(self.summaries)) if progress else None
+        log.info("compute ...")
         try:
             with handle.failures(), _pixel_read_errors(self.raster):
                 for future in handle.as_completed(self.summaries):
@@ -68,6 +69,7 @@ class FieldJob:
                 bar.close()
         self.summaries = []
         self.timings["compute"] = round(time.perf_counter() - self.submitted, 3)
+        log.info("compute done in %.2f s (from submitting the graph)", self.timings["compute"])
 
 
 def prepare_fields_task(fields: str, *, layer: str | None, label_column: str, raster_crs: str,
@@ -86,30 +88,41 @@ def layout_facts(index: FieldIndex) -> tuple[int, int, list[tuple[int, int]]]:
     return len(index.layout.label_of_row), index.layout.n_labels, index.owner_spans()
 
 
-def submit_fields(
-    handle: ClusterHandle,
-    raster: str | Path,
-    fields: str | Path,
-    *,
-    chunk_rows: int | None = None,
-    layer: str | None = None,
-    label_column: str = "normalized_label",
-    class_band: int = 3,
-    confidence_band: int = 4,
-    timer: StageTimer | None = None,
-) -> FieldJob:
-    """Put the analysis of `fields` on `raster` on the cluster; returns once the graph is submitted."""
+@dataclass(frozen=True)
+class FieldInputs:
+    """What the client knows of one AOI's inputs before the cluster does anything: the raster's header, its
+    chunking and lazy bands, and the fields file's header."""
+
+    raster: raster_io.RasterInfo
+    chunks: RowChunks
+    bands: Any  # the lazy (2, y, x) class/confidence array (io/raster.open_prediction_bands)
+    source: vector.FieldSource
+    label_column: str
+
+
+def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | None = None, layer: str | None = None,
+                 label_column: str = "normalized_label", class_band: int = 3, confidence_band: int = 4,
+                 timer: StageTimer | None = None) -> FieldInputs:
+    """The client's side of one AOI (headers only, nothing on the cluster): can run while the cluster starts."""
     timer = timer or StageTimer()
     with timer.stage("inspect raster"):
         info = raster_io.inspect_raster(raster, class_band=class_band, confidence_band=confidence_band)
         chunk_rows = raster_io.chunk_rows_for(info, chunk_rows)
         bands = raster_io.open_prediction_bands(info, chunk_rows=chunk_rows)  # lazy: reads the header only
         chunks = RowChunks(height=info.height, width=info.width, transform=_affine(info), chunk_rows=chunk_rows)
-    with timer.stage("read fields"):
+    with timer.stage("inspect fields"):
         source = vector.field_source(fields, layer=layer, label_column=label_column)
+    return FieldInputs(raster=info, chunks=chunks, bands=bands, source=source, label_column=label_column)
+
+
+def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTimer | None = None) -> FieldJob:
+    """Put the analysis of one AOI on the cluster; returns once the graph is submitted."""
+    timer = timer or StageTimer()
+    info, source = inputs.raster, inputs.source
+    with timer.stage("read fields"):
         prepared_and_index = handle.submit(prepare_fields_task, source.path, layer=source.layer,
-                                           label_column=label_column, raster_crs=info.crs, chunks=chunks,
-                                           stage="read-fields")
+                                           label_column=inputs.label_column, raster_crs=info.crs,
+                                           chunks=inputs.chunks, stage="read-fields")
         prepared = handle.submit(operator.itemgetter(0), prepared_and_index, stage="prepared-fields")
         index = handle.submit(operator.itemgetter(1), prepared_and_index, stage="field-index")
         n_fields, n_labels, spans = handle.result(handle.submit(layout_facts, index, stage="field-layout"))
@@ -121,7 +134,8 @@ def submit_fields(
             fix="check that the fields and the raster cover the same area (and that their CRS are right)",
         )
     with timer.stage("build graph"):
-        graph = field_graph(bands, source, index, chunks, spans, raster_crs=info.crs, nodata=info.nodata)
+        graph = field_graph(inputs.bands, source, index, inputs.chunks, spans, raster_crs=info.crs,
+                            nodata=info.nodata)
         submitted = time.perf_counter()
         summaries = handle.compute(graph)
         results = handle.submit(assemble_results, prepared, index, info, *summaries, stage="assemble-table")
@@ -148,9 +162,10 @@ def analyse_fields(
     timer = StageTimer(show=progress)
     handle_cm = (contextlib.nullcontext(cluster) if cluster is not None
                  else connect(scheduler, warm_up=warm_up, no_worker_timeout=no_worker_timeout))
+    inputs = field_inputs(raster, fields, chunk_rows=chunk_rows, layer=layer, label_column=label_column,
+                          class_band=class_band, confidence_band=confidence_band, timer=timer)
     with handle_cm as handle:
-        job = submit_fields(handle, raster, fields, chunk_rows=chunk_rows, layer=layer, label_column=label_column,
-                            class_band=class_band, confidence_band=confidence_band, timer=timer)
+        job = submit_fields(handle, inputs, timer=timer)
         with timer.stage("compute", has_own_bar=True):
             job.wait(handle, progress=progress)
         with timer.stage("gather table"):
