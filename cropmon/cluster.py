@@ -65,12 +65,28 @@ class ClusterHandle:
     no_worker_timeout: float = 60.0
     warming: list = field(default_factory=list)  # futures of the workers' warm-up (kept alive until the first wait)
     started: float = field(default_factory=time.time)
+    scope: str | None = None  # the AOI whose tasks are being submitted (see `scoped`)
+    keys_by_scope: dict[str, set] = field(default_factory=lambda: defaultdict(set))
+
+    @contextlib.contextmanager
+    def scoped(self, name: str | None) -> Iterator[None]:
+        """Tasks submitted in the block belong to `name` (an AOI): `describe(scope=name)` reports only those."""
+        previous, self.scope = self.scope, name
+        try:
+            yield
+        finally:
+            self.scope = previous
+
+    def _note(self, keys) -> None:
+        if self.scope is not None:
+            self.keys_by_scope[self.scope].update(keys)
 
     # -- submitting ------------------------------------------------------------------------------------------------
 
     def submit(self, fn: Callable, *args: Any, stage: str, **kwargs: Any):
         """Run `fn(*args, **kwargs)` on a worker as a task of `stage`; arguments may be futures of earlier tasks."""
         key = f"{stage}-{uuid.uuid4().hex}"
+        self._note([key])
         return self.client.submit(fn, *args, key=key, pure=False, **kwargs)
 
     def compute(self, collections: list) -> list:
@@ -78,6 +94,7 @@ class ClusterHandle:
         import dask
 
         # Large AOIs make graphs of a few MB; distributed's warning (10 MB by default) says nothing useful here.
+        self._note(key for collection in collections for key in collection.__dask_graph__())
         with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}):
             return self.client.compute(collections)
 
@@ -158,9 +175,14 @@ class ClusterHandle:
         seen = self.client.run(os.path.exists, str(path), workers=workers)
         return all(seen.values())
 
-    def task_records(self) -> list[dict]:
-        """The scheduler's task stream since this handle connected (worker, key, start/stop of each task)."""
-        return self.client.get_task_stream(start=self.started)
+    def task_records(self, scope: str | None = None) -> list[dict]:
+        """The scheduler's task stream since this handle connected (worker, key, start/stop of each task); with
+        `scope`, only the tasks submitted for it."""
+        records = self.client.get_task_stream(start=self.started)
+        if scope is None:
+            return records
+        keys = self.keys_by_scope.get(scope, set())
+        return [r for r in records if r["key"] in keys]
 
     def stages(self, records: list[dict] | None = None) -> dict[str, dict[str, Any]]:
         """Per stage (task key prefix): the workers that ran it, its tasks and their compute seconds."""
@@ -176,9 +198,10 @@ class ClusterHandle:
         return {name: {"workers": dict(sorted(v["workers"].items())), "tasks": v["tasks"],
                        "seconds": round(v["seconds"], 3)} for name, v in sorted(out.items())}
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, scope: str | None = None) -> dict[str, Any]:
+        """What run.json says of the cluster and of the tasks it ran (all, or those of `scope`)."""
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
-        records = self.task_records()
+        records = self.task_records(scope)
         per_worker = Counter(r["worker"] for r in records if "worker" in r)
         return {
             "kind": self.kind,

@@ -97,9 +97,9 @@ def run(config: RunConfig) -> RunOutcome:
 def run_many(config: RunConfig) -> RunOutcome:
     """Several AOIs on one cluster: per-AOI outputs, then the pooled view (metrics by crop x AOI, label allocation).
 
-    The next AOI's engine starts when the previous AOI's per-field table is assembled, so one AOI's tail runs beside
-    the next one's compute; at most two AOIs' tables live on the cluster at once, and only each AOI's compact
-    summary outlives its tail.
+    Up to `aois_in_flight` AOIs are on the cluster at once (two on a small one), so one AOI's tail runs beside the
+    next one's compute; a new AOI is submitted when the oldest is finished, and only each AOI's compact summary
+    outlives its tail.
     """
     started = time.time()
     progress = _want_progress(config)
@@ -169,11 +169,12 @@ def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, co
     out_dir = staging / name if name else staging
     out_dir.mkdir(exist_ok=True)
     destination = _destination(handle, out_dir, config)
-    job = submit_fields(handle, inputs, timer=timer)
-    header = manifest.run_header(raster=job.raster, source=job.source, n_fields=job.n_fields,
-                                 settings=config.as_manifest(), is_twin=is_twin, started=started)
-    tail = submit_tail(handle, job, settings=config.diagnosis, seed=config.seed, destination=destination,
-                       header={**header, "timings_s": dict(timer.seconds)}, summarise=summarise)
+    with handle.scoped(name):
+        job = submit_fields(handle, inputs, timer=timer)
+        header = manifest.run_header(raster=job.raster, source=job.source, n_fields=job.n_fields,
+                                     settings=config.as_manifest(), is_twin=is_twin, started=started)
+        tail = submit_tail(handle, job, settings=config.diagnosis, seed=config.seed, destination=destination,
+                           header={**header, "timings_s": dict(timer.seconds)}, summarise=summarise)
     return AOIRun(name=name, out_dir=out_dir, destination=destination, header=header, job=job, tail=tail,
                   timer=timer, started=started)
 
@@ -181,7 +182,7 @@ def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, co
 def _finish_aoi(handle: ClusterHandle, aoi: AOIRun, *, progress: bool) -> dict[str, Any]:
     """Wait for one AOI's compute and tail, then write its run.json; returns the manifest."""
     aoi.job.wait(handle, progress=progress)  # timings["compute"]: from submitting the graph to the table's being ready
-    with aoi.timer.stage("tail"), handle.failures():
+    with aoi.timer.stage("tail"), handle.failures(), handle.scoped(aoi.name):
         counts = collect_tail(handle, aoi.tail, aoi.out_dir, aoi.destination)
     last_output = time.perf_counter()
     manifest.log_field_counts(counts)
@@ -190,7 +191,7 @@ def _finish_aoi(handle: ClusterHandle, aoi: AOIRun, *, progress: bool) -> dict[s
                "total": round(time.time() - aoi.started, 3)}
     run_json = {
         **aoi.header,
-        "cluster": handle.describe(),
+        "cluster": handle.describe(aoi.name),
         "fields": counts,
         "timings_s": timings,
         "outputs": sorted([*aoi.tail.files, "run.json"]),

@@ -42,6 +42,14 @@ def test_per_aoi_outputs_and_manifest(multi_run):
                 "fields_to_label_by_aoi.csv", "report.md", "report.html"}  # fmt: skip
     assert expected <= set(manifest["pooled_outputs"])
     assert all((out / name).is_file() for name in manifest["pooled_outputs"])
+    # which worker ran which stage: each AOI's run.json counts its own tasks, the run's run.json all of them
+    assert manifest["cluster"]["stages"]["assemble-table"]["tasks"] == len(AOIS)
+    assert manifest["cluster"]["stages"]["pooled"]["tasks"] == 1
+    for name in AOIS:
+        stages = json.loads((out / name / "run.json").read_text())["cluster"]["stages"]
+        assert stages["assemble-table"]["tasks"] == stages["diagnosis"]["tasks"] == stages["report"]["tasks"] == 1
+        assert stages["image"]["tasks"] == 5 and "pooled" not in stages
+        assert all(stage["workers"] for stage in stages.values())
 
 
 def test_pooled_tables_agree_with_the_per_aoi_tables(multi_run):
