@@ -63,7 +63,8 @@ class ClusterHandle:
     address: str | None = None
     dashboard_link: str | None = None
     no_worker_timeout: float = 60.0
-    warming: list = field(default_factory=list)  # futures of the workers' warm-up (kept alive until the first wait)
+    warm_ups: list = field(default_factory=list)  # to start on every worker right after the first task (see submit)
+    warming: list = field(default_factory=list)  # futures of the workers' warm-ups (held, or they would be cancelled)
     started: float = field(default_factory=time.time)
     scope: str | None = None  # the AOI whose tasks are being submitted (see `scoped`)
     keys_by_scope: dict[str, set] = field(default_factory=lambda: defaultdict(set))
@@ -87,7 +88,10 @@ class ClusterHandle:
         """Run `fn(*args, **kwargs)` on a worker as a task of `stage`; arguments may be futures of earlier tasks."""
         key = f"{stage}-{uuid.uuid4().hex}"
         self._note([key])
-        return self.client.submit(fn, *args, key=key, pure=False, **kwargs)
+        future = self.client.submit(fn, *args, key=key, pure=False, **kwargs)
+        if self.warm_ups:  # after the first task, which must not wait for them (they fill the other workers)
+            self.warming, self.warm_ups = _start_warming(self.client, self.warm_ups), []
+        return future
 
     def compute(self, collections: list) -> list:
         """Submit lazy Dask collections (the engine's graph) in one go; one future each."""
@@ -117,7 +121,6 @@ class ClusterHandle:
         for `no_worker_timeout` s (the scheduler would otherwise wait forever)."""
         from distributed import wait
 
-        self.warming = []
         without_workers_since: float | None = None
         while True:
             try:
@@ -216,15 +219,12 @@ class ClusterHandle:
         }
 
 
-def _start_warming(client, warm_up: Callable[[], None] | Sequence[Callable[[], None]] | None) -> list:
-    """Tune every worker's process (runtime.worker_plugin; waits: fast), then start each of `warm_up` on each worker
-    (does not wait), the later ones at a lower priority, so they fill the time a worker would otherwise wait: a cold
-    worker spends ~1 s of a first run on imports and first calls."""
+def _start_warming(client, steps: Sequence[Callable[[], None]]) -> list:
+    """Start each of `steps` on each worker (does not wait), at priorities below every task of the run, so they fill
+    the time a worker would otherwise wait: a cold worker spends ~1 s of a first run on imports and first calls."""
     try:
-        client.register_plugin(runtime.worker_plugin())
-        steps = [] if warm_up is None else [warm_up] if callable(warm_up) else list(warm_up)
         workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
-        return [client.submit(step, pure=False, workers=[w], allow_other_workers=False, priority=-i,
+        return [client.submit(step, pure=False, workers=[w], allow_other_workers=False, priority=-1 - i,
                               key=f"warm-up-{i}-{w}")
                 for i, step in enumerate(steps) for w in workers]
     except Exception as exc:  # a worker that cannot import cropmon fails the run later, with the real error
@@ -291,10 +291,15 @@ def connect(
 
 
 def _handle(kind: str, client, address: str, warm_up, no_worker_timeout: float) -> ClusterHandle:
-    warming = _start_warming(client, warm_up)
+    """Tune every worker's process (runtime.worker_plugin; waits: fast); the warm-ups start with the first task."""
+    try:
+        client.register_plugin(runtime.worker_plugin())
+    except Exception as exc:  # a worker that cannot import cropmon fails the run later, with the real error
+        log.debug("could not prepare the workers: %s", exc)
+    warm_ups = [] if warm_up is None else [warm_up] if callable(warm_up) else list(warm_up)
     dashboard = client.dashboard_link if kind != "threads" else None
     handle = ClusterHandle(kind=kind, client=client, address=address, dashboard_link=dashboard,
-                           no_worker_timeout=no_worker_timeout, warming=warming)
+                           no_worker_timeout=no_worker_timeout, warm_ups=warm_ups)
     client.get_task_stream(start=time.time())  # installs the scheduler's task-stream plugin from the start
     return handle
 
