@@ -311,8 +311,11 @@ def _local_client(kind: str, *, workers: int | None, threads_per_worker: int | N
     from distributed import Client, LocalCluster
 
     if kind == "threads":
+        # In this process, no dashboard. The scheduler and the worker still serve /health over HTTP, on every
+        # interface unless they listen on an address of their own: TCP on loopback, random ports.
         options = dict(n_workers=1, threads_per_worker=threads_per_worker or (os.cpu_count() or 1), processes=False,
-                       dashboard_address=None, memory_limit=0)
+                       protocol="tcp://", host="127.0.0.1", dashboard_address=None, memory_limit=0,
+                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
     else:
         options = dict(n_workers=workers or max(1, min(os.cpu_count() or 1, 4)),
                        threads_per_worker=threads_per_worker or 1, processes=True, host="127.0.0.1",

@@ -116,3 +116,18 @@ def test_tls_scheduler_and_worker_give_the_same_results(tmp_path, small_inputs):
         cluster.stop()
     table_cols = [c for c in expected.table.columns if c != "geometry"]
     pd.testing.assert_frame_equal(got.table[table_cols], expected.table[table_cols])
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "local"])
+def test_clusters_listen_on_loopback_only(scheduler):
+    """The in-process and the local cluster bind every server (scheduler, workers, their HTTP /health) to
+    127.0.0.1: distributed's defaults would put the in-process ones on every interface."""
+    import os
+
+    import psutil
+
+    with connect(scheduler, workers=1, dashboard_address="127.0.0.1:0") as handle:
+        processes = [psutil.Process(os.getpid()), *psutil.Process(os.getpid()).children(recursive=True)]
+        listening = {c.laddr.ip for p in processes for c in p.net_connections("inet") if c.status == "LISTEN"}
+        assert handle.n_workers() == 1
+    assert listening == {"127.0.0.1"}, listening
