@@ -74,6 +74,10 @@ class RunConfig:
     tls_key: str | None = setting(group="cluster", help="client private key for a tls:// scheduler")
     no_worker_timeout: float = setting(
         60.0, group="cluster", help="seconds a cluster may have no worker before the run fails (exit 3)")
+    tie_break: str = setting(
+        "confidence", choices=("confidence", "lowest_id"),
+        help="how a field's tied majority is broken: 'confidence' (the tied class with the larger confidence sum, then "
+        "the lowest id) or 'lowest_id' (as rasterstats does; for comparing with such tools)")
     progress: str = setting("auto", choices=("auto", "on", "off"), help="progress bar (auto: on a terminal)")
     seed: int = setting(0, help="seed of the active-learning selection (the plan is deterministic for a seed)")
     diagnosis: DiagnosisSettings = field(default_factory=DiagnosisSettings)  # the file's [diagnosis] table
@@ -206,8 +210,9 @@ def validate(config: RunConfig) -> None:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise errors.ConfigError(f"{flag_name(name)} must be >= 1, got {value}")
-    choices = SETTINGS["progress"].metadata["choices"]
-    if config.progress not in choices:
-        raise errors.ConfigError(f"progress = {config.progress!r}", fix=f"use {', '.join(choices)}")
+    for name in ("progress", "tie_break"):
+        choices = SETTINGS[name].metadata["choices"]
+        if getattr(config, name) not in choices:
+            raise errors.ConfigError(f"{name} = {getattr(config, name)!r}", fix=f"use {', '.join(choices)}")
     if config.twin_scale <= 0:
         raise errors.ConfigError("twin_scale must be > 0")

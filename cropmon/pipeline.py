@@ -197,4 +197,5 @@ def _analyse(
             confidence_band=config.confidence_band,
             progress=progress,
             no_worker_timeout=config.no_worker_timeout,
+            tie_break=config.tie_break,
         )

@@ -21,13 +21,34 @@ from hypothesis import strategies as st
 
 from cropmon.engine.analyse import analyse_fields, build_field_graph
 from cropmon.engine.fields import prepare_fields
+from cropmon.engine.zonal import TIE_BREAKS
 from cropmon.errors import NoOverlap
 from cropmon.io import raster as raster_io
 from cropmon.io import vector
 
 
-def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin, pixel=PIXEL) -> pd.DataFrame:
-    """Per field: pixel centres inside the polygon (shapely), else pixel boxes it touches; then numpy stats."""
+def oracle_majority(cls: np.ndarray, conf: np.ndarray, *, tie_break: str = "confidence") -> float:
+    """The majority class of one field's pixels, written independently of the engine: count each class; among the
+    classes with the top count keep the one whose valid confidences (0..100) sum highest, then the lowest id."""
+    counts: dict[int, int] = {}
+    conf_sums: dict[int, float] = {}
+    for c, v in zip(cls.tolist(), conf.tolist(), strict=True):
+        counts[c] = counts.get(c, 0) + 1
+        conf_sums[c] = conf_sums.get(c, 0.0) + (v if 0 <= v <= 100 else 0.0)
+    top = max(counts.values())
+    tied = sorted(c for c, n in counts.items() if n == top)
+    if tie_break == "lowest_id":
+        return float(tied[0])
+    best = max(conf_sums[c] for c in tied)
+    return float(next(c for c in tied if conf_sums[c] == best))
+
+
+def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin, pixel=PIXEL,
+                tie_break: str = "confidence") -> pd.DataFrame:
+    """Per field: pixel centres inside the polygon (shapely), else pixel boxes it touches; then numpy stats.
+
+    Each field is tested alone, so a pixel inside two fields counts in both (exactextract / rasterstats semantics).
+    """
     height, width = classes.shape
     rows, cols = np.mgrid[0:height, 0:width]
     cx = origin[0] + (cols + 0.5) * pixel
@@ -56,7 +77,7 @@ def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin
                 "n_pixels": n,
                 "n_invalid": int((~in_range).sum()),
                 "n_nodata": n_nodata,
-                "majority_crop": float(np.argmax(counts)) if n else np.nan,
+                "majority_crop": oracle_majority(cls[in_range], conf[in_range], tie_break=tie_break) if n else np.nan,
                 "purity": counts.max() / n if n else np.nan,
                 "confidence_score": conf[conf_ok].mean() if n and conf_ok.any() else np.nan,
                 "pixel_rule": rule,
@@ -78,6 +99,23 @@ def check_against_oracle(result, oracle: pd.DataFrame) -> None:
     assert (result.class_counts.sum(axis=1).to_numpy() == table["n_pixels"].to_numpy()).all()
 
 
+def random_prediction(rng: np.random.Generator, height: int, width: int, *, two_classes: bool,
+                      nodata: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Classes (a few invalid, some nodata) and confidences (a few outside 0..100). With `two_classes` the pixels
+    hold one of two classes half and half, so that tied majorities are frequent; otherwise one class dominates."""
+    if two_classes:
+        pair = np.sort(rng.choice(32, size=2, replace=False))
+        classes = rng.choice([pair[0], pair[1], -1], size=(height, width), p=[0.48, 0.48, 0.04])
+    else:
+        classes = rng.choice([*range(32), -1, 40], size=(height, width), p=[0.9 / 32] * 32 + [0.05, 0.05])
+        classes = np.where(rng.random((height, width)) < 0.6, rng.integers(0, 4), classes)
+    classes = classes.astype(np.int16)
+    confidence = rng.integers(-5, 106, size=(height, width)).astype(np.int16)
+    if nodata is not None:
+        classes[rng.random((height, width)) < 0.05] = nodata
+    return classes, confidence
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -86,29 +124,50 @@ def check_against_oracle(result, oracle: pd.DataFrame) -> None:
     chunk_rows=st.integers(1, 70),
     n_cells=st.integers(2, 40),
     use_nodata=st.booleans(),
+    two_classes=st.booleans(),
+    tie_break=st.sampled_from(TIE_BREAKS),
 )
-def test_engine_equals_brute_force(tmp_path_factory, seed, height, width, chunk_rows, n_cells, use_nodata):
+def test_engine_equals_brute_force(tmp_path_factory, seed, height, width, chunk_rows, n_cells, use_nodata,
+                                   two_classes, tie_break):
     tmp = tmp_path_factory.mktemp("oracle")
     rng = np.random.default_rng(seed)
-    classes = rng.choice([*range(32), -1, 40], size=(height, width), p=[0.9 / 32] * 32 + [0.05, 0.05])
-    # few classes per field so that majorities are meaningful, ties still happen on small fields
-    classes = np.where(rng.random((height, width)) < 0.6, rng.integers(0, 4), classes).astype(np.int16)
-    confidence = rng.integers(-5, 106, size=(height, width)).astype(np.int16)
     nodata = -99 if use_nodata else None
-    if use_nodata:
-        classes[rng.random((height, width)) < 0.05] = nodata
+    classes, confidence = random_prediction(rng, height, width, two_classes=two_classes, nodata=nodata)
     raster = write_prediction_raster(tmp / "p.tif", classes, confidence, nodata=nodata)
     fields = random_fields(rng, height, width, n_cells)
     if len(fields) == 0:
         return
     path = write_fields(tmp / "f.gpkg", fields)
-    oracle = brute_force(fields, classes, confidence, nodata, origin=ORIGIN)
+    oracle = brute_force(fields, classes, confidence, nodata, origin=ORIGIN, tie_break=tie_break)
     try:
-        result = analyse_fields(raster, path, chunk_rows=chunk_rows)
+        result = analyse_fields(raster, path, chunk_rows=chunk_rows, tie_break=tie_break)
     except NoOverlap:
         assert (oracle["n_pixels"] == 0).all(), "NoOverlap raised although some field has pixels"
         return
     check_against_oracle(result, oracle)
+
+
+def test_ties_go_to_the_more_confident_class_unless_lowest_id_is_asked(tmp_path):
+    """A 4 x 4 field, half class 28 at confidence 90 and half class 3 at 40: a tie that the confidence sum breaks
+    to 28, and the lowest-id rule to 3; both flag it. A 3-way tie with equal sums goes to the lowest id."""
+    classes = np.zeros((12, 12), np.int16)
+    confidence = np.zeros((12, 12), np.int16)
+    classes[1:5, 1:3], confidence[1:5, 1:3] = 28, 90
+    classes[1:5, 3:5], confidence[1:5, 3:5] = 3, 40
+    classes[7:10, 7:8], classes[7:10, 8:9], classes[7:10, 9:10] = 12, 9, 17
+    confidence[7:10, 7:10] = 50
+    raster = write_prediction_raster(tmp_path / "p.tif", classes, confidence)
+    boxes = [shapely.box(*pixel_to_lonlat(1, 5), *pixel_to_lonlat(5, 1)),
+             shapely.box(*pixel_to_lonlat(7, 10), *pixel_to_lonlat(10, 7))]
+    fields = gpd.GeoDataFrame({"field_id": ["a", "b"], "normalized_label": ["fallow", "rice"]}, geometry=boxes,
+                              crs="EPSG:4326")
+    path = write_fields(tmp_path / "f.gpkg", fields)
+    by_confidence = analyse_fields(raster, path).table
+    by_lowest_id = analyse_fields(raster, path, tie_break="lowest_id").table
+    assert by_confidence["majority_crop"].tolist() == [28, 9] and by_confidence["tie"].all()
+    assert by_lowest_id["majority_crop"].tolist() == [3, 9] and by_lowest_id["tie"].all()
+    assert by_confidence["runner_up_crop"].tolist() == [3, 12]
+    assert by_confidence["purity"].tolist() == [0.5, 1 / 3]
 
 
 def test_chunkings_agree_and_fields_cross_chunk_edges(tmp_path):

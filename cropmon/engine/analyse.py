@@ -55,7 +55,8 @@ class FieldResults:
         return gpd.GeoSeries(self.source.read_geometries(self.fids[rows]), index=rows, crs=self.source.crs)
 
 
-def build_field_graph(info: raster_io.RasterInfo, prepared: fields_mod.PreparedFields, *, bands):
+def build_field_graph(info: raster_io.RasterInfo, prepared: fields_mod.PreparedFields, *, bands,
+                      tie_break: str = "confidence"):
     """The lazy computation (nothing is computed here) and the layout, over `bands` (raster.open_prediction_bands).
 
     The graph is a list: one delayed summary per chunk (zonal.finish_owned_fields).
@@ -75,7 +76,7 @@ def build_field_graph(info: raster_io.RasterInfo, prepared: fields_mod.PreparedF
             fix="check that the fields and the raster cover the same area (and that their CRS are right)",
         )
     grid, extras = label_grid(prepared.source, prepared.fids, layout, raster_crs=info.crs)
-    return field_statistics(bands, grid, extras, layout, nodata=info.nodata), layout
+    return field_statistics(bands, grid, extras, layout, nodata=info.nodata, tie_break=tie_break), layout
 
 
 def analyse_fields(
@@ -91,6 +92,7 @@ def analyse_fields(
     confidence_band: int = 4,
     progress: bool = False,
     no_worker_timeout: float = 60.0,
+    tie_break: str = "confidence",
 ) -> FieldResults:
     """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute)."""
     timer = StageTimer(show=progress)
@@ -107,7 +109,7 @@ def analyse_fields(
     handle_cm = contextlib.nullcontext(cluster) if cluster is not None else connect(scheduler)
     with handle_cm as handle:
         with timer.stage("build graph"):
-            graph, layout = build_field_graph(info, prepared, bands=bands)
+            graph, layout = build_field_graph(info, prepared, bands=bands, tie_break=tie_break)
             columns = FieldColumns(len(prepared.table), layout)
         with timer.stage("compute", has_own_bar=True), _pixel_read_errors(info):
             handle.compute(graph, columns.add, progress=progress, no_worker_timeout=no_worker_timeout)

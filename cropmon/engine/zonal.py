@@ -5,7 +5,9 @@ of valid confidences, sum of confidence, sum of squared confidence. Field ids ar
 so each chunk's intermediate is (fields touching the chunk x 34 classes), never (all fields x 34): memory follows
 the chunk, not the AOI. Each field is then finished by the chunk that owns it (its first row), which adds the
 partials of the few following chunks its pixels reach. The mode is the histogram's argmax (flox's `mode` has no
-chunked version), which also gives purity and the runner-up class at no extra read.
+chunked version), which also gives purity and the runner-up class at no extra read. A tie between classes with the
+same pixel count goes to the class whose pixels are the more confident (larger confidence sum), then to the lowest
+id (`TIE_BREAKS`); the lowest-id rule alone, which rasterstats uses, favours low class ids whatever the pixels say.
 
 Class slots: 0..31 the crop classes, 32 = a value outside 0..31 (counted, not a class), 33 = nodata (excluded).
 """
@@ -27,6 +29,7 @@ NODATA_SLOT = N_CLASSES + 1
 N_SLOTS = N_CLASSES + 2  # 32 classes + invalid + nodata
 CHANNELS = ("pixels", "conf_count", "conf_sum", "conf_sq_sum")
 PIXEL_RULES = np.array(["centre", "all_touched", "none"], dtype=object)  # indexed: shared strings, not copies
+TIE_BREAKS = ("confidence", "lowest_id")
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,8 @@ def chunk_partial(
 
 
 def finish_owned_fields(
-    first: int, last: int, partials: list[ChunkPartial], extras: BlockExtras | None = None
+    first: int, last: int, partials: list[ChunkPartial], extras: BlockExtras | None = None, *,
+    tie_break: str = "confidence",
 ) -> dict[str, np.ndarray]:
     """Add the partials of labels first..last (the chunk's own fields) and summarise them.
 
@@ -154,7 +158,7 @@ def finish_owned_fields(
     use_fallback = ~has_centre & (fallback[0].sum(axis=1) > 0)
     total[:, use_fallback] = fallback[:, use_fallback]
     pixel_rule = PIXEL_RULES[np.where(has_centre, 0, np.where(use_fallback, 1, 2))]
-    summary = summarize_histograms(total)
+    summary = summarize_histograms(total, tie_break=tie_break)
     summary["label"] = np.arange(first, last + 1, dtype=np.int64)
     summary["pixel_rule"] = pixel_rule
     summary["overlap_pairs"] = extras.overlap_pairs if extras is not None else np.empty((0, 2), np.int32)
@@ -166,18 +170,30 @@ def finish_owned_fields(
     return summary
 
 
-def summarize_histograms(total: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-field results from the (4, fields, 34) sums: majority (ties -> lowest id), purity, runner-up, means."""
+def top_class(counts: np.ndarray, conf_sums: np.ndarray, *, tie_break: str) -> np.ndarray:
+    """Per row, the class with the most pixels; among tied classes, the larger confidence sum, then the lowest id
+    (`tie_break="confidence"`), or the lowest id alone (`"lowest_id"`). Rows without pixels give class 0."""
+    if tie_break == "lowest_id":
+        return counts.argmax(axis=1)  # the first maximum
+    if tie_break != "confidence":
+        raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
+    tied = counts == counts.max(axis=1, keepdims=True)
+    return np.where(tied, conf_sums, -1).argmax(axis=1)  # the first maximum among the tied: the lowest id
+
+
+def summarize_histograms(total: np.ndarray, *, tie_break: str = "confidence") -> dict[str, np.ndarray]:
+    """Per-field results from the (4, fields, 34) sums: majority (ties: `top_class`), purity, runner-up, means."""
     pixels = total[0]
     class_counts = pixels[:, :N_CLASSES]
+    class_conf = total[2, :, :N_CLASSES]
     n_pixels = class_counts.sum(axis=1)
     has = n_pixels > 0
     rows = np.arange(len(n_pixels))
-    majority = class_counts.argmax(axis=1)  # first maximum: ties break to the lowest class id
+    majority = top_class(class_counts, class_conf, tie_break=tie_break)
     top = class_counts[rows, majority]
     rest = class_counts.copy()
     rest[rows, majority] = -1
-    runner = rest.argmax(axis=1)
+    runner = top_class(rest, class_conf, tie_break=tie_break)
     second = np.maximum(rest[rows, runner], 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         conf_n = total[1, :, :N_CLASSES].sum(axis=1)
@@ -206,7 +222,7 @@ def summarize_histograms(total: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def field_statistics(bands, grid, extras: list, layout, *, nodata: float | None) -> list:
+def field_statistics(bands, grid, extras: list, layout, *, nodata: float | None, tie_break: str = "confidence") -> list:
     """The lazy per-field results: one delayed summary dict per chunk (no compute happens here).
 
     `bands` is the lazy (2, y, x) class/confidence array and `grid` the lazy label grid, with the same row chunks.
@@ -226,7 +242,8 @@ def field_statistics(bands, grid, extras: list, layout, *, nodata: float | None)
     for k in range(layout.chunks.n_chunks):
         first, last = layout.owned(k)
         k0, k1 = layout.owner_span(k)
-        results.append(dask.delayed(finish_owned_fields)(first, last, partials[k0 : k1 + 1], extras[k]))
+        results.append(dask.delayed(finish_owned_fields)(first, last, partials[k0 : k1 + 1], extras[k],
+                                                         tie_break=tie_break))
     log.debug("%d chunks, %d labels", layout.chunks.n_chunks, layout.n_labels)
     return results
 

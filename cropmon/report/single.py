@@ -267,7 +267,7 @@ def _caveats(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSettings) ->
     if c["tiny"]:
         items.append(f"{c['tiny']:,} scored fields have fewer than {s.min_pixels} pixels: never picked for labelling.")
     if c["ties"]:
-        items.append(f"{c['ties']:,} fields had a tied majority, broken to the lowest class id.")
+        items.append(_ties_sentence(c, lookup(run_info, "settings", "tie_break")))
     if c["repaired_geometry"]:
         items.append(f"{c['repaired_geometry']:,} field geometries were invalid and repaired before use.")
     if c["duplicate_id"]:
@@ -292,6 +292,20 @@ def _caveats(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSettings) ->
         counts = ", ".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in dropped.items())
         items.append(f"The engine reported: {counts}.")
     return [Heading("Caveats"), Bullets(items or ["None: every field was scored and every label matched a class."])]
+
+
+TIE_RULES = {
+    "confidence": "to the tied class with the larger confidence sum (then the lowest class id)",
+    "lowest_id": "to the lowest class id (tie_break = lowest_id)",
+}
+
+
+def _ties_sentence(c: Mapping[str, Any], rule: object) -> str:
+    """How many fields had a tied majority, how the ties were broken, and how many of each crop's fields."""
+    by_crop = ", ".join(f"{crop or 'no known crop'} {n:,}" for crop, n in c["ties_by_crop"].items())
+    broken = TIE_RULES.get(str(rule), "by the run's tie_break setting")
+    return (f"{c['ties']:,} fields had a tied majority (several classes with the top pixel count), broken {broken};"
+            f" by ground-truth crop: {by_crop}.")
 
 
 def _input_path(run_info: Mapping[str, Any], name: str) -> str | None:
