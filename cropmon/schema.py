@@ -37,6 +37,7 @@ EXTRA_COLUMNS: tuple[str, ...] = (
     "confidence_std",  # float, std of band 4 over the field's pixels
     "confidence_majority",  # float, mean band 4 over the pixels of the majority class
     "n_conf_invalid",  # int, pixels whose confidence is outside 0..100 (excluded from the means)
+    "n_pixels_shared",  # int, pixel centres of the field that lie in another field too (counted in both)
     "pixel_rule",  # "centre" | "all_touched" (no pixel centre inside: fallback) | "none" (no pixel at all)
     "geometry_status",  # "ok" | "repaired" (make_valid) | "multipolygon" | "empty" | "not_polygon" | "outside"
     "duplicate_id",  # bool, field_id appears more than once in the input (all rows kept)

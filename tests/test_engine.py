@@ -10,6 +10,7 @@ import shapely
 from conftest import (
     ORIGIN,
     PIXEL,
+    overlapping_fields,
     pixel_to_lonlat,
     random_fields,
     shared_reference,
@@ -54,8 +55,10 @@ def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin
     cx = origin[0] + (cols + 0.5) * pixel
     cy = origin[1] - (rows + 0.5) * pixel
     out = []
-    for geom in fields.geometry:
-        inside = shapely.contains_xy(geom, cx, cy)
+    centre_masks = [shapely.contains_xy(geom, cx, cy) for geom in fields.geometry]
+    fields_per_pixel = np.sum(centre_masks, axis=0)
+    for geom, centres in zip(fields.geometry, centre_masks, strict=True):
+        inside = centres
         rule = "centre"
         if not inside.any():
             boxes = shapely.box(cx - pixel / 2, cy - pixel / 2, cx + pixel / 2, cy + pixel / 2)
@@ -82,6 +85,7 @@ def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin
                 "confidence_score": conf[conf_ok].mean() if n and conf_ok.any() else np.nan,
                 "pixel_rule": rule,
                 "tie": bool(n and (counts == counts.max()).sum() > 1),
+                "n_pixels_shared": int((centres & (fields_per_pixel > 1)).sum()),
             }
         )
     return pd.DataFrame(out)
@@ -89,7 +93,7 @@ def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin
 
 def check_against_oracle(result, oracle: pd.DataFrame) -> None:
     table = result.table
-    for col in ("n_pixels", "n_invalid", "n_nodata"):
+    for col in ("n_pixels", "n_invalid", "n_nodata", "n_pixels_shared"):
         np.testing.assert_array_equal(table[col].to_numpy(), oracle[col].to_numpy(), err_msg=col)
     for col in ("majority_crop", "purity", "confidence_score"):
         np.testing.assert_allclose(table[col].to_numpy(float), oracle[col].to_numpy(float), err_msg=col)
@@ -168,6 +172,80 @@ def test_ties_go_to_the_more_confident_class_unless_lowest_id_is_asked(tmp_path)
     assert by_lowest_id["majority_crop"].tolist() == [3, 9] and by_lowest_id["tie"].all()
     assert by_confidence["runner_up_crop"].tolist() == [3, 12]
     assert by_confidence["purity"].tolist() == [0.5, 1 / 3]
+
+
+def oracle_pairs(fields: gpd.GeoDataFrame, height: int, width: int) -> tuple[set, set]:
+    """Pairs of field ids whose pixel centres meet (brute force, pixel-centre masks) and those of equal polygons."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    cx, cy = pixel_to_lonlat(cols + 0.5, rows + 0.5)
+    masks = [shapely.contains_xy(g, cx, cy) for g in fields.geometry]
+    ids, geoms = fields["field_id"].tolist(), fields.geometry.to_numpy()
+    meet, same = set(), set()
+    for i in range(len(ids)):
+        for j in range(i + 1, len(ids)):
+            if (masks[i] & masks[j]).any():
+                meet.add(frozenset((ids[i], ids[j])))
+                if shapely.equals(geoms[i], geoms[j]):
+                    same.add(frozenset((ids[i], ids[j])))
+    return meet, same
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    height=st.integers(6, 45),
+    width=st.integers(6, 45),
+    chunk_rows=st.integers(1, 50),
+    n=st.integers(1, 14),
+    two_classes=st.booleans(),
+)
+def test_overlapping_and_duplicated_fields_each_get_all_their_pixels(tmp_path_factory, seed, height, width,
+                                                                     chunk_rows, n, two_classes):
+    """Overlaps, fields inside fields and exact duplicates: each field equals the oracle run on it alone."""
+    tmp = tmp_path_factory.mktemp("overlaps")
+    rng = np.random.default_rng(seed)
+    classes, confidence = random_prediction(rng, height, width, two_classes=two_classes, nodata=None)
+    raster = write_prediction_raster(tmp / "p.tif", classes, confidence)
+    fields = overlapping_fields(rng, height, width, n)
+    path = write_fields(tmp / "f.gpkg", fields)
+    oracle = brute_force(fields, classes, confidence, None, origin=ORIGIN)
+    try:
+        result = analyse_fields(raster, path, chunk_rows=chunk_rows)
+    except NoOverlap:
+        assert (oracle["n_pixels"] == 0).all(), "NoOverlap raised although some field has pixels"
+        return
+    check_against_oracle(result, oracle)
+    meet, same = oracle_pairs(fields, height, width)
+    assert result.report.overlapping_pairs == len(meet)
+    assert result.report.duplicate_geometry_pairs == len(same)
+    assert result.report.shared_pixels == int((oracle_fields_per_pixel(fields, height, width) > 1).sum())
+
+
+def oracle_fields_per_pixel(fields: gpd.GeoDataFrame, height: int, width: int) -> np.ndarray:
+    rows, cols = np.mgrid[0:height, 0:width]
+    cx, cy = pixel_to_lonlat(cols + 0.5, rows + 0.5)
+    return np.sum([shapely.contains_xy(g, cx, cy) for g in fields.geometry], axis=0)
+
+
+def test_a_duplicated_field_is_scored_twice_and_reported(tmp_path):
+    """The issue's case: the same polygon twice (another id and label) and one field inside another."""
+    classes = np.full((20, 20), 7, np.int16)
+    classes[:, 10:] = 28
+    raster = write_prediction_raster(tmp_path / "p.tif", classes, np.full((20, 20), 60, np.int16))
+    big = shapely.box(*pixel_to_lonlat(2, 16), *pixel_to_lonlat(14, 4))
+    small = shapely.box(*pixel_to_lonlat(11, 9), *pixel_to_lonlat(13, 7))
+    fields = gpd.GeoDataFrame(
+        {"field_id": ["big", "big-again", "small"], "normalized_label": ["wheat_winter", "fallow", "fallow"]},
+        geometry=[big, big, small], crs="EPSG:4326",
+    )
+    result = analyse_fields(raster, write_fields(tmp_path / "f.gpkg", fields), chunk_rows=5)
+    table = result.table.set_index("field_id")
+    assert table["n_pixels"].tolist() == [144, 144, 4]
+    assert table["majority_crop"].tolist() == [7, 7, 28] and table["n_pixels_shared"].tolist() == [144, 144, 4]
+    report = result.report
+    assert report.overlapping_pairs == 3 and report.duplicate_geometry_pairs == 1 and report.shared_pixels == 144
+    assert sorted(report.examples["fully_inside_other_fields"]) == ["big", "big-again", "small"]
+    assert report.overlap_examples[0] == {"fields": ["big", "big-again"], "shared_pixels": 144, "same_geometry": True}
 
 
 def test_chunkings_agree_and_fields_cross_chunk_edges(tmp_path):

@@ -116,7 +116,7 @@ def analyse_fields(
         del graph
     with timer.stage("assemble table"):
         results = columns.finish()
-        report_overlaps(prepared, layout, results.overlap_pairs)
+        report_overlaps(prepared, layout, results)
         table, class_counts = assemble_table(prepared, layout, results, info.crs)
         del results
     return FieldResults(

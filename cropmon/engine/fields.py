@@ -31,6 +31,9 @@ class FieldReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     unknown_labels: dict[str, int] = field(default_factory=dict)
     overlapping_pairs: int = 0  # pairs of fields sharing pixel centres (found by the rasterization)
+    duplicate_geometry_pairs: int = 0  # of which the two polygons are equal
+    shared_pixels: int = 0  # pixels inside more than one field (each counted in every field that holds it)
+    overlap_examples: list[dict[str, Any]] = field(default_factory=list)  # the pairs sharing the most pixels
 
     def add(self, case: str, field_ids: pd.Series | np.ndarray) -> None:
         ids = [str(v) for v in np.asarray(field_ids)]
@@ -45,6 +48,9 @@ class FieldReport:
             "examples": self.examples,
             "unknown_labels": self.unknown_labels,
             "overlapping_pairs": self.overlapping_pairs,
+            "duplicate_geometry_pairs": self.duplicate_geometry_pairs,
+            "shared_pixels": self.shared_pixels,
+            "overlap_examples": self.overlap_examples,
         }
 
 

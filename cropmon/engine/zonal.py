@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cropmon.engine.rasterize import BlockExtras
+from cropmon.engine.rasterize import BlockExtras, Overlaps
 from cropmon.labels import INVALID_CLASS, N_CLASSES
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,31 @@ class SparseSums:
 
 
 @dataclass(frozen=True)
+class LabelCounts:
+    """A count per field label, for the labels that have one (e.g. pixels a field shares with another)."""
+
+    labels: np.ndarray  # int64, unique
+    counts: np.ndarray  # int64
+
+    @classmethod
+    def of(cls, labels: np.ndarray) -> LabelCounts:
+        unique, counts = np.unique(labels, return_counts=True)
+        return cls(unique.astype(np.int64), counts.astype(np.int64))
+
+    def add_into(self, total: np.ndarray, first: int, last: int) -> None:
+        """Add the counts of labels first..last into `total` (index 0 = label `first`)."""
+        sel = (self.labels >= first) & (self.labels <= last)
+        total[self.labels[sel] - first] += self.counts[sel]
+
+
+@dataclass(frozen=True)
 class ChunkPartial:
-    """What one chunk adds to the fields touching it: centre-rule sums and all-touched fallback sums."""
+    """What one chunk adds to the fields touching it: centre-rule sums (shared pixels counted in every field that
+    contains them), all-touched fallback sums, and each field's pixels shared with another field."""
 
     sums: SparseSums
     fallback: SparseSums  # fields with no pixel centre anywhere, on their all-touched pixels
+    shared: LabelCounts
 
 
 def class_slots(classes: np.ndarray, confidence: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -123,20 +143,31 @@ def chunk_partial(
     labels = grid.ravel()
     if len(touching) == 0:
         empty = SparseSums.from_dense(touching, np.zeros((len(CHANNELS), 0, N_SLOTS), dtype=np.int64))
-        return ChunkPartial(empty, empty)
+        return ChunkPartial(empty, empty, LabelCounts.of(np.empty(0, np.int64)))
     lo, hi = int(touching[0]), int(touching[-1])
     lookup = np.full(hi - lo + 2, -1, dtype=np.int64)  # last slot: labels outside [lo, hi] (0 = no field)
     lookup[touching - lo] = np.arange(len(touching))
-    index = labels.astype(np.int64) - lo
-    index[(index < 0) | (index > hi - lo)] = hi - lo + 1
-    sums = _grouped_sums(classes, confidence, lookup[index], len(touching), nodata)
+
+    def local_codes(of_labels: np.ndarray) -> np.ndarray:
+        index = of_labels.astype(np.int64) - lo
+        index[(index < 0) | (index > hi - lo)] = hi - lo + 1
+        return lookup[index]
+
+    sums = _grouped_sums(classes, confidence, local_codes(labels), len(touching), nodata)
+    shared = extras.shared
+    if len(shared):  # the claims on shared pixels that the grid does not hold: counted in their fields too
+        other = shared.labels != labels[shared.pixels]
+        pixels = shared.pixels[other]
+        sums += _grouped_sums(classes[pixels], confidence[pixels], local_codes(shared.labels[other]),
+                              len(touching), nodata)
 
     fallback = extras.fallback
     fb_labels, fb_codes = np.unique(fallback.labels, return_inverse=True)
     fb_sums = _grouped_sums(
         classes[fallback.pixels], confidence[fallback.pixels], fb_codes.astype(np.int64), len(fb_labels), nodata
     )
-    return ChunkPartial(SparseSums.from_dense(touching, sums), SparseSums.from_dense(fb_labels, fb_sums))
+    return ChunkPartial(SparseSums.from_dense(touching, sums), SparseSums.from_dense(fb_labels, fb_sums),
+                        LabelCounts.of(shared.labels))
 
 
 def finish_owned_fields(
@@ -146,14 +177,16 @@ def finish_owned_fields(
     """Add the partials of labels first..last (the chunk's own fields) and summarise them.
 
     `extras` (the owning chunk's rasterization) adds each field's geometry status and point, and the chunk's
-    overlapping label pairs (so every chunk's extras are released with its own summary).
+    overlapping pairs (so every chunk's extras are released with its own summary).
     """
     n = max(last - first + 1, 0)
     total = np.zeros((len(CHANNELS), n, N_SLOTS), dtype=np.int64)
     fallback = np.zeros_like(total)
+    shared = np.zeros(n, dtype=np.int64)
     for part in partials:
         part.sums.add_into(total, first, last)
         part.fallback.add_into(fallback, first, last)
+        part.shared.add_into(shared, first, last)
     has_centre = total[0].sum(axis=1) > 0
     use_fallback = ~has_centre & (fallback[0].sum(axis=1) > 0)
     total[:, use_fallback] = fallback[:, use_fallback]
@@ -161,7 +194,9 @@ def finish_owned_fields(
     summary = summarize_histograms(total, tie_break=tie_break)
     summary["label"] = np.arange(first, last + 1, dtype=np.int64)
     summary["pixel_rule"] = pixel_rule
-    summary["overlap_pairs"] = extras.overlap_pairs if extras is not None else np.empty((0, 2), np.int32)
+    summary["n_pixels_shared"] = shared
+    summary["overlaps"] = extras.overlaps if extras is not None else Overlaps.empty()
+    summary["n_shared_pixels_in_chunk"] = extras.shared.n_pixels() if extras is not None else 0
     if extras is not None and extras.shapes is not None:
         shapes = extras.shapes
         if not np.array_equal(shapes.labels, summary["label"]):
