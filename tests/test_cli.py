@@ -252,3 +252,17 @@ def test_raster_whose_pixels_cannot_be_read(tmp_path, capsys, inputs):
                         "--scheduler", "threads")
     assert_one_line_error(code, err, "corrupted.tif", "pixels cannot be read", "same path")
     assert not (tmp_path / "o").exists()
+
+
+def test_rotated_raster(tmp_path, capsys, inputs):
+    import rasterio.shutil
+    from affine import Affine
+
+    raster, fields = inputs
+    rotated = tmp_path / "rotated.tif"
+    rasterio.shutil.copy(raster, rotated)
+    with rasterio.open(rotated, "r+") as dst:
+        dst.transform = dst.transform @ Affine.rotation(20)
+    code, err = run_cli(capsys, "--raster", rotated, "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "rotated.tif", "rotated or sheared", "Fix:", "gdalwarp")
+    assert not (tmp_path / "o").exists()
