@@ -48,7 +48,9 @@ class RunConfig:
 
     raster: str | None = setting(
         group="inputs", help="prediction GeoTIFF (10 bands; class = band 3, confidence = band 4)")  # None: the twin
-    fields: str | None = setting(group="inputs", help="ground-truth fields (GeoPackage or any OGR vector file)")
+    fields: str | None = setting(
+        group="inputs",
+        help="ground-truth fields: GeoPackage, GeoParquet, FlatGeobuf, Shapefile, GeoJSON or another GDAL vector file")
     layer: str | None = setting(group="inputs", help="layer of the fields file (needed when it has several)")
     label_column: str = setting("normalized_label", group="inputs", help="ground-truth label column")
     class_band: int = setting(3, group="inputs", help="1-based band of the class ids")
@@ -59,6 +61,11 @@ class RunConfig:
     twin_scale: float = setting(1.0, group="inputs", parse=positive_fraction,
                                 help="scale of the default twin (1 = the whole u0c cell; 1/16 for a quick look)")
     out: str | None = setting(help="output directory (default outputs/<name of the input>/)")
+    scratch_dir: str | None = setting(
+        group="inputs",
+        help="where a fields file that cannot be read by feature id (GeoJSON, GeoParquet, FlatGeobuf without index "
+        "...) is copied once as a GeoPackage, reused while the input is unchanged; every worker must see it at the "
+        "same path (default: .cropmon-scratch beside the output directory)")
     scheduler: str | None = setting(
         group="cluster",
         help="tcp://HOST:PORT or tls://HOST:PORT of a running scheduler, 'local' (a LocalCluster on 127.0.0.1, the "

@@ -58,6 +58,10 @@ class MissingColumn(InputError):
     """The fields lack a required column."""
 
 
+class GeometryError(InputError):
+    """The fields' geometry cannot be used as given: no geometry metadata, several geometry columns, no polygons."""
+
+
 class MissingCRS(InputError):
     """The raster or the fields have no coordinate reference system."""
 

@@ -149,9 +149,11 @@ def prepare_geometries(geometry: np.ndarray, *, fields_crs: str, raster_crs: str
 
 
 def same_crs(a: str, b: str) -> bool:
+    """The same CRS, whatever the axis order it declares (cropmon always works in x, y order: OGC:CRS84, the
+    GeoParquet default, is EPSG:4326 here)."""
     from pyproj import CRS
 
-    return a == b or CRS.from_user_input(a).equals(CRS.from_user_input(b))
+    return a == b or CRS.from_user_input(a).equals(CRS.from_user_input(b), ignore_axis_order=True)
 
 
 def field_points(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
