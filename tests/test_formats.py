@@ -149,3 +149,22 @@ def test_geoparquet_crs84_is_the_rasters_epsg4326(inputs, tmp_path):
     result = analyse_fields(raster, tmp_path / "crs84.parquet", scratch_dir=tmp_path / "s")
     assert "reprojected_from" not in result.report.counts
     pd.testing.assert_frame_equal(by_field(result), expected, check_dtype=False)
+
+
+def test_a_copy_the_workers_cannot_open_is_refused_before_the_compute(inputs, tmp_path):
+    """On a remote cluster whose workers do not see the scratch directory: one line naming the fix."""
+    from cropmon.cluster import ClusterHandle
+    from cropmon.errors import MissingFile
+
+    class WorkersElsewhere(ClusterHandle):
+        def workers_that_cannot_read(self, path: str) -> list[str]:
+            return ["tcp://10.0.0.7:40000"]
+
+        def compute(self, *args, **kwargs):
+            raise AssertionError("nothing may be computed")
+
+    _, raster, fields, _ = inputs
+    path, _ = write_as(fields, tmp_path, "geojson")
+    with pytest.raises(MissingFile, match=r"cannot be opened on 1 worker.*tcp://10\.0\.0\.7:40000.*--scratch-dir"):
+        analyse_fields(raster, path, cluster=WorkersElsewhere(kind="remote"), scratch_dir=tmp_path / "s")
+    analyse_fields(raster, write_as(fields, tmp_path, "fgb")[0], cluster=ClusterHandle(kind="threads"))
