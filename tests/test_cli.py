@@ -301,11 +301,16 @@ def test_parquet_without_geo_metadata(tmp_path, capsys, inputs):
     assert_nothing_written(tmp_path)
 
 
+def write_shapefile(path):
+    """_fields() as a Shapefile (GDAL cuts `normalized_label` to `normalized`, and says so)."""
+    with pytest.warns(RuntimeWarning, match="laundered"):
+        pyogrio.write_dataframe(_fields(), path, driver="ESRI Shapefile")
+    return path
+
+
 def test_shapefile_without_prj(tmp_path, capsys, inputs):
     raster, _ = inputs
-    shp = tmp_path / "nocrs.shp"
-    with pytest.warns(RuntimeWarning, match="laundered"):
-        pyogrio.write_dataframe(_fields(), shp, driver="ESRI Shapefile")
+    shp = write_shapefile(tmp_path / "nocrs.shp")
     (tmp_path / "nocrs.prj").unlink()
     code, err = run_cli(capsys, "--raster", raster, "--fields", shp, "--out", tmp_path / "o",
                         "--label-column", "normalized")
@@ -346,9 +351,7 @@ def test_several_geometry_columns_read_by_gdal(tmp_path, capsys, inputs):
 
 def test_shapefile_laundered_label_column_is_named(tmp_path, capsys, inputs):
     raster, _ = inputs
-    shp = tmp_path / "fields.shp"
-    with pytest.warns(RuntimeWarning, match="laundered"):
-        pyogrio.write_dataframe(_fields(), shp, driver="ESRI Shapefile")
+    shp = write_shapefile(tmp_path / "fields.shp")
     code, err = run_cli(capsys, "--raster", raster, "--fields", shp, "--out", tmp_path / "o")
     assert_one_line_error(code, err, "fields.shp", "'normalized_label' is missing", "'normalized' looks like it",
                           "10 characters", "--label-column normalized")

@@ -76,17 +76,12 @@ def test_scale_offset_and_colour_table_leave_class_ids_raw(tmp_path, striped):
     assert got.equals(expected)
 
 
-def test_rotated_raster_is_refused_with_the_fix(tmp_path, striped):
+@pytest.mark.parametrize("skew", [Affine.rotation(12), Affine.shear(5, 0)], ids=["rotated", "sheared"])
+def test_rotated_or_sheared_raster_is_refused_with_the_fix(tmp_path, striped, skew):
     raster, _ = striped
-    rotated = tmp_path / "rotated.tif"
-    rasterio.shutil.copy(raster, rotated)
-    with rasterio.open(rotated, "r+") as dst:
-        dst.transform = dst.transform @ Affine.rotation(12)
-    with pytest.raises(RotatedRaster, match=r"rotated or sheared.*gdalwarp -r near"):
-        raster_io.inspect_raster(rotated)
-    sheared = tmp_path / "sheared.tif"
-    rasterio.shutil.copy(raster, sheared)
-    with rasterio.open(sheared, "r+") as dst:
-        dst.transform = dst.transform @ Affine.shear(5, 0)
-    with pytest.raises(RotatedRaster, match=re.escape(str(sheared))):
-        raster_io.inspect_raster(sheared)
+    skewed = tmp_path / "skewed.tif"
+    rasterio.shutil.copy(raster, skewed)
+    with rasterio.open(skewed, "r+") as dst:
+        dst.transform = dst.transform @ skew
+    with pytest.raises(RotatedRaster, match=rf"{re.escape(str(skewed))}: .*rotated or sheared.*gdalwarp -r near"):
+        raster_io.inspect_raster(skewed)
