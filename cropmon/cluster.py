@@ -147,6 +147,13 @@ class ClusterHandle:
         self.tasks_per_worker = dict(Counter(t["worker"] for t in stream.data if "worker" in t))
         self.warming = []
 
+    def workers_that_cannot_read(self, path: str) -> list[str]:
+        """The workers of a remote cluster that cannot open `path` (a local cluster shares the client's files)."""
+        if self.kind != "remote" or self.client is None:
+            return []
+        readable = self.client.run(os.access, path, os.R_OK)
+        return sorted(worker for worker, ok in readable.items() if not ok)
+
     def _wait_with_watchdog(self, futures: set, wait, no_worker_timeout: float) -> set:
         """Wait until some of `futures` are done and return those; fail clearly when the cluster has had no worker
         for `no_worker_timeout` s."""

@@ -57,7 +57,8 @@ def run(config: RunConfig) -> RunOutcome:
         _inspect_inputs(raster, fields, config)
     profile = profile_scratch(config.profile)
     with _cluster(config) as handle:
-        results = _analyse(raster, fields, config, handle, progress=progress, profile=profile)
+        results = _analyse(raster, fields, config, handle, progress=progress, profile=profile,
+                           scratch_dir=scratch_dir_for(config, out_dir))
         cluster_info = handle.describe()
     with outputs.atomic_output_dir(out_dir) as staged:
         place_profile(config.profile, profile, out_dir, staged.staging)
@@ -91,7 +92,8 @@ def run_many(config: RunConfig) -> RunOutcome:
             aoi_started = time.time()
             log.info("AOI %s: %s + %s", name, raster, fields)
             profile = profile_scratch(config.profile)
-            results = _analyse(raster, fields, config, handle, progress=progress, profile=profile)
+            results = _analyse(raster, fields, config, handle, progress=progress, profile=profile,
+                               scratch_dir=scratch_dir_for(config, out_dir))
             place_profile(config.profile, profile, out_dir, staged.staging)  # the last AOI's report is kept
             aoi_dir = staged.staging / name
             aoi_dir.mkdir()
@@ -182,8 +184,16 @@ def _cluster(config: RunConfig) -> Iterator[ClusterHandle]:
         yield handle
 
 
+def scratch_dir_for(config: RunConfig, out_dir: Path) -> Path:
+    """--scratch-dir, else `.cropmon-scratch` beside the output directory: on a cluster the outputs' storage is
+    often the one every worker mounts (docker-compose.yml mounts /outputs on the workers), the input's may be
+    read-only."""
+    return Path(config.scratch_dir) if config.scratch_dir else Path(out_dir).resolve().parent / ".cropmon-scratch"
+
+
 def _analyse(
-    raster: str, fields: str, config: RunConfig, handle: ClusterHandle, *, progress: bool, profile: Path | None = None
+    raster: str, fields: str, config: RunConfig, handle: ClusterHandle, *, progress: bool, profile: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> FieldResults:
     with performance_report(handle, profile):
         return analyse_fields(
@@ -197,4 +207,6 @@ def _analyse(
             confidence_band=config.confidence_band,
             progress=progress,
             no_worker_timeout=config.no_worker_timeout,
+            tie_break=config.tie_break,
+            scratch_dir=scratch_dir,
         )

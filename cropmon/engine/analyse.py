@@ -55,7 +55,8 @@ class FieldResults:
         return gpd.GeoSeries(self.source.read_geometries(self.fids[rows]), index=rows, crs=self.source.crs)
 
 
-def build_field_graph(info: raster_io.RasterInfo, prepared: fields_mod.PreparedFields, *, bands):
+def build_field_graph(info: raster_io.RasterInfo, prepared: fields_mod.PreparedFields, *, bands,
+                      tie_break: str = "confidence"):
     """The lazy computation (nothing is computed here) and the layout, over `bands` (raster.open_prediction_bands).
 
     The graph is a list: one delayed summary per chunk (zonal.finish_owned_fields).
@@ -75,7 +76,7 @@ def build_field_graph(info: raster_io.RasterInfo, prepared: fields_mod.PreparedF
             fix="check that the fields and the raster cover the same area (and that their CRS are right)",
         )
     grid, extras = label_grid(prepared.source, prepared.fids, layout, raster_crs=info.crs)
-    return field_statistics(bands, grid, extras, layout, nodata=info.nodata), layout
+    return field_statistics(bands, grid, extras, layout, nodata=info.nodata, tie_break=tie_break), layout
 
 
 def analyse_fields(
@@ -91,30 +92,37 @@ def analyse_fields(
     confidence_band: int = 4,
     progress: bool = False,
     no_worker_timeout: float = 60.0,
+    tie_break: str = "confidence",
+    scratch_dir: str | Path | None = None,
 ) -> FieldResults:
-    """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute)."""
+    """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute).
+
+    `scratch_dir` holds the GeoPackage copy of a fields file that cannot be read by feature id (GeoJSON,
+    GeoParquet ...; io.convert); on a remote cluster every worker must see it at the same path.
+    """
     timer = StageTimer(show=progress)
     with timer.stage("inspect raster"):
         info = raster_io.inspect_raster(raster, class_band=class_band, confidence_band=confidence_band)
         chunk_rows = raster_io.chunk_rows_for(info, chunk_rows)
         bands = raster_io.open_prediction_bands(info, chunk_rows=chunk_rows)  # lazy: reads the header only
     with timer.stage("read fields"):
-        source = vector.read_field_table(fields, layer=layer, label_column=label_column)
+        source = vector.read_field_table(fields, layer=layer, label_column=label_column, scratch_dir=scratch_dir)
     with timer.stage("prepare fields"):
         prepared = fields_mod.prepare_fields(source, raster_crs=info.crs, label_column=label_column)
         prepared.table.attrs["source"] = source.table.attrs.get("source", {})
         del source
     handle_cm = contextlib.nullcontext(cluster) if cluster is not None else connect(scheduler)
     with handle_cm as handle:
+        _require_copy_on_workers(handle, prepared.source, fields)
         with timer.stage("build graph"):
-            graph, layout = build_field_graph(info, prepared, bands=bands)
+            graph, layout = build_field_graph(info, prepared, bands=bands, tie_break=tie_break)
             columns = FieldColumns(len(prepared.table), layout)
         with timer.stage("compute", has_own_bar=True), _pixel_read_errors(info):
             handle.compute(graph, columns.add, progress=progress, no_worker_timeout=no_worker_timeout)
         del graph
     with timer.stage("assemble table"):
         results = columns.finish()
-        report_overlaps(prepared, layout, results.overlap_pairs)
+        report_overlaps(prepared, layout, results)
         table, class_counts = assemble_table(prepared, layout, results, info.crs)
         del results
     return FieldResults(
@@ -128,6 +136,20 @@ def analyse_fields(
         fids=prepared.fids,
         raster_bounds=prepared.raster_bounds,
     )
+
+
+def _require_copy_on_workers(handle: ClusterHandle, source: vector.FieldSource, fields: str | Path) -> None:
+    """A fields file read through a local copy (io.convert) needs that copy on every worker's file system."""
+    if source.path == str(fields):
+        return
+    missing = handle.workers_that_cannot_read(source.path)
+    if missing:
+        raise errors.MissingFile(
+            f"its GeoPackage copy {source.path} (made because the format cannot be read by feature id) cannot be "
+            f"opened on {len(missing)} worker(s), e.g. {missing[0]}",
+            path=fields,
+            fix="pass --scratch-dir DIR on storage every worker mounts at the same path, or hand over a GeoPackage",
+        )
 
 
 @contextlib.contextmanager
