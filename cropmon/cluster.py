@@ -110,6 +110,13 @@ class ClusterHandle:
         with self.failures():
             return future.result()
 
+    def workers_that_cannot_read(self, path: str) -> list[str]:
+        """The workers of a remote cluster that cannot open `path` (a local cluster shares the client's files)."""
+        if self.kind != "remote":
+            return []
+        readable = self.client.run(os.access, path, os.R_OK)
+        return sorted(worker for worker, ok in readable.items() if not ok)
+
     def wait(self, futures: Iterable) -> None:
         """Wait until all `futures` are done."""
         pending = set(futures)

@@ -48,7 +48,9 @@ class RunConfig:
 
     raster: str | None = setting(
         group="inputs", help="prediction GeoTIFF (10 bands; class = band 3, confidence = band 4)")  # None: the twin
-    fields: str | None = setting(group="inputs", help="ground-truth fields (GeoPackage or any OGR vector file)")
+    fields: str | None = setting(
+        group="inputs",
+        help="ground-truth fields: GeoPackage, GeoParquet, FlatGeobuf, Shapefile, GeoJSON or another GDAL vector file")
     layer: str | None = setting(group="inputs", help="layer of the fields file (needed when it has several)")
     label_column: str = setting("normalized_label", group="inputs", help="ground-truth label column")
     class_band: int = setting(3, group="inputs", help="1-based band of the class ids")
@@ -59,6 +61,11 @@ class RunConfig:
     twin_scale: float = setting(1.0, group="inputs", parse=positive_fraction,
                                 help="scale of the default twin (1 = the whole u0c cell; 1/16 for a quick look)")
     out: str | None = setting(help="output directory (default outputs/<name of the input>/)")
+    scratch_dir: str | None = setting(
+        group="inputs",
+        help="where a fields file that cannot be read by feature id (GeoJSON, GeoParquet, FlatGeobuf without index "
+        "...) is copied once as a GeoPackage, reused while the input is unchanged; every worker must see it at the "
+        "same path (default: .cropmon-scratch beside the output directory)")
     scheduler: str | None = setting(
         group="cluster",
         help="tcp://HOST:PORT or tls://HOST:PORT of a running scheduler, 'local' (a LocalCluster on 127.0.0.1, the "
@@ -79,6 +86,10 @@ class RunConfig:
         "them: a cluster without a shared filesystem), 'auto' (shared when every worker sees the directory)")
     no_worker_timeout: float = setting(
         60.0, group="cluster", help="seconds a cluster may have no worker before the run fails (exit 3)")
+    tie_break: str = setting(
+        "confidence", choices=("confidence", "lowest_id"),
+        help="how a field's tied majority is broken: 'confidence' (the tied class with the larger confidence sum, then "
+        "the lowest id) or 'lowest_id' (as rasterstats does; for comparing with such tools)")
     progress: str = setting("auto", choices=("auto", "on", "off"), help="progress bar (auto: on a terminal)")
     seed: int = setting(0, help="seed of the active-learning selection (the plan is deterministic for a seed)")
     diagnosis: DiagnosisSettings = field(default_factory=DiagnosisSettings)  # the file's [diagnosis] table
@@ -211,8 +222,9 @@ def validate(config: RunConfig) -> None:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise errors.ConfigError(f"{flag_name(name)} must be >= 1, got {value}")
-    choices = SETTINGS["progress"].metadata["choices"]
-    if config.progress not in choices:
-        raise errors.ConfigError(f"progress = {config.progress!r}", fix=f"use {', '.join(choices)}")
+    for name in ("progress", "tie_break"):
+        choices = SETTINGS[name].metadata["choices"]
+        if getattr(config, name) not in choices:
+            raise errors.ConfigError(f"{name} = {getattr(config, name)!r}", fix=f"use {', '.join(choices)}")
     if config.twin_scale <= 0:
         raise errors.ConfigError("twin_scale must be > 0")

@@ -54,12 +54,20 @@ class MissingBand(InputError):
     """The raster lacks a band cropmon needs, or a band index is out of range."""
 
 
+class RotatedRaster(InputError):
+    """The raster's grid is rotated or sheared: cropmon needs a north-up grid."""
+
+
 class BadBandType(InputError):
     """A band has a dtype cropmon cannot use (e.g. a float class band)."""
 
 
 class MissingColumn(InputError):
     """The fields lack a required column."""
+
+
+class GeometryError(InputError):
+    """The fields' geometry cannot be used as given: no geometry metadata, several geometry columns, no polygons."""
 
 
 class MissingCRS(InputError):

@@ -44,18 +44,17 @@ def started_at(started: float) -> str:
 
 
 def run_header(*, raster: RasterInfo, source: FieldSource, n_fields: int, settings: dict[str, Any],
-               is_twin: bool, started: float) -> dict[str, Any]:
+               is_twin: bool, started: float, fields_read: dict[str, Any] | None = None) -> dict[str, Any]:
     """run.json of one AOI before its tail: inputs, versions, settings (the cluster, the field counts, the timings
-    and the outputs are added when they are known)."""
+    and the outputs are added when they are known). `fields_read`: the fields file as the worker read it (path,
+    layer, format, size; `read_from` when through a GeoPackage copy)."""
     return {
         "cropmon_version": __version__,
         "started": started_at(started),
         "inputs": {
             "raster": raster.as_manifest(),
             "fields": {
-                "path": source.path,
-                "layer": source.layer,
-                "size_bytes": size_bytes(source.path),
+                **(fields_read or {"path": source.path, "layer": source.layer, "size_bytes": size_bytes(source.path)}),
                 "crs": crs_name(source.crs),
                 "n_fields": n_fields,
             },

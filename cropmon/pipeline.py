@@ -81,7 +81,7 @@ def run(config: RunConfig) -> RunOutcome:
         _inspect_inputs(raster, fields, config)
     profile = profile_scratch(config.profile)
     with _cluster_starting(config, timer) as started_cluster:
-        inputs = _field_inputs(raster, fields, config, timer)  # while the cluster starts
+        inputs = _field_inputs(raster, fields, config, timer, out_dir=out_dir)  # while the cluster starts
         handle = started_cluster()
         with outputs.atomic_output_dir(out_dir) as staged:
             with performance_report(handle, profile):
@@ -120,8 +120,9 @@ def run_many(config: RunConfig) -> RunOutcome:
             for name, raster, fields in config.aois:
                 log.info("AOI %s: %s + %s", name, raster, fields)
                 timer = StageTimer(show=progress)
-                aoi = _submit_aoi(handle, name, _field_inputs(raster, fields, config, timer), config, staged.staging,
-                                  is_twin=False, timer=timer, started=time.time(), summarise=True)
+                inputs = _field_inputs(raster, fields, config, timer, out_dir=out_dir)
+                aoi = _submit_aoi(handle, name, inputs, config, staged.staging, is_twin=False, timer=timer,
+                                  started=time.time(), summarise=True)
                 in_flight.append(aoi)
                 while len(in_flight) > window:  # the oldest AOI's tail runs beside the newer AOIs' computes
                     done = in_flight.popleft()
@@ -157,10 +158,18 @@ def _finish_many(handle: ClusterHandle, aoi: AOIRun, summaries: dict[str, Any], 
             "n_fields": run_json["fields"]["n_input"], "timings_s": run_json["timings_s"]}
 
 
-def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer) -> FieldInputs:
+def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer, *, out_dir: Path) -> FieldInputs:
     return field_inputs(raster, fields, chunk_rows=config.chunk_rows, layer=config.layer,
                         label_column=config.label_column, class_band=config.class_band,
-                        confidence_band=config.confidence_band, timer=timer)
+                        confidence_band=config.confidence_band, tie_break=config.tie_break,
+                        scratch_dir=scratch_dir_for(config, out_dir), timer=timer)
+
+
+def scratch_dir_for(config: RunConfig, out_dir: Path) -> Path:
+    """--scratch-dir, else `.cropmon-scratch` beside the output directory: on a cluster the outputs' storage is
+    often the one every worker mounts (docker-compose.yml mounts /outputs on the workers), the input's may be
+    read-only."""
+    return Path(config.scratch_dir) if config.scratch_dir else Path(out_dir).resolve().parent / ".cropmon-scratch"
 
 
 def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, config: RunConfig, staging: Path, *,
@@ -172,7 +181,8 @@ def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, co
     with handle.scoped(name):
         job = submit_fields(handle, inputs, timer=timer)
         header = manifest.run_header(raster=job.raster, source=job.source, n_fields=job.n_fields,
-                                     settings=config.as_manifest(), is_twin=is_twin, started=started)
+                                     settings=config.as_manifest(), is_twin=is_twin, started=started,
+                                     fields_read=job.fields_read)
         tail = submit_tail(handle, job, settings=config.diagnosis, seed=config.seed, destination=destination,
                            header={**header, "timings_s": dict(timer.seconds)}, summarise=summarise)
     return AOIRun(name=name, out_dir=out_dir, destination=destination, header=header, job=job, tail=tail,

@@ -15,7 +15,7 @@ REFERENCE_COLUMNS: tuple[str, ...] = (
     "area_m2",  # float, as in the input
     "normalized_label",  # str, as in the input (may be unknown or null)
     "year",  # int, as in the input
-    "majority_crop",  # float class id of the histogram's argmax (ties -> lowest id); NaN without pixels
+    "majority_crop",  # float class id with the most pixels (a tie: see `tie`); NaN without pixels
     "confidence_score",  # float, mean of band 4 over the field's pixels; NaN without pixels
     "majority_crop_label",  # str crop name of majority_crop; "" without pixels
     "gt_label",  # str crop name of normalized_label; "" when the label is unknown or null
@@ -29,13 +29,15 @@ EXTRA_COLUMNS: tuple[str, ...] = (
     "n_invalid",  # int, pixels whose class is outside 0..31 (counted, not a class)
     "n_nodata",  # int, pixels under the raster's nodata value (excluded)
     "purity",  # float, majority pixels / n_pixels
-    "runner_up_crop",  # float class id of the second-largest class in the histogram; NaN if none
+    "runner_up_crop",  # float class id of the second-largest class (ties broken as the majority's); NaN if none
     "runner_up_share",  # float, runner-up pixels / n_pixels (0 when none)
     "vote_margin",  # float, purity - runner_up_share: the pixel-vote margin (NOT bands 7-8)
-    "tie",  # bool, the majority was a tie broken to the lowest class id
+    "tie",  # bool, several classes had the top pixel count: the run's tie_break chose among them (default
+    # "confidence": the larger confidence sum of the tied classes, then the lowest id; "lowest_id": the lowest id)
     "confidence_std",  # float, std of band 4 over the field's pixels
     "confidence_majority",  # float, mean band 4 over the pixels of the majority class
     "n_conf_invalid",  # int, pixels whose confidence is outside 0..100 (excluded from the means)
+    "n_pixels_shared",  # int, pixel centres of the field that lie in another field too (counted in both)
     "pixel_rule",  # "centre" | "all_touched" (no pixel centre inside: fallback) | "none" (no pixel at all)
     "geometry_status",  # "ok" | "repaired" (make_valid) | "multipolygon" | "empty" | "not_polygon" | "outside"
     "duplicate_id",  # bool, field_id appears more than once in the input (all rows kept)

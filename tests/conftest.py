@@ -8,6 +8,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+import shapely.affinity
 
 from cropmon.twin.params import BAND_DESCRIPTIONS as BAND_NAMES
 
@@ -107,6 +108,34 @@ def random_fields(rng: np.random.Generator, height: int, width: int, n_cells: in
         },
         geometry=lonlat,
         crs="EPSG:4326",
+    )
+
+
+def overlapping_fields(rng: np.random.Generator, height: int, width: int, n: int) -> gpd.GeoDataFrame:
+    """Fields that overlap as real ground-truth exports do: random rotated rectangles and irregular polygons laid
+    over one another, some wholly inside another, and exact duplicates (same polygon, another id and label)."""
+    polys = []
+    for _ in range(n):
+        cx, cy = rng.uniform(-2, width + 2), rng.uniform(-2, height + 2)
+        if rng.random() < 0.5:
+            box = shapely.box(cx, cy, cx + rng.uniform(0.3, width / 2 + 1), cy + rng.uniform(0.3, height / 2 + 1))
+            polys.append(shapely.affinity.rotate(box, rng.uniform(0, 90)))
+        else:
+            angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(3, 9)))
+            radius = rng.uniform(0.5, max(height, width) / 3, len(angles))
+            polys.append(shapely.Polygon(np.column_stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)])))
+    inner = [p.buffer(-rng.uniform(0.5, 2)) for p in polys[: max(1, n // 4)]]
+    polys += [p for p in inner if not p.is_empty and p.geom_type == "Polygon"]
+    polys += [polys[i] for i in rng.integers(0, len(polys), max(1, n // 4))]  # exact duplicates
+    order = rng.permutation(len(polys))
+    polys = np.array(polys, dtype=object)[order]
+    lonlat = shapely.transform(polys, lambda xy: np.column_stack(pixel_to_lonlat(xy[:, 0], xy[:, 1])))
+    k = len(lonlat)
+    return gpd.GeoDataFrame(
+        {"field_id": [f"o{i:04d}" for i in range(k)], "area_m2": np.full(k, 1000.0),
+         "normalized_label": [LABEL_POOL[i] for i in rng.integers(0, len(LABEL_POOL), k)],
+         "year": np.full(k, 2022, dtype=np.int64)},
+        geometry=lonlat, crs="EPSG:4326",
     )
 
 

@@ -252,3 +252,122 @@ def test_raster_whose_pixels_cannot_be_read(tmp_path, capsys, inputs):
                         "--scheduler", "threads")
     assert_one_line_error(code, err, "corrupted.tif", "pixels cannot be read", "same path")
     assert not (tmp_path / "o").exists()
+
+
+def test_rotated_raster(tmp_path, capsys, inputs):
+    import rasterio.shutil
+    from affine import Affine
+
+    raster, fields = inputs
+    rotated = tmp_path / "rotated.tif"
+    rasterio.shutil.copy(raster, rotated)
+    with rasterio.open(rotated, "r+") as dst:
+        dst.transform = dst.transform @ Affine.rotation(20)
+    code, err = run_cli(capsys, "--raster", rotated, "--fields", fields, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "rotated.tif", "rotated or sheared", "Fix:", "gdalwarp")
+    assert not (tmp_path / "o").exists()
+
+
+# --- fields in other formats, and their bad inputs ----------------------------------------------------------------
+
+
+def assert_nothing_written(tmp_path) -> None:
+    assert not (tmp_path / "o").exists(), "no output directory"
+    scratch = tmp_path / ".cropmon-scratch"
+    assert not scratch.exists() or not any(scratch.iterdir()), "no copy of a refused input"
+
+
+def test_empty_geojson(tmp_path, capsys, inputs):
+    raster, _ = inputs
+    empty = tmp_path / "empty.geojson"
+    empty.write_text('{"type": "FeatureCollection", "features": []}\n')
+    code, err = run_cli(capsys, "--raster", raster, "--fields", empty, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "empty.geojson", "has no features", "Fix:")
+    assert_nothing_written(tmp_path)
+
+
+def test_parquet_without_geo_metadata(tmp_path, capsys, inputs):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    raster, _ = inputs
+    frame = _fields()
+    table = pa.table({"field_id": frame["field_id"], "normalized_label": frame["normalized_label"],
+                      "geometry": shapely.to_wkb(frame.geometry.to_numpy())})
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(table, plain)
+    code, err = run_cli(capsys, "--raster", raster, "--fields", plain, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "plain.parquet", "no GeoParquet `geo` metadata", "to_parquet")
+    assert_nothing_written(tmp_path)
+
+
+def write_shapefile(path):
+    """_fields() as a Shapefile (GDAL cuts `normalized_label` to `normalized`, and says so)."""
+    with pytest.warns(RuntimeWarning, match="laundered"):
+        pyogrio.write_dataframe(_fields(), path, driver="ESRI Shapefile")
+    return path
+
+
+def test_shapefile_without_prj(tmp_path, capsys, inputs):
+    raster, _ = inputs
+    shp = write_shapefile(tmp_path / "nocrs.shp")
+    (tmp_path / "nocrs.prj").unlink()
+    code, err = run_cli(capsys, "--raster", raster, "--fields", shp, "--out", tmp_path / "o",
+                        "--label-column", "normalized")
+    assert_one_line_error(code, err, "nocrs.shp", "no CRS", ".prj", "ogr2ogr -a_srs")
+    assert_nothing_written(tmp_path)
+
+
+def test_several_geometry_columns(tmp_path, capsys, inputs):
+    raster, _ = inputs
+    frame = _fields()
+    frame["centre"] = frame.geometry.representative_point()
+    two = tmp_path / "two_geometries.parquet"
+    frame.to_parquet(two)
+    code, err = run_cli(capsys, "--raster", raster, "--fields", two, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "two_geometries.parquet", "2 geometry columns (geometry, centre)", "Fix:")
+    assert_nothing_written(tmp_path)
+
+
+def test_several_geometry_columns_read_by_gdal(tmp_path, capsys, inputs):
+    """GML with an outline and a centre per field: GDAL offers one geometry column, here the points: refused."""
+    raster, _ = inputs
+    gml = tmp_path / "two.gml"
+    gml.write_text("""<?xml version="1.0" encoding="utf-8" ?>
+<ogr:FeatureCollection xmlns:ogr="http://ogr.maptools.org/" xmlns:gml="http://www.opengis.net/gml">
+  <gml:featureMember><ogr:fields fid="fields.0">
+    <ogr:outline><gml:Polygon srsName="EPSG:4326"><gml:outerBoundaryIs><gml:LinearRing>
+      <gml:coordinates>1.94,49.93 1.945,49.93 1.945,49.935 1.94,49.93</gml:coordinates>
+    </gml:LinearRing></gml:outerBoundaryIs></gml:Polygon></ogr:outline>
+    <ogr:centre><gml:Point srsName="EPSG:4326"><gml:coordinates>1.943,49.932</gml:coordinates></gml:Point></ogr:centre>
+    <ogr:normalized_label>wheat_winter</ogr:normalized_label>
+  </ogr:fields></gml:featureMember>
+</ogr:FeatureCollection>
+""")
+    code, err = run_cli(capsys, "--raster", raster, "--fields", gml, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "two.gml", "holds Point geometries, not field polygons", "several")
+    assert_nothing_written(tmp_path)
+
+
+def test_shapefile_laundered_label_column_is_named(tmp_path, capsys, inputs):
+    raster, _ = inputs
+    shp = write_shapefile(tmp_path / "fields.shp")
+    code, err = run_cli(capsys, "--raster", raster, "--fields", shp, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "fields.shp", "'normalized_label' is missing", "'normalized' looks like it",
+                          "10 characters", "--label-column normalized")
+    code, err = run_cli(capsys, "--raster", raster, "--fields", shp, "--out", tmp_path / "o",
+                        "--label-column", "normalized")
+    assert code == EXIT_OK, err
+
+
+def test_geoparquet_runs_end_to_end_with_its_copy_beside_the_outputs(tmp_path, capsys, inputs):
+    raster, fields = inputs
+    parquet = tmp_path / "fields.parquet"
+    pyogrio.read_dataframe(fields).to_parquet(parquet)
+    code, err = run_cli(capsys, "--raster", raster, "--fields", parquet, "--out", tmp_path / "o")
+    assert code == EXIT_OK, err
+    manifest = json.loads((tmp_path / "o" / "run.json").read_text())
+    source = manifest["inputs"]["fields"]
+    assert source["format"] == "GeoParquet" and source["path"] == str(parquet)
+    assert source["read_from"].startswith(str(tmp_path / ".cropmon-scratch"))
+    assert manifest["settings"]["scratch_dir"] is None and manifest["fields"]["n_input"] == 6

@@ -118,6 +118,28 @@ def test_tls_scheduler_and_worker_give_the_same_results(tmp_path, small_inputs):
     pd.testing.assert_frame_equal(got.table[table_cols], expected.table[table_cols])
 
 
+def test_a_converted_fields_file_is_read_by_remote_workers(tmp_path, small_inputs):
+    """GeoJSON is read through a GeoPackage copy: the remote workers open the copy, checked before the compute."""
+    import pyogrio
+
+    raster, fields = small_inputs
+    geojson = tmp_path / "fields.geojson"
+    pyogrio.write_dataframe(pyogrio.read_dataframe(fields), geojson, driver="GeoJSON")
+    expected = analyse_fields(raster, fields, scheduler="threads", chunk_rows=16)
+    cluster = start_cluster(tmp_path, n_workers=1)
+    try:
+        with connect(cluster.address) as handle:
+            workers = sorted(handle.client.scheduler_info()["workers"])
+            assert handle.workers_that_cannot_read(str(tmp_path / "nowhere.gpkg")) == workers
+            assert handle.workers_that_cannot_read(str(raster)) == []
+            got = analyse_fields(raster, geojson, cluster=handle, chunk_rows=16, scratch_dir=tmp_path / "scratch")
+    finally:
+        cluster.stop()
+    assert got.source.path.startswith(str(tmp_path / "scratch"))
+    columns = ["n_pixels", "majority_crop", "confidence_score", "pixel_rule"]
+    pd.testing.assert_frame_equal(got.table[columns], expected.table[columns])
+
+
 @pytest.mark.parametrize("scheduler", ["threads", "local"])
 def test_clusters_listen_on_loopback_only(scheduler):
     """The in-process and the local cluster bind every server (scheduler, workers, their HTTP /health) to

@@ -42,6 +42,7 @@ def test_aois_from_file_and_flags(tmp_path):
         ({"aois": ["a=r.tif,f.gpkg"], "raster": "r.tif", "fields": "f.gpkg"}, "exclude each other"),
         ({"diagnosis": {"min_agreement": 2}}, "min_agreement = 2 is invalid"),
         ({"diagnosis": {"nonsense": 1}}, "unknown diagnosis setting"),
+        ({"tie_break": "median"}, "tie_break = 'median'"),
     ],
 )
 def test_bad_settings_fail_up_front(flags, message):
@@ -54,3 +55,12 @@ def test_unknown_key_in_file(tmp_path):
     path.write_text("chunk_rowz = 3\n")
     with pytest.raises(ConfigError, match="unknown setting"):
         build_config({}, config_file=str(path), environ={})
+
+
+def test_tie_break_and_scratch_dir_from_file_and_environment(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('tie_break = "lowest_id"\nscratch_dir = "/shared/scratch"\n')
+    config = build_config({}, config_file=str(path), environ={})
+    assert config.tie_break == "lowest_id" and config.scratch_dir == "/shared/scratch"
+    assert build_config({}, environ={"CROPMON_TIE_BREAK": "lowest_id"}).tie_break == "lowest_id"
+    assert build_config({}, environ={}).tie_break == "confidence" and build_config({}, environ={}).scratch_dir is None

@@ -11,6 +11,7 @@ from affine import Affine
 from conftest import (
     ORIGIN,
     PIXEL,
+    overlapping_fields,
     pixel_to_lonlat,
     random_fields,
     shared_reference,
@@ -23,20 +24,43 @@ from hypothesis import strategies as st
 from cropmon.engine.analyse import analyse_fields, prepare_fields_task
 from cropmon.engine.graph import field_graph
 from cropmon.engine.rasterize import RowChunks
+from cropmon.engine.zonal import TIE_BREAKS
 from cropmon.errors import NoOverlap
 from cropmon.io import raster as raster_io
 from cropmon.io import vector
 
 
-def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin, pixel=PIXEL) -> pd.DataFrame:
-    """Per field: pixel centres inside the polygon (shapely), else pixel boxes it touches; then numpy stats."""
+def oracle_majority(cls: np.ndarray, conf: np.ndarray, *, tie_break: str = "confidence") -> float:
+    """The majority class of one field's pixels, written independently of the engine: count each class; among the
+    classes with the top count keep the one whose valid confidences (0..100) sum highest, then the lowest id."""
+    counts: dict[int, int] = {}
+    conf_sums: dict[int, float] = {}
+    for c, v in zip(cls.tolist(), conf.tolist(), strict=True):
+        counts[c] = counts.get(c, 0) + 1
+        conf_sums[c] = conf_sums.get(c, 0.0) + (v if 0 <= v <= 100 else 0.0)
+    top = max(counts.values())
+    tied = sorted(c for c, n in counts.items() if n == top)
+    if tie_break == "lowest_id":
+        return float(tied[0])
+    best = max(conf_sums[c] for c in tied)
+    return float(next(c for c in tied if conf_sums[c] == best))
+
+
+def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin, pixel=PIXEL,
+                tie_break: str = "confidence") -> pd.DataFrame:
+    """Per field: pixel centres inside the polygon (shapely), else pixel boxes it touches; then numpy stats.
+
+    Each field is tested alone, so a pixel inside two fields counts in both (exactextract / rasterstats semantics).
+    """
     height, width = classes.shape
     rows, cols = np.mgrid[0:height, 0:width]
     cx = origin[0] + (cols + 0.5) * pixel
     cy = origin[1] - (rows + 0.5) * pixel
     out = []
-    for geom in fields.geometry:
-        inside = shapely.contains_xy(geom, cx, cy)
+    centre_masks = [shapely.contains_xy(geom, cx, cy) for geom in fields.geometry]
+    fields_per_pixel = np.sum(centre_masks, axis=0)
+    for geom, centres in zip(fields.geometry, centre_masks, strict=True):
+        inside = centres
         rule = "centre"
         if not inside.any():
             boxes = shapely.box(cx - pixel / 2, cy - pixel / 2, cx + pixel / 2, cy + pixel / 2)
@@ -58,11 +82,12 @@ def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin
                 "n_pixels": n,
                 "n_invalid": int((~in_range).sum()),
                 "n_nodata": n_nodata,
-                "majority_crop": float(np.argmax(counts)) if n else np.nan,
+                "majority_crop": oracle_majority(cls[in_range], conf[in_range], tie_break=tie_break) if n else np.nan,
                 "purity": counts.max() / n if n else np.nan,
                 "confidence_score": conf[conf_ok].mean() if n and conf_ok.any() else np.nan,
                 "pixel_rule": rule,
                 "tie": bool(n and (counts == counts.max()).sum() > 1),
+                "n_pixels_shared": int((centres & (fields_per_pixel > 1)).sum()),
             }
         )
     return pd.DataFrame(out)
@@ -70,7 +95,7 @@ def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin
 
 def check_against_oracle(result, oracle: pd.DataFrame) -> None:
     table = result.table
-    for col in ("n_pixels", "n_invalid", "n_nodata"):
+    for col in ("n_pixels", "n_invalid", "n_nodata", "n_pixels_shared"):
         np.testing.assert_array_equal(table[col].to_numpy(), oracle[col].to_numpy(), err_msg=col)
     for col in ("majority_crop", "purity", "confidence_score"):
         np.testing.assert_allclose(table[col].to_numpy(float), oracle[col].to_numpy(float), err_msg=col)
@@ -78,6 +103,23 @@ def check_against_oracle(result, oracle: pd.DataFrame) -> None:
     with_pixels = oracle["n_pixels"] > 0
     np.testing.assert_array_equal(table["pixel_rule"][with_pixels], oracle["pixel_rule"][with_pixels])
     assert (result.class_counts.sum(axis=1).to_numpy() == table["n_pixels"].to_numpy()).all()
+
+
+def random_prediction(rng: np.random.Generator, height: int, width: int, *, two_classes: bool,
+                      nodata: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Classes (a few invalid, some nodata) and confidences (a few outside 0..100). With `two_classes` the pixels
+    hold one of two classes half and half, so that tied majorities are frequent; otherwise one class dominates."""
+    if two_classes:
+        pair = np.sort(rng.choice(32, size=2, replace=False))
+        classes = rng.choice([pair[0], pair[1], -1], size=(height, width), p=[0.48, 0.48, 0.04])
+    else:
+        classes = rng.choice([*range(32), -1, 40], size=(height, width), p=[0.9 / 32] * 32 + [0.05, 0.05])
+        classes = np.where(rng.random((height, width)) < 0.6, rng.integers(0, 4), classes)
+    classes = classes.astype(np.int16)
+    confidence = rng.integers(-5, 106, size=(height, width)).astype(np.int16)
+    if nodata is not None:
+        classes[rng.random((height, width)) < 0.05] = nodata
+    return classes, confidence
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -88,29 +130,126 @@ def check_against_oracle(result, oracle: pd.DataFrame) -> None:
     chunk_rows=st.integers(1, 70),
     n_cells=st.integers(2, 40),
     use_nodata=st.booleans(),
+    two_classes=st.booleans(),
+    tie_break=st.sampled_from(TIE_BREAKS),
 )
-def test_engine_equals_brute_force(tmp_path_factory, seed, height, width, chunk_rows, n_cells, use_nodata):
+def test_engine_equals_brute_force(tmp_path_factory, seed, height, width, chunk_rows, n_cells, use_nodata,
+                                   two_classes, tie_break):
     tmp = tmp_path_factory.mktemp("oracle")
     rng = np.random.default_rng(seed)
-    classes = rng.choice([*range(32), -1, 40], size=(height, width), p=[0.9 / 32] * 32 + [0.05, 0.05])
-    # few classes per field so that majorities are meaningful, ties still happen on small fields
-    classes = np.where(rng.random((height, width)) < 0.6, rng.integers(0, 4), classes).astype(np.int16)
-    confidence = rng.integers(-5, 106, size=(height, width)).astype(np.int16)
     nodata = -99 if use_nodata else None
-    if use_nodata:
-        classes[rng.random((height, width)) < 0.05] = nodata
-    raster = write_prediction_raster(tmp / "p.tif", classes, confidence, nodata=nodata)
+    classes, confidence = random_prediction(rng, height, width, two_classes=two_classes, nodata=nodata)
     fields = random_fields(rng, height, width, n_cells)
-    if len(fields) == 0:
-        return
+    if len(fields):
+        engine_against_oracle(tmp, fields, classes, confidence, nodata=nodata, chunk_rows=chunk_rows,
+                              tie_break=tie_break)
+
+
+def engine_against_oracle(tmp, fields: gpd.GeoDataFrame, classes, confidence, *, nodata=None, chunk_rows: int,
+                          tie_break: str = "confidence"):
+    """Write the inputs, run the engine and check every field against the oracle; None when the engine rightly
+    found no field on the raster."""
+    raster = write_prediction_raster(tmp / "p.tif", classes, confidence, nodata=nodata)
     path = write_fields(tmp / "f.gpkg", fields)
-    oracle = brute_force(fields, classes, confidence, nodata, origin=ORIGIN)
+    oracle = brute_force(fields, classes, confidence, nodata, origin=ORIGIN, tie_break=tie_break)
     try:
-        result = analyse_fields(raster, path, chunk_rows=chunk_rows)
+        result = analyse_fields(raster, path, chunk_rows=chunk_rows, tie_break=tie_break)
     except NoOverlap:
         assert (oracle["n_pixels"] == 0).all(), "NoOverlap raised although some field has pixels"
-        return
+        return None
     check_against_oracle(result, oracle)
+    return result
+
+
+def test_ties_go_to_the_more_confident_class_unless_lowest_id_is_asked(tmp_path):
+    """A 4 x 4 field, half class 28 at confidence 90 and half class 3 at 40: a tie that the confidence sum breaks
+    to 28, and the lowest-id rule to 3; both flag it. A 3-way tie with equal sums goes to the lowest id."""
+    classes = np.zeros((12, 12), np.int16)
+    confidence = np.zeros((12, 12), np.int16)
+    classes[1:5, 1:3], confidence[1:5, 1:3] = 28, 90
+    classes[1:5, 3:5], confidence[1:5, 3:5] = 3, 40
+    classes[7:10, 7:8], classes[7:10, 8:9], classes[7:10, 9:10] = 12, 9, 17
+    confidence[7:10, 7:10] = 50
+    raster = write_prediction_raster(tmp_path / "p.tif", classes, confidence)
+    boxes = [shapely.box(*pixel_to_lonlat(1, 5), *pixel_to_lonlat(5, 1)),
+             shapely.box(*pixel_to_lonlat(7, 10), *pixel_to_lonlat(10, 7))]
+    fields = gpd.GeoDataFrame({"field_id": ["a", "b"], "normalized_label": ["fallow", "rice"]}, geometry=boxes,
+                              crs="EPSG:4326")
+    path = write_fields(tmp_path / "f.gpkg", fields)
+    by_confidence = analyse_fields(raster, path).table
+    by_lowest_id = analyse_fields(raster, path, tie_break="lowest_id").table
+    assert by_confidence["majority_crop"].tolist() == [28, 9] and by_confidence["tie"].all()
+    assert by_lowest_id["majority_crop"].tolist() == [3, 9] and by_lowest_id["tie"].all()
+    assert by_confidence["runner_up_crop"].tolist() == [3, 12]
+    assert by_confidence["purity"].tolist() == [0.5, 1 / 3]
+
+
+def oracle_pairs(fields: gpd.GeoDataFrame, height: int, width: int) -> tuple[set, set]:
+    """Pairs of field ids whose pixel centres meet (brute force, pixel-centre masks) and those of equal polygons."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    cx, cy = pixel_to_lonlat(cols + 0.5, rows + 0.5)
+    masks = [shapely.contains_xy(g, cx, cy) for g in fields.geometry]
+    ids, geoms = fields["field_id"].tolist(), fields.geometry.to_numpy()
+    meet, same = set(), set()
+    for i in range(len(ids)):
+        for j in range(i + 1, len(ids)):
+            if (masks[i] & masks[j]).any():
+                meet.add(frozenset((ids[i], ids[j])))
+                if shapely.equals(geoms[i], geoms[j]):
+                    same.add(frozenset((ids[i], ids[j])))
+    return meet, same
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    height=st.integers(6, 45),
+    width=st.integers(6, 45),
+    chunk_rows=st.integers(1, 50),
+    n=st.integers(1, 14),
+    two_classes=st.booleans(),
+)
+def test_overlapping_and_duplicated_fields_each_get_all_their_pixels(tmp_path_factory, seed, height, width,
+                                                                     chunk_rows, n, two_classes):
+    """Overlaps, fields inside fields and exact duplicates: each field equals the oracle run on it alone."""
+    tmp = tmp_path_factory.mktemp("overlaps")
+    rng = np.random.default_rng(seed)
+    classes, confidence = random_prediction(rng, height, width, two_classes=two_classes, nodata=None)
+    fields = overlapping_fields(rng, height, width, n)
+    result = engine_against_oracle(tmp, fields, classes, confidence, chunk_rows=chunk_rows)
+    if result is None:
+        return
+    meet, same = oracle_pairs(fields, height, width)
+    assert result.report.overlapping_pairs == len(meet)
+    assert result.report.duplicate_geometry_pairs == len(same)
+    assert result.report.shared_pixels == int((oracle_fields_per_pixel(fields, height, width) > 1).sum())
+
+
+def oracle_fields_per_pixel(fields: gpd.GeoDataFrame, height: int, width: int) -> np.ndarray:
+    rows, cols = np.mgrid[0:height, 0:width]
+    cx, cy = pixel_to_lonlat(cols + 0.5, rows + 0.5)
+    return np.sum([shapely.contains_xy(g, cx, cy) for g in fields.geometry], axis=0)
+
+
+def test_a_duplicated_field_is_scored_twice_and_reported(tmp_path):
+    """The issue's case: the same polygon twice (another id and label) and one field inside another."""
+    classes = np.full((20, 20), 7, np.int16)
+    classes[:, 10:] = 28
+    raster = write_prediction_raster(tmp_path / "p.tif", classes, np.full((20, 20), 60, np.int16))
+    big = shapely.box(*pixel_to_lonlat(2, 16), *pixel_to_lonlat(14, 4))
+    small = shapely.box(*pixel_to_lonlat(11, 9), *pixel_to_lonlat(13, 7))
+    fields = gpd.GeoDataFrame(
+        {"field_id": ["big", "big-again", "small"], "normalized_label": ["wheat_winter", "fallow", "fallow"]},
+        geometry=[big, big, small], crs="EPSG:4326",
+    )
+    result = analyse_fields(raster, write_fields(tmp_path / "f.gpkg", fields), chunk_rows=5)
+    table = result.table.set_index("field_id")
+    assert table["n_pixels"].tolist() == [144, 144, 4]
+    assert table["majority_crop"].tolist() == [7, 7, 28] and table["n_pixels_shared"].tolist() == [144, 144, 4]
+    report = result.report
+    assert report.overlapping_pairs == 3 and report.duplicate_geometry_pairs == 1 and report.shared_pixels == 144
+    assert sorted(report.examples["fully_inside_other_fields"]) == ["big", "big-again", "small"]
+    assert report.overlap_examples[0] == {"fields": ["big", "big-again"], "shared_pixels": 144, "same_geometry": True}
 
 
 def test_chunkings_agree_and_fields_cross_chunk_edges(tmp_path):

@@ -269,3 +269,27 @@ def test_page_shows_its_tables_and_images_in_chromium(run, tmp_path):
     pixels = imread(shot)[..., :3]
     assert pixels.shape[:2] == (2400, 1280)
     assert pixels.std() > 0.05 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # text, tables, figures
+
+
+def test_ties_are_told_per_crop_with_the_rule_used(tmp_path):
+    specs = [field("Fallow", "Fallow", purity=0.5, x=2.0 + 0.001 * i) for i in range(3)]
+    specs += [field("Winter Wheat", "Winter Wheat", purity=0.5, x=2.1)]
+    specs += [field("Winter Wheat", "Winter Wheat", x=2.2 + 0.001 * i) for i in range(30)]
+    fields, counts = make_table(specs)
+    fields.loc[:3, "tie"] = True
+    write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(),
+                    run_info={"settings": {"tie_break": "lowest_id"}})
+    text = _report(tmp_path)
+    assert "4 fields had a tied majority" in text and "to the lowest class id (tie_break = lowest_id)" in text
+    assert "by ground-truth crop: Fallow 3, Winter Wheat 1." in text
+
+
+def test_overlaps_are_told_from_the_manifest(tmp_path):
+    specs = [field("Winter Wheat", "Winter Wheat", x=2.0 + 0.001 * i) for i in range(30)]
+    fields, counts = make_table(specs)
+    run_info = {"fields": {"overlapping_pairs": 12, "duplicate_geometry_pairs": 4, "shared_pixels": 1234,
+                           "counts": {"fully_inside_other_fields": 7}}}
+    write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(), run_info=run_info)
+    text = _report(tmp_path)
+    assert "12 pairs of fields overlap: 1,234 pixels lie in more than one field, 4 pairs are the same polygon" in text
+    assert "7 fields lie wholly inside others" in text and "a shared pixel counts in each field" in text

@@ -81,13 +81,38 @@ def test_fill_equals_gdal(data, height, width):
         assert np.array_equal(ours, theirs), geom.wkt
 
 
-def test_overlaps_go_to_the_higher_label_and_are_reported():
+def test_overlaps_go_to_the_higher_label_and_every_claim_is_kept():
     a = shapely.transform(shapely.box(1.2, 1.2, 6.8, 6.8), to_geo)
     b = shapely.transform(shapely.box(4.2, 4.2, 9.8, 9.8), to_geo)
-    batch = PolygonBatch.from_geometries(np.array([b, a], dtype=object), np.array([9, 4]))
-    grid, pairs = fill(batch.spans(TRANSFORM, height=12, width=12), batch.labels, row_start=0, rows=12, width=12)
+    batch = PolygonBatch.from_geometries(np.array([b, a, a], dtype=object), np.array([9, 4, 2]))
+    grid, shared = fill(batch.spans(TRANSFORM, height=12, width=12), batch.labels, row_start=0, rows=12, width=12)
     assert (grid[4:7, 4:7] == 9).all() and (grid[1:4, 1:4] == 4).all()
-    assert pairs.tolist() == [[4, 9]]
+    a_pixels = [r * 12 + c for r in range(1, 7) for c in range(1, 7)]
+    in_block = [4 <= p // 12 < 7 and 4 <= p % 12 < 7 for p in a_pixels]
+    expected = [(p, label) for p, b in zip(a_pixels, in_block, strict=True) for label in ([2, 4, 9] if b else [2, 4])]
+    assert list(zip(shared.pixels.tolist(), shared.labels.tolist(), strict=True)) == expected
+    assert shared.n_pixels() == 36
+    pairs, pixels = shared.pairs()
+    assert pairs.tolist() == [[2, 4], [2, 9], [4, 9]] and pixels.tolist() == [36, 9, 9]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), height=st.integers(1, 25), width=st.integers(1, 25), duplicate=st.booleans())
+def test_grid_plus_shared_claims_give_every_polygon_its_own_mask(data, height, width, duplicate):
+    """Whatever overlaps, each polygon's pixels in (grid + shared claims) are exactly its GDAL mask alone."""
+    geoms = [data.draw(polygons(height, width)) for _ in range(data.draw(st.integers(1, 6)))]
+    if duplicate:
+        geoms.append(geoms[0])
+    batch = PolygonBatch.from_geometries(np.array(geoms, dtype=object), np.arange(1, len(geoms) + 1))
+    grid, shared = fill(batch.spans(TRANSFORM, height=height, width=width), batch.labels, row_start=0,
+                        rows=height, width=width)
+    for label, alone in zip(batch.labels, gdal_masks(geoms, height, width), strict=True):
+        mine = (grid.ravel() == label)
+        mine[shared.pixels[shared.labels == label]] = True
+        assert np.array_equal(mine.reshape(height, width), alone), geoms[label - 1].wkt
+    claims_per_pixel = np.bincount(shared.pixels, minlength=height * width)
+    all_masks = np.sum(gdal_masks(geoms, height, width), axis=0).ravel()
+    np.testing.assert_array_equal(claims_per_pixel, np.where(all_masks > 1, all_masks, 0))
 
 
 def test_chunked_fill_equals_whole_fill():

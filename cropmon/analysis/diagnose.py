@@ -173,6 +173,12 @@ def diagnose_run(
     )
 
 
+def ties_by_crop(fields: pd.DataFrame) -> dict[str, int]:
+    """Fields with a tied majority per ground-truth crop (most first; "" for fields without a known crop)."""
+    tied = fields.loc[fields["tie"].astype(bool), "gt_label"].astype(str).value_counts()
+    return {str(crop): int(n) for crop, n in tied.items() if n > 0}
+
+
 def caveats(fields: pd.DataFrame, crop_table: pd.DataFrame, *, settings: DiagnosisSettings) -> dict[str, Any]:
     """What limits the numbers: fields left out of the metrics or of the plan, odd labels, crops seen on one side."""
     n_pixels = fields["n_pixels"]
@@ -191,6 +197,7 @@ def caveats(fields: pd.DataFrame, crop_table: pd.DataFrame, *, settings: Diagnos
         "all_touched": int((fields["pixel_rule"] == "all_touched").sum()),
         "tiny": int(((n_pixels > 0) & (n_pixels < settings.min_pixels)).sum()),
         "ties": int(fields["tie"].astype(bool).sum()),
+        "ties_by_crop": ties_by_crop(fields),
         "duplicate_id": int(fields["duplicate_id"].astype(bool).sum()),
         "repaired_geometry": int((fields["geometry_status"] == "repaired").sum()),
         "invalid_class_pixels": int(fields["n_invalid"].sum()),

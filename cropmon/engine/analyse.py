@@ -45,6 +45,7 @@ class FieldJob:
     timings: dict[str, float] = field(default_factory=dict)
     n_fields: int = 0
     submitted: float = field(default_factory=time.perf_counter)  # when the graph went to the scheduler
+    fields_read: dict[str, Any] = field(default_factory=dict)  # the fields file as read (path, format, read_from)
     first_summary: float | None = None  # when the first chunk summary was seen done (perf_counter)
 
     def wait(self, handle: ClusterHandle, *, progress: bool = False) -> None:
@@ -72,36 +73,52 @@ class FieldJob:
         log.info("compute done in %.2f s (from submitting the graph)", self.timings["compute"])
 
 
-def prepare_fields_task(fields: str, *, layer: str | None, label_column: str, raster_crs: str,
-                        chunks: RowChunks) -> tuple[fields_mod.PreparedFields, FieldIndex]:
-    """On a worker: read the fields' attributes and bounding boxes, match labels, and lay the fields out over the
-    raster's chunks (numbered by first row, so each chunk's fields are a short local list)."""
-    table = vector.read_field_table(fields, layer=layer, label_column=label_column)
+def prepare_fields_task(fields: str, *, layer: str | None, label_column: str, raster_crs: str, chunks: RowChunks,
+                        scratch_dir: str | None) -> tuple[fields_mod.PreparedFields, FieldIndex]:
+    """On a worker: read the fields' attributes and bounding boxes (through a GeoPackage copy in `scratch_dir` for
+    a format that cannot be read by feature id: io/convert), match labels, and lay the fields out over the raster's
+    chunks (numbered by first row, so each chunk's fields are a short local list)."""
+    table = vector.read_field_table(fields, layer=layer, label_column=label_column, scratch_dir=scratch_dir)
     prepared = fields_mod.prepare_fields(table, raster_crs=raster_crs, label_column=label_column)
     prepared.table.attrs["source"] = table.table.attrs.get("source", {})
     layout = layout_fields(prepared.raster_bounds, chunks)
     return prepared, FieldIndex(prepared.fids[layout.row_of_label], layout)
 
 
-def layout_facts(index: FieldIndex) -> tuple[int, int, list[tuple[int, int]]]:
-    """What the client needs to wire the graph: fields read, fields laid out on the raster, owner spans."""
-    return len(index.layout.label_of_row), index.layout.n_labels, index.owner_spans()
+@dataclass(frozen=True)
+class LayoutFacts:
+    """What the client needs of the worker's reading to wire the graph (small: no field in it)."""
+
+    n_fields: int
+    n_labels: int  # fields laid out on the raster
+    spans: list[tuple[int, int]]  # FieldIndex.owner_spans
+    source: vector.FieldSource  # where the polygons are read from (the input, or its GeoPackage copy)
+    attrs: dict[str, Any]  # the fields file as read (path, layer, format, size, read_from)
+
+
+def layout_facts(prepared_and_index: tuple[fields_mod.PreparedFields, FieldIndex]) -> LayoutFacts:
+    prepared, index = prepared_and_index
+    return LayoutFacts(len(index.layout.label_of_row), index.layout.n_labels, index.owner_spans(), prepared.source,
+                       dict(prepared.table.attrs.get("source", {})))
 
 
 @dataclass(frozen=True)
 class FieldInputs:
     """What the client knows of one AOI's inputs before the cluster does anything: the raster's header, its
-    chunking and lazy bands, and the fields file's header."""
+    chunking and lazy bands, the fields file's header, and how to read and score it."""
 
     raster: raster_io.RasterInfo
     chunks: RowChunks
     bands: Any  # the lazy (2, y, x) class/confidence array (io/raster.open_prediction_bands)
-    source: vector.FieldSource
+    fields: vector.FieldsHeader
     label_column: str
+    tie_break: str
+    scratch_dir: str | None  # where a GeoPackage copy of the fields goes when their format needs one
 
 
 def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | None = None, layer: str | None = None,
                  label_column: str = "normalized_label", class_band: int = 3, confidence_band: int = 4,
+                 tie_break: str = "confidence", scratch_dir: str | Path | None = None,
                  timer: StageTimer | None = None) -> FieldInputs:
     """The client's side of one AOI (headers only, nothing on the cluster): can run while the cluster starts."""
     timer = timer or StageTimer()
@@ -111,36 +128,39 @@ def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | No
         bands = raster_io.open_prediction_bands(info, chunk_rows=chunk_rows)  # lazy: reads the header only
         chunks = RowChunks(height=info.height, width=info.width, transform=_affine(info), chunk_rows=chunk_rows)
     with timer.stage("inspect fields"):
-        source = vector.field_source(fields, layer=layer, label_column=label_column)
-    return FieldInputs(raster=info, chunks=chunks, bands=bands, source=source, label_column=label_column)
+        header = vector.inspect_fields(fields, layer=layer, label_column=label_column)
+    return FieldInputs(raster=info, chunks=chunks, bands=bands, fields=header, label_column=label_column,
+                       tie_break=tie_break, scratch_dir=None if scratch_dir is None else str(scratch_dir))
 
 
 def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTimer | None = None) -> FieldJob:
     """Put the analysis of one AOI on the cluster; returns once the graph is submitted."""
     timer = timer or StageTimer()
-    info, source = inputs.raster, inputs.source
+    info, header = inputs.raster, inputs.fields
     with timer.stage("read fields"):
-        prepared_and_index = handle.submit(prepare_fields_task, source.path, layer=source.layer,
+        prepared_and_index = handle.submit(prepare_fields_task, str(header.path), layer=header.layer,
                                            label_column=inputs.label_column, raster_crs=info.crs,
-                                           chunks=inputs.chunks, stage="read-fields")
+                                           chunks=inputs.chunks, scratch_dir=inputs.scratch_dir, stage="read-fields")
         prepared = handle.submit(operator.itemgetter(0), prepared_and_index, stage="prepared-fields")
         index = handle.submit(operator.itemgetter(1), prepared_and_index, stage="field-index")
-        n_fields, n_labels, spans = handle.result(handle.submit(layout_facts, index, stage="field-layout"))
+        facts = handle.result(handle.submit(layout_facts, prepared_and_index, stage="field-layout"))
         del prepared_and_index
-    if n_labels == 0:
+    if facts.n_labels == 0:
         raise errors.NoOverlap(
-            f"none of the {n_fields} fields overlaps the raster (raster bounds in {info.crs}: {_raster_bounds(info)})",
-            path=source.path,
+            f"none of the {facts.n_fields} fields overlaps the raster (raster bounds in {info.crs}:"
+            f" {_raster_bounds(info)})",
+            path=header.path,
             fix="check that the fields and the raster cover the same area (and that their CRS are right)",
         )
+    _require_copy_on_workers(handle, facts.source, header.path)
     with timer.stage("build graph"):
-        graph = field_graph(inputs.bands, source, index, inputs.chunks, spans, raster_crs=info.crs,
-                            nodata=info.nodata)
+        graph = field_graph(inputs.bands, facts.source, index, inputs.chunks, facts.spans, raster_crs=info.crs,
+                            nodata=info.nodata, tie_break=inputs.tie_break)
         submitted = time.perf_counter()
         summaries = handle.compute(graph)
         results = handle.submit(assemble_results, prepared, index, info, *summaries, stage="assemble-table")
-    return FieldJob(raster=info, source=source, results=results, summaries=summaries, timings=timer.seconds,
-                    n_fields=n_fields, submitted=submitted)
+    return FieldJob(raster=info, source=facts.source, results=results, summaries=summaries, timings=timer.seconds,
+                    n_fields=facts.n_fields, submitted=submitted, fields_read=facts.attrs)
 
 
 def analyse_fields(
@@ -156,14 +176,21 @@ def analyse_fields(
     confidence_band: int = 4,
     progress: bool = False,
     no_worker_timeout: float = 60.0,
+    tie_break: str = "confidence",
+    scratch_dir: str | Path | None = None,
 ) -> FieldResults:
     """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute),
-    with the per-field table brought back to the caller."""
+    with the per-field table brought back to the caller.
+
+    `scratch_dir` holds the GeoPackage copy of a fields file that cannot be read by feature id (GeoJSON,
+    GeoParquet ...; io.convert); on a remote cluster every worker must see it at the same path.
+    """
     timer = StageTimer(show=progress)
     handle_cm = (contextlib.nullcontext(cluster) if cluster is not None
                  else connect(scheduler, warm_up=warm_up, no_worker_timeout=no_worker_timeout))
     inputs = field_inputs(raster, fields, chunk_rows=chunk_rows, layer=layer, label_column=label_column,
-                          class_band=class_band, confidence_band=confidence_band, timer=timer)
+                          class_band=class_band, confidence_band=confidence_band, tie_break=tie_break,
+                          scratch_dir=scratch_dir, timer=timer)
     with handle_cm as handle:
         job = submit_fields(handle, inputs, timer=timer)
         with timer.stage("compute", has_own_bar=True):
@@ -179,6 +206,20 @@ def _affine(info: raster_io.RasterInfo):
     from affine import Affine
 
     return Affine(*info.transform)
+
+
+def _require_copy_on_workers(handle: ClusterHandle, source: vector.FieldSource, fields: str | Path) -> None:
+    """A fields file read through a local copy (io.convert) needs that copy on every worker's file system."""
+    if source.path == str(fields):
+        return
+    missing = handle.workers_that_cannot_read(source.path)
+    if missing:
+        raise errors.MissingFile(
+            f"its GeoPackage copy {source.path} (made because the format cannot be read by feature id) cannot be "
+            f"opened on {len(missing)} worker(s), e.g. {missing[0]}",
+            path=fields,
+            fix="pass --scratch-dir DIR on storage every worker mounts at the same path, or hand over a GeoPackage",
+        )
 
 
 @contextlib.contextmanager

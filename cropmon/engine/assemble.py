@@ -17,7 +17,7 @@ import pandas as pd
 
 from cropmon.engine import fields as fields_mod
 from cropmon.engine.graph import GEOMETRY_STATUSES, FieldIndex
-from cropmon.engine.rasterize import FieldLayout
+from cropmon.engine.rasterize import FieldLayout, Overlaps
 from cropmon.engine.zonal import PIXEL_RULES
 from cropmon.io.raster import RasterInfo
 from cropmon.io.vector import FIELD_BATCH_ROWS, FieldSource
@@ -32,11 +32,12 @@ GEOMETRY_CASES = ("repaired", "multipolygon", "empty", "not_polygon")
 @dataclass(frozen=True)
 class FieldColumnResults:
     """Every chunk's summary gathered: per-field result columns (input order, read-only), the sparse class
-    histograms and the overlapping label pairs. Reading it changes nothing."""
+    histograms and the overlapping pairs. Reading it changes nothing."""
 
     columns: MappingProxyType  # name -> read-only np.ndarray, one value per input row
     class_counts: pd.DataFrame  # sparse (fields x 32 crops), index = input row
-    overlap_pairs: np.ndarray  # (k, 2) unique label pairs (low, high) that share pixel centres
+    overlaps: Overlaps  # unique label pairs (low, high) that share pixel centres, their shared pixels over all chunks
+    shared_pixels: int  # distinct pixels inside more than one field
 
 
 class FieldColumns:
@@ -59,12 +60,14 @@ class FieldColumns:
             "n_invalid": np.zeros(n, np.int64),
             "n_nodata": np.zeros(n, np.int64),
             "n_conf_invalid": np.zeros(n, np.int64),
+            "n_pixels_shared": np.zeros(n, np.int64),
             "tie": np.zeros(n, bool),
             "pixel_rule": text_column(n, "none"),
             "geometry_status": text_column(n, "empty"),  # null geometries get no label: never read
             **{name: np.full(n, np.nan) for name in self.FLOATS},
         }
-        self._overlap_pairs: list[np.ndarray] = []
+        self._overlaps: list[Overlaps] = []
+        self._shared_pixels = 0
 
     def add(self, summary: dict[str, np.ndarray]) -> None:
         """Take one chunk's summary (engine/graph.finish_chunk) into the columns."""
@@ -78,7 +81,9 @@ class FieldColumns:
                 values[rows] = self.DECODE[name][summary[name]]  # shared string references, not copies
             elif name in summary:
                 values[rows] = summary[name]
-        self._overlap_pairs.append(summary["overlap_pairs"])
+        if len(summary["overlaps"].pairs):
+            self._overlaps.append(summary["overlaps"])
+        self._shared_pixels += int(summary["n_shared_pixels_in_chunk"])
 
     def finish(self) -> FieldColumnResults:
         """The gathered results, immutable; the accumulator takes no more summaries afterwards."""
@@ -89,7 +94,8 @@ class FieldColumns:
             values.flags.writeable = False
         counts = _sparse_class_counts(self._histogram_parts, self.n)
         self._histogram_parts = []
-        return FieldColumnResults(MappingProxyType(columns), counts, unique_pairs(self._overlap_pairs))
+        return FieldColumnResults(MappingProxyType(columns), counts, merge_overlaps(self._overlaps),
+                                  self._shared_pixels)
 
 
 def _sparse_class_counts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> pd.DataFrame:
@@ -103,22 +109,47 @@ def _sparse_class_counts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     return pd.DataFrame.sparse.from_spmatrix(matrix, index=pd.RangeIndex(n), columns=list(CROP_NAMES))
 
 
-def unique_pairs(pairs: list[np.ndarray]) -> np.ndarray:
-    """Unique label pairs (low, high) from every chunk's overlapping pairs."""
-    pairs = [p for p in pairs if len(p)]
-    if not pairs:
-        return np.empty((0, 2), dtype=np.int32)
-    stacked = np.sort(np.concatenate(pairs), axis=1)
-    return np.unique(stacked, axis=0)
+def merge_overlaps(parts: list[Overlaps]) -> Overlaps:
+    """One row per pair of fields over all chunks: pixels summed (each pixel lies in one chunk), and the pair is
+    the same polygon when any chunk found it so (every chunk compares the same two polygons)."""
+    if not parts:
+        return Overlaps.empty()
+    pairs = np.concatenate([p.pairs for p in parts])
+    unique, which = np.unique(pairs, axis=0, return_inverse=True)
+    which = which.ravel()
+    pixels = np.bincount(which, weights=np.concatenate([p.pixels for p in parts]), minlength=len(unique))
+    same = np.bincount(which, weights=np.concatenate([p.same_geometry for p in parts]), minlength=len(unique)) > 0
+    return Overlaps(unique.astype(np.int32), pixels.astype(np.int64), same)
 
 
-def report_overlaps(prepared: fields_mod.PreparedFields, layout: FieldLayout, pairs: np.ndarray) -> None:
-    """Count the pairs of fields that share pixel centres and name a few of them."""
-    prepared.report.overlapping_pairs = len(pairs)
-    if len(pairs):
-        rows = layout.row_of_label[np.unique(pairs.ravel()) - 1]
-        prepared.report.add("overlapping_fields", prepared.table["field_id"].iloc[rows])
-        log.warning("%d pairs of fields overlap (share pixel centres); shared pixels count once", len(pairs))
+def report_overlaps(prepared: fields_mod.PreparedFields, layout: FieldLayout, results: FieldColumnResults) -> None:
+    """Count the pairs of fields that share pixel centres, the duplicated polygons among them, the shared pixels
+    and the fields all of whose pixels another field also holds; name a few. Every field keeps all its pixels."""
+    overlaps, report = results.overlaps, prepared.report
+    columns = results.columns
+    report.overlapping_pairs = len(overlaps.pairs)
+    report.duplicate_geometry_pairs = int(overlaps.same_geometry.sum())
+    report.shared_pixels = results.shared_pixels
+    if not len(overlaps.pairs):
+        return
+    field_id = prepared.table["field_id"]
+    rows = layout.row_of_label[overlaps.pairs - 1]  # (k, 2) input rows
+    report.add("overlapping_fields", field_id.iloc[np.unique(rows.ravel())])
+    report.add("duplicate_geometry", field_id.iloc[np.unique(rows[overlaps.same_geometry].ravel())])
+    centre_pixels = columns["n_pixels"] + columns["n_invalid"] + columns["n_nodata"]
+    covered = (columns["n_pixels_shared"] > 0) & (columns["n_pixels_shared"] == centre_pixels)
+    report.add("fully_inside_other_fields", field_id.to_numpy()[covered])
+    largest = np.argsort(-overlaps.pixels, kind="stable")[: fields_mod.EXAMPLES]
+    report.overlap_examples = [
+        {"fields": [str(field_id.iloc[a]), str(field_id.iloc[b])], "shared_pixels": int(overlaps.pixels[i]),
+         "same_geometry": bool(overlaps.same_geometry[i])}
+        for i, (a, b) in zip(largest, rows[largest], strict=True)
+    ]
+    log.warning(
+        "%d pairs of fields overlap (%d pixels lie in more than one field; %d pairs are the same polygon twice; "
+        "%d fields lie wholly inside others): every field is measured on all its pixels, shared ones included",
+        len(overlaps.pairs), results.shared_pixels, report.duplicate_geometry_pairs, int(covered.sum()),
+    )
 
 
 def classify_unread_geometries(prepared: fields_mod.PreparedFields, rows: np.ndarray, raster_crs: str,
@@ -205,7 +236,7 @@ def assemble_results(prepared: fields_mod.PreparedFields, index: FieldIndex, ras
     for summary in summaries:
         columns.add(summary)
     results = columns.finish()
-    report_overlaps(prepared, index.layout, results.overlap_pairs)
+    report_overlaps(prepared, index.layout, results)
     table, class_counts = assemble_table(prepared, index.layout, results, raster.crs)
     return FieldResults(table=table, class_counts=class_counts, report=prepared.report, raster=raster,
                         layout=index.layout, source=prepared.source, fids=prepared.fids,

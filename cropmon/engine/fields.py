@@ -31,6 +31,9 @@ class FieldReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     unknown_labels: dict[str, int] = field(default_factory=dict)
     overlapping_pairs: int = 0  # pairs of fields sharing pixel centres (found by the rasterization)
+    duplicate_geometry_pairs: int = 0  # of which the two polygons are equal
+    shared_pixels: int = 0  # pixels inside more than one field (each counted in every field that holds it)
+    overlap_examples: list[dict[str, Any]] = field(default_factory=list)  # the pairs sharing the most pixels
 
     def add(self, case: str, field_ids: pd.Series | np.ndarray) -> None:
         ids = [str(v) for v in np.asarray(field_ids)]
@@ -45,6 +48,9 @@ class FieldReport:
             "examples": self.examples,
             "unknown_labels": self.unknown_labels,
             "overlapping_pairs": self.overlapping_pairs,
+            "duplicate_geometry_pairs": self.duplicate_geometry_pairs,
+            "shared_pixels": self.shared_pixels,
+            "overlap_examples": self.overlap_examples,
         }
 
 
@@ -143,9 +149,11 @@ def prepare_geometries(geometry: np.ndarray, *, fields_crs: str, raster_crs: str
 
 
 def same_crs(a: str, b: str) -> bool:
+    """The same CRS, whatever the axis order it declares (cropmon always works in x, y order: OGC:CRS84, the
+    GeoParquet default, is EPSG:4326 here)."""
     from pyproj import CRS
 
-    return a == b or CRS.from_user_input(a).equals(CRS.from_user_input(b))
+    return a == b or CRS.from_user_input(a).equals(CRS.from_user_input(b), ignore_axis_order=True)
 
 
 def field_points(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

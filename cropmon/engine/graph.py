@@ -49,11 +49,12 @@ def chunk_partial_of(bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, i
     return chunk_partial(bands, grid, extras, index.layout.touching(k), nodata)
 
 
-def finish_chunk(index: FieldIndex, k: int, partials: list[ChunkPartial], extras: BlockExtras) -> dict[str, np.ndarray]:
+def finish_chunk(index: FieldIndex, k: int, partials: list[ChunkPartial], extras: BlockExtras, *,
+                 tie_break: str) -> dict[str, np.ndarray]:
     """The summary of the fields chunk k owns, compact for the trip to the assembling worker: text as int8 codes
     into PIXEL_RULES / GEOMETRY_STATUSES, class histograms as sparse (field, class, pixels) triplets."""
     first, last = index.layout.owned(k)
-    summary = finish_owned_fields(first, last, partials, extras)
+    summary = finish_owned_fields(first, last, partials, extras, tie_break=tie_break)
     counts = summary.pop("class_counts")
     field, crop = np.nonzero(counts)
     summary["counts_field"], summary["counts_class"] = field.astype(np.int32), crop.astype(np.int8)
@@ -70,7 +71,7 @@ def _codes(values: np.ndarray, names) -> np.ndarray:
 
 
 def field_graph(bands, source, index, chunks: RowChunks, spans: list[tuple[int, int]], *, raster_crs: str,
-                nodata: float | None) -> list:
+                nodata: float | None, tie_break: str = "confidence") -> list:
     """One delayed summary per chunk (nothing is computed here). `bands` is the lazy (2, y, x) class/confidence
     array (io/raster.open_prediction_bands), `index` the AOI's FieldIndex or a future of it, `spans` its
     owner_spans(). A chunk that owns no field still has a summary (empty), which carries its overlapping pairs."""
@@ -97,7 +98,7 @@ def field_graph(bands, source, index, chunks: RowChunks, spans: list[tuple[int, 
         for k in range(chunks.n_chunks)
     ]
     summaries = [
-        dask.delayed(finish_chunk)(index, k, partials[k0 : k1 + 1], extras[k],
+        dask.delayed(finish_chunk)(index, k, partials[k0 : k1 + 1], extras[k], tie_break=tie_break,
                                    dask_key_name=f"chunk-summary-{token}-{k}")
         for k, (k0, k1) in enumerate(spans)
     ]

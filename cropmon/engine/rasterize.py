@@ -5,7 +5,9 @@ Fields are numbered 1..M in the order of their first raster row, so the fields o
 intermediate downstream is sized by the fields of that chunk, never by all fields of the AOI. Label 0 = no field.
 
 Pixel rule: pixel centres, as GDAL's default (cropmon.scanline). A field with no pixel centre anywhere gets its
-all-touched pixels instead (`FallbackPixels`, burnt by GDAL through rasterio).
+all-touched pixels instead (`FallbackPixels`, burnt by GDAL through rasterio). Where fields overlap, the grid holds
+one of them per pixel and the others' claims travel beside it (`scanline.SharedPixels`), so every field gets every
+pixel centre inside it, as a brute-force mask per field would.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import shapely
 from affine import Affine
 
-from cropmon.engine.scanline import Spans, fill, polygon_spans
+from cropmon.engine.scanline import SharedPixels, Spans, fill, polygon_spans
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +207,26 @@ class FieldShapes:
 
 
 @dataclass(frozen=True)
+class Overlaps:
+    """Pairs of fields (labels low, high) sharing pixel centres in one chunk: how many, and whether the two are the
+    same polygon (a duplicated field)."""
+
+    pairs: np.ndarray  # (k, 2) int32
+    pixels: np.ndarray  # (k,) int64 pixels the pair shares in this chunk
+    same_geometry: np.ndarray  # (k,) bool
+
+    @classmethod
+    def empty(cls) -> Overlaps:
+        return cls(np.empty((0, 2), np.int32), np.empty(0, np.int64), np.empty(0, bool))
+
+
+@dataclass(frozen=True)
 class BlockExtras:
     """What a chunk's rasterization found besides its label grid."""
 
     fallback: FallbackPixels
-    overlap_pairs: np.ndarray  # (k, 2) int32 label pairs that share pixel centres in this chunk
+    shared: SharedPixels  # every claim on the pixels inside more than one field
+    overlaps: Overlaps
     shapes: FieldShapes | None = None  # of the fields the chunk owns (set by rasterize_chunk_fields)
 
 
@@ -220,15 +237,16 @@ def rasterize_block(
 
     Pure: polygons in the raster's CRS with their labels in, numpy out. Each polygon is scanned over its whole
     extent (it is small), so whether it has a pixel centre anywhere is known here; one that has none gets its
-    all-touched pixels in this chunk as fallback. Where fields overlap, the higher label wins the shared pixels
-    and the pair is reported.
+    all-touched pixels in this chunk as fallback. Where fields overlap, the grid holds the highest label and the
+    other claims are returned with the pairs (`same_geometry` is filled in by `rasterize_chunk_fields`).
     """
     spans = batch.spans(transform, height=height, width=width)
-    grid, overlap_pairs = fill(spans, batch.labels, row_start=row_start, rows=rows, width=width)
+    grid, shared = fill(spans, batch.labels, row_start=row_start, rows=rows, width=width)
     no_centre = np.flatnonzero(spans.pixels_per_owner(len(batch)) == 0)
     window_transform = transform @ Affine.translation(0, row_start)
     fallback = _all_touched_pixels(batch, no_centre, window_transform, rows, width)
-    return grid, BlockExtras(fallback, overlap_pairs)
+    pairs, pair_pixels = shared.pairs()
+    return grid, BlockExtras(fallback, shared, Overlaps(pairs, pair_pixels, np.zeros(len(pairs), bool)))
 
 
 def _all_touched_pixels(
@@ -266,7 +284,7 @@ def burn_values(geometry: np.ndarray, values: np.ndarray, *, transform: Affine, 
     keep = ~shapely.is_missing(geometry)
     batch = PolygonBatch.from_geometries(geometry[keep], values[keep])
     grid, _ = fill(batch.spans(transform, height=shape[0], width=shape[1]), batch.labels, row_start=0,
-                   rows=shape[0], width=shape[1])
+                   rows=shape[0], width=shape[1])  # a map: the highest value keeps a shared pixel
     return grid
 
 
@@ -300,4 +318,10 @@ def rasterize_chunk_fields(
     own = (fields.labels >= first) & (fields.labels <= last)
     x, y = field_points(geometry[own])
     shapes = FieldShapes(fields.labels[own], status[own], x, y)
-    return grid, BlockExtras(extras.fallback, extras.overlap_pairs, shapes)
+    overlaps = extras.overlaps
+    if len(overlaps.pairs):
+        position = np.searchsorted(fields.labels, overlaps.pairs)  # labels are ascending
+        same = shapely.equals(geometry[position[:, 0]], geometry[position[:, 1]])
+        overlaps = Overlaps(overlaps.pairs, overlaps.pixels, np.asarray(same, dtype=bool))
+    return grid, BlockExtras(extras.fallback, extras.shared, overlaps, shapes)
+

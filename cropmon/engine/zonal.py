@@ -5,7 +5,9 @@ of valid confidences, sum of confidence, sum of squared confidence. Field ids ar
 so each chunk's intermediate is (fields touching the chunk x 34 classes), never (all fields x 34): memory follows
 the chunk, not the AOI. Each field is then finished by the chunk that owns it (its first row), which adds the
 partials of the few following chunks its pixels reach. The mode is the histogram's argmax (flox's `mode` has no
-chunked version), which also gives purity and the runner-up class at no extra read.
+chunked version), which also gives purity and the runner-up class at no extra read. A tie between classes with the
+same pixel count goes to the class whose pixels are the more confident (larger confidence sum), then to the lowest
+id (`TIE_BREAKS`); the lowest-id rule alone, which rasterstats uses, favours low class ids whatever the pixels say.
 
 Class slots: 0..31 the crop classes, 32 = a value outside 0..31 (counted, not a class), 33 = nodata (excluded).
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cropmon.engine.rasterize import BlockExtras
+from cropmon.engine.rasterize import BlockExtras, Overlaps
 from cropmon.labels import INVALID_CLASS, N_CLASSES
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ NODATA_SLOT = N_CLASSES + 1
 N_SLOTS = N_CLASSES + 2  # 32 classes + invalid + nodata
 CHANNELS = ("pixels", "conf_count", "conf_sum", "conf_sq_sum")
 PIXEL_RULES = np.array(["centre", "all_touched", "none"], dtype=object)  # indexed: shared strings, not copies
+TIE_BREAKS = ("confidence", "lowest_id")
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,31 @@ class SparseSums:
 
 
 @dataclass(frozen=True)
+class LabelCounts:
+    """A count per field label, for the labels that have one (e.g. pixels a field shares with another)."""
+
+    labels: np.ndarray  # int64, unique
+    counts: np.ndarray  # int64
+
+    @classmethod
+    def of(cls, labels: np.ndarray) -> LabelCounts:
+        unique, counts = np.unique(labels, return_counts=True)
+        return cls(unique.astype(np.int64), counts.astype(np.int64))
+
+    def add_into(self, total: np.ndarray, first: int, last: int) -> None:
+        """Add the counts of labels first..last into `total` (index 0 = label `first`)."""
+        sel = (self.labels >= first) & (self.labels <= last)
+        total[self.labels[sel] - first] += self.counts[sel]
+
+
+@dataclass(frozen=True)
 class ChunkPartial:
-    """What one chunk adds to the fields touching it: centre-rule sums and all-touched fallback sums."""
+    """What one chunk adds to the fields touching it: centre-rule sums (shared pixels counted in every field that
+    contains them), all-touched fallback sums, and each field's pixels shared with another field."""
 
     sums: SparseSums
     fallback: SparseSums  # fields with no pixel centre anywhere, on their all-touched pixels
+    shared: LabelCounts
 
 
 def class_slots(classes: np.ndarray, confidence: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -120,44 +143,60 @@ def chunk_partial(
     labels = grid.ravel()
     if len(touching) == 0:
         empty = SparseSums.from_dense(touching, np.zeros((len(CHANNELS), 0, N_SLOTS), dtype=np.int64))
-        return ChunkPartial(empty, empty)
+        return ChunkPartial(empty, empty, LabelCounts.of(np.empty(0, np.int64)))
     lo, hi = int(touching[0]), int(touching[-1])
     lookup = np.full(hi - lo + 2, -1, dtype=np.int64)  # last slot: labels outside [lo, hi] (0 = no field)
     lookup[touching - lo] = np.arange(len(touching))
-    index = labels.astype(np.int64) - lo
-    index[(index < 0) | (index > hi - lo)] = hi - lo + 1
-    sums = _grouped_sums(classes, confidence, lookup[index], len(touching), nodata)
+
+    def local_codes(of_labels: np.ndarray) -> np.ndarray:
+        index = of_labels.astype(np.int64) - lo
+        index[(index < 0) | (index > hi - lo)] = hi - lo + 1
+        return lookup[index]
+
+    sums = _grouped_sums(classes, confidence, local_codes(labels), len(touching), nodata)
+    shared = extras.shared
+    if len(shared):  # the claims on shared pixels that the grid does not hold: counted in their fields too
+        other = shared.labels != labels[shared.pixels]
+        pixels = shared.pixels[other]
+        sums += _grouped_sums(classes[pixels], confidence[pixels], local_codes(shared.labels[other]),
+                              len(touching), nodata)
 
     fallback = extras.fallback
     fb_labels, fb_codes = np.unique(fallback.labels, return_inverse=True)
     fb_sums = _grouped_sums(
         classes[fallback.pixels], confidence[fallback.pixels], fb_codes.astype(np.int64), len(fb_labels), nodata
     )
-    return ChunkPartial(SparseSums.from_dense(touching, sums), SparseSums.from_dense(fb_labels, fb_sums))
+    return ChunkPartial(SparseSums.from_dense(touching, sums), SparseSums.from_dense(fb_labels, fb_sums),
+                        LabelCounts.of(shared.labels))
 
 
 def finish_owned_fields(
-    first: int, last: int, partials: list[ChunkPartial], extras: BlockExtras | None = None
+    first: int, last: int, partials: list[ChunkPartial], extras: BlockExtras | None = None, *,
+    tie_break: str = "confidence",
 ) -> dict[str, np.ndarray]:
     """Add the partials of labels first..last (the chunk's own fields) and summarise them.
 
     `extras` (the owning chunk's rasterization) adds each field's geometry status and point, and the chunk's
-    overlapping label pairs (so every chunk's extras are released with its own summary).
+    overlapping pairs (so every chunk's extras are released with its own summary).
     """
     n = max(last - first + 1, 0)
     total = np.zeros((len(CHANNELS), n, N_SLOTS), dtype=np.int64)
     fallback = np.zeros_like(total)
+    shared = np.zeros(n, dtype=np.int64)
     for part in partials:
         part.sums.add_into(total, first, last)
         part.fallback.add_into(fallback, first, last)
+        part.shared.add_into(shared, first, last)
     has_centre = total[0].sum(axis=1) > 0
     use_fallback = ~has_centre & (fallback[0].sum(axis=1) > 0)
     total[:, use_fallback] = fallback[:, use_fallback]
     pixel_rule = PIXEL_RULES[np.where(has_centre, 0, np.where(use_fallback, 1, 2))]
-    summary = summarize_histograms(total)
+    summary = summarize_histograms(total, tie_break=tie_break)
     summary["label"] = np.arange(first, last + 1, dtype=np.int64)
     summary["pixel_rule"] = pixel_rule
-    summary["overlap_pairs"] = extras.overlap_pairs if extras is not None else np.empty((0, 2), np.int32)
+    summary["n_pixels_shared"] = shared
+    summary["overlaps"] = extras.overlaps if extras is not None else Overlaps.empty()
+    summary["n_shared_pixels_in_chunk"] = extras.shared.n_pixels() if extras is not None else 0
     if extras is not None and extras.shapes is not None:
         shapes = extras.shapes
         if not np.array_equal(shapes.labels, summary["label"]):
@@ -166,18 +205,30 @@ def finish_owned_fields(
     return summary
 
 
-def summarize_histograms(total: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-field results from the (4, fields, 34) sums: majority (ties -> lowest id), purity, runner-up, means."""
+def top_class(counts: np.ndarray, conf_sums: np.ndarray, *, tie_break: str) -> np.ndarray:
+    """Per row, the class with the most pixels; among tied classes, the larger confidence sum, then the lowest id
+    (`tie_break="confidence"`), or the lowest id alone (`"lowest_id"`). Rows without pixels give class 0."""
+    if tie_break == "lowest_id":
+        return counts.argmax(axis=1)  # the first maximum
+    if tie_break != "confidence":
+        raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
+    tied = counts == counts.max(axis=1, keepdims=True)
+    return np.where(tied, conf_sums, -1).argmax(axis=1)  # the first maximum among the tied: the lowest id
+
+
+def summarize_histograms(total: np.ndarray, *, tie_break: str = "confidence") -> dict[str, np.ndarray]:
+    """Per-field results from the (4, fields, 34) sums: majority (ties: `top_class`), purity, runner-up, means."""
     pixels = total[0]
     class_counts = pixels[:, :N_CLASSES]
+    class_conf = total[2, :, :N_CLASSES]
     n_pixels = class_counts.sum(axis=1)
     has = n_pixels > 0
     rows = np.arange(len(n_pixels))
-    majority = class_counts.argmax(axis=1)  # first maximum: ties break to the lowest class id
+    majority = top_class(class_counts, class_conf, tie_break=tie_break)
     top = class_counts[rows, majority]
     rest = class_counts.copy()
     rest[rows, majority] = -1
-    runner = rest.argmax(axis=1)
+    runner = top_class(rest, class_conf, tie_break=tie_break)
     second = np.maximum(rest[rows, runner], 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         conf_n = total[1, :, :N_CLASSES].sum(axis=1)

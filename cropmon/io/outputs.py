@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from cropmon import errors
-from cropmon.io.vector import FIELD_BATCH_ROWS, FieldSource, gdal_warnings_logged
+from cropmon.io.paths import gdal_warnings_logged
+from cropmon.io.vector import FIELD_BATCH_ROWS, FieldSource
 
 log = logging.getLogger(__name__)
 

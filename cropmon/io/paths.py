@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from cropmon import errors
+
+log = logging.getLogger(__name__)
 
 
 def is_gdal_virtual(path: str | Path) -> bool:
@@ -34,3 +39,14 @@ def require_file(path: str | Path, what: str) -> None:
     if not os.access(path, os.R_OK):
         raise errors.MissingFile(f"{what} is not readable", path=path, fix="fix its permissions")
 
+
+@contextlib.contextmanager
+def gdal_warnings_logged(path: Path) -> Iterator[None]:
+    """Turn GDAL's warnings (which pyogrio raises as RuntimeWarning) into log lines naming the file."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        yield
+    for warning in caught:
+        log.warning("%s: %s", path, warning.message)

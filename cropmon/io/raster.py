@@ -66,7 +66,8 @@ def inspect_raster(path: str | Path, *, class_band: int = 3, confidence_band: in
     """Validate the prediction raster's header and return its description.
 
     Raises typed errors for a missing/unreadable file, a file GDAL cannot open as a raster, band indexes out of
-    range, a non-integer class band, and a missing CRS.
+    range, a non-integer class band, a missing CRS and a rotated or sheared grid. The class band is read raw: a
+    scale/offset or a colour table in its header changes nothing (class ids are never rescaled or expanded).
     """
     import rasterio
     from rasterio.errors import RasterioIOError
@@ -119,6 +120,15 @@ def inspect_raster(path: str | Path, *, class_band: int = 3, confidence_band: in
             path=path,
             fix="set one, e.g. `gdal_edit.py -a_srs EPSG:4326 FILE` (the real predictions are EPSG:4326)",
         )
+    _, b, _, d, _, _ = info.transform
+    if b != 0 or d != 0:
+        raise errors.RotatedRaster(
+            f"its grid is rotated or sheared (geotransform rotation terms {b:g}, {d:g}); cropmon needs a north-up grid"
+            " to rasterize the fields on",
+            path=path,
+            fix="warp it to a north-up grid with nearest-neighbour resampling, which keeps class ids: "
+            "`gdalwarp -r near IN.tif north_up.tif`",
+        )
     return info
 
 
@@ -141,9 +151,16 @@ def open_prediction_bands(info: RasterInfo, *, chunk_rows: int):
     for a pixel-interleaved striped file the strips are read once for both bands. `lock=False` gives every read
     its own file handle, so reads run in parallel.
     """
+    import warnings
+
     import rioxarray
 
-    arr = rioxarray.open_rasterio(info.path, lock=False, cache=False, masked=False)
+    with warnings.catch_warnings():
+        # A class band with its own scale/offset (the others 1/0) makes rioxarray warn that it will not set one
+        # `scale_factor` attribute; with mask_and_scale=False (its default) the values are read raw either way,
+        # and cropmon never applies a scale to class ids.
+        warnings.filterwarnings("ignore", message="(Scales|Offsets) differ across bands", category=UserWarning)
+        arr = rioxarray.open_rasterio(info.path, lock=False, cache=False, masked=False, mask_and_scale=False)
     arr = arr.isel(band=[info.class_band - 1, info.confidence_band - 1])
     return arr.chunk({"band": 2, "y": chunk_rows, "x": -1})
 

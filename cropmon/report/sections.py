@@ -17,6 +17,7 @@ import pandas as pd
 from cropmon.analysis import metrics
 from cropmon.analysis.diagnose import TIERS, Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.report.caveats import caveats_section
 from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, lookup, names, num, pct
 from cropmon.report.wording import rule_text, with_reasons
 
@@ -215,54 +216,6 @@ def _plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     return blocks
 
 
-def _caveats(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSettings) -> list[Block]:
-    c = d.caveats
-    items = []
-    if c["no_pixel"]:
-        where = ", ".join(f"{k}: {v:,}" for k, v in c["no_pixel_by_geometry"].items())
-        items.append(f"{c['no_pixel']:,} fields got no pixel and are not scored ({where}).")
-    if c["unknown_label"]:
-        examples = ", ".join(f"'{k}' ({v})" for k, v in c["unknown_label_examples"].items())
-        items.append(f"{c['unknown_label']:,} fields carry a label that is in no class and are not scored: {examples}.")
-    if c["null_label"]:
-        items.append(f"{c['null_label']:,} fields have no label and are not scored.")
-    if c["variant_label"]:
-        items.append(f"{c['variant_label']:,} labels matched a class only after case/space folding.")
-    if c["all_touched"]:
-        items.append(
-            f"{c['all_touched']:,} fields are so small or thin that no pixel centre falls inside: scored from the"
-            " pixels they touch (all-touched fallback), never picked for labelling."
-        )
-    if c["tiny"]:
-        items.append(f"{c['tiny']:,} scored fields have fewer than {s.min_pixels} pixels: never picked for labelling.")
-    if c["ties"]:
-        items.append(f"{c['ties']:,} fields had a tied majority, broken to the lowest class id.")
-    if c["repaired_geometry"]:
-        items.append(f"{c['repaired_geometry']:,} field geometries were invalid and repaired before use.")
-    if c["duplicate_id"]:
-        items.append(f"{c['duplicate_id']:,} fields share their field_id with another: scored, never picked.")
-    if c["never_predicted"]:
-        items.append(f"Never predicted for any field: {names(c['never_predicted'])}.")
-    extra = [crop for crop in c["never_right"] if crop not in c["never_predicted"]]
-    if extra:
-        items.append(f"Predicted, but never for one of its own fields: {names(extra)}.")
-    if c["predicted_not_in_gt"]:
-        seen = [f"{k} ({v:,} fields)" for k, v in c["predicted_not_in_gt"].items()]
-        items.append(f"Predicted although absent from the GT: {names(seen)}.")
-    if c["too_few_fields"]:
-        items.append(f"Fewer than {s.min_fields} GT fields (noisy numbers): {names(c['too_few_fields'])}.")
-    if c["invalid_class_pixels"] or c["invalid_confidence_pixels"]:
-        items.append(
-            f"{c['invalid_class_pixels']:,} pixels held a class outside 0..31 and {c['invalid_confidence_pixels']:,}"
-            " a confidence outside 0..100; they are counted, not used."
-        )
-    dropped = lookup(run_info, "fields", "counts")
-    if isinstance(dropped, Mapping) and dropped:
-        counts = ", ".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in dropped.items())
-        items.append(f"The engine reported: {counts}.")
-    return [Heading("Caveats"), Bullets(items or ["None: every field was scored and every label matched a class."])]
-
-
 def _input_path(run_info: Mapping[str, Any], name: str) -> str | None:
     """run_info's inputs.<name>: a path, or a mapping with a path."""
     value = lookup(run_info, "inputs", name)
@@ -308,7 +261,7 @@ def build_report(
         *_confusions(d, images),
         *_figures(d, images),
         *_plan(d, settings),
-        *_caveats(d, run_info, settings),
+        *caveats_section(d, run_info, settings),
         *_settings(run_info, settings, seed),
     ]
 
