@@ -27,7 +27,6 @@ from cropmon.engine.rasterize import RowChunks
 from cropmon.engine.zonal import TIE_BREAKS
 from cropmon.errors import NoOverlap
 from cropmon.io import raster as raster_io
-from cropmon.io import vector
 
 
 def oracle_majority(cls: np.ndarray, conf: np.ndarray, *, tie_break: str = "confidence") -> float:
@@ -292,15 +291,15 @@ def test_building_the_graph_computes_nothing(tmp_path):
     path = write_fields(tmp_path / "f.gpkg", fields)
     info = raster_io.inspect_raster(raster)
     chunks = RowChunks(height=info.height, width=info.width, transform=Affine(*info.transform), chunk_rows=8)
-    _, index = prepare_fields_task(str(path), layer=None, label_column="normalized_label", raster_crs=info.crs,
-                                   chunks=chunks)
+    prepared, index = prepare_fields_task(str(path), layer=None, label_column="normalized_label",
+                                          raster_crs=info.crs, chunks=chunks, scratch_dir=None)
 
     def refuse(*args, **kwargs):
         raise AssertionError("building the graph ran a dask computation")
 
     with dask.config.set(scheduler=refuse):
-        graph = field_graph(raster_io.open_prediction_bands(info, chunk_rows=8), vector.field_source(path), index,
-                            chunks, index.owner_spans(), raster_crs=info.crs, nodata=info.nodata)
+        graph = field_graph(raster_io.open_prediction_bands(info, chunk_rows=8), prepared.source, index, chunks,
+                            index.owner_spans(), raster_crs=info.crs, nodata=info.nodata)
     assert len(graph) == chunks.n_chunks == 4 and index.layout.n_labels > 0
 
 

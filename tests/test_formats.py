@@ -151,20 +151,21 @@ def test_geoparquet_crs84_is_the_rasters_epsg4326(inputs, tmp_path):
     pd.testing.assert_frame_equal(by_field(result), expected, check_dtype=False)
 
 
-def test_a_copy_the_workers_cannot_open_is_refused_before_the_compute(inputs, tmp_path):
-    """On a remote cluster whose workers do not see the scratch directory: one line naming the fix."""
-    from cropmon.cluster import ClusterHandle
+def test_a_copy_the_workers_cannot_open_is_refused_before_the_compute(inputs, tmp_path, monkeypatch):
+    """On a remote cluster whose workers do not see the scratch directory: one line naming the fix, before the
+    graph is computed (the copy is made by the worker that reads the fields; the others must open it)."""
+    from cropmon.cluster import ClusterHandle, connect
     from cropmon.errors import MissingFile
 
-    class WorkersElsewhere(ClusterHandle):
-        def workers_that_cannot_read(self, path: str) -> list[str]:
-            return ["tcp://10.0.0.7:40000"]
-
-        def compute(self, *args, **kwargs):
-            raise AssertionError("nothing may be computed")
+    def no_compute(self, *args, **kwargs):
+        raise AssertionError("nothing may be computed")
 
     _, raster, fields, _ = inputs
     path, _ = write_as(fields, tmp_path, "geojson")
-    with pytest.raises(MissingFile, match=r"cannot be opened on 1 worker.*tcp://10\.0\.0\.7:40000.*--scratch-dir"):
-        analyse_fields(raster, path, cluster=WorkersElsewhere(kind="remote"), scratch_dir=tmp_path / "s")
-    analyse_fields(raster, write_as(fields, tmp_path, "fgb")[0], cluster=ClusterHandle(kind="threads"))
+    with connect("threads") as handle:
+        with monkeypatch.context() as patch:
+            patch.setattr(ClusterHandle, "workers_that_cannot_read", lambda self, p: ["tcp://10.0.0.7:40000"])
+            patch.setattr(ClusterHandle, "compute", no_compute)
+            with pytest.raises(MissingFile, match=r"cannot be opened on 1 worker.*tcp://10\.0\.0\.7:40000.*--scratch-dir"):
+                analyse_fields(raster, path, cluster=handle, scratch_dir=tmp_path / "s")
+        analyse_fields(raster, write_as(fields, tmp_path, "fgb")[0], cluster=handle)
