@@ -51,6 +51,7 @@ def run_header(results: FieldResults, *, settings: dict[str, Any], cluster: dict
                 "n_fields": len(results.table),
             },
             "digital_twin": is_twin,
+            "classes": results.catalogue.as_manifest(),
         },
         "settings": settings,
         "versions": versions(),
@@ -74,6 +75,7 @@ def field_counts(results: FieldResults) -> dict[str, Any]:
         "pixel_rule": table["pixel_rule"].value_counts().to_dict(),
         "geometry_status": table["geometry_status"].value_counts().to_dict(),
         "label_status": table["label_status"].value_counts().loc[lambda c: c > 0].to_dict(),
+        "invalid_class_values": {str(k): v for k, v in results.invalid_values.items()},
         **report,
     }
 

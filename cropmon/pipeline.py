@@ -101,7 +101,8 @@ def run_many(config: RunConfig) -> RunOutcome:
             )
             aois[name] = {"raster": raster, "fields": fields, "n_fields": aoi_json["fields"]["n_input"],
                           "timings_s": aoi_json["timings_s"]}
-            summaries[name] = summarise_aoi(results.table, results.class_counts, settings=settings, seed=config.seed)
+            summaries[name] = summarise_aoi(results.table, results.class_counts, settings=settings, seed=config.seed,
+                                            catalogue=results.catalogue)
             del results  # only the compact summary outlives the AOI
         written = write_pooled(summaries, staged.staging, settings=settings, seed=config.seed)
         run_json = manifest.many_aois(started=started, aois=aois, settings=config.as_manifest(),
@@ -132,6 +133,7 @@ def write_run_outputs(
         written = write_diagnosis(
             results.table, results.class_counts, out_dir, settings=config.diagnosis, run_info=run_json,
             map_window=map_window(results), seed=config.seed, geometries=results.geometries,
+            catalogue=results.catalogue,
         )
         staged.written.extend(sorted(written))
     run_json["timings_s"] = {**timer.seconds, "total": round(time.time() - started, 3)}
@@ -197,4 +199,5 @@ def _analyse(
             confidence_band=config.confidence_band,
             progress=progress,
             no_worker_timeout=config.no_worker_timeout,
+            catalogue=config.catalogue(),
         )

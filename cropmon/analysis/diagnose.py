@@ -20,7 +20,7 @@ the caveats) into one `Diagnosis`, which the report words and draws.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from cropmon.analysis import metrics, select
 from cropmon.analysis.blocks import block_agreement
 from cropmon.analysis.metrics import row_shares
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.catalogue import U0C, Catalogue
 
 TIERS: tuple[str, ...] = ("critical", "high", "medium", "low")
 UNDERPERFORMING_COLUMNS: tuple[str, ...] = (
@@ -138,17 +139,23 @@ class Diagnosis:
     blocks: pd.DataFrame
     overall: dict[str, float]
     caveats: dict[str, Any]
+    settings: DiagnosisSettings = field(default_factory=DiagnosisSettings)
+    seed: int = 0
+    catalogue: Catalogue = U0C
 
 
 def diagnose_run(
-    fields: pd.DataFrame, class_counts: pd.DataFrame, *, settings: DiagnosisSettings, seed: int = 0
+    fields: pd.DataFrame, class_counts: pd.DataFrame, *, settings: DiagnosisSettings, seed: int = 0,
+    catalogue: Catalogue = U0C,
 ) -> Diagnosis:
     """Metrics, confusions, underperforming crops, the plan and the caveats of one per-field table."""
-    confusion = metrics.confusion_matrix(fields)
-    pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts)
-    crop_table = metrics.crop_metrics(fields, class_counts, confusion=confusion, pixel_confusion=pixel_confusion)
+    confusion = metrics.confusion_matrix(fields, catalogue)
+    pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts, catalogue)
+    crop_table = metrics.crop_metrics(fields, class_counts, confusion=confusion, pixel_confusion=pixel_confusion,
+                                      catalogue=catalogue)
     flagged = underperforming_crops(crop_table, confusion, settings)
-    selection = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed)
+    selection = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed,
+                                      catalogue=catalogue)
     return Diagnosis(
         metrics=crop_table,
         confusion=confusion,
@@ -156,9 +163,12 @@ def diagnose_run(
         pairs=metrics.confusion_pairs(confusion, mutual_share=settings.mutual_share, top=settings.max_confusion_pairs),
         flagged=flagged,
         selection=selection,
-        blocks=block_agreement(fields, selection.grid),
+        blocks=block_agreement(fields, selection.grid, catalogue),
         overall=metrics.overall(crop_table, pixel_confusion),
         caveats=caveats(fields, crop_table, settings=settings),
+        settings=settings,
+        seed=seed,
+        catalogue=catalogue,
     )
 
 

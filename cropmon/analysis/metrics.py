@@ -1,8 +1,9 @@
 """Per-crop and confusion tables from the per-field table (`schema.FIELD_TABLE_COLUMNS`) and its class histograms.
 
 Only *evaluable* fields count: a known ground-truth class and at least one valid pixel. The others keep their rows
-in the per-field table and are counted in the report's caveats. Crop names follow `labels.CROP_NAMES`; confusion
-matrices are always 32 x 32 in catalogue order, so tables of different AOIs line up.
+in the per-field table and are counted in the report's caveats. Crop names and their order follow the model's
+catalogue (`catalogue.Catalogue`, the u0c one by default); confusion matrices are always n x n in catalogue order,
+so tables of different AOIs line up.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cropmon.labels import CROP_NAMES
+from cropmon.catalogue import U0C, Catalogue
 
 REFERENCE_METRIC_COLUMNS: tuple[str, ...] = ("crop", "num_fields", "agreement_score", "weighted_f1_score")
 TOP_MISTAKES = 3
-_NAMES = np.array(CROP_NAMES, dtype=object)
 
 
 def evaluable(fields: pd.DataFrame) -> pd.Series:
@@ -22,38 +22,40 @@ def evaluable(fields: pd.DataFrame) -> pd.Series:
     return fields["gt_class"].notna() & (fields["n_pixels"] > 0)
 
 
-def truth_and_prediction(fields: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+def truth_and_prediction(fields: pd.DataFrame, catalogue: Catalogue = U0C) -> tuple[pd.Series, pd.Series]:
     """Crop names of the ground truth and of the majority class, for the evaluable fields (same index)."""
     ev = fields.loc[evaluable(fields)]
-    truth = pd.Series(_NAMES[ev["gt_class"].astype(int).to_numpy()], index=ev.index, dtype=object)
-    pred = pd.Series(_NAMES[ev["majority_crop"].astype(int).to_numpy()], index=ev.index, dtype=object)
+    truth = pd.Series(catalogue.names_of(ev["gt_class"].astype(int).to_numpy()), index=ev.index, dtype=object)
+    pred = pd.Series(catalogue.names_of(ev["majority_crop"].astype(int).to_numpy()), index=ev.index, dtype=object)
     return truth, pred
 
 
-def aligned_class_counts(fields: pd.DataFrame, class_counts: pd.DataFrame) -> pd.DataFrame:
-    """`class_counts` on the fields' index with the 32 crop columns in catalogue order (absent columns count 0)."""
+def aligned_class_counts(fields: pd.DataFrame, class_counts: pd.DataFrame,
+                         catalogue: Catalogue = U0C) -> pd.DataFrame:
+    """`class_counts` on the fields' index with the crop columns in catalogue order (absent columns count 0)."""
     missing_rows = ~fields.index.isin(class_counts.index)
     if missing_rows.any():
         raise ValueError(f"class_counts has no row for {int(missing_rows.sum())} field(s): expected one per field")
-    unknown = sorted(set(class_counts.columns) - set(CROP_NAMES))
+    unknown = sorted(set(class_counts.columns) - set(catalogue.names))
     if unknown:
         raise ValueError(f"class_counts has columns that are no crop name: {unknown[:5]}")
     if is_sparse(class_counts):
         class_counts = class_counts.sparse.to_dense()
-    return class_counts.reindex(index=fields.index, columns=list(CROP_NAMES), fill_value=0).astype("int64")
+    return class_counts.reindex(index=fields.index, columns=list(catalogue.names), fill_value=0).astype("int64")
 
 
-def _square(frame: pd.DataFrame) -> pd.DataFrame:
-    """A GT x predicted table reindexed to the 32 crops, named axes."""
-    out = frame.reindex(index=list(CROP_NAMES), columns=list(CROP_NAMES), fill_value=0).astype("int64")
+def _square(frame: pd.DataFrame, catalogue: Catalogue) -> pd.DataFrame:
+    """A GT x predicted table reindexed to the catalogue's crops, named axes."""
+    names = list(catalogue.names)
+    out = frame.reindex(index=names, columns=names, fill_value=0).astype("int64")
     out.index.name, out.columns.name = "gt", "predicted"
     return out
 
 
-def confusion_matrix(fields: pd.DataFrame) -> pd.DataFrame:
-    """Field counts, GT crops as rows x predicted crops as columns (32 x 32, crop names)."""
-    truth, pred = truth_and_prediction(fields)
-    return _square(pd.crosstab(truth, pred))
+def confusion_matrix(fields: pd.DataFrame, catalogue: Catalogue = U0C) -> pd.DataFrame:
+    """Field counts, GT crops as rows x predicted crops as columns (n x n, crop names in catalogue order)."""
+    truth, pred = truth_and_prediction(fields, catalogue)
+    return _square(pd.crosstab(truth, pred), catalogue)
 
 
 def is_sparse(frame: pd.DataFrame) -> bool:
@@ -61,7 +63,8 @@ def is_sparse(frame: pd.DataFrame) -> bool:
     return len(frame.columns) > 0 and all(isinstance(t, pd.SparseDtype) for t in frame.dtypes)
 
 
-def pixel_confusion_matrix(fields: pd.DataFrame, class_counts: pd.DataFrame) -> pd.DataFrame:
+def pixel_confusion_matrix(fields: pd.DataFrame, class_counts: pd.DataFrame,
+                           catalogue: Catalogue = U0C) -> pd.DataFrame:
     """Pixel counts, GT crops as rows x predicted classes as columns: each field's histogram summed by GT crop.
 
     One sparse product (GT crop x fields) @ (fields x classes): no dense copy of the histogram table is made, and
@@ -69,18 +72,19 @@ def pixel_confusion_matrix(fields: pd.DataFrame, class_counts: pd.DataFrame) -> 
     """
     import scipy.sparse
 
-    truth, _ = truth_and_prediction(fields)
-    if not (class_counts.index.equals(fields.index) and list(class_counts.columns) == list(CROP_NAMES)):
-        class_counts = aligned_class_counts(fields, class_counts)
+    names = list(catalogue.names)
+    truth, _ = truth_and_prediction(fields, catalogue)
+    if not (class_counts.index.equals(fields.index) and list(class_counts.columns) == names):
+        class_counts = aligned_class_counts(fields, class_counts, catalogue)
     counts = (class_counts.sparse.to_coo() if is_sparse(class_counts)
               else scipy.sparse.csr_matrix(class_counts.to_numpy()))
     rows = fields.index.get_indexer(truth.index)
-    crops = pd.Categorical(truth.to_numpy(), categories=list(CROP_NAMES))
+    crops = pd.Categorical(truth.to_numpy(), categories=names)
     by_crop = scipy.sparse.csr_matrix(
-        (np.ones(len(rows), np.int64), (crops.codes, rows)), shape=(len(CROP_NAMES), len(fields))
+        (np.ones(len(rows), np.int64), (crops.codes, rows)), shape=(len(names), len(fields))
     )
     sums = (by_crop @ counts.astype(np.int64)).toarray()
-    return _square(pd.DataFrame(sums, index=list(CROP_NAMES), columns=list(CROP_NAMES)))
+    return _square(pd.DataFrame(sums, index=names, columns=names), catalogue)
 
 
 def row_shares(confusion: pd.DataFrame) -> pd.DataFrame:
@@ -122,10 +126,11 @@ SUM_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def crop_sums(fields: pd.DataFrame) -> pd.DataFrame:
-    """Per GT crop (32 rows, catalogue order): sums and counts of confidence (all, right, wrong) and purity, area
-    and area right. Additive: the sums of several AOIs give the per-crop means of all their fields together."""
-    truth, pred = truth_and_prediction(fields)
+def crop_sums(fields: pd.DataFrame, catalogue: Catalogue = U0C) -> pd.DataFrame:
+    """Per GT crop (one row per class, catalogue order): sums and counts of confidence (all, right, wrong) and
+    purity, area and area right. Additive: the sums of several AOIs give the per-crop means of all their fields
+    together."""
+    truth, pred = truth_and_prediction(fields, catalogue)
     ev = fields.loc[truth.index]
     right = (truth == pred).to_numpy()
     conf = ev["confidence_score"].astype(float).to_numpy()
@@ -146,7 +151,7 @@ def crop_sums(fields: pd.DataFrame) -> pd.DataFrame:
             "area_right_m2": np.where(right, np.nan_to_num(area), 0.0),
         }
     )
-    sums = frame.groupby("crop").sum().reindex(list(CROP_NAMES), fill_value=0)
+    sums = frame.groupby("crop").sum().reindex(list(catalogue.names), fill_value=0)
     sums.index.name = "crop"
     return sums[list(SUM_COLUMNS)].astype(float)
 
@@ -169,13 +174,14 @@ def _stats_from_sums(sums: pd.DataFrame, crops: pd.Index) -> pd.DataFrame:
 
 def _mistakes(confusion: pd.DataFrame) -> pd.DataFrame:
     """The TOP_MISTAKES crops each GT crop is most often predicted as, with their share of its fields."""
+    names = np.asarray(confusion.columns, dtype=object)
     shares = row_shares(confusion).to_numpy(copy=True)
     np.fill_diagonal(shares, 0.0)
     order = np.argsort(-shares, axis=1, kind="stable")[:, :TOP_MISTAKES]
     columns: dict[str, object] = {}
     for k in range(TOP_MISTAKES):
         share = np.take_along_axis(shares, order[:, k : k + 1], axis=1)[:, 0]
-        columns[f"mistaken_for_{k + 1}"] = np.where(share > 0, _NAMES[order[:, k]], None)
+        columns[f"mistaken_for_{k + 1}"] = np.where(share > 0, names[order[:, k]], None)
         columns[f"mistaken_for_{k + 1}_share"] = np.where(share > 0, share, np.nan)
     return pd.DataFrame(columns, index=confusion.index)
 
@@ -186,6 +192,7 @@ def crop_metrics(
     *,
     confusion: pd.DataFrame | None = None,
     pixel_confusion: pd.DataFrame | None = None,
+    catalogue: Catalogue = U0C,
 ) -> pd.DataFrame:
     """One row per crop that is in the GT or predicted: the reference columns first, then the diagnostics.
 
@@ -193,10 +200,10 @@ def crop_metrics(
     which have no GT field and so no score, last), then num_fields descending, then crop name. Pass the confusion
     matrices when they are already computed.
     """
-    confusion = confusion_matrix(fields) if confusion is None else confusion
+    confusion = confusion_matrix(fields, catalogue) if confusion is None else confusion
     if pixel_confusion is None:
-        pixel_confusion = pixel_confusion_matrix(fields, class_counts)
-    return crop_table(confusion, pixel_confusion, crop_sums(fields))
+        pixel_confusion = pixel_confusion_matrix(fields, class_counts, catalogue)
+    return crop_table(confusion, pixel_confusion, crop_sums(fields, catalogue))
 
 
 def crop_table(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, sums: pd.DataFrame) -> pd.DataFrame:
@@ -237,6 +244,7 @@ def confusion_pairs(confusion: pd.DataFrame, *, mutual_share: float, top: int | 
     `crop_a` is the side whose fields go more often to the other (`a_as_b` >= `b_as_a`); shares are of each
     crop's own GT fields. A confusion is `mutual` when both shares are above 0 and reach `mutual_share`.
     """
+    names = np.asarray(confusion.index, dtype=object)
     m = confusion.to_numpy()
     shares = row_shares(confusion).to_numpy()
     i, j = np.nonzero(np.triu(m + m.T, k=1))
@@ -244,8 +252,8 @@ def confusion_pairs(confusion: pd.DataFrame, *, mutual_share: float, top: int | 
     a, b = np.where(forward, i, j), np.where(forward, j, i)
     pairs = pd.DataFrame(
         {
-            "crop_a": _NAMES[a],
-            "crop_b": _NAMES[b],
+            "crop_a": names[a],
+            "crop_b": names[b],
             "a_as_b": m[a, b],
             "a_as_b_share": shares[a, b],
             "b_as_a": m[b, a],

@@ -30,7 +30,7 @@ import pandas as pd
 from cropmon.analysis import metrics, select
 from cropmon.analysis.diagnose import underperforming_crops
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.labels import CROP_NAMES
+from cropmon.catalogue import U0C, Catalogue
 from cropmon.quotas import within_budget
 
 BY_AOI_COLUMNS: tuple[str, ...] = (
@@ -52,14 +52,14 @@ LABEL_COLUMNS: tuple[str, ...] = (
 class AOISummary:
     """What the pooled view keeps of one AOI (no per-field table, no geometry).
 
-    `sums` holds per GT crop (32 rows, catalogue order) the additive statistics behind the per-crop means;
+    `sums` holds per GT crop (one row per class, catalogue order) the additive statistics behind the per-crop means;
     `candidates` the ranked label candidates (select.PICK_COLUMNS), at most min(target, available) per planned crop.
     """
 
     crop_table: pd.DataFrame  # metrics.crop_metrics of the AOI
     sums: pd.DataFrame
-    confusion: pd.DataFrame  # 32 x 32 field counts, GT rows x predicted columns
-    pixel_confusion: pd.DataFrame  # 32 x 32 pixel counts
+    confusion: pd.DataFrame  # n x n field counts, GT rows x predicted columns (catalogue order)
+    pixel_confusion: pd.DataFrame  # n x n pixel counts
     overall: dict[str, float]
     flagged: pd.DataFrame  # diagnose.underperforming_crops of the AOI
     plan: pd.DataFrame  # select.label_plan of the AOI
@@ -67,6 +67,7 @@ class AOISummary:
     n_fields: int
     settings: DiagnosisSettings
     seed: int
+    catalogue: Catalogue = U0C  # the model's classes (the same for every AOI of a run)
 
 
 def summarise_aoi(
@@ -75,6 +76,7 @@ def summarise_aoi(
     *,
     settings: DiagnosisSettings | None = None,
     seed: int = 0,
+    catalogue: Catalogue = U0C,
 ) -> AOISummary:
     """The compact summary of one AOI's per-field table (see `AOISummary`).
 
@@ -82,16 +84,18 @@ def summarise_aoi(
     blocks are respected: no candidate lies in them or in their buffers.
     """
     settings = settings or DiagnosisSettings()
-    confusion = metrics.confusion_matrix(fields)
-    pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts)
-    crop_table = metrics.crop_metrics(fields, class_counts, confusion=confusion, pixel_confusion=pixel_confusion)
+    confusion = metrics.confusion_matrix(fields, catalogue)
+    pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts, catalogue)
+    crop_table = metrics.crop_metrics(fields, class_counts, confusion=confusion, pixel_confusion=pixel_confusion,
+                                      catalogue=catalogue)
     flagged = underperforming_crops(crop_table, confusion, settings)
-    sel = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed)
+    sel = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed,
+                                catalogue=catalogue)
     unbudgeted = sel.plan.assign(quota=np.minimum(sel.plan["target"], sel.plan["available"]))
     candidates = select.fields_to_label(sel.candidates, unbudgeted, settings=settings, seed=seed)
     return AOISummary(
         crop_table=crop_table,
-        sums=metrics.crop_sums(fields),
+        sums=metrics.crop_sums(fields, catalogue),
         confusion=confusion,
         pixel_confusion=pixel_confusion,
         overall=metrics.overall(crop_table, pixel_confusion),
@@ -101,6 +105,7 @@ def summarise_aoi(
         n_fields=len(fields),
         settings=settings,
         seed=seed,
+        catalogue=catalogue,
     )
 
 
@@ -178,11 +183,13 @@ def allocation_rows(summaries: Mapping[str, AOISummary]) -> pd.DataFrame:
     the rule, so the table shows where a crop is not labelled and why.
     """
     planned = {crop for s in summaries.values() for crop in s.plan["crop"]}
+    names = next(iter(summaries.values())).catalogue.names if summaries else ()
+    order = {crop: i for i, crop in enumerate(names)}
     rows = []
     for name, s in summaries.items():
         plan = s.plan.set_index("crop")
         m = s.crop_table.set_index("crop")
-        for crop in sorted(planned, key=CROP_NAMES.index):
+        for crop in sorted(planned, key=lambda c: (order.get(c, len(order)), c)):
             if crop in plan.index:
                 p = plan.loc[crop]
                 rows.append(

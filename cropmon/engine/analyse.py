@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cropmon import errors
+from cropmon.catalogue import U0C, Catalogue
 from cropmon.cluster import ClusterHandle, connect
 from cropmon.engine import fields as fields_mod
 from cropmon.engine.assemble import FieldColumns, assemble_table, report_overlaps
@@ -27,6 +29,8 @@ from cropmon.io import vector
 from cropmon.progress import StageTimer
 
 log = logging.getLogger(__name__)
+
+MISMATCH_SHARE = 0.5  # more field pixels than this outside the catalogue: the class list is not the raster's
 
 
 @dataclass
@@ -46,6 +50,9 @@ class FieldResults:
     source: vector.FieldSource
     fids: np.ndarray  # feature id of each row in the fields file
     raster_bounds: np.ndarray  # (n, 4) bounding boxes in the raster's CRS
+    catalogue: Catalogue = U0C  # the model's classes the histograms and labels follow
+    invalid_values: dict[int, int] = field(default_factory=dict)  # raster value that is no class -> field pixels
+    keep_alive: Any = None  # what must outlive the results (the API's temporary fields file)
 
     def geometries(self, rows: np.ndarray | pd.Index):
         """The input polygons of table rows `rows` (positions), in the fields' CRS, as a GeoSeries."""
@@ -55,7 +62,8 @@ class FieldResults:
         return gpd.GeoSeries(self.source.read_geometries(self.fids[rows]), index=rows, crs=self.source.crs)
 
 
-def build_field_graph(info: raster_io.RasterInfo, prepared: fields_mod.PreparedFields, *, bands):
+def build_field_graph(info: raster_io.RasterInfo, prepared: fields_mod.PreparedFields, *, bands,
+                      catalogue: Catalogue = U0C):
     """The lazy computation (nothing is computed here) and the layout, over `bands` (raster.open_prediction_bands).
 
     The graph is a list: one delayed summary per chunk (zonal.finish_owned_fields).
@@ -75,7 +83,8 @@ def build_field_graph(info: raster_io.RasterInfo, prepared: fields_mod.PreparedF
             fix="check that the fields and the raster cover the same area (and that their CRS are right)",
         )
     grid, extras = label_grid(prepared.source, prepared.fids, layout, raster_crs=info.crs)
-    return field_statistics(bands, grid, extras, layout, nodata=info.nodata), layout
+    graph = field_statistics(bands, grid, extras, layout, nodata=info.nodata, class_ids=catalogue.id_array)
+    return graph, layout
 
 
 def analyse_fields(
@@ -91,8 +100,14 @@ def analyse_fields(
     confidence_band: int = 4,
     progress: bool = False,
     no_worker_timeout: float = 60.0,
+    catalogue: Catalogue | None = None,
 ) -> FieldResults:
-    """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute)."""
+    """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute).
+
+    `catalogue`: the model's classes (default: the u0c catalogue). Raises CatalogueMismatch when most field pixels
+    hold values that are no class of it (the class list is not the raster's).
+    """
+    catalogue = catalogue or U0C
     timer = StageTimer(show=progress)
     with timer.stage("inspect raster"):
         info = raster_io.inspect_raster(raster, class_band=class_band, confidence_band=confidence_band)
@@ -101,21 +116,24 @@ def analyse_fields(
     with timer.stage("read fields"):
         source = vector.read_field_table(fields, layer=layer, label_column=label_column)
     with timer.stage("prepare fields"):
-        prepared = fields_mod.prepare_fields(source, raster_crs=info.crs, label_column=label_column)
+        prepared = fields_mod.prepare_fields(source, raster_crs=info.crs, label_column=label_column,
+                                             catalogue=catalogue)
         prepared.table.attrs["source"] = source.table.attrs.get("source", {})
         del source
     handle_cm = contextlib.nullcontext(cluster) if cluster is not None else connect(scheduler)
     with handle_cm as handle:
         with timer.stage("build graph"):
-            graph, layout = build_field_graph(info, prepared, bands=bands)
-            columns = FieldColumns(len(prepared.table), layout)
+            graph, layout = build_field_graph(info, prepared, bands=bands, catalogue=catalogue)
+            columns = FieldColumns(len(prepared.table), layout, catalogue)
         with timer.stage("compute", has_own_bar=True), _pixel_read_errors(info):
             handle.compute(graph, columns.add, progress=progress, no_worker_timeout=no_worker_timeout)
         del graph
     with timer.stage("assemble table"):
         results = columns.finish()
+        invalid_values = dict(results.invalid_values)
+        check_catalogue_fits(invalid_values, results.columns["n_pixels"], info, catalogue)
         report_overlaps(prepared, layout, results.overlap_pairs)
-        table, class_counts = assemble_table(prepared, layout, results, info.crs)
+        table, class_counts = assemble_table(prepared, layout, results, info.crs, catalogue)
         del results
     return FieldResults(
         table=table,
@@ -127,8 +145,30 @@ def analyse_fields(
         source=prepared.source,
         fids=prepared.fids,
         raster_bounds=prepared.raster_bounds,
+        catalogue=catalogue,
+        invalid_values=invalid_values,
     )
 
+
+def check_catalogue_fits(invalid_values: dict[int, int], n_pixels: np.ndarray, info: raster_io.RasterInfo,
+                         catalogue: Catalogue) -> None:
+    """Warn about raster values that are no class of the catalogue (counted, not used); refuse the run when they
+    are most of the fields' pixels: then the class list is not the raster's model."""
+    if not invalid_values:
+        return
+    outside = sum(invalid_values.values())
+    share = outside / max(outside + int(np.sum(n_pixels)), 1)
+    values = ", ".join(f"{v} ({n:,} px)" for v, n in sorted(invalid_values.items(), key=lambda kv: -kv[1])[:8])
+    more = f" and {len(invalid_values) - 8} more" if len(invalid_values) > 8 else ""
+    text = (f"{100 * share:.1f} % of the fields' pixels ({outside:,}) hold class values that are no class of the"
+            f" {catalogue.describe()}: {values}{more}")
+    if share > MISMATCH_SHARE:
+        raise errors.CatalogueMismatch(
+            text, path=info.path,
+            fix="pass this raster's own class list with --classes FILE (JSON {crop: [aliases]} or CSV"
+            " class_id,crop,aliases); or check --class-band",
+        )
+    log.warning("%s: %s; they are counted (n_invalid), not scored", info.path, text)
 
 @contextlib.contextmanager
 def _pixel_read_errors(info: raster_io.RasterInfo) -> Iterator[None]:

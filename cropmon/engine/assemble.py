@@ -13,10 +13,10 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from cropmon.catalogue import Catalogue
 from cropmon.engine import fields as fields_mod
 from cropmon.engine.rasterize import FieldLayout
 from cropmon.io.vector import FIELD_BATCH_ROWS
-from cropmon.labels import CROP_NAMES
 from cropmon.schema import FIELD_TABLE_COLUMNS, text_column
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,12 @@ GEOMETRY_CASES = ("repaired", "multipolygon", "empty", "not_polygon")
 @dataclass(frozen=True)
 class FieldColumnResults:
     """Every chunk's summary gathered: per-field result columns (input order, read-only), the sparse class
-    histograms and the overlapping label pairs. Reading it changes nothing."""
+    histograms, the overlapping label pairs and the raster values that are no class. Reading it changes nothing."""
 
     columns: MappingProxyType  # name -> read-only np.ndarray, one value per input row
-    class_counts: pd.DataFrame  # sparse (fields x 32 crops), index = input row
+    class_counts: pd.DataFrame  # sparse (fields x catalogue's crops), index = input row
     overlap_pairs: np.ndarray  # (k, 2) unique label pairs (low, high) that share pixel centres
+    invalid_values: MappingProxyType  # raster value that is no class -> pixels in fields holding it
 
 
 class FieldColumns:
@@ -43,9 +44,11 @@ class FieldColumns:
     FLOATS = ("majority_crop", "purity", "runner_up_crop", "runner_up_share", "vote_margin", "confidence_score",
               "confidence_std", "confidence_majority", "x", "y")
 
-    def __init__(self, n: int, layout: FieldLayout) -> None:
+    def __init__(self, n: int, layout: FieldLayout, catalogue: Catalogue) -> None:
         self.n = n
         self.layout = layout
+        self.catalogue = catalogue
+        self._invalid_values: dict[int, int] = {}
         self._histogram_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows, classes, pixels)
         self._columns: dict[str, np.ndarray] | None = {
             "n_pixels": np.zeros(n, np.int64),
@@ -64,9 +67,11 @@ class FieldColumns:
         if self._columns is None:
             raise RuntimeError("FieldColumns.add after finish()")
         rows = self.layout.row_of_label[summary["label"] - 1]
-        field, crop = np.nonzero(summary["class_counts"])  # a field covers ~2 of the 32 classes
-        self._histogram_parts.append((rows[field].astype(np.int32), crop.astype(np.int8),
+        field, crop = np.nonzero(summary["class_counts"])  # a field covers ~2 of the classes
+        self._histogram_parts.append((rows[field].astype(np.int32), crop.astype(np.int32),
                                       summary["class_counts"][field, crop]))
+        for value, pixels in summary["invalid_values"].T.tolist():
+            self._invalid_values[value] = self._invalid_values.get(value, 0) + pixels
         for name, values in self._columns.items():
             values[rows] = summary[name]
         self._overlap_pairs.append(summary["overlap_pairs"])
@@ -78,20 +83,22 @@ class FieldColumns:
         columns, self._columns = self._columns, None
         for values in columns.values():
             values.flags.writeable = False
-        counts = _sparse_class_counts(self._histogram_parts, self.n)
+        counts = _sparse_class_counts(self._histogram_parts, self.n, self.catalogue.names)
         self._histogram_parts = []
-        return FieldColumnResults(MappingProxyType(columns), counts, unique_pairs(self._overlap_pairs))
+        invalid = MappingProxyType(dict(sorted(self._invalid_values.items())))
+        return FieldColumnResults(MappingProxyType(columns), counts, unique_pairs(self._overlap_pairs), invalid)
 
 
-def _sparse_class_counts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> pd.DataFrame:
-    """The (fields x 32 crops) pixel histograms as a sparse DataFrame (zeros not stored: ~20 bytes a field
-    instead of 128), for metrics.pixel_confusion_matrix and the field_class_counts output."""
+def _sparse_class_counts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int,
+                         names: tuple[str, ...]) -> pd.DataFrame:
+    """The (fields x crops) pixel histograms as a sparse DataFrame (zeros not stored: ~20 bytes a field
+    instead of 128 for 32 classes), for metrics.pixel_confusion_matrix and the field_class_counts output."""
     import scipy.sparse
 
-    parts = parts or [(np.empty(0, np.int32), np.empty(0, np.int8), np.empty(0, np.int32))]
+    parts = parts or [(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))]
     rows, crops, pixels = (np.concatenate(p) for p in zip(*parts, strict=True))
-    matrix = scipy.sparse.csc_matrix((pixels, (rows, crops)), shape=(n, len(CROP_NAMES)), dtype=np.int32)
-    return pd.DataFrame.sparse.from_spmatrix(matrix, index=pd.RangeIndex(n), columns=list(CROP_NAMES))
+    matrix = scipy.sparse.csc_matrix((pixels, (rows, crops)), shape=(n, len(names)), dtype=np.int32)
+    return pd.DataFrame.sparse.from_spmatrix(matrix, index=pd.RangeIndex(n), columns=list(names))
 
 
 def unique_pairs(pairs: list[np.ndarray]) -> np.ndarray:
@@ -126,7 +133,7 @@ def classify_unread_geometries(prepared: fields_mod.PreparedFields, rows: np.nda
 
 
 def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, results: FieldColumnResults,
-                   raster_crs: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   raster_crs: str, catalogue: Catalogue) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-field table in input order (the reference columns first, then the extras) and its class histograms."""
     table = prepared.table
     n = len(table)
@@ -149,8 +156,9 @@ def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, res
 
     has_pixels = table["n_pixels"].to_numpy() > 0
     majority = table["majority_crop"].to_numpy()
-    names = np.array([*CROP_NAMES, ""], dtype=object)
-    table["majority_crop_label"] = names[np.where(has_pixels, np.nan_to_num(majority, nan=0), -1).astype(int)]
+    names = np.array([*catalogue.names, ""], dtype=object)
+    position = catalogue.positions(np.nan_to_num(majority, nan=-1))
+    table["majority_crop_label"] = names[np.where(has_pixels, position, -1)]
     gt = table["gt_class"]
     decidable = has_pixels & gt.notna().to_numpy()
     match = pd.array(np.full(n, pd.NA), dtype="Int8")

@@ -13,9 +13,10 @@ from pyarrow.lib import ArrowException
 
 from cropmon import errors
 from cropmon.analysis.compare import DEFAULT_BOOTSTRAP, LEVEL, MIN_FIELDS, EvaluationSet, compare_tables, evaluation_set
+from cropmon.catalogue import U0C
 from cropmon.errors import NotComparable
 from cropmon.io.outputs import atomic_output_dir, check_writable, write_csv
-from cropmon.report.document import Bullets, Heading, Image, Paragraph, Table, png, render_markdown
+from cropmon.report.document import Bullets, Heading, Image, Paragraph, Table, lookup, png, render_markdown
 from cropmon.report.plots import delta_plot
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,12 @@ class RunTables:
     crop_metrics: pd.DataFrame  # METRIC_COLUMNS of crop_metrics.csv (the whole run)
     evaluation_ids: pd.Series | None  # field_id of evaluation_fields.csv; None when the file is absent
     manifest: dict
+
+    @property
+    def crop_order(self) -> tuple[str, ...]:
+        """The run's class catalogue, in order (run.json inputs.classes; the u0c one for older runs)."""
+        names = lookup(self.manifest, "inputs", "classes", "names")
+        return tuple(names) if isinstance(names, list) else U0C.names
 
 
 
@@ -190,7 +197,8 @@ def write_comparison(
     _check_out_dir(out, (Path(run_a), Path(run_b)))
     check_writable(out)
     runs = read_run(run_a), read_run(run_b)
-    set_ = evaluation_set(runs[0].fields, runs[1].fields, runs[0].evaluation_ids, name_a=str(run_a), name_b=str(run_b))
+    set_ = evaluation_set(runs[0].fields, runs[1].fields, runs[0].evaluation_ids, name_a=str(run_a), name_b=str(run_b),
+                          order=runs[0].crop_order)
     if not len(set_.a) or not len(set_.b):
         raise NotComparable("no field is scored in both runs", path=run_b, fix="compare runs of the same AOI")
     table = compare_tables(set_, n_boot=n_boot, seed=seed)

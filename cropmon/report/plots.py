@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from cropmon.analysis.compare import LEVEL
-from cropmon.labels import CROP_NAMES, N_CLASSES
+from cropmon.catalogue import U0C, Catalogue
 
-# One fixed colour per class id, grouped by kind (grasslands green, cereals yellow-brown, corn red, pulses blue).
+# One fixed colour per u0c class, grouped by kind (grasslands green, cereals yellow-brown, corn red, pulses blue).
 PALETTE: tuple[str, ...] = (
     "#4daf4a", "#1b7837", "#a6dba0", "#5aae61", "#b8e186",  # grasslands, clover, alfalfa, ryegrass
     "#8c510a", "#d8b365", "#f6c200", "#bf812d", "#7f3b08", "#e08214", "#fee08b",  # barley, wheat, triticale, rye
@@ -29,19 +29,37 @@ PALETTE: tuple[str, ...] = (
 )  # fmt: skip
 FLAGGED_COLOUR = "#d62728"
 OK_COLOUR = "#2a788e"
-_CLASS_CMAP = ListedColormap(PALETTE, name="cropmon_classes")
-_CLASS_NORM = BoundaryNorm(np.arange(-0.5, N_CLASSES + 0.5), N_CLASSES)
+_U0C_COLOUR = dict(zip(U0C.names, PALETTE, strict=True))
+
+
+def class_colours(catalogue: Catalogue) -> list[str]:
+    """One colour per class of `catalogue`, in its order: a crop named as in u0c keeps its u0c colour (so Winter
+    Wheat looks the same across models); the others take distinct colours of matplotlib's tab20 lists."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    spare = [to_hex(c) for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
+    spare = [c for c in spare if c not in set(_U0C_COLOUR.values())]
+    colours, k = [], 0
+    for name in catalogue.names:
+        if name in _U0C_COLOUR:
+            colours.append(_U0C_COLOUR[name])
+        else:
+            colours.append(spare[k % len(spare)])
+            k += 1
+    return colours
 
 
 @dataclass(frozen=True)
 class MapWindow:
     """A window of the AOI for the side-by-side map: GT classes (-1 = no field), predicted classes, confidence."""
 
-    gt_class: np.ndarray
-    predicted: np.ndarray
+    gt_class: np.ndarray  # class ids (raster values)
+    predicted: np.ndarray  # class ids (raster values)
     confidence: np.ndarray
     extent: tuple[float, float, float, float]  # left, right, bottom, top (CRS units)
     crs: str
+    catalogue: Catalogue = U0C  # what the class ids mean
 
     def __post_init__(self) -> None:
         shapes = {np.shape(self.gt_class), np.shape(self.predicted), np.shape(self.confidence)}
@@ -197,23 +215,28 @@ def block_map(
     return fig
 
 
-def _class_legend(fig: Figure, classes: np.ndarray) -> None:
-    """A legend of the given class ids with their palette colours, below the panels."""
-    handles = [Patch(color=PALETTE[c], label=f"{c} {CROP_NAMES[c]}") for c in classes]
+def _class_legend(fig: Figure, positions: np.ndarray, catalogue: Catalogue, colours: list[str]) -> None:
+    """A legend of the classes at the given catalogue positions with their colours, below the panels."""
+    handles = [Patch(color=colours[p], label=f"{catalogue.ids[p]} {catalogue.names[p]}") for p in positions]
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
 
 
 def map_window(window: MapWindow, *, aspect: float = 1.0) -> Figure:
-    """GT | prediction | confidence side by side, classes in the fixed palette with a legend of those present."""
-    gt = np.ma.masked_outside(np.asarray(window.gt_class), 0, N_CLASSES - 1)
-    pred = np.ma.masked_outside(np.asarray(window.predicted), 0, N_CLASSES - 1)
+    """GT | prediction | confidence side by side, classes in fixed colours with a legend of those present; a value
+    that is no class of the catalogue is left blank."""
+    catalogue = window.catalogue
+    colours = class_colours(catalogue)
+    cmap = ListedColormap(colours, name="cropmon_classes")
+    norm = BoundaryNorm(np.arange(-0.5, catalogue.n + 0.5), catalogue.n)
+    gt = np.ma.masked_less(catalogue.positions(np.asarray(window.gt_class)), 0)
+    pred = np.ma.masked_less(catalogue.positions(np.asarray(window.predicted)), 0)
     conf = np.ma.masked_outside(np.asarray(window.confidence, dtype=float), 0, 100)
     fig = Figure(figsize=(15.0, 6.0), layout="constrained")
     axes = fig.subplots(1, 3, sharex=True, sharey=True)
     style = {"extent": window.extent, "origin": "upper", "aspect": aspect, "interpolation": "nearest"}
-    axes[0].imshow(gt, cmap=_CLASS_CMAP, norm=_CLASS_NORM, **style)
-    axes[1].imshow(pred, cmap=_CLASS_CMAP, norm=_CLASS_NORM, **style)
+    axes[0].imshow(gt, cmap=cmap, norm=norm, **style)
+    axes[1].imshow(pred, cmap=cmap, norm=norm, **style)
     image = axes[2].imshow(conf, cmap="viridis", vmin=0, vmax=100, **style)
     fig.colorbar(image, ax=axes[2], label="confidence (band 4, %)", shrink=0.8)
     for ax, title in zip(axes, ("ground truth (fields only)", "prediction (band 3)", "confidence"), strict=True):
@@ -221,7 +244,7 @@ def map_window(window: MapWindow, *, aspect: float = 1.0) -> Figure:
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel(window.crs)
     present = np.union1d(np.unique(gt.compressed()), np.unique(pred.compressed())).astype(int)
-    _class_legend(fig, present)
+    _class_legend(fig, present, catalogue, colours)
     return fig
 
 

@@ -20,8 +20,8 @@ import pandas as pd
 from cropmon.analysis import metrics
 from cropmon.analysis.diagnose import TIERS, Diagnosis, diagnose_run
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.catalogue import U0C, Catalogue
 from cropmon.io.outputs import write_csv
-from cropmon.labels import CROP_NAMES
 from cropmon.report import plots
 from cropmon.report.document import (
     Block,
@@ -285,9 +285,12 @@ def _caveats(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSettings) ->
     if c["too_few_fields"]:
         items.append(f"Fewer than {s.min_fields} GT fields (noisy numbers): {names(c['too_few_fields'])}.")
     if c["invalid_class_pixels"] or c["invalid_confidence_pixels"]:
+        values = lookup(run_info, "fields", "invalid_class_values")
+        seen = (": " + ", ".join(f"{k} ({v:,} px)" for k, v in list(values.items())[:8])) if values else ""
         items.append(
-            f"{c['invalid_class_pixels']:,} pixels held a class outside 0..31 and {c['invalid_confidence_pixels']:,}"
-            " a confidence outside 0..100; they are counted, not used."
+            f"{c['invalid_class_pixels']:,} pixels held a class value that is no class of the"
+            f" {d.catalogue.describe()}{seen}, and {c['invalid_confidence_pixels']:,} a confidence outside 0..100;"
+            " they are counted, not used."
         )
     dropped = lookup(run_info, "fields", "counts")
     if isinstance(dropped, Mapping) and dropped:
@@ -349,7 +352,7 @@ def build_report(
 def _images(d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) -> dict[str, Image]:
     """Every picture of the report, rendered once (the same bytes go to the PNG files and into the HTML)."""
     flagged = set(d.flagged["crop"])
-    listed = [c for c in CROP_NAMES if c in set(d.metrics["crop"])]
+    listed = [c for c in d.confusion.index if c in set(d.metrics["crop"])]
     shares = metrics.row_shares(d.confusion).loc[listed, listed]
     grid = d.selection.grid
     aspect = grid.unit_x / grid.unit_y
@@ -415,6 +418,7 @@ def write_diagnosis(
     map_window: plots.MapWindow | None = None,
     seed: int = 0,
     geometries: Callable[[pd.Index], gpd.GeoSeries] | None = None,
+    catalogue: Catalogue = U0C,
 ) -> dict[str, Path]:
     """Write every table, picture and the report of the diagnosis into `out_dir`; return the paths by file name.
 
@@ -424,7 +428,7 @@ def write_diagnosis(
     run_info = run_info or {}
     out = Written(Path(out_dir))
     out.out_dir.mkdir(parents=True, exist_ok=True)
-    d = diagnose_run(fields, class_counts, settings=settings, seed=seed)
+    d = diagnose_run(fields, class_counts, settings=settings, seed=seed, catalogue=catalogue)
     sel = d.selection
     write_csv(d.metrics, out.path("crop_metrics.csv"))
     write_csv(d.confusion, out.path("confusion_matrix.csv"), index=True)
