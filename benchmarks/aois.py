@@ -12,6 +12,7 @@ graph building, assembling, writing outputs, the diagnosis and the pooled view) 
 the client, which does not scale with workers. Prediction for all of France: ~9.5 M parcels (RPG), ~550,000 km2 at
 ~579 m2 per pixel, as AOIs of the twin's size run one after another.
 Usage: python benchmarks/aois.py [--aois 4] [--workers 2] [--scale 1] [--predict-workers 2,8,32,128]
+Needs the bench extra (psutil): pip install -e ".[bench]"
 """
 
 from __future__ import annotations

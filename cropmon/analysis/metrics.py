@@ -1,5 +1,10 @@
 """Per-crop and confusion tables from the per-field table (`schema.FIELD_TABLE_COLUMNS`) and its class histograms.
 
+Field-level metrics (precision, recall, F1, support, the confusion matrix) come from scikit-learn on the field
+label vectors (GT class id, majority class id; `labels=` the catalogue's ids, `zero_division=np.nan`: a score that
+is undefined stays NaN, it is never silently 0). Pixel-level metrics are read off the pixel confusion matrix that
+the class histograms add up to (`scores`), which is what scikit-learn gives with each pixel as a weighted sample.
+
 Only *evaluable* fields count: a known ground-truth class and at least one valid pixel. The others keep their rows
 in the per-field table and are counted in the report's caveats. Crop names and their order follow the model's
 catalogue (`catalogue.Catalogue`, the u0c one by default); confusion matrices are always n x n in catalogue order,
@@ -7,6 +12,8 @@ so tables of different AOIs line up.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -52,10 +59,71 @@ def _square(frame: pd.DataFrame, catalogue: Catalogue) -> pd.DataFrame:
     return out
 
 
+def label_vectors(fields: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluable fields' GT class ids and majority class ids (int64): the vectors the field metrics score."""
+    ev = fields.loc[evaluable(fields)]
+    return ev["gt_class"].to_numpy(dtype=np.int64), ev["majority_crop"].to_numpy(dtype=np.int64)
+
+
 def confusion_matrix(fields: pd.DataFrame, catalogue: Catalogue = U0C) -> pd.DataFrame:
-    """Field counts, GT crops as rows x predicted crops as columns (n x n, crop names in catalogue order)."""
-    truth, pred = truth_and_prediction(fields, catalogue)
-    return _square(pd.crosstab(truth, pred), catalogue)
+    """Field counts, GT crops as rows x predicted crops as columns (n x n, crop names in catalogue order):
+    scikit-learn's confusion_matrix of the field label vectors with labels= the catalogue's ids."""
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    truth, pred = label_vectors(fields)
+    with warnings.catch_warnings():
+        # A one-class catalogue gives a 1 x 1 matrix, which scikit-learn warns about although labels= is given.
+        warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
+        matrix = (sk_confusion_matrix(truth, pred, labels=list(catalogue.ids)) if len(truth)
+                  else np.zeros((catalogue.n, catalogue.n), np.int64))  # scikit-learn refuses empty vectors
+    names = list(catalogue.names)
+    return _square(pd.DataFrame(matrix, index=names, columns=names), catalogue)
+
+
+def field_scores(truth: np.ndarray, pred: np.ndarray, labels: list[int], names: list[str], *,
+                 sample_weight: np.ndarray | None = None) -> pd.DataFrame:
+    """Per class (rows `names`, for `labels`): precision, recall, F1, support, predicted, correct, from
+    scikit-learn on label vectors. Precision of a class never predicted and recall of a class absent from the
+    GT are NaN (zero_division=np.nan); F1 is 2 tp / (support + predicted), 0 when the class is on one side only."""
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+    from sklearn.metrics import precision_recall_fscore_support
+
+    if len(truth) == 0:
+        nan, zero = np.full(len(labels), np.nan), np.zeros(len(labels), np.int64)
+        return pd.DataFrame({"precision": nan, "recall": nan, "f1": nan, "support": zero, "predicted": zero,
+                             "correct": zero}, index=names)  # fmt: skip
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, pred, labels=labels, zero_division=np.nan, sample_weight=sample_weight
+    )
+    with warnings.catch_warnings():  # see confusion_matrix
+        warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
+        matrix = sk_confusion_matrix(truth, pred, labels=labels, sample_weight=sample_weight)
+    return pd.DataFrame(
+        {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": np.rint(support).astype("int64"),
+            "predicted": np.rint(matrix.sum(axis=0)).astype("int64"),
+            "correct": np.rint(np.diag(matrix)).astype("int64"),
+        },
+        index=names,
+    )
+
+
+def field_scores_of(fields: pd.DataFrame, catalogue: Catalogue = U0C) -> pd.DataFrame:
+    """`field_scores` of one per-field table: the evaluable fields' label vectors, the catalogue's ids."""
+    truth, pred = label_vectors(fields)
+    return field_scores(truth, pred, list(catalogue.ids), list(catalogue.names))
+
+
+def field_scores_from_confusion(confusion: pd.DataFrame) -> pd.DataFrame:
+    """`field_scores` when only a field confusion matrix is kept (the pooled view of many AOIs): each non-empty
+    cell is one (GT, predicted) sample weighted by its count, which is the same as the fields it counts."""
+    m = confusion.to_numpy()
+    i, j = np.nonzero(m)
+    names = list(confusion.index)
+    return field_scores(i, j, list(range(len(names))), names, sample_weight=m[i, j].astype(float))
 
 
 def is_sparse(frame: pd.DataFrame) -> bool:
@@ -99,7 +167,8 @@ def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def scores(confusion: pd.DataFrame) -> pd.DataFrame:
-    """Per-class precision, recall, F1 (scikit-learn definitions, NaN when undefined), support and predictions."""
+    """Per-class precision, recall, F1 (scikit-learn's definitions, NaN when undefined), support and predictions,
+    read off a confusion matrix: the pixel-level metrics (tested equal to scikit-learn with pixel weights)."""
     m = confusion.to_numpy(dtype=float)
     tp, support, predicted = np.diag(m), m.sum(axis=1), m.sum(axis=0)
     return pd.DataFrame(
@@ -173,11 +242,14 @@ def _stats_from_sums(sums: pd.DataFrame, crops: pd.Index) -> pd.DataFrame:
 
 
 def _mistakes(confusion: pd.DataFrame) -> pd.DataFrame:
-    """The TOP_MISTAKES crops each GT crop is most often predicted as, with their share of its fields."""
+    """The TOP_MISTAKES crops each GT crop is most often predicted as, with their share of its fields (empty
+    columns past the catalogue's other crops: a 3-class model has at most 2 mistakes per crop)."""
     names = np.asarray(confusion.columns, dtype=object)
     shares = row_shares(confusion).to_numpy(copy=True)
     np.fill_diagonal(shares, 0.0)
+    shares = np.pad(shares, ((0, 0), (0, max(TOP_MISTAKES - shares.shape[1], 0))))  # padding: share 0, never shown
     order = np.argsort(-shares, axis=1, kind="stable")[:, :TOP_MISTAKES]
+    names = np.concatenate([names, np.full(shares.shape[1] - len(names), None, dtype=object)])
     columns: dict[str, object] = {}
     for k in range(TOP_MISTAKES):
         share = np.take_along_axis(shares, order[:, k : k + 1], axis=1)[:, 0]
@@ -203,13 +275,18 @@ def crop_metrics(
     confusion = confusion_matrix(fields, catalogue) if confusion is None else confusion
     if pixel_confusion is None:
         pixel_confusion = pixel_confusion_matrix(fields, class_counts, catalogue)
-    return crop_table(confusion, pixel_confusion, crop_sums(fields, catalogue))
+    field = field_scores_of(fields, catalogue)
+    return crop_table(confusion, pixel_confusion, crop_sums(fields, catalogue), field=field)
 
 
-def crop_table(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, sums: pd.DataFrame) -> pd.DataFrame:
+def crop_table(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, sums: pd.DataFrame, *,
+               field: pd.DataFrame | None = None) -> pd.DataFrame:
     """The per-crop table from the two confusion matrices and the per-crop sums (`crop_sums`), in crop_metrics'
-    columns and order: the one route to it, for one AOI and for the pooled view of many (sums added)."""
-    field = scores(confusion)
+    columns and order: the one route to it, for one AOI and for the pooled view of many (sums added).
+
+    `field`: the field-level scores (`field_scores_of` the fields); without it they come from the field confusion
+    matrix's cells as weighted samples (the pooled view keeps no fields)."""
+    field = field_scores_from_confusion(confusion) if field is None else field
     pixel = scores(pixel_confusion)
     listed = (field["support"] > 0) | (field["predicted"] > 0)
     agreement = field["recall"]
