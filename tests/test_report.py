@@ -16,6 +16,7 @@ import pyogrio
 import pytest
 from diagnosis_fixtures import as_geo, field, hand_example, make_table, overall_of
 from matplotlib.image import imread
+from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from cropmon.analysis import metrics
@@ -88,6 +89,7 @@ def test_crop_metrics_csv_has_the_reference_format(tmp_path):
     fields, counts = make_table(hand_example())
     write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(min_fields=3), run_info={})
     lines = (tmp_path / "crop_metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("crop,num_fields,agreement_score,weighted_f1_score,agreement_ci_low,agreement_ci_high,")
     reference = [",".join(line.split(",")[:4]) for line in lines]
     assert reference == [
         "crop,num_fields,agreement_score,weighted_f1_score",
@@ -197,7 +199,13 @@ def test_a_crop_spread_over_many_absorbers(tmp_path):
     fields, counts = make_table(specs)
     write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(), run_info={"fields": {"counts": {"x": "y"}}})
     text = _report(tmp_path)
-    assert "**Winter Rye** (critical; agreement 0.00, F1 0.00): it is never predicted;" in text
+    # 0 of 20 right: Wilson [0, 0.161]; F1 from the same interval on 0 of the 20 fields that are Winter Rye on
+    # either side, 2 J / (1 + J) -> [0, 0.28]: certainly under both thresholds.
+    high = binomtest(0, 20).proportion_ci(method="wilson").high
+    f1_high = 2 * high / (1 + high)
+    sentence = (f"**Winter Rye** (critical, certainly; agreement 0.00 [0.00, {high:.2f}],"
+                f" F1 0.00 [0.00, {f1_high:.2f}]):")
+    assert sentence + " it is never predicted;" in text
     for other in others:
         assert f"25 % of its fields are predicted as {other}" in text
 

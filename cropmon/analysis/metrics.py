@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from cropmon.analysis.intervals import f1_interval, mean_interval, wilson
 from cropmon.catalogue import U0C, Catalogue
 
 REFERENCE_METRIC_COLUMNS: tuple[str, ...] = ("crop", "num_fields", "agreement_score", "weighted_f1_score")
@@ -191,7 +192,10 @@ def reference_f1(agreement: pd.Series) -> pd.Series:
 
 SUM_COLUMNS: tuple[str, ...] = (
     "conf_sum", "conf_n", "conf_right_sum", "conf_right_n", "conf_wrong_sum", "conf_wrong_n", "purity_sum",
-    "purity_n", "area_m2", "area_right_m2",
+    "purity_n", "area_m2", "area_right_m2", "conf_sq_sum",
+)  # fmt: skip
+INTERVAL_COLUMNS: tuple[str, ...] = (
+    "agreement_ci_low", "agreement_ci_high", "f1_ci_low", "f1_ci_high", "conf_mean_ci_low", "conf_mean_ci_high",
 )  # fmt: skip
 
 
@@ -209,6 +213,7 @@ def crop_sums(fields: pd.DataFrame, catalogue: Catalogue = U0C) -> pd.DataFrame:
         {
             "crop": truth.to_numpy(),
             "conf_sum": np.nan_to_num(conf),
+            "conf_sq_sum": np.nan_to_num(conf) ** 2,
             "conf_n": np.isfinite(conf),
             "conf_right_sum": np.where(right, np.nan_to_num(conf), 0.0),
             "conf_right_n": np.isfinite(conf) & right,
@@ -226,11 +231,15 @@ def crop_sums(fields: pd.DataFrame, catalogue: Catalogue = U0C) -> pd.DataFrame:
 
 
 def _stats_from_sums(sums: pd.DataFrame, crops: pd.Index) -> pd.DataFrame:
-    """Per crop: mean confidence (all / right / wrong), mean purity, area and area-weighted agreement."""
+    """Per crop: mean confidence (all / right / wrong) with the 95 % interval of the mean, mean purity, area and
+    area-weighted agreement."""
     s = sums.reindex(crops, fill_value=0.0)
+    conf_low, conf_high = mean_interval(s["conf_sum"], s["conf_sq_sum"], s["conf_n"])
     return pd.DataFrame(
         {
             "conf_mean": ratio(s["conf_sum"].to_numpy(), s["conf_n"].to_numpy()),
+            "conf_mean_ci_low": conf_low,
+            "conf_mean_ci_high": conf_high,
             "conf_mean_right": ratio(s["conf_right_sum"].to_numpy(), s["conf_right_n"].to_numpy()),
             "conf_mean_wrong": ratio(s["conf_wrong_sum"].to_numpy(), s["conf_wrong_n"].to_numpy()),
             "purity_mean": ratio(s["purity_sum"].to_numpy(), s["purity_n"].to_numpy()),
@@ -282,7 +291,9 @@ def crop_metrics(
 def crop_table(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, sums: pd.DataFrame, *,
                field: pd.DataFrame | None = None) -> pd.DataFrame:
     """The per-crop table from the two confusion matrices and the per-crop sums (`crop_sums`), in crop_metrics'
-    columns and order: the one route to it, for one AOI and for the pooled view of many (sums added).
+    columns and order: the one route to it, for one AOI and for the pooled view of many (sums added). The
+    reference columns come first, then the 95 % intervals of agreement (Wilson), F1 and mean confidence
+    (`intervals`), then the diagnostics.
 
     `field`: the field-level scores (`field_scores_of` the fields); without it they come from the field confusion
     matrix's cells as weighted samples (the pooled view keeps no fields)."""
@@ -290,14 +301,20 @@ def crop_table(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, sums: pd.
     pixel = scores(pixel_confusion)
     listed = (field["support"] > 0) | (field["predicted"] > 0)
     agreement = field["recall"]
+    agreement_low, agreement_high = wilson(field["correct"], field["support"])
+    f1_low, f1_high = f1_interval(field["correct"], field["support"], field["predicted"])
     table = pd.DataFrame(
         {
             "num_fields": field["support"],
             "agreement_score": agreement,
             "weighted_f1_score": reference_f1(agreement),
+            "agreement_ci_low": agreement_low,
+            "agreement_ci_high": agreement_high,
             "precision": field["precision"],
             "recall": field["recall"],
             "f1": field["f1"],
+            "f1_ci_low": f1_low,
+            "f1_ci_high": f1_high,
             "support": field["support"],
             "n_predicted": field["predicted"],
             "n_correct": field["correct"],

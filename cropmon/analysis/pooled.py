@@ -34,9 +34,10 @@ from cropmon.catalogue import U0C, Catalogue
 from cropmon.quotas import within_budget
 
 BY_AOI_COLUMNS: tuple[str, ...] = (
-    "crop", "aoi", "num_fields", "agreement_score", "weighted_f1_score", "f1", "precision", "recall", "n_predicted",
-    "n_correct", "conf_mean", "area_ha", "pooled_agreement", "agreement_vs_pooled", "pooled_f1", "f1_vs_pooled",
-    "severity", "reasons",
+    "crop", "aoi", "num_fields", "agreement_score", "agreement_ci_low", "agreement_ci_high", "weighted_f1_score",
+    "f1", "precision", "recall", "n_predicted", "n_correct", "conf_mean", "area_ha", "pooled_agreement",
+    "agreement_vs_pooled", "pooled_f1", "f1_vs_pooled",
+    "severity", "certainty", "reasons",
 )  # fmt: skip
 ALLOCATION_COLUMNS: tuple[str, ...] = (
     "crop", "aoi", "role", "severity", "num_fields", "agreement_score", "f1", "conf_mean", "target", "available",
@@ -133,7 +134,7 @@ def metrics_by_aoi(summaries: Mapping[str, AOISummary], pooled: pd.DataFrame) ->
     """
     rows = []
     for name, s in summaries.items():
-        table = s.crop_table.merge(s.flagged[["crop", "severity", "reasons"]], on="crop", how="left")
+        table = s.crop_table.merge(s.flagged[["crop", "severity", "certainty", "reasons"]], on="crop", how="left")
         rows.append(table.assign(aoi=name))
     by_aoi = pd.concat(rows, ignore_index=True)
     ref = pooled.set_index("crop")

@@ -29,6 +29,7 @@ import pandas as pd
 from scipy.sparse.csgraph import connected_components
 
 from cropmon.analysis.blocks import BlockGrid, block_labels
+from cropmon.analysis.intervals import wilson
 from cropmon.analysis.metrics import row_shares, truth_and_prediction
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C, Catalogue
@@ -141,7 +142,9 @@ def plan_groups(flagged: pd.DataFrame, confusion_df: pd.DataFrame, *, settings: 
     table["group"] = "G" + (table.groupby("_first", sort=False).ngroup() + 1).astype(str)
     table["members"] = table.groupby("group")["crop"].transform(" + ".join)
     table["severity"] = table["crop"].map(dict(zip(flagged["crop"], flagged["severity"], strict=True)))
-    return table[["group", "crop", "role", "severity", "members", "linked_to"]]
+    for column in ("certainty", "certainly_failed"):
+        table[column] = table["crop"].map(dict(zip(flagged["crop"], flagged[column], strict=True)))
+    return table[["group", "crop", "role", "severity", "certainty", "certainly_failed", "members", "linked_to"]]
 
 
 def eval_targets(candidates: pd.DataFrame, crops: pd.Series, *, settings: DiagnosisSettings) -> pd.Series:
@@ -233,12 +236,15 @@ def label_plan(
 
     `candidates` must carry the `split` column of `spatial_split`. The module docstring gives the derivation; its
     parts are columns (error, area_share, raw_target, linked_target, target, available, quota), which the report
-    words per crop.
+    words per crop, with the evidence: the crop's agreement and its 95 % interval, and how closely the held-back
+    fields will measure the next model's agreement (`eval_ci_half_width`, Wilson at today's agreement).
     """
     plan = groups.reset_index(drop=True)
     m = metrics_df.set_index("crop").reindex(plan["crop"])
     plan["num_fields"] = m["num_fields"].to_numpy()
     plan["agreement_score"] = m["agreement_score"].to_numpy()
+    plan["agreement_ci_low"] = m["agreement_ci_low"].to_numpy()
+    plan["agreement_ci_high"] = m["agreement_ci_high"].to_numpy()
     plan["f1"] = m["f1"].to_numpy()
     plan["conf_mean"] = m["conf_mean"].to_numpy()
     plan = plan.join(_targets(plan, metrics_df, settings))
@@ -254,6 +260,9 @@ def label_plan(
     held = candidates.loc[candidates["split"] == "eval", "crop"].value_counts()
     wanted = eval_targets(candidates, plan["crop"], settings=settings).to_numpy()
     plan["eval_fields"] = np.minimum(wanted, held.reindex(plan["crop"], fill_value=0).to_numpy())
+    n_eval = plan["eval_fields"].to_numpy()
+    low, high = wilson(np.rint(np.nan_to_num(plan["agreement_score"].to_numpy(float), nan=0.5) * n_eval), n_eval)
+    plan["eval_ci_half_width"] = (high - low) / 2
     return plan
 
 

@@ -6,13 +6,14 @@ leak, no GUI backend; saving to PNG uses Agg.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from cropmon.analysis.compare import LEVEL
@@ -95,10 +96,31 @@ def confusion_heatmap(shares: pd.DataFrame, *, title: str = "Field-level confusi
     return fig
 
 
+def _interval_bars(data: pd.DataFrame, value: str, prefix: str | None = None) -> np.ndarray | None:
+    """(2, n) distances from column `value` down to `<prefix>_ci_low` and up to `<prefix>_ci_high` (prefix: the
+    value's name by default); None when the table has no interval."""
+    low, high = f"{prefix or value}_ci_low", f"{prefix or value}_ci_high"
+    if low not in data or high not in data:
+        return None
+    v = data[value].to_numpy(float)
+    return np.nan_to_num(np.vstack([np.clip(v - data[low].to_numpy(float), 0, None),
+                                    np.clip(data[high].to_numpy(float) - v, 0, None)]))
+
+
+CERTAINTY_STYLE = {  # marker face and edge of a flagged crop, by how sure the rule is (diagnose.certainty)
+    "certain": (FLAGGED_COLOUR, "black", "certainly underperforming"),
+    "possible": ("white", FLAGGED_COLOUR, "possibly underperforming"),
+    "too_few_fields": ("#9a9a9a", "#444444", "too few fields to tell"),
+}
+
+
 def f1_vs_confidence(
-    metrics_df: pd.DataFrame, *, flagged: Collection[str], min_f1: float, min_confidence: float
+    metrics_df: pd.DataFrame, *, flagged: Collection[str], min_f1: float, min_confidence: float,
+    certainty: Mapping[str, str] | None = None,
 ) -> Figure:
-    """Per-crop F1 against mean confidence, bubble area ~ GT fields; the underperforming region is shaded."""
+    """Per-crop F1 against mean confidence, bubble area ~ GT fields, with 95 % intervals both ways (when the table
+    has them); the underperforming region is shaded. `certainty` (crop -> certain | possible | too_few_fields)
+    styles the flagged crops: filled when certain, hollow when possible, grey when there are too few fields."""
     data = metrics_df.dropna(subset=["conf_mean", "f1"])
     fig = Figure(figsize=(8.5, 6.0), layout="constrained")
     ax = fig.add_subplot()
@@ -108,15 +130,21 @@ def f1_vs_confidence(
     ax.axvline(min_confidence, color=FLAGGED_COLOUR, lw=0.8, ls="--")
     is_flagged = data["crop"].isin(list(flagged)).to_numpy()
     sizes = 30 + 600 * np.sqrt(data["num_fields"] / max(float(data["num_fields"].max()), 1.0))
+    sure = [(certainty or {}).get(crop, "certain") if bad else "" for crop, bad in zip(data["crop"], is_flagged,
+                                                                                       strict=True)]
     ax.scatter(
         data["conf_mean"],
         data["f1"],
         s=sizes,
-        c=np.where(is_flagged, FLAGGED_COLOUR, OK_COLOUR),
+        c=[CERTAINTY_STYLE[c][0] if c else OK_COLOUR for c in sure],
         alpha=0.6,
-        edgecolors="black",
-        linewidths=0.5,
+        edgecolors=[CERTAINTY_STYLE[c][1] if c else "black" for c in sure],
+        linewidths=[1.5 if c and c != "certain" else 0.5 for c in sure],
     )
+    xerr, yerr = _interval_bars(data, "conf_mean"), _interval_bars(data, "f1")
+    if xerr is not None or yerr is not None:
+        ax.errorbar(data["conf_mean"], data["f1"], xerr=xerr, yerr=yerr, fmt="none", ecolor="#555555",
+                    elinewidth=0.7, alpha=0.6, capsize=0)
     for (_, row), bad in zip(data.iterrows(), is_flagged, strict=True):
         ax.annotate(
             row["crop"],
@@ -131,33 +159,41 @@ def f1_vs_confidence(
     ax.set_xlabel("mean confidence over the crop's GT fields (band 4, %)")
     ax.set_ylabel("F1 over all fields")
     ax.set_title(
-        f"F1 vs confidence (bubble area ~ GT fields; shaded: F1 < {min_f1:g} or confidence < {min_confidence:g})",
-        fontsize=10,
+        f"F1 vs confidence (bubble area ~ GT fields; lines: 95 % intervals; shaded: F1 < {min_f1:g} or confidence"
+        f" < {min_confidence:g})",
+        fontsize=9,
     )
-    ax.legend(
-        handles=[
-            Patch(color=FLAGGED_COLOUR, alpha=0.6, label="underperforming"),
-            Patch(color=OK_COLOUR, alpha=0.6, label="ok"),
-        ],
-        loc="lower right",
-    )
+    shown = [c for c in CERTAINTY_STYLE if c in sure] if certainty else []
+    handles = [Line2D([], [], ls="", marker="o", markersize=9, markerfacecolor=CERTAINTY_STYLE[c][0],
+                      markeredgecolor=CERTAINTY_STYLE[c][1], label=CERTAINTY_STYLE[c][2]) for c in shown]
+    if not shown:
+        handles = [Patch(color=FLAGGED_COLOUR, alpha=0.6, label="underperforming")]
+    ax.legend(handles=[*handles, Patch(color=OK_COLOUR, alpha=0.6, label="ok")], loc="lower right")
     return fig
 
 
 def agreement_bars(metrics_df: pd.DataFrame, *, flagged: Collection[str], min_agreement: float) -> Figure:
-    """Horizontal bars of each GT crop's agreement (best on top), underperforming crops in red, threshold dashed."""
+    """Horizontal bars of each GT crop's agreement (best on top) with its 95 % interval (when the table has it),
+    underperforming crops in red, threshold dashed."""
     data = metrics_df.dropna(subset=["agreement_score"]).sort_values("agreement_score")
     fig = Figure(figsize=(8.0, max(3.0, 0.32 * len(data) + 1.5)), layout="constrained")
     ax = fig.add_subplot()
     colours = np.where(data["crop"].isin(list(flagged)), FLAGGED_COLOUR, OK_COLOUR)
     ax.barh(data["crop"], data["agreement_score"], color=colours)
-    for i, (score, n) in enumerate(zip(data["agreement_score"], data["num_fields"], strict=True)):
-        ax.text(score + 0.01, i, f"{score:.2f}  (n={n:,})", va="center", fontsize=8)
     ax.axvline(min_agreement, color=FLAGGED_COLOUR, ls="--", lw=1)
-    ax.set_xlim(0, 1.25)
+    xerr = _interval_bars(data, "agreement_score", "agreement")
+    if xerr is not None:
+        ax.errorbar(data["agreement_score"], np.arange(len(data)), xerr=xerr, fmt="none", ecolor="black",
+                    elinewidth=0.8, capsize=2)
+    high = data["agreement_ci_high"].to_numpy(float) if xerr is not None else data["agreement_score"].to_numpy(float)
+    for i, (score, n, top) in enumerate(zip(data["agreement_score"], data["num_fields"], high, strict=True)):
+        ax.text(max(score, np.nan_to_num(top, nan=score)) + 0.015, i, f"{score:.2f}  (n={n:,})", va="center",
+                fontsize=8)
+    ax.set_xlim(0, 1.3)
     ax.set_xlabel("agreement (share of the crop's GT fields predicted as the crop)")
     ax.tick_params(axis="y", labelsize=8)
-    ax.set_title(f"Agreement per crop (dashed: {min_agreement:g})")
+    title = "Agreement per crop with 95 % intervals" if xerr is not None else "Agreement per crop"
+    ax.set_title(f"{title} (dashed: {min_agreement:g})")
     return fig
 
 
