@@ -277,3 +277,68 @@ def test_page_shows_its_tables_and_images_in_chromium(run, tmp_path):
     pixels = imread(shot)[..., :3]
     assert pixels.shape[:2] == (2400, 1280)
     assert pixels.std() > 0.05 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # text, tables, figures
+
+
+LAYOUT_PROBE = """<script>
+window.addEventListener('load', () => {
+  const root = document.documentElement, body = document.body, width = root.clientWidth;
+  const inWrap = el => el.parentElement && el.parentElement.closest('.table-wrap');
+  const outside = [...body.querySelectorAll('*')].filter(el => !inWrap(el)).filter(el => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && (r.right > width + 1 || r.left < -1);
+  });
+  const wraps = [...document.querySelectorAll('.table-wrap')];
+  const flagged = wraps.find(w => w.getAttribute('aria-label').startsWith('underperforming_crops.csv'));
+  const tall = wraps.reduce((a, w) => (w.scrollHeight - w.clientHeight > a.scrollHeight - a.clientHeight ? w : a));
+  const wideBefore = flagged.scrollWidth - flagged.clientWidth, tallBefore = tall.scrollHeight - tall.clientHeight;
+  flagged.scrollLeft = flagged.scrollWidth;  // scrolled right: the crop names stay in view
+  tall.scrollTop = tall.scrollHeight;  // scrolled down: the header stays in view
+  const box = flagged.getBoundingClientRect(), tallBox = tall.getBoundingClientRect();
+  const links = [...document.querySelectorAll('nav.toc a')];
+  Object.assign(body.dataset, {
+    viewport: width, page: root.scrollWidth, outside: outside.length,
+    wide: wideBefore > 0 ? 1 : 0, tall: tallBefore > 0 ? 1 : 0,
+    column: Math.round(flagged.querySelector('tbody td').getBoundingClientRect().left - box.left),
+    header: Math.round(tall.querySelector('thead th').getBoundingClientRect().top - tallBox.top),
+    numbers: getComputedStyle(flagged.querySelector('tbody td.num')).textAlign,
+    words: getComputedStyle(flagged.querySelector('tbody td:not(.num)')).textAlign,
+    links: links.length, targets: links.filter(a => document.getElementById(a.hash.slice(1))).length,
+  });
+});
+</script></body>"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is absent (Debian package chromium)")
+def test_wide_tables_scroll_in_their_box_at_1300_px(run, tmp_path):
+    """No element runs off a 1300 px window: wide tables scroll inside their box, their header and first column
+    stay in view when scrolled, numbers align right, and the contents link every section."""
+    _, _, out, _ = run
+    probed = tmp_path / "layout.html"
+    probed.write_text((out / "report.html").read_text().replace("</body>", LAYOUT_PROBE))
+    dom = _chromium(tmp_path, "--window-size=1300,2400", "--virtual-time-budget=10000", "--dump-dom",
+                    probed.as_uri()).stdout
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    found = dict(re.findall(r'data-(\w+)="([^"]*)"', body))
+    assert int(found["page"]) == int(found["viewport"]) and 1250 <= int(found["viewport"]) <= 1300, found
+    assert found["outside"] == "0", found  # nothing outside the table boxes is wider than the page
+    assert found["wide"] == "1" and found["tall"] == "1", found  # the probe did scroll something
+    assert 0 <= int(found["column"]) <= 2 and 0 <= int(found["header"]) <= 2, found  # sticky column and header
+    assert (found["numbers"], found["words"]) == ("right", "left"), found
+    assert found["links"] == found["targets"] == "7", found
+
+
+def test_a_notebook_fragment_styles_only_the_report():
+    """The HTML for a notebook cell is a fragment whose every CSS rule is scoped to the report."""
+    from cropmon.report.document import Heading, Paragraph, Table, render_html
+
+    blocks = [Heading("Headline"), Paragraph("x **y**"), Heading("Plan"),
+              Table(pd.DataFrame({"crop": ["Flax"], "n": [1234], "share": ["12.5 %"], "why": ["a;b"]}), "t")]
+    fragment = render_html("Report", blocks, page=False)
+    assert not re.search(r"<(html|head|body|!doctype)", fragment, re.I) and fragment.startswith("<div class='cropmon")
+    css = re.search(r"<style>(.*?)</style>", fragment, re.S).group(1)
+    selectors = [s.strip() for rule in css.split("}") if "{" in rule for s in rule.split("{")[0].split(",")]
+    assert selectors and all(s.startswith(".cropmon-report") for s in selectors), selectors
+    assert "<td class='num'>1,234</td>" in fragment and "<td class='num'>12.5 %</td>" in fragment
+    assert "<td>a;b</td>" in fragment and "<a href='#plan'>Plan</a>" in fragment and "<h2 id='plan'>" in fragment
+    assert render_html("Report", blocks).startswith("<!doctype html>")
