@@ -20,13 +20,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from cropmon.errors import BadCatalogue, MissingFile
 from cropmon.labels import LABELS_DICT
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_CLASS_ID = 32767  # class ids are int16 raster values (and the per-field gt_class is Int16)
 CSV_COLUMNS = ("class_id", "crop", "aliases")
@@ -157,6 +159,8 @@ class Catalogue:
 
     def label_classes(self, labels: Iterable[object]) -> pd.Series:
         """Class id of each label (case/whitespace-insensitive alias match), nullable Int16; <NA> when unknown."""
+        import pandas as pd  # here: the CLI reads the catalogue before any work, and pandas costs ~0.3 s to import
+
         series = labels if isinstance(labels, pd.Series) else pd.Series(list(labels), dtype="object")
         return series.astype("object").map(fold).map(self._folded).astype("Int16")
 

@@ -55,7 +55,7 @@ class TLSFiles:
 class ClusterHandle:
     """The chosen execution backend and what the manifest says about it."""
 
-    kind: str  # "threads" | "local" | "remote"
+    kind: str  # "threads" | "local" | "remote" | "client" (the caller's own Client)
     client: Any = None
     address: str | None = None
     dashboard_link: str | None = None
@@ -181,6 +181,20 @@ def _start_warming(client, warm_up: Callable[[], None] | None) -> list:
     except Exception as exc:  # a worker that cannot import cropmon fails the run later, with the real error
         log.debug("could not prepare the workers: %s", exc)
         return []
+
+
+def use_client(client: Any) -> ClusterHandle:
+    """A handle on a caller's own `distributed.Client` (a notebook's), used as it is: no worker plugin, no warm-up,
+    and never closed here."""
+    from distributed import Client
+
+    if not isinstance(client, Client):
+        raise errors.ConfigError(f"client is a {type(client).__name__}, not a distributed.Client",
+                                 fix="pass client=distributed.Client(...) or scheduler='tcp://HOST:PORT'")
+    if client.status not in ("running", "connecting"):
+        raise errors.ClusterError(f"the client given is {client.status}; pass a running distributed.Client")
+    address = getattr(client.scheduler, "address", None)
+    return ClusterHandle(kind="client", client=client, address=address, dashboard_link=client.dashboard_link)
 
 
 def resolve_scheduler(scheduler: str | None) -> str:

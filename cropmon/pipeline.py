@@ -34,9 +34,29 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunOutcome:
+    """What a run did: where its outputs are, its manifest (run.json) and, for one AOI, the per-field results."""
+
     out_dir: Path
     manifest: dict[str, Any]
     results: FieldResults | None  # None for a multi-AOI run (only summaries are kept)
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """Every file written, by name (a multi-AOI run: the pooled files; each AOI's are under its folder)."""
+        names = self.manifest.get("outputs") or [*self.manifest.get("pooled_outputs", []), "run.json"]
+        return {name: self.out_dir / name for name in names}
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        """Fields read, with pixels, scored, and why not (run.json `fields`; per AOI for a multi-AOI run)."""
+        if "aois" in self.manifest:
+            return {name: {"n_input": aoi["n_fields"]} for name, aoi in self.manifest["aois"].items()}
+        return self.manifest["fields"]
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per stage and in total (run.json `timings_s`)."""
+        return self.manifest["timings_s"]
 
 
 def run(config: RunConfig) -> RunOutcome:
@@ -48,7 +68,7 @@ def run(config: RunConfig) -> RunOutcome:
     if config.aois:
         return run_many(config)
     started = time.time()
-    progress = _want_progress(config)
+    progress = want_progress(config)
     timer = StageTimer(show=progress)
     with timer.stage("inputs", has_own_bar=True):
         raster, fields, is_twin = resolve_inputs(config, progress=progress)
@@ -74,7 +94,7 @@ def run_many(config: RunConfig) -> RunOutcome:
     Only each AOI's compact summary outlives its own analysis, so memory does not grow with the number of AOIs.
     """
     started = time.time()
-    progress = _want_progress(config)
+    progress = want_progress(config)
     out_dir = Path(config.out) if config.out else Path("outputs") / "aois"
     outputs.check_writable(out_dir)
     for name, raster, fields in config.aois:
@@ -158,7 +178,8 @@ def default_out_dir(config: RunConfig, raster: str, *, twin: bool) -> Path:
     return Path("outputs") / ("twin" if twin else Path(raster).stem)
 
 
-def _want_progress(config: RunConfig) -> bool:
+def want_progress(config: RunConfig) -> bool:
+    """Progress bars: on, off, or (auto) when stderr is a terminal."""
     return config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
 
 

@@ -16,6 +16,7 @@ import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -209,6 +210,33 @@ def render_html(title: str, blocks: list[Block], *, page: bool = True) -> str:
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
             f"<style>{_PAGE_CSS}</style></head><body>")
     return "\n".join([head, *out, "</body></html>"])
+
+
+@dataclass(frozen=True)
+class Document:
+    """A rendered-on-demand report: displayed by a notebook cell (`_repr_html_`), or saved as a page / Markdown."""
+
+    title: str
+    blocks: list[Block]
+
+    @property
+    def html(self) -> str:
+        """The HTML fragment of a notebook cell (styles scoped to the report)."""
+        return render_html(self.title, self.blocks, page=False)
+
+    @property
+    def markdown(self) -> str:
+        return render_markdown(self.title, self.blocks)
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def save(self, path: str | Path) -> Path:
+        """Write the self-contained HTML page (or Markdown, for a .md path; its images are not written)."""
+        path = Path(path)
+        text = self.markdown if path.suffix.lower() == ".md" else render_html(self.title, self.blocks)
+        path.write_text(text, encoding="utf-8")
+        return path
 
 
 def png(fig: Figure) -> bytes:

@@ -22,7 +22,7 @@ from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.io.outputs import write_csv
 from cropmon.report import plots, sections
-from cropmon.report.document import Block, Image, lookup, png, render_html, render_markdown
+from cropmon.report.document import Block, Document, Image, lookup, png, render_html, render_markdown
 from cropmon.report.wording import plan_table, with_reasons, with_rule
 
 
@@ -55,6 +55,14 @@ def build_report(
         *sections.caveats(d, run_info, settings),
         *sections.settings_blocks(run_info, settings, seed),
     ]
+
+
+def report_document(d: Diagnosis, *, run_info: Mapping[str, Any] | None = None,
+                    map_window: plots.MapWindow | None = None) -> Document:
+    """The report of a diagnosis as a Document (for a notebook cell, or to save), with its figures."""
+    images = _images(d, d.settings, map_window)
+    title, blocks = build_report(d, images, settings=d.settings, run_info=run_info or {}, seed=d.seed)
+    return Document(title, blocks)
 
 
 def _images(d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) -> dict[str, Image]:
