@@ -65,13 +65,14 @@ class ClassSlots:
 
     lookup: np.ndarray  # slot of each raster value 0..max id (`invalid` where it is no class)
     n_classes: int
+    identity: bool  # ids are 0..n-1 (the u0c catalogue): a value is its own slot, no lookup needed
 
     @classmethod
     def of(cls, class_ids: np.ndarray) -> ClassSlots:
         class_ids = np.asarray(class_ids, dtype=np.int64)
         lookup = np.full(int(class_ids.max()) + 1, len(class_ids), dtype=np.int64)
         lookup[class_ids] = np.arange(len(class_ids))
-        return cls(lookup, len(class_ids))
+        return cls(lookup, len(class_ids), bool(np.array_equal(class_ids, np.arange(len(class_ids)))))
 
     @property
     def invalid(self) -> int:
@@ -87,9 +88,12 @@ class ClassSlots:
 
     def of_pixels(self, classes: np.ndarray, confidence: np.ndarray, nodata: float | None) -> np.ndarray:
         """Histogram slot of each pixel: its class's, `invalid` for a value that is no class, `nodata`."""
-        values = classes.astype(np.int64, copy=False)
-        inside = (values >= 0) & (values < len(self.lookup))
-        slots = np.where(inside, self.lookup[np.where(inside, values, 0)], self.invalid)
+        slots = classes.astype(np.int64, copy=True)
+        outside = (slots < 0) | (slots >= len(self.lookup))
+        if not self.identity:
+            slots[outside] = 0
+            slots = self.lookup[slots]
+        slots[outside] = self.invalid
         if nodata is not None and not np.isnan(nodata):
             slots[(classes == nodata) | (confidence == nodata)] = self.nodata
         return slots
@@ -97,7 +101,10 @@ class ClassSlots:
 
 def invalid_value_counts(classes: np.ndarray, slots: np.ndarray, invalid: int) -> np.ndarray:
     """(2, k): the raster values that are no class among `classes`, and how many pixels hold each."""
-    values, counts = np.unique(classes[slots == invalid].astype(np.int64), return_counts=True)
+    bad = slots == invalid
+    if not bad.any():
+        return np.zeros((2, 0), np.int64)
+    values, counts = np.unique(classes[bad].astype(np.int64), return_counts=True)
     return np.stack([values, counts.astype(np.int64)])
 
 

@@ -16,7 +16,7 @@ from cropmon.analysis import metrics
 from cropmon.analysis.diagnose import CERTAINTIES, TIERS, Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, lookup, names, num, pct
-from cropmon.report.wording import interval_text, rule_text, with_reasons
+from cropmon.report.wording import CERTAINTY_WORDS, interval_text, rule_text, with_reasons
 
 MAX_SENTENCES = 8  # per section; the tables hold the rest
 
@@ -80,8 +80,8 @@ def _agreement(row: pd.Series) -> str:
 def _certainty_counts(flagged: pd.DataFrame) -> str:
     """'19 certainly, 3 possibly, 1 with too few fields to tell'."""
     counts = flagged["certainty"].value_counts()
-    words = {"certain": "certainly", "possible": "possibly", "too_few_fields": "with too few fields to tell"}
-    return ", ".join(f"{counts[c]} {words[c]}" for c in CERTAINTIES if c in counts)
+    with_ = {"too_few_fields": "with "}
+    return ", ".join(f"{counts[c]} {with_.get(c, '')}{CERTAINTY_WORDS[c]}" for c in CERTAINTIES if c in counts)
 
 
 def _crop_sentence(row: pd.Series, m: pd.Series, shares: pd.Series, s: DiagnosisSettings) -> str:
@@ -107,8 +107,7 @@ def _crop_sentence(row: pd.Series, m: pd.Series, shares: pd.Series, s: Diagnosis
             phrases.append(f"only {n} GT fields, weak evidence" if n else "it is absent from the GT")
     scores = (f"agreement {_agreement(row)},"
               f" F1 {interval_text(row['f1'], row['f1_ci_low'], row['f1_ci_high'])}")
-    certainty = {"certain": "certainly", "possible": "possibly", "too_few_fields": "too few fields to tell"}
-    return (f"**{row['crop']}** ({row['severity']}, {certainty[row['certainty']]}; {scores}):"
+    return (f"**{row['crop']}** ({row['severity']}, {CERTAINTY_WORDS[row['certainty']]}; {scores}):"
             f" {'; '.join(phrases)}.")
 
 

@@ -24,6 +24,7 @@ def rule_text(s: DiagnosisSettings) -> str:
 
 
 MEASURE_WORDS = {"low_agreement": "agreement", "low_f1": "F1", "low_confidence": "confidence"}
+CERTAINTY_WORDS = {"certain": "certainly", "possible": "possibly", "too_few_fields": "too few fields to tell"}
 
 
 def interval_text(value: float, low: float, high: float, digits: int = 2) -> str:
