@@ -35,6 +35,7 @@ from cropmon.cluster import ClusterHandle, TLSFiles, connect, use_client
 from cropmon.config import RunConfig, build_config
 from cropmon.engine.analyse import FieldResults, analyse_fields
 from cropmon.engine.zonal import warm_up
+from cropmon.report import sections
 from cropmon.report.compare import Comparison, compare_runs, write_comparison
 from cropmon.report.document import Document
 from cropmon.report.map_window import map_window
@@ -63,7 +64,8 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
     - `classes`: the model's class list (path to JSON/CSV, a {crop: [aliases]} mapping or a Catalogue); default u0c.
     - `options`: the run's settings the engine uses (`layer`, `label_column`, `class_band`, `confidence_band`,
       `chunk_rows`, `progress`, `no_worker_timeout`; for a local cluster `workers`, `threads_per_worker`,
-      `memory_limit`, `dashboard_address`; for tls:// `tls_ca_file`, `tls_cert`, `tls_key`).
+      `memory_limit`, `dashboard_address`; for tls:// `tls_ca_file`, `tls_cert`, `tls_key`), checked as the CLI
+      checks its flags. Only these arguments count: no config file, no CROPMON_* variable (`run` reads those).
 
     Returns FieldResults: `.table` (one row per field, the reference columns first), `.class_counts` (pixels per
     class and field, sparse), `.catalogue`, `.invalid_values`, `.timings`.
@@ -148,14 +150,8 @@ class Diagnosis(diagnose_mod.Diagnosis):
 
     def _repr_html_(self) -> str:
         """In a notebook: the headline and the underperforming crops (the whole report: `.report()`)."""
-        document = self.report_summary()
-        return document.html
-
-    def report_summary(self) -> Document:
-        from cropmon.report import sections
-
         blocks = [*sections.headline(self, self.settings), *sections.underperforming(self, self.settings)]
-        return Document("Crop diagnosis (summary; .report() for the whole report)", blocks)
+        return Document("Crop diagnosis (summary; .report() for the whole report)", blocks).html
 
 
 def diagnose(results: FieldResults, *, settings: DiagnosisSettings | Mapping[str, Any] | None = None,

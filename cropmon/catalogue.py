@@ -64,13 +64,13 @@ class Catalogue:
         for name in self.names:
             if not isinstance(name, str) or not name.strip():
                 raise self._refuse(f"a crop name is empty or not a text ({name!r})", "name every class")
-        _refuse_repeats(self.names, "crop", lambda crop: self._refuse(
+        _refuse_repeats(self.names, lambda crop: self._refuse(
             f"the crop {crop!r} is listed twice", "list every crop once (put all its labels in its aliases)"))
         for class_id in self.ids:
             if isinstance(class_id, bool) or not isinstance(class_id, int) or not 0 <= class_id <= MAX_CLASS_ID:
                 raise self._refuse(f"class id {class_id!r} is not an integer in 0..{MAX_CLASS_ID}",
                                    "class ids are the raster's class values (int16, >= 0)")
-        _refuse_repeats(self.ids, "id", lambda class_id: self._refuse(
+        _refuse_repeats(self.ids, lambda class_id: self._refuse(
             f"class id {class_id} is given twice", "give every class its own id (the raster value that means it)"))
         if list(self.ids) != sorted(self.ids):
             raise ValueError("Catalogue: ids must ascend (use from_mapping / from_rows)")
@@ -173,7 +173,8 @@ class Catalogue:
         return {"source": self.source, "n_classes": self.n, "ids": list(self.ids), "names": list(self.names)}
 
 
-def _refuse_repeats(values: Iterable[Any], what: str, error) -> None:
+def _refuse_repeats(values: Iterable[Any], error) -> None:
+    """Raise error(value) for the first value seen twice."""
     seen: set[Any] = set()
     for value in values:
         if value in seen:
@@ -204,7 +205,7 @@ def read_catalogue(path: str | Path) -> Catalogue:
 
 def _from_json(text: str, path: str) -> Catalogue:
     def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        _refuse_repeats([k for k, _ in pairs], "crop", lambda crop: BadCatalogue(
+        _refuse_repeats([k for k, _ in pairs], lambda crop: BadCatalogue(
             f"the crop {crop!r} is listed twice", path=path, fix="list every crop once"))
         return dict(pairs)
 
