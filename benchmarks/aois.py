@@ -17,6 +17,7 @@ The client's serial work and the workers' work overlap (one AOI's tail runs besi
 AOI costs the larger of the two; the workers' part scales with fields (conservative: the raster reading part does
 not grow with fields). France: ~9.5 M parcels (RPG), ~550,000 km2 at ~579 m2 a pixel, as AOIs of the twin's size.
 Usage: python benchmarks/aois.py [--aois 4] [--workers 2] [--scale 1] [--predict-workers 2,8,32,128]
+Needs the bench extra (psutil): pip install -e ".[bench]"
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ The baselines read the fields (polygons included) before their clock starts; cro
 reading the fields' attributes and bounding boxes, and its workers read the polygons inside the timed compute, so
 the comparison is conservative for cropmon.
 Usage: python benchmarks/engine.py [--scale 1] [--big-scale 4] [--skip-big] [--raster R --fields F]
+Needs the bench extra (psutil, exactextract): pip install -e ".[bench]"
 """
 
 from __future__ import annotations

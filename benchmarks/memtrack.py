@@ -4,6 +4,8 @@ Used by the benchmarks to measure "scheduler + workers + client together": the s
 their proportional set size (PSS: shared pages split between the processes sharing them), and of their RSS.
 Read from /proc/PID/smaps_rollup, which the kernel sums for us: the sampler costs ~1 % of a core, so it does not
 slow the run it measures (psutil's memory_full_info parses the whole smaps file and costs a large share of a core).
+
+The benchmarks need the `bench` extra (psutil, exactextract): `pip install -e ".[bench]"`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import psutil
+try:
+    import psutil
+except ImportError as exc:  # the benchmarks' own dependencies are an extra, not the package's
+    raise SystemExit('the benchmarks need the bench extra: pip install -e ".[bench]"') from exc
 
 
 @dataclass

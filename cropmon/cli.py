@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from cropmon import __version__, errors
-from cropmon.config import FLAG_SETTINGS, SETTINGS, build_config, flag_name, positive_fraction, scalar_type
+from cropmon.config import FLAG_SETTINGS, SETTINGS, flag_name, positive_fraction, scalar_type
 
 log = logging.getLogger("cropmon")
 
@@ -101,12 +101,11 @@ def configure_logging(verbosity: int) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cropmon import pipeline
+    from cropmon import api
 
     flags = {name: getattr(args, name) for name in FLAG_SETTINGS}
-    config = build_config(flags, config_file=args.config)
-    outcome = pipeline.run(config)
-    total = outcome.manifest["timings_s"]["total"]
+    outcome = api.run(config=args.config, **flags)
+    total = outcome.timings["total"]
     if "aois" in outcome.manifest:
         print(f"cropmon: {len(outcome.manifest['aois'])} AOIs, {total:.1f} s -> {outcome.out_dir}")
     else:

@@ -58,7 +58,7 @@ class ClusterHandle:
     """A connected Dask client and what run.json says about it. Tasks are submitted under a stage name (their key
     prefix), so the task stream tells which worker ran which stage."""
 
-    kind: str  # "threads" | "local" | "remote"
+    kind: str  # "threads" | "local" | "remote" | "client" (the caller's own Client, see use_client)
     client: Any
     address: str | None = None
     dashboard_link: str | None = None
@@ -99,7 +99,8 @@ class ClusterHandle:
 
         # Large AOIs make graphs of a few MB; distributed's warning (10 MB by default) says nothing useful here.
         self._note(key for collection in collections for key in collection.__dask_graph__())
-        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}):
+        # Graphs holding futures look up "the" client: a caller's own or a remote one need not be the default.
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}), self.client.as_current():
             return self.client.compute(collections)
 
     # -- waiting ---------------------------------------------------------------------------------------------------
@@ -112,7 +113,7 @@ class ClusterHandle:
 
     def workers_that_cannot_read(self, path: str) -> list[str]:
         """The workers of a remote cluster that cannot open `path` (a local cluster shares the client's files)."""
-        if self.kind != "remote":
+        if self.kind in ("threads", "local"):
             return []
         readable = self.client.run(os.access, path, os.R_OK)
         return sorted(worker for worker, ok in readable.items() if not ok)
@@ -237,6 +238,20 @@ def _start_warming(client, steps: Sequence[Callable[[], None]]) -> list:
     except Exception as exc:  # a worker that cannot import cropmon fails the run later, with the real error
         log.debug("could not prepare the workers: %s", exc)
         return []
+
+
+def use_client(client: Any) -> ClusterHandle:
+    """A handle on a caller's own `distributed.Client` (a notebook's), used as it is: no worker plugin, no warm-up,
+    and never closed here."""
+    from distributed import Client
+
+    if not isinstance(client, Client):
+        raise errors.ConfigError(f"client is a {type(client).__name__}, not a distributed.Client",
+                                 fix="pass client=distributed.Client(...) or scheduler='tcp://HOST:PORT'")
+    if client.status not in ("running", "connecting"):
+        raise errors.ClusterError(f"the client given is {client.status}; pass a running distributed.Client")
+    address = getattr(client.scheduler, "address", None)
+    return ClusterHandle(kind="client", client=client, address=address, dashboard_link=client.dashboard_link)
 
 
 def resolve_scheduler(scheduler: str | None) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from cropmon import errors
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.catalogue import Catalogue, as_catalogue
 
 
 def setting(default: Any = None, *, help: str, group: str = "run", flag: str | None = None,
@@ -55,6 +56,10 @@ class RunConfig:
     label_column: str = setting("normalized_label", group="inputs", help="ground-truth label column")
     class_band: int = setting(3, group="inputs", help="1-based band of the class ids")
     confidence_band: int = setting(4, group="inputs", help="1-based band of the confidence")
+    classes: str | Catalogue | None = setting(  # noqa: RUF009 (setting() is a dataclasses.field)
+        group="inputs", metavar="FILE",
+        help="the model's class list: JSON {crop: [label aliases]} (raster value = position) or CSV"
+        " class_id,crop,aliases (aliases separated by ';'); default: the u0c model's 32 classes")
     aois: tuple[tuple[str, str, str], ...] = setting(
         (), group="inputs", flag="--aoi", metavar="NAME=RASTER,FIELDS",
         help="an AOI of a multi-AOI run (repeatable); outputs go to OUT/NAME/ plus a pooled view in OUT/")
@@ -95,7 +100,13 @@ class RunConfig:
     diagnosis: DiagnosisSettings = field(default_factory=DiagnosisSettings)  # the file's [diagnosis] table
 
     def as_manifest(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["classes"] = self.catalogue().source if self.classes is not None else None
+        return out
+
+    def catalogue(self) -> Catalogue:
+        """The model's classes these settings name (the u0c catalogue when `classes` is unset)."""
+        return as_catalogue(self.classes)
 
 
 SETTINGS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -119,6 +130,12 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return None
     if name == "aois":
         return tuple(parse_aoi(item, source) for item in value)
+    if name == "classes":
+        if isinstance(value, Catalogue):
+            return value
+        if isinstance(value, dict):  # a TOML table {crop = [aliases]}
+            return Catalogue.from_mapping(value, source=f"{source} [classes]", path=source)
+        return str(value)
     if name == "diagnosis":
         if isinstance(value, DiagnosisSettings):
             return value
@@ -228,3 +245,4 @@ def validate(config: RunConfig) -> None:
             raise errors.ConfigError(f"{name} = {getattr(config, name)!r}", fix=f"use {', '.join(choices)}")
     if config.twin_scale <= 0:
         raise errors.ConfigError("twin_scale must be > 0")
+    config.catalogue()  # a bad class list fails here, before any work

@@ -98,5 +98,13 @@ class NotComparable(InputError):
     """Two runs cannot be compared as given (other fields, other ground truth, a multi-AOI output ...)."""
 
 
+class BadCatalogue(InputError):
+    """The class list (--classes) cannot be used: bad format, a label in two classes, an id or crop given twice."""
+
+
+class CatalogueMismatch(InputError):
+    """The raster's class values do not fit the class list: most pixels hold values that are no class of it."""
+
+
 class ClusterError(CropmonError):
     """The Dask cluster could not be reached, or lost all its workers mid-run."""

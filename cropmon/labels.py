@@ -8,8 +8,10 @@ no alias (e.g. `radish`) maps to no class and is kept, counted and reported, nev
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 LABELS_DICT: dict[str, list[str]] = {
     "Grassland Cultivated": ["grassland_cultivated"],
@@ -66,6 +68,8 @@ def label_class(label: object) -> int | None:
 
 def label_classes(labels: Iterable[object]) -> pd.Series:
     """Vectorised `label_class`: a nullable Int16 Series of class ids (<NA> for unknown or null labels)."""
+    import pandas as pd
+
     series = pd.Series(list(labels) if not isinstance(labels, pd.Series) else labels, dtype="object")
     folded = series.map(lambda v: v.strip().casefold() if isinstance(v, str) else None)
     return folded.map(_FOLDED_ALIAS_CLASS).astype("Int16")

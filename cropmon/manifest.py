@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from cropmon import __version__
+from cropmon.catalogue import U0C, Catalogue
 from cropmon.engine.assemble import FieldResults
 from cropmon.engine.fields import crs_name
 from cropmon.io.paths import size_bytes
@@ -44,7 +45,8 @@ def started_at(started: float) -> str:
 
 
 def run_header(*, raster: RasterInfo, source: FieldSource, n_fields: int, settings: dict[str, Any],
-               is_twin: bool, started: float, fields_read: dict[str, Any] | None = None) -> dict[str, Any]:
+               is_twin: bool, started: float, fields_read: dict[str, Any] | None = None,
+               catalogue: Catalogue = U0C) -> dict[str, Any]:
     """run.json of one AOI before its tail: inputs, versions, settings (the cluster, the field counts, the timings
     and the outputs are added when they are known). `fields_read`: the fields file as the worker read it (path,
     layer, format, size; `read_from` when through a GeoPackage copy)."""
@@ -59,6 +61,7 @@ def run_header(*, raster: RasterInfo, source: FieldSource, n_fields: int, settin
                 "n_fields": n_fields,
             },
             "digital_twin": is_twin,
+            "classes": catalogue.as_manifest(),
         },
         "settings": settings,
         "versions": versions(),
@@ -79,6 +82,7 @@ def field_counts(results: FieldResults) -> dict[str, Any]:
         "pixel_rule": table["pixel_rule"].value_counts().to_dict(),
         "geometry_status": table["geometry_status"].value_counts().to_dict(),
         "label_status": table["label_status"].value_counts().loc[lambda c: c > 0].to_dict(),
+        "invalid_class_values": {str(k): v for k, v in results.invalid_values.items()},
         **report,
     }
 

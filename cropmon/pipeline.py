@@ -45,8 +45,29 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunOutcome:
+    """What a run did: where its outputs are and its manifest (run.json). The per-field table stays on the cluster
+    and in the outputs (fields.parquet); `cropmon.analyse` brings one back to the caller."""
+
     out_dir: Path
     manifest: dict[str, Any]
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """Every file written, by name (a multi-AOI run: the pooled files; each AOI's are under its folder)."""
+        names = self.manifest.get("outputs") or [*self.manifest.get("pooled_outputs", []), "run.json"]
+        return {name: self.out_dir / name for name in names}
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        """Fields read, with pixels, scored, and why not (run.json `fields`; per AOI for a multi-AOI run)."""
+        if "aois" in self.manifest:
+            return {name: {"n_input": aoi["n_fields"]} for name, aoi in self.manifest["aois"].items()}
+        return self.manifest["fields"]
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per stage and in total (run.json `timings_s`)."""
+        return self.manifest["timings_s"]
 
 
 @dataclass
@@ -72,7 +93,7 @@ def run(config: RunConfig) -> RunOutcome:
     if config.aois:
         return run_many(config)
     started = time.time()
-    progress = _want_progress(config)
+    progress = want_progress(config)
     timer = StageTimer(show=progress)
     with timer.stage("inputs", has_own_bar=True):
         raster, fields, is_twin = resolve_inputs(config, progress=progress)
@@ -102,7 +123,7 @@ def run_many(config: RunConfig) -> RunOutcome:
     outlives its tail.
     """
     started = time.time()
-    progress = _want_progress(config)
+    progress = want_progress(config)
     out_dir = Path(config.out) if config.out else Path("outputs") / "aois"
     outputs.check_writable(out_dir)
     for name, raster, fields in config.aois:
@@ -162,7 +183,7 @@ def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer
     return field_inputs(raster, fields, chunk_rows=config.chunk_rows, layer=config.layer,
                         label_column=config.label_column, class_band=config.class_band,
                         confidence_band=config.confidence_band, tie_break=config.tie_break,
-                        scratch_dir=scratch_dir_for(config, out_dir), timer=timer)
+                        scratch_dir=scratch_dir_for(config, out_dir), catalogue=config.catalogue(), timer=timer)
 
 
 def scratch_dir_for(config: RunConfig, out_dir: Path) -> Path:
@@ -182,7 +203,7 @@ def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, co
         job = submit_fields(handle, inputs, timer=timer)
         header = manifest.run_header(raster=job.raster, source=job.source, n_fields=job.n_fields,
                                      settings=config.as_manifest(), is_twin=is_twin, started=started,
-                                     fields_read=job.fields_read)
+                                     fields_read=job.fields_read, catalogue=inputs.catalogue)
         tail = submit_tail(handle, job, settings=config.diagnosis, seed=config.seed, destination=destination,
                            header={**header, "timings_s": dict(timer.seconds)}, summarise=summarise)
     return AOIRun(name=name, out_dir=out_dir, destination=destination, header=header, job=job, tail=tail,
@@ -245,7 +266,8 @@ def default_out_dir(config: RunConfig, raster: str, *, twin: bool) -> Path:
     return Path("outputs") / ("twin" if twin else Path(raster).stem)
 
 
-def _want_progress(config: RunConfig) -> bool:
+def want_progress(config: RunConfig) -> bool:
+    """Progress bars: on, off, or (auto) when stderr is a terminal."""
     return config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
 
 

@@ -3,7 +3,8 @@
 One row per ground-truth field, in the input's order. The reference columns come first, in the reference order
 (`../shared/reference/README.md`, section 4); the extra columns follow. A field that got no pixel keeps its row
 with `n_pixels == 0` and empty predictions. Class histograms travel beside the table as `class_counts`: a
-DataFrame with the same index and one int column per crop name (pixel counts per predicted class).
+DataFrame with the same index and one int column per crop name of the model's catalogue, in its order (pixel
+counts per predicted class).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ REFERENCE_COLUMNS: tuple[str, ...] = (
 EXTRA_COLUMNS: tuple[str, ...] = (
     "gt_class",  # Int16 class id of normalized_label; <NA> when unknown or null
     "label_status",  # "ok" | "variant" (matched after case/space folding) | "unknown" | "null"
-    "n_pixels",  # int, pixels with a valid class 0..31 (nodata excluded)
-    "n_invalid",  # int, pixels whose class is outside 0..31 (counted, not a class)
+    "n_pixels",  # int, pixels holding a class of the catalogue (0..31 for u0c; nodata excluded)
+    "n_invalid",  # int, pixels whose value is no class of the catalogue (counted, not a class)
     "n_nodata",  # int, pixels under the raster's nodata value (excluded)
     "purity",  # float, majority pixels / n_pixels
     "runner_up_crop",  # float class id of the second-largest class (ties broken as the majority's); NaN if none

@@ -70,7 +70,8 @@ def warm_up() -> None:
 def diagnose_results(results: FieldResults, *, settings: DiagnosisSettings, seed: int) -> Diagnosis:
     from cropmon.analysis.diagnose import diagnose_run
 
-    return diagnose_run(results.table, results.class_counts, settings=settings, seed=seed)
+    return diagnose_run(results.table, results.class_counts, settings=settings, seed=seed,
+                        catalogue=results.catalogue)
 
 
 def slim_diagnosis(d: Diagnosis) -> Diagnosis:

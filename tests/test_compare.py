@@ -12,6 +12,7 @@ import pytest
 from cropmon import errors
 from cropmon.analysis import compare
 from cropmon.cli import EXIT_INPUT, EXIT_OK, main
+from cropmon.labels import CROP_NAMES
 from cropmon.report import compare as compare_report
 from cropmon.twin import make_twin
 
@@ -83,7 +84,7 @@ def test_noise_alone_flags_no_crop_and_worse_is_found():
     intervals flag none, where 30 separate 95 % intervals flag some. A crop that drops from 0.9 to 0.3 is worse."""
     rng = np.random.default_rng(11)
     crops = [f"c{k}" for k in range(30)]
-    names = list(compare.CROP_NAMES[:30])
+    names = list(CROP_NAMES[:30])
     a_rows, b_rows = [], []
     for k, crop in enumerate(names):
         p = 0.3 + 0.4 * (k % 3) / 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -218,3 +220,65 @@ def test_row_shares_sum_to_one_or_zero(hand):
     shares = metrics.row_shares(metrics.confusion_matrix(fields))
     totals = shares.sum(axis=1)
     assert set(np.round(totals, 12)) == {0.0, 1.0}
+
+
+def test_field_metrics_are_scikit_learns_on_the_label_vectors(hand, monkeypatch):
+    import sklearn.metrics
+
+    fields, counts, table = hand
+    calls = []
+    real = sklearn.metrics.precision_recall_fscore_support
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sklearn.metrics, "precision_recall_fscore_support", spy)
+    pd.testing.assert_frame_equal(metrics.crop_metrics(fields, counts), table)
+    (truth, pred), kwargs = calls[0]
+    assert kwargs["labels"] == list(range(32)) and np.isnan(kwargs["zero_division"])
+    ev = metrics.evaluable(fields)
+    np.testing.assert_array_equal(truth, fields.loc[ev, "gt_class"].astype(int))
+    np.testing.assert_array_equal(pred, fields.loc[ev, "majority_crop"].astype(int))
+
+
+def _catalogue_table(rows: list[tuple[int, int]], ids: list[int]) -> pd.DataFrame:
+    """A minimal per-field table of (GT id, predicted id) rows for `metrics` with another catalogue."""
+    n = len(rows)
+    return pd.DataFrame({
+        "gt_class": pd.array([g for g, _ in rows], dtype="Int16"), "majority_crop": [float(p) for _, p in rows],
+        "n_pixels": np.full(n, 10), "confidence_score": np.linspace(20, 90, n), "purity": np.full(n, 0.8),
+        "area_m2": np.full(n, 1e4),
+    })  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), ids=st.lists(st.integers(0, 40), min_size=1, max_size=5, unique=True))
+def test_any_catalogue_scores_equal_scikit_learn(data, ids):
+    from cropmon.catalogue import Catalogue
+
+    ids = sorted(ids)
+    catalogue = Catalogue.from_rows([(i, f"crop{i}", [f"label{i}"]) for i in ids])
+    rows = data.draw(st.lists(st.tuples(st.sampled_from(ids), st.sampled_from(ids)), min_size=1, max_size=40))
+    fields = _catalogue_table(rows, ids)
+    counts = pd.DataFrame(0, index=fields.index, columns=list(catalogue.names))
+    for i, (_, p) in enumerate(rows):
+        counts.at[i, f"crop{p}"] = 10
+    table = metrics.crop_metrics(fields, counts, catalogue=catalogue).set_index("crop")
+    y_true, y_pred = [f"crop{g}" for g, _ in rows], [f"crop{p}" for _, p in rows]
+    names = list(catalogue.names)
+    with warnings.catch_warnings():  # scikit-learn warns about a 1 x 1 matrix even with labels= given
+        warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
+        expected = sk_confusion_matrix(y_true, y_pred, labels=names)
+    np.testing.assert_array_equal(metrics.confusion_matrix(fields, catalogue).to_numpy(), expected)
+    listed = [c for c in names if c in table.index]
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=listed, zero_division=np.nan)
+    np.testing.assert_allclose(table.loc[listed, "precision"], p, equal_nan=True)
+    np.testing.assert_allclose(table.loc[listed, "recall"], r, equal_nan=True)
+    np.testing.assert_allclose(table.loc[listed, "f1"], f, equal_nan=True)
+    np.testing.assert_array_equal(table.loc[listed, "support"], s)
+    # The pooled route (scores from the confusion matrix's cells as weighted samples) gives the same numbers.
+    pd.testing.assert_frame_equal(
+        metrics.field_scores_from_confusion(metrics.confusion_matrix(fields, catalogue)),
+        metrics.field_scores_of(fields, catalogue),
+    )

@@ -122,3 +122,41 @@ def test_figures_stay_out_of_pyplot():
 
     plots.agreement_bars(METRICS, flagged=set(), min_agreement=0.7)
     assert plt.get_fignums() == []
+
+
+INTERVALS = METRICS.assign(
+    agreement_ci_low=[0.9, 0.25, 0.4, np.nan], agreement_ci_high=[0.98, 0.55, 0.9, np.nan],
+    f1_ci_low=[0.85, 0.35, 0.5, 0.0], f1_ci_high=[0.94, 0.65, 0.9, 0.8],
+    conf_mean_ci_low=[78.0, 50.0, 55.0, np.nan], conf_mean_ci_high=[82.0, 60.0, 75.0, np.nan],
+)
+
+
+def _segments(ax) -> list[np.ndarray]:
+    """The line segments of the error bars (LineCollections; the scatter of bubbles is no such collection)."""
+    from matplotlib.collections import LineCollection
+
+    return [np.asarray(seg) for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()]
+
+
+def test_f1_vs_confidence_draws_the_intervals_and_the_certainty():
+    fig = plots.f1_vs_confidence(INTERVALS, flagged={"Spring Barley", "Grain Corn"}, min_f1=0.7, min_confidence=60,
+                                 certainty={"Spring Barley": "certain", "Grain Corn": "possible"})
+    ax = fig.axes[0]
+    faces = [to_hex(c) for c in ax.collections[0].get_facecolors()]
+    assert faces == [plots.OK_COLOUR, plots.FLAGGED_COLOUR, "#ffffff"]  # possible: hollow
+    segments = _segments(ax)
+    vertical = {tuple(np.round(s[:, 1], 6)) for s in segments if s[0, 0] == s[1, 0]}
+    horizontal = {tuple(np.round(s[:, 0], 6)) for s in segments if s[0, 1] == s[1, 1]}
+    assert vertical == {(0.85, 0.94), (0.35, 0.65), (0.5, 0.9)}  # F1 intervals, at each crop's confidence
+    assert horizontal == {(78.0, 82.0), (50.0, 60.0), (55.0, 75.0)}  # confidence intervals
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["certainly underperforming", "possibly underperforming", "ok"]
+
+
+def test_agreement_bars_draw_the_wilson_intervals():
+    fig = plots.agreement_bars(INTERVALS, flagged={"Spring Barley"}, min_agreement=0.7)
+    ax = fig.axes[0]
+    assert [bar.get_width() for bar in ax.patches] == [0.4, 0.7, 0.95]
+    spans = [tuple(np.round(s[:, 0], 6)) for s in _segments(ax)]
+    assert spans == [(0.25, 0.55), (0.4, 0.9), (0.9, 0.98)]  # worst at the bottom, as the bars
+    assert "95 % intervals" in ax.get_title()

@@ -12,6 +12,7 @@ from diagnosis_fixtures import hand_example, make_table, table_from_confusion
 from cropmon.analysis import metrics, pooled, select
 from cropmon.analysis.diagnose import underperforming_crops
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.catalogue import U0C
 from cropmon.labels import CROP_NAMES
 from cropmon.quotas import within_budget
 from cropmon.report import pooled as pooled_report
@@ -228,7 +229,7 @@ def test_allocation_rows_drop_the_aois_own_budget_step():
     own = plan_derivation(plan, settings, own_budget=False).iloc[0]
     assert plan_derivation(plan, settings).iloc[0] == own + "; budget 2000 -> 40"  # the AOI's own plan was cut
     crop_table = pd.DataFrame({"crop": [SB], "num_fields": [300]})
-    rows = pooled.allocation_rows({"a": SimpleNamespace(plan=plan, crop_table=crop_table)})
+    rows = pooled.allocation_rows({"a": SimpleNamespace(plan=plan, crop_table=crop_table, catalogue=U0C)})
     allocation = pooled.allocate_labels(rows, budget=None)
     assert allocation.at[0, "quota"] == 90
     words = allocation_derivation(allocation, DiagnosisSettings(label_budget=None)).iloc[0]

@@ -16,6 +16,7 @@ import pyogrio
 import pytest
 from diagnosis_fixtures import as_geo, field, hand_example, make_table, overall_of
 from matplotlib.image import imread
+from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from cropmon.analysis import metrics
@@ -88,6 +89,7 @@ def test_crop_metrics_csv_has_the_reference_format(tmp_path):
     fields, counts = make_table(hand_example())
     write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(min_fields=3), run_info={})
     lines = (tmp_path / "crop_metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("crop,num_fields,agreement_score,weighted_f1_score,agreement_ci_low,agreement_ci_high,")
     reference = [",".join(line.split(",")[:4]) for line in lines]
     assert reference == [
         "crop,num_fields,agreement_score,weighted_f1_score",
@@ -197,7 +199,13 @@ def test_a_crop_spread_over_many_absorbers(tmp_path):
     fields, counts = make_table(specs)
     write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(), run_info={"fields": {"counts": {"x": "y"}}})
     text = _report(tmp_path)
-    assert "**Winter Rye** (critical; agreement 0.00, F1 0.00): it is never predicted;" in text
+    # 0 of 20 right: Wilson [0, 0.161]; F1 from the same interval on 0 of the 20 fields that are Winter Rye on
+    # either side, 2 J / (1 + J) -> [0, 0.28]: certainly under both thresholds.
+    high = binomtest(0, 20).proportion_ci(method="wilson").high
+    f1_high = 2 * high / (1 + high)
+    sentence = (f"**Winter Rye** (critical, certainly; agreement 0.00 [0.00, {high:.2f}],"
+                f" F1 0.00 [0.00, {f1_high:.2f}]):")
+    assert sentence + " it is never predicted;" in text
     for other in others:
         assert f"25 % of its fields are predicted as {other}" in text
 
@@ -293,3 +301,68 @@ def test_overlaps_are_told_from_the_manifest(tmp_path):
     text = _report(tmp_path)
     assert "12 pairs of fields overlap: 1,234 pixels lie in more than one field, 4 pairs are the same polygon" in text
     assert "7 fields lie wholly inside others" in text and "a shared pixel counts in each field" in text
+
+
+LAYOUT_PROBE = """<script>
+window.addEventListener('load', () => {
+  const root = document.documentElement, body = document.body, width = root.clientWidth;
+  const inWrap = el => el.parentElement && el.parentElement.closest('.table-wrap');
+  const outside = [...body.querySelectorAll('*')].filter(el => !inWrap(el)).filter(el => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && (r.right > width + 1 || r.left < -1);
+  });
+  const wraps = [...document.querySelectorAll('.table-wrap')];
+  const flagged = wraps.find(w => w.getAttribute('aria-label').startsWith('underperforming_crops.csv'));
+  const tall = wraps.reduce((a, w) => (w.scrollHeight - w.clientHeight > a.scrollHeight - a.clientHeight ? w : a));
+  const wideBefore = flagged.scrollWidth - flagged.clientWidth, tallBefore = tall.scrollHeight - tall.clientHeight;
+  flagged.scrollLeft = flagged.scrollWidth;  // scrolled right: the crop names stay in view
+  tall.scrollTop = tall.scrollHeight;  // scrolled down: the header stays in view
+  const box = flagged.getBoundingClientRect(), tallBox = tall.getBoundingClientRect();
+  const links = [...document.querySelectorAll('nav.toc a')];
+  Object.assign(body.dataset, {
+    viewport: width, page: root.scrollWidth, outside: outside.length,
+    wide: wideBefore > 0 ? 1 : 0, tall: tallBefore > 0 ? 1 : 0,
+    column: Math.round(flagged.querySelector('tbody td').getBoundingClientRect().left - box.left),
+    header: Math.round(tall.querySelector('thead th').getBoundingClientRect().top - tallBox.top),
+    numbers: getComputedStyle(flagged.querySelector('tbody td.num')).textAlign,
+    words: getComputedStyle(flagged.querySelector('tbody td:not(.num)')).textAlign,
+    links: links.length, targets: links.filter(a => document.getElementById(a.hash.slice(1))).length,
+  });
+});
+</script></body>"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is absent (Debian package chromium)")
+def test_wide_tables_scroll_in_their_box_at_1300_px(run, tmp_path):
+    """No element runs off a 1300 px window: wide tables scroll inside their box, their header and first column
+    stay in view when scrolled, numbers align right, and the contents link every section."""
+    _, _, out, _ = run
+    probed = tmp_path / "layout.html"
+    probed.write_text((out / "report.html").read_text().replace("</body>", LAYOUT_PROBE))
+    dom = _chromium(tmp_path, "--window-size=1300,2400", "--virtual-time-budget=10000", "--dump-dom",
+                    probed.as_uri()).stdout
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    found = dict(re.findall(r'data-(\w+)="([^"]*)"', body))
+    assert int(found["page"]) == int(found["viewport"]) and 1250 <= int(found["viewport"]) <= 1300, found
+    assert found["outside"] == "0", found  # nothing outside the table boxes is wider than the page
+    assert found["wide"] == "1" and found["tall"] == "1", found  # the probe did scroll something
+    assert 0 <= int(found["column"]) <= 2 and 0 <= int(found["header"]) <= 2, found  # sticky column and header
+    assert (found["numbers"], found["words"]) == ("right", "left"), found
+    assert found["links"] == found["targets"] == "7", found
+
+
+def test_a_notebook_fragment_styles_only_the_report():
+    """The HTML for a notebook cell is a fragment whose every CSS rule is scoped to the report."""
+    from cropmon.report.document import Heading, Paragraph, Table, render_html
+
+    blocks = [Heading("Headline"), Paragraph("x **y**"), Heading("Plan"),
+              Table(pd.DataFrame({"crop": ["Flax"], "n": [1234], "share": ["12.5 %"], "why": ["a;b"]}), "t")]
+    fragment = render_html("Report", blocks, page=False)
+    assert not re.search(r"<(html|head|body|!doctype)", fragment, re.I) and fragment.startswith("<div class='cropmon")
+    css = re.search(r"<style>(.*?)</style>", fragment, re.S).group(1)
+    selectors = [s.strip() for rule in css.split("}") if "{" in rule for s in rule.split("{")[0].split(",")]
+    assert selectors and all(s.startswith(".cropmon-report") for s in selectors), selectors
+    assert "<td class='num'>1,234</td>" in fragment and "<td class='num'>12.5 %</td>" in fragment
+    assert "<td>a;b</td>" in fragment and "<a href='#plan'>Plan</a>" in fragment and "<h2 id='plan'>" in fragment
+    assert render_html("Report", blocks).startswith("<!doctype html>")

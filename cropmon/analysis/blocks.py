@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cropmon.analysis.metrics import truth_and_prediction
+from cropmon.catalogue import U0C, Catalogue
 
 KM_PER_DEG_LAT = 110.574
 KM_PER_DEG_LON_AT_EQUATOR = 111.320
@@ -74,9 +75,9 @@ def block_labels(bx: pd.Series, by: pd.Series) -> pd.Series:
 
 
 
-def block_agreement(fields: pd.DataFrame, grid: BlockGrid) -> pd.DataFrame:
+def block_agreement(fields: pd.DataFrame, grid: BlockGrid, catalogue: Catalogue = U0C) -> pd.DataFrame:
     """Per spatial block with evaluable fields: fields, agreement, error rate and the block's bounds (for maps)."""
-    truth, pred = truth_and_prediction(fields)
+    truth, pred = truth_and_prediction(fields, catalogue)
     ev = fields.loc[truth.index]
     ok = np.isfinite(ev["x"].astype(float)) & np.isfinite(ev["y"].astype(float))
     bx, by = grid.index(ev.loc[ok, "x"].to_numpy(float), ev.loc[ok, "y"].to_numpy(float))

@@ -14,6 +14,9 @@ crop in (1 - level) of the comparisons, however many crops there are. The verdic
 per-crop score: `better` when its interval lies above 0, `worse` when below, `unchanged` otherwise, and
 `too_few_fields` below `min_fields` fields (a bootstrap of a handful of fields is no evidence).
 
+Crops are listed in the order of run A's class catalogue (then any crop only B knows, by name); the comparison
+works on crop names, so two models with different class lists are compared on the crops they share.
+
 Pure functions over DataFrames; reading the runs and writing the outputs live in report/compare.py.
 """
 
@@ -24,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cropmon.catalogue import U0C
 from cropmon.errors import NotComparable
-from cropmon.labels import CLASS_IDS, CROP_NAMES
 
 MEASURES: tuple[str, ...] = ("agreement", "f1", "conf_mean")
 VERDICTS: tuple[str, ...] = ("better", "worse", "unchanged", "too_few_fields")
@@ -45,14 +48,24 @@ class EvaluationSet:
     source: str  # "evaluation_fields" | "common_fields" | "all_fields"
     description: str  # one sentence for the report
     dropped: dict[str, int]  # why listed fields are left out, with counts
+    order: tuple[str, ...] = U0C.names  # crop order: run A's catalogue
 
+    def crops(self, table: pd.DataFrame | None = None) -> list[str]:
+        """The GT crops of `table` (default: A's fields) in catalogue order, then other names sorted."""
+        return ordered(set((self.a if table is None else table)["crop"]), self.order)
+
+
+def ordered(names: set[str], order: tuple[str, ...]) -> list[str]:
+    """`names` in the order of `order`, then the others sorted."""
+    return [c for c in order if c in names] + sorted(names - set(order))
 
 
 def scored_fields(fields: pd.DataFrame) -> pd.DataFrame:
     """Fields with a known GT crop and a prediction (as the metrics score them), one row per unique field_id:
     field_id, crop, predicted, confidence. Ids that appear twice are left out (they cannot be paired)."""
     ids = fields["field_id"].astype(str)
-    known = fields["gt_label"].isin(CROP_NAMES) & fields["majority_crop_label"].isin(CROP_NAMES)
+    gt, pred = fields["gt_label"].astype("string"), fields["majority_crop_label"].astype("string")
+    known = gt.fillna("").ne("") & pred.fillna("").ne("")
     ok = known & (fields["n_pixels"] > 0) & ~ids.duplicated(keep=False)
     out = pd.DataFrame(
         {
@@ -72,6 +85,7 @@ def evaluation_set(
     *,
     name_a: str = "A",
     name_b: str = "B",
+    order: tuple[str, ...] = U0C.names,
 ) -> EvaluationSet:
     """The fields to compare on: A's held-back evaluation fields when it has any, else the fields both runs scored
     (paired by field_id), else each run's own scored fields (unpaired).
@@ -103,7 +117,8 @@ def evaluation_set(
             f" own {len(a_all):,} / {len(b_all):,} scored fields, unpaired (a comparison of two field sets as much"
             " as of two models)."
         )
-        return EvaluationSet(a_all, b_all, paired=False, source=source, description=description, dropped=dropped)
+        return EvaluationSet(a_all, b_all, paired=False, source=source, description=description, dropped=dropped,
+                             order=tuple(order))
     ids = pd.Index(ids, name="field_id")
     a = a_all.set_index("field_id").reindex(ids)
     b = b_all.set_index("field_id").reindex(ids)
@@ -131,15 +146,16 @@ def evaluation_set(
             " field_id. If the next model was trained on labels of these fields, its numbers are optimistic."
         )
     return EvaluationSet(
-        a.reset_index(), b.reset_index(), paired=True, source=source, description=description, dropped=dropped
+        a.reset_index(), b.reset_index(), paired=True, source=source, description=description, dropped=dropped,
+        order=tuple(order),
     )
 
 
 
 
-def crop_scores(table: pd.DataFrame) -> pd.DataFrame:
+def crop_scores(table: pd.DataFrame, order: tuple[str, ...] = U0C.names) -> pd.DataFrame:
     """Per GT crop of `table` (crop, predicted, confidence): n, agreement, F1 over the table, mean confidence."""
-    crops = [c for c in CROP_NAMES if c in set(table["crop"])]
+    crops = ordered(set(table["crop"]), order)
     right = table["crop"] == table["predicted"]
     n = table.groupby("crop").size().reindex(crops)
     tp = right.groupby(table["crop"]).sum().reindex(crops)
@@ -154,27 +170,27 @@ def crop_scores(table: pd.DataFrame) -> pd.DataFrame:
     ).rename_axis("crop")
 
 
-def _strata(table: pd.DataFrame, crops: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per crop (in `crops` order): the class ids predicted for its fields and their confidences."""
-    pred = table["predicted"].map(CLASS_IDS).to_numpy(dtype="int64")
+def _strata(table: pd.DataFrame, crops: list[str], codes: dict[str, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per crop (in `crops` order): the codes of the crops predicted for its fields and their confidences."""
+    pred = table["predicted"].map(codes).to_numpy(dtype="int64")
     conf = table["confidence"].to_numpy(dtype=float)
     by_crop = table.groupby("crop").indices
     return [(pred[by_crop[c]], conf[by_crop[c]]) for c in crops]
 
 
 def _resampled(
-    strata: list[tuple[np.ndarray, np.ndarray]], draws: list[np.ndarray], crop_ids: np.ndarray
+    strata: list[tuple[np.ndarray, np.ndarray]], draws: list[np.ndarray], crop_ids: np.ndarray, n_codes: int
 ) -> dict[str, np.ndarray]:
-    """Agreement, F1 and mean confidence per crop (columns) for each resample (rows)."""
+    """Agreement, F1 and mean confidence per crop (columns) for each resample (rows); crops are coded 0..n_codes-1."""
     n_boot = draws[0].shape[0]
     tp = np.zeros((n_boot, len(strata)))
-    predicted = np.zeros((n_boot, len(CROP_NAMES)))
+    predicted = np.zeros((n_boot, n_codes))
     conf = np.full((n_boot, len(strata)), np.nan)
-    offsets = np.arange(n_boot)[:, None] * len(CROP_NAMES)
+    offsets = np.arange(n_boot)[:, None] * n_codes
     for k, ((pred, confidence), idx) in enumerate(zip(strata, draws, strict=True)):
         p = pred[idx]
         tp[:, k] = (p == crop_ids[k]).sum(axis=1)
-        predicted += np.bincount((p + offsets).ravel(), minlength=n_boot * len(CROP_NAMES)).reshape(n_boot, -1)
+        predicted += np.bincount((p + offsets).ravel(), minlength=n_boot * n_codes).reshape(n_boot, -1)
         c = confidence[idx]
         finite = np.isfinite(c)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -195,9 +211,11 @@ def bootstrap_deltas(
     Fields are resampled with replacement within each GT crop (the same draws for A and B when paired). Each
     interval is the percentile interval at level 1 - (1 - level) / n_crops (Bonferroni over the crops compared).
     """
-    crops = [c for c in CROP_NAMES if c in set(set_.a["crop"])]
-    crop_ids = np.array([CLASS_IDS[c] for c in crops])
-    strata_a, strata_b = _strata(set_.a, crops), _strata(set_.b, crops)
+    crops = set_.crops()
+    seen = set(crops) | set(set_.a["predicted"]) | set(set_.b["predicted"]) | set(set_.b["crop"])
+    codes = {name: i for i, name in enumerate(ordered(seen, set_.order))}
+    crop_ids = np.array([codes[c] for c in crops], dtype=np.int64)
+    strata_a, strata_b = _strata(set_.a, crops, codes), _strata(set_.b, crops, codes)
     rng = np.random.default_rng(seed)
     fields = max(len(set_.a), 1)
     batch = max(1, MAX_DRAWS_PER_BATCH // fields)
@@ -206,8 +224,8 @@ def bootstrap_deltas(
         size = min(batch, n_boot - start)
         draws_a = [rng.integers(0, len(pred), size=(size, len(pred))) for pred, _ in strata_a]
         draws_b = draws_a if set_.paired else [rng.integers(0, len(p), size=(size, len(p))) for p, _ in strata_b]
-        scores_a = _resampled(strata_a, draws_a, crop_ids)
-        scores_b = _resampled(strata_b, draws_b, crop_ids)
+        scores_a = _resampled(strata_a, draws_a, crop_ids, len(codes))
+        scores_b = _resampled(strata_b, draws_b, crop_ids, len(codes))
         for m in MEASURES:
             deltas[m].append(scores_b[m] - scores_a[m])
     tail = (1 - level) / max(n_crops, 1) / 2
@@ -245,13 +263,14 @@ def compare_tables(
 
     One row per GT crop of the set; better first (largest gain first), then worse, unchanged, too_few_fields.
     """
-    a, b = crop_scores(set_.a), crop_scores(set_.b)
+    a, b = crop_scores(set_.a, set_.order), crop_scores(set_.b, set_.order)
     crops = [c for c in a.index if c in b.index]
     a, b = a.loc[crops], b.loc[crops]
     n_compared = int((np.minimum(a["n"], b["n"]) >= min_fields).sum())
     if not set_.paired:  # strata need fields on both sides
         keep = set_.a["crop"].isin(crops), set_.b["crop"].isin(crops)
-        set_ = EvaluationSet(set_.a.loc[keep[0]], set_.b.loc[keep[1]], False, set_.source, set_.description, {})
+        set_ = EvaluationSet(set_.a.loc[keep[0]], set_.b.loc[keep[1]], False, set_.source, set_.description, {},
+                             set_.order)
     intervals = bootstrap_deltas(set_, n_boot=n_boot, seed=seed, level=level, n_crops=n_compared)
     table = pd.DataFrame({"n_a": a["n"], "n_b": b["n"]})
     for m in MEASURES:

@@ -7,7 +7,10 @@ the CSV and the report):
   mean confidence over its GT fields < `min_confidence`;
 - tier: `critical` when min(agreement, F1) < `critical_score`; else `high` when it is both wrong (agreement or F1
   low) and unsure (confidence low); else `medium` when only wrong; `low` when only unsure. A crop with fewer than
-  `min_fields` GT fields drops one tier: a handful of fields is weak evidence.
+  `min_fields` GT fields drops one tier: a handful of fields is weak evidence;
+- certainty, from the 95 % intervals of the scores (`intervals`): `certain` when the interval of a failed measure
+  lies wholly under its threshold (its upper bound is below it), `possible` when only the point estimate does,
+  `too_few_fields` when it is not certain and the crop has fewer than `min_fields` GT fields (too few to tell).
 
 Reason codes, the most telling first: `never_predicted` (no field is predicted as the crop), `absorbed_by:<crop>`
 (that crop takes >= `absorbed_share` of its fields), `over_predicted` (predicted >= `over_prediction_ratio` times
@@ -21,7 +24,7 @@ the caveats) into one `Diagnosis`, which the report words and draws.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,14 +32,25 @@ import pandas as pd
 
 from cropmon.analysis import metrics, select
 from cropmon.analysis.blocks import block_agreement
+from cropmon.analysis.intervals import verdict
 from cropmon.analysis.metrics import row_shares
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.catalogue import U0C, Catalogue
 
 TIERS: tuple[str, ...] = ("critical", "high", "medium", "low")
+CERTAINTIES: tuple[str, ...] = ("certain", "possible", "too_few_fields")
 UNDERPERFORMING_COLUMNS: tuple[str, ...] = (
-    "crop", "severity", "reason", "reasons", "failed", "num_fields", "n_predicted", "agreement_score", "f1",
-    "precision", "conf_mean", "wrong_fields", "false_alarms", "absorbed_by", "absorbed_share",
+    "crop", "severity", "certainty", "reason", "reasons", "failed", "certainly_failed", "num_fields", "n_predicted",
+    "agreement_score", "agreement_ci_low", "agreement_ci_high", "f1", "f1_ci_low", "f1_ci_high", "precision",
+    "conf_mean", "conf_mean_ci_low", "conf_mean_ci_high", "wrong_fields", "false_alarms", "absorbed_by",
+    "absorbed_share",
 )  # fmt: skip
+# measure flag -> (the interval's columns, the setting holding its threshold)
+MEASURES: dict[str, tuple[str, str, str]] = {
+    "low_agreement": ("agreement_ci_low", "agreement_ci_high", "min_agreement"),
+    "low_f1": ("f1_ci_low", "f1_ci_high", "min_f1"),
+    "low_confidence": ("conf_mean_ci_low", "conf_mean_ci_high", "min_confidence"),
+}
 
 
 def _absorbers(confusion: pd.DataFrame, share: float) -> dict[str, list[tuple[str, float]]]:
@@ -83,6 +97,22 @@ def _tier(flags: dict[str, bool], score: float, few: bool, s: DiagnosisSettings)
     return TIERS[min(TIERS.index(tier) + few, len(TIERS) - 1)]
 
 
+def certainly_failed(row: pd.Series, flags: dict[str, bool], s: DiagnosisSettings) -> list[str]:
+    """The failed measures whose whole 95 % interval lies under the threshold."""
+    out = []
+    for flag, (low, high, threshold) in MEASURES.items():
+        if flags[flag] and verdict(row[low], row[high], getattr(s, threshold)) == "below":
+            out.append(flag)
+    return out
+
+
+def certainty(certain: list[str], num_fields: int, s: DiagnosisSettings) -> str:
+    """certain | too_few_fields | possible (see the module docstring)."""
+    if certain:
+        return "certain"
+    return "too_few_fields" if num_fields < s.min_fields else "possible"
+
+
 def underperforming_crops(
     metrics_df: pd.DataFrame, confusion_df: pd.DataFrame, settings: DiagnosisSettings
 ) -> pd.DataFrame:
@@ -100,19 +130,20 @@ def underperforming_crops(
         absorbed = absorbers.get(m["crop"], [])
         codes = _reasons(m, absorbed, flags, settings)
         score = float(np.nanmin([m["agreement_score"], m["f1"]]))
+        sure = certainly_failed(m, flags, settings)
         rows.append(
             {
                 "crop": m["crop"],
                 "severity": _tier(flags, score, m["num_fields"] < settings.min_fields, settings),
+                "certainty": certainty(sure, int(m["num_fields"]), settings),
                 "reason": codes[0],
                 "reasons": ";".join(codes),
                 "failed": ";".join(k for k, v in flags.items() if v),
+                "certainly_failed": ";".join(sure),
                 "num_fields": int(m["num_fields"]),
                 "n_predicted": int(m["n_predicted"]),
-                "agreement_score": m["agreement_score"],
-                "f1": m["f1"],
-                "precision": m["precision"],
-                "conf_mean": m["conf_mean"],
+                **{c: m[c] for c in ("agreement_score", "agreement_ci_low", "agreement_ci_high", "f1", "f1_ci_low",
+                                     "f1_ci_high", "precision", "conf_mean", "conf_mean_ci_low", "conf_mean_ci_high")},
                 "wrong_fields": int(m["num_fields"] - m["n_correct"]),
                 "false_alarms": int(m["n_predicted"] - m["n_correct"]),
                 "absorbed_by": absorbed[0][0] if absorbed else None,
@@ -140,6 +171,9 @@ class Diagnosis:
     overall: dict[str, float]
     caveats: dict[str, Any]
     sums: pd.DataFrame  # metrics.crop_sums: the additive per-crop statistics (for a pooled view of many AOIs)
+    settings: DiagnosisSettings = field(default_factory=DiagnosisSettings)
+    seed: int = 0
+    catalogue: Catalogue = U0C
 
     def without_candidates(self) -> Diagnosis:
         """The same diagnosis without the plan's per-field candidate table (every clean field of a planned crop):
@@ -150,15 +184,17 @@ class Diagnosis:
 
 
 def diagnose_run(
-    fields: pd.DataFrame, class_counts: pd.DataFrame, *, settings: DiagnosisSettings, seed: int = 0
+    fields: pd.DataFrame, class_counts: pd.DataFrame, *, settings: DiagnosisSettings, seed: int = 0,
+    catalogue: Catalogue = U0C,
 ) -> Diagnosis:
     """Metrics, confusions, underperforming crops, the plan and the caveats of one per-field table."""
-    confusion = metrics.confusion_matrix(fields)
-    pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts)
-    sums = metrics.crop_sums(fields)
-    crop_table = metrics.crop_table(confusion, pixel_confusion, sums)
+    confusion = metrics.confusion_matrix(fields, catalogue)
+    pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts, catalogue)
+    sums = metrics.crop_sums(fields, catalogue)
+    crop_table = metrics.crop_table(confusion, pixel_confusion, sums, field=metrics.field_scores_of(fields, catalogue))
     flagged = underperforming_crops(crop_table, confusion, settings)
-    selection = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed)
+    selection = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed,
+                                      catalogue=catalogue)
     return Diagnosis(
         metrics=crop_table,
         confusion=confusion,
@@ -166,10 +202,13 @@ def diagnose_run(
         pairs=metrics.confusion_pairs(confusion, mutual_share=settings.mutual_share, top=settings.max_confusion_pairs),
         flagged=flagged,
         selection=selection,
-        blocks=block_agreement(fields, selection.grid),
+        blocks=block_agreement(fields, selection.grid, catalogue),
         overall=metrics.overall(crop_table, pixel_confusion),
         caveats=caveats(fields, crop_table, settings=settings),
         sums=sums,
+        settings=settings,
+        seed=seed,
+        catalogue=catalogue,
     )
 
 

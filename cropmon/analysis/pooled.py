@@ -30,13 +30,14 @@ import pandas as pd
 from cropmon.analysis import metrics, select
 from cropmon.analysis.diagnose import Diagnosis, diagnose_run
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.labels import CROP_NAMES
+from cropmon.catalogue import U0C, Catalogue
 from cropmon.quotas import within_budget
 
 BY_AOI_COLUMNS: tuple[str, ...] = (
-    "crop", "aoi", "num_fields", "agreement_score", "weighted_f1_score", "f1", "precision", "recall", "n_predicted",
-    "n_correct", "conf_mean", "area_ha", "pooled_agreement", "agreement_vs_pooled", "pooled_f1", "f1_vs_pooled",
-    "severity", "reasons",
+    "crop", "aoi", "num_fields", "agreement_score", "agreement_ci_low", "agreement_ci_high", "weighted_f1_score",
+    "f1", "precision", "recall", "n_predicted", "n_correct", "conf_mean", "area_ha", "pooled_agreement",
+    "agreement_vs_pooled", "pooled_f1", "f1_vs_pooled",
+    "severity", "certainty", "reasons",
 )  # fmt: skip
 ALLOCATION_COLUMNS: tuple[str, ...] = (
     "crop", "aoi", "role", "severity", "num_fields", "agreement_score", "f1", "conf_mean", "target", "available",
@@ -52,14 +53,14 @@ LABEL_COLUMNS: tuple[str, ...] = (
 class AOISummary:
     """What the pooled view keeps of one AOI (no per-field table, no geometry).
 
-    `sums` holds per GT crop (32 rows, catalogue order) the additive statistics behind the per-crop means;
+    `sums` holds per GT crop (one row per class, catalogue order) the additive statistics behind the per-crop means;
     `candidates` the ranked label candidates (select.PICK_COLUMNS), at most min(target, available) per planned crop.
     """
 
     crop_table: pd.DataFrame  # metrics.crop_metrics of the AOI
     sums: pd.DataFrame
-    confusion: pd.DataFrame  # 32 x 32 field counts, GT rows x predicted columns
-    pixel_confusion: pd.DataFrame  # 32 x 32 pixel counts
+    confusion: pd.DataFrame  # n x n field counts, GT rows x predicted columns (catalogue order)
+    pixel_confusion: pd.DataFrame  # n x n pixel counts
     overall: dict[str, float]
     flagged: pd.DataFrame  # diagnose.underperforming_crops of the AOI
     plan: pd.DataFrame  # select.label_plan of the AOI
@@ -67,6 +68,7 @@ class AOISummary:
     n_fields: int
     settings: DiagnosisSettings
     seed: int
+    catalogue: Catalogue = U0C  # the model's classes (the same for every AOI of a run)
 
 
 def summarise_aoi(
@@ -75,6 +77,7 @@ def summarise_aoi(
     *,
     settings: DiagnosisSettings | None = None,
     seed: int = 0,
+    catalogue: Catalogue = U0C,
 ) -> AOISummary:
     """The compact summary of one AOI's per-field table (see `AOISummary`).
 
@@ -82,8 +85,8 @@ def summarise_aoi(
     blocks are respected: no candidate lies in them or in their buffers.
     """
     settings = settings or DiagnosisSettings()
-    return summarise_diagnosis(diagnose_run(fields, class_counts, settings=settings, seed=seed), settings=settings,
-                               seed=seed)
+    return summarise_diagnosis(diagnose_run(fields, class_counts, settings=settings, seed=seed, catalogue=catalogue),
+                               settings=settings, seed=seed)
 
 
 def summarise_diagnosis(d: Diagnosis, *, settings: DiagnosisSettings, seed: int) -> AOISummary:
@@ -104,6 +107,7 @@ def summarise_diagnosis(d: Diagnosis, *, settings: DiagnosisSettings, seed: int)
         n_fields=int(d.caveats["n_fields"]),
         settings=settings,
         seed=seed,
+        catalogue=d.catalogue,
     )
 
 
@@ -129,7 +133,7 @@ def metrics_by_aoi(summaries: Mapping[str, AOISummary], pooled: pd.DataFrame) ->
     """
     rows = []
     for name, s in summaries.items():
-        table = s.crop_table.merge(s.flagged[["crop", "severity", "reasons"]], on="crop", how="left")
+        table = s.crop_table.merge(s.flagged[["crop", "severity", "certainty", "reasons"]], on="crop", how="left")
         rows.append(table.assign(aoi=name))
     by_aoi = pd.concat(rows, ignore_index=True)
     ref = pooled.set_index("crop")
@@ -179,11 +183,13 @@ def allocation_rows(summaries: Mapping[str, AOISummary]) -> pd.DataFrame:
     the rule, so the table shows where a crop is not labelled and why.
     """
     planned = {crop for s in summaries.values() for crop in s.plan["crop"]}
+    names = next(iter(summaries.values())).catalogue.names if summaries else ()
+    order = {crop: i for i, crop in enumerate(names)}
     rows = []
     for name, s in summaries.items():
         plan = s.plan.set_index("crop")
         m = s.crop_table.set_index("crop")
-        for crop in sorted(planned, key=CROP_NAMES.index):
+        for crop in sorted(planned, key=lambda c: (order.get(c, len(order)), c)):
             if crop in plan.index:
                 p = plan.loc[crop]
                 rows.append(

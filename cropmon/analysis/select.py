@@ -29,14 +29,14 @@ import pandas as pd
 from scipy.sparse.csgraph import connected_components
 
 from cropmon.analysis.blocks import BlockGrid, block_labels
+from cropmon.analysis.intervals import wilson
 from cropmon.analysis.metrics import row_shares, truth_and_prediction
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.labels import CROP_NAMES
+from cropmon.catalogue import U0C, Catalogue
 from cropmon.quotas import within_budget
 
 CLEAN_GEOMETRY = ("ok", "repaired", "multipolygon")
 RELATED_BONUS = 0.5  # score bonus of a field predicted as (or runner-up) another crop of its group
-_NAMES = np.array(CROP_NAMES, dtype=object)
 PICK_COLUMNS: tuple[str, ...] = (
     "rank", "field_id", "crop", "group", "role", "predicted", "runner_up", "correct", "confidence_score",
     "vote_margin", "purity", "n_pixels", "area_ha", "block", "pick_round", "x", "y", "score", "related_to",
@@ -64,13 +64,14 @@ def _hash(values: pd.Series | np.ndarray, seed: int) -> np.ndarray:
     return pd.util.hash_array(strings, hash_key=f"cropmon{seed % 10**9:09d}")
 
 
-def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid: BlockGrid) -> pd.DataFrame:
+def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid: BlockGrid,
+                     catalogue: Catalogue = U0C) -> pd.DataFrame:
     """The clean fields of the GT with what ranking needs: crop, prediction, uncertainty, informative, block.
 
     `uncertainty` in [0, 1] is the mean of (1 - confidence / 100) and (1 - vote margin); `informative` fields are
     misclassified, or right but under `uncertain_confidence` or `uncertain_margin`. Index = the fields' index.
     """
-    truth, pred = truth_and_prediction(fields)
+    truth, pred = truth_and_prediction(fields, catalogue)
     ev = fields.loc[truth.index]
     clean = (
         (ev["n_pixels"] >= settings.min_pixels)
@@ -92,7 +93,8 @@ def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid:
             "crop": truth,
             "predicted": pred,
             "runner_up": pd.Series(
-                np.where(runner.notna(), _NAMES[runner.fillna(0).astype(int)], None), index=ev.index
+                np.where(runner.notna(), catalogue.names_of(runner.fillna(catalogue.ids[0]).astype(int)), None),
+                index=ev.index,
             ),
             "correct": truth == pred,
             "confidence_score": conf,
@@ -120,8 +122,9 @@ def plan_groups(flagged: pd.DataFrame, confusion_df: pd.DataFrame, *, settings: 
     (connected components). Groups follow the order of their worst crop in `flagged` (worst tier first);
     `linked_to` names the underperforming crops each crop is directly linked to.
     """
+    names = np.asarray(confusion_df.index, dtype=object)
     shares = row_shares(confusion_df).to_numpy()
-    bad = np.isin(_NAMES, flagged["crop"].to_numpy())
+    bad = np.isin(names, flagged["crop"].to_numpy())
     absorbed = (shares > 0) & (shares >= settings.absorbed_share)
     both_ways = np.minimum(shares, shares.T)
     mutual = (both_ways > 0) & (both_ways >= settings.mutual_share)
@@ -130,8 +133,8 @@ def plan_groups(flagged: pd.DataFrame, confusion_df: pd.DataFrame, *, settings: 
     _, component = connected_components(adjacency, directed=False)
     member = bad | adjacency.any(axis=1)
     order = {crop: i for i, crop in enumerate(flagged["crop"])}
-    linked = [";".join(_NAMES[adjacency[i] & bad]) for i in np.flatnonzero(member)]
-    table = pd.DataFrame({"crop": _NAMES[member], "component": component[member], "linked_to": linked})
+    linked = [";".join(names[adjacency[i] & bad]) for i in np.flatnonzero(member)]
+    table = pd.DataFrame({"crop": names[member], "component": component[member], "linked_to": linked})
     table["role"] = np.where(table["crop"].isin(order), "underperforming", "contrast")
     table["_order"] = table["crop"].map(order).fillna(len(order))
     table["_first"] = table.groupby("component")["_order"].transform("min")
@@ -139,7 +142,9 @@ def plan_groups(flagged: pd.DataFrame, confusion_df: pd.DataFrame, *, settings: 
     table["group"] = "G" + (table.groupby("_first", sort=False).ngroup() + 1).astype(str)
     table["members"] = table.groupby("group")["crop"].transform(" + ".join)
     table["severity"] = table["crop"].map(dict(zip(flagged["crop"], flagged["severity"], strict=True)))
-    return table[["group", "crop", "role", "severity", "members", "linked_to"]]
+    for column in ("certainty", "certainly_failed"):
+        table[column] = table["crop"].map(dict(zip(flagged["crop"], flagged[column], strict=True)))
+    return table[["group", "crop", "role", "severity", "certainty", "certainly_failed", "members", "linked_to"]]
 
 
 def eval_targets(candidates: pd.DataFrame, crops: pd.Series, *, settings: DiagnosisSettings) -> pd.Series:
@@ -232,12 +237,15 @@ def label_plan(
 
     `candidates` must carry the `split` column of `spatial_split`. The module docstring gives the derivation; its
     parts are columns (error, area_share, raw_target, linked_target, target, available, quota), which the report
-    words per crop.
+    words per crop, with the evidence: the crop's agreement and its 95 % interval, and how closely the held-back
+    fields will measure the next model's agreement (`eval_ci_half_width`, Wilson at today's agreement).
     """
     plan = groups.reset_index(drop=True)
     m = metrics_df.set_index("crop").reindex(plan["crop"])
     plan["num_fields"] = m["num_fields"].to_numpy()
     plan["agreement_score"] = m["agreement_score"].to_numpy()
+    plan["agreement_ci_low"] = m["agreement_ci_low"].to_numpy()
+    plan["agreement_ci_high"] = m["agreement_ci_high"].to_numpy()
     plan["f1"] = m["f1"].to_numpy()
     plan["conf_mean"] = m["conf_mean"].to_numpy()
     plan = plan.join(_targets(plan, metrics_df, settings))
@@ -253,6 +261,9 @@ def label_plan(
     held = candidates.loc[candidates["split"] == "eval", "crop"].value_counts()
     wanted = eval_targets(candidates, plan["crop"], settings=settings).to_numpy()
     plan["eval_fields"] = np.minimum(wanted, held.reindex(plan["crop"], fill_value=0).to_numpy())
+    n_eval = plan["eval_fields"].to_numpy()
+    low, high = wilson(np.rint(np.nan_to_num(plan["agreement_score"].to_numpy(float), nan=0.5) * n_eval), n_eval)
+    plan["eval_ci_half_width"] = (high - low) / 2
     return plan
 
 
@@ -337,11 +348,12 @@ def plan_selection(
     *,
     settings: DiagnosisSettings,
     seed: int,
+    catalogue: Catalogue = U0C,
 ) -> Selection:
     """The whole plan for one AOI: groups, candidates and split, quotas, fields to label, held-back fields."""
     grid = BlockGrid.for_points(fields["x"].to_numpy(float), fields["y"].to_numpy(float), block_km=settings.block_km)
     groups = plan_groups(flagged, confusion_df, settings=settings)
-    candidates = candidate_fields(fields, settings=settings, grid=grid)
+    candidates = candidate_fields(fields, settings=settings, grid=grid, catalogue=catalogue)
     candidates["_key"] = _hash(candidates["field_id"], seed)
     candidates["split"] = spatial_split(candidates, groups["crop"], settings=settings, grid=grid, seed=seed)
     plan = label_plan(metrics_df, groups, candidates, settings=settings)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cropmon import errors
+from cropmon.catalogue import U0C, Catalogue
 from cropmon.cluster import ClusterHandle, connect
 from cropmon.engine import fields as fields_mod
 from cropmon.engine.assemble import FieldResults, assemble_results
@@ -74,12 +75,14 @@ class FieldJob:
 
 
 def prepare_fields_task(fields: str, *, layer: str | None, label_column: str, raster_crs: str, chunks: RowChunks,
-                        scratch_dir: str | None) -> tuple[fields_mod.PreparedFields, FieldIndex]:
+                        scratch_dir: str | None,
+                        catalogue: Catalogue = U0C) -> tuple[fields_mod.PreparedFields, FieldIndex]:
     """On a worker: read the fields' attributes and bounding boxes (through a GeoPackage copy in `scratch_dir` for
     a format that cannot be read by feature id: io/convert), match labels, and lay the fields out over the raster's
     chunks (numbered by first row, so each chunk's fields are a short local list)."""
     table = vector.read_field_table(fields, layer=layer, label_column=label_column, scratch_dir=scratch_dir)
-    prepared = fields_mod.prepare_fields(table, raster_crs=raster_crs, label_column=label_column)
+    prepared = fields_mod.prepare_fields(table, raster_crs=raster_crs, label_column=label_column,
+                                         catalogue=catalogue)
     prepared.table.attrs["source"] = table.table.attrs.get("source", {})
     layout = layout_fields(prepared.raster_bounds, chunks)
     return prepared, FieldIndex(prepared.fids[layout.row_of_label], layout)
@@ -114,12 +117,13 @@ class FieldInputs:
     label_column: str
     tie_break: str
     scratch_dir: str | None  # where a GeoPackage copy of the fields goes when their format needs one
+    catalogue: Catalogue  # the model's classes
 
 
 def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | None = None, layer: str | None = None,
                  label_column: str = "normalized_label", class_band: int = 3, confidence_band: int = 4,
                  tie_break: str = "confidence", scratch_dir: str | Path | None = None,
-                 timer: StageTimer | None = None) -> FieldInputs:
+                 catalogue: Catalogue | None = None, timer: StageTimer | None = None) -> FieldInputs:
     """The client's side of one AOI (headers only, nothing on the cluster): can run while the cluster starts."""
     timer = timer or StageTimer()
     with timer.stage("inspect raster"):
@@ -130,7 +134,8 @@ def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | No
     with timer.stage("inspect fields"):
         header = vector.inspect_fields(fields, layer=layer, label_column=label_column)
     return FieldInputs(raster=info, chunks=chunks, bands=bands, fields=header, label_column=label_column,
-                       tie_break=tie_break, scratch_dir=None if scratch_dir is None else str(scratch_dir))
+                       tie_break=tie_break, scratch_dir=None if scratch_dir is None else str(scratch_dir),
+                       catalogue=catalogue or U0C)
 
 
 def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTimer | None = None) -> FieldJob:
@@ -140,7 +145,8 @@ def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTim
     with timer.stage("read fields"):
         prepared_and_index = handle.submit(prepare_fields_task, str(header.path), layer=header.layer,
                                            label_column=inputs.label_column, raster_crs=info.crs,
-                                           chunks=inputs.chunks, scratch_dir=inputs.scratch_dir, stage="read-fields")
+                                           chunks=inputs.chunks, scratch_dir=inputs.scratch_dir,
+                                           catalogue=inputs.catalogue, stage="read-fields")
         prepared = handle.submit(operator.itemgetter(0), prepared_and_index, stage="prepared-fields")
         index = handle.submit(operator.itemgetter(1), prepared_and_index, stage="field-index")
         facts = handle.result(handle.submit(layout_facts, prepared_and_index, stage="field-layout"))
@@ -155,10 +161,12 @@ def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTim
     _require_copy_on_workers(handle, facts.source, header.path)
     with timer.stage("build graph"):
         graph = field_graph(inputs.bands, facts.source, index, inputs.chunks, facts.spans, raster_crs=info.crs,
-                            nodata=info.nodata, tie_break=inputs.tie_break)
+                            nodata=info.nodata, tie_break=inputs.tie_break,
+                            class_ids=inputs.catalogue.id_array)
         submitted = time.perf_counter()
         summaries = handle.compute(graph)
-        results = handle.submit(assemble_results, prepared, index, info, *summaries, stage="assemble-table")
+        results = handle.submit(assemble_results, prepared, index, info, inputs.catalogue, *summaries,
+                                stage="assemble-table")
     return FieldJob(raster=info, source=facts.source, results=results, summaries=summaries, timings=timer.seconds,
                     n_fields=facts.n_fields, submitted=submitted, fields_read=facts.attrs)
 
@@ -178,19 +186,22 @@ def analyse_fields(
     no_worker_timeout: float = 60.0,
     tie_break: str = "confidence",
     scratch_dir: str | Path | None = None,
+    catalogue: Catalogue | None = None,
 ) -> FieldResults:
     """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute),
     with the per-field table brought back to the caller.
 
     `scratch_dir` holds the GeoPackage copy of a fields file that cannot be read by feature id (GeoJSON,
-    GeoParquet ...; io.convert); on a remote cluster every worker must see it at the same path.
+    GeoParquet ...; io.convert); on a remote cluster every worker must see it at the same path. `catalogue`: the
+    model's classes (default: the u0c catalogue); raises CatalogueMismatch when most field pixels hold values that
+    are no class of it (the class list is not the raster's).
     """
     timer = StageTimer(show=progress)
     handle_cm = (contextlib.nullcontext(cluster) if cluster is not None
                  else connect(scheduler, warm_up=warm_up, no_worker_timeout=no_worker_timeout))
     inputs = field_inputs(raster, fields, chunk_rows=chunk_rows, layer=layer, label_column=label_column,
                           class_band=class_band, confidence_band=confidence_band, tie_break=tie_break,
-                          scratch_dir=scratch_dir, timer=timer)
+                          scratch_dir=scratch_dir, catalogue=catalogue, timer=timer)
     with handle_cm as handle:
         job = submit_fields(handle, inputs, timer=timer)
         with timer.stage("compute", has_own_bar=True):

@@ -8,23 +8,26 @@ Also where overlaps and the geometry cases of fields no chunk read (outside the 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from cropmon import errors
+from cropmon.catalogue import U0C, Catalogue
 from cropmon.engine import fields as fields_mod
 from cropmon.engine.graph import GEOMETRY_STATUSES, FieldIndex
 from cropmon.engine.rasterize import FieldLayout, Overlaps
 from cropmon.engine.zonal import PIXEL_RULES
 from cropmon.io.raster import RasterInfo
 from cropmon.io.vector import FIELD_BATCH_ROWS, FieldSource
-from cropmon.labels import CROP_NAMES
 from cropmon.schema import FIELD_TABLE_COLUMNS, text_column
 
 log = logging.getLogger(__name__)
+
+MISMATCH_SHARE = 0.5  # more field pixels than this outside the catalogue: the class list is not the raster's
 
 GEOMETRY_CASES = ("repaired", "multipolygon", "empty", "not_polygon")
 
@@ -32,12 +35,13 @@ GEOMETRY_CASES = ("repaired", "multipolygon", "empty", "not_polygon")
 @dataclass(frozen=True)
 class FieldColumnResults:
     """Every chunk's summary gathered: per-field result columns (input order, read-only), the sparse class
-    histograms and the overlapping pairs. Reading it changes nothing."""
+    histograms, the overlapping pairs and the raster values that are no class. Reading it changes nothing."""
 
     columns: MappingProxyType  # name -> read-only np.ndarray, one value per input row
-    class_counts: pd.DataFrame  # sparse (fields x 32 crops), index = input row
+    class_counts: pd.DataFrame  # sparse (fields x catalogue's crops), index = input row
     overlaps: Overlaps  # unique label pairs (low, high) that share pixel centres, their shared pixels over all chunks
     shared_pixels: int  # distinct pixels inside more than one field
+    invalid_values: MappingProxyType  # raster value that is no class -> pixels in fields holding it
 
 
 class FieldColumns:
@@ -51,9 +55,11 @@ class FieldColumns:
     DECODE: ClassVar[dict[str, np.ndarray]] = {"pixel_rule": np.array(PIXEL_RULES, dtype=object),
               "geometry_status": np.array(GEOMETRY_STATUSES, dtype=object)}
 
-    def __init__(self, n: int, layout: FieldLayout) -> None:
+    def __init__(self, n: int, layout: FieldLayout, catalogue: Catalogue) -> None:
         self.n = n
         self.layout = layout
+        self.catalogue = catalogue
+        self._invalid_values: dict[int, int] = {}
         self._histogram_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows, classes, pixels)
         self._columns: dict[str, np.ndarray] | None = {
             "n_pixels": np.zeros(n, np.int64),
@@ -74,8 +80,10 @@ class FieldColumns:
         if self._columns is None:
             raise RuntimeError("FieldColumns.add after finish()")
         rows = self.layout.row_of_label[summary["label"] - 1]
-        self._histogram_parts.append((rows[summary["counts_field"]].astype(np.int32), summary["counts_class"],
-                                      summary["counts_pixels"]))
+        self._histogram_parts.append((rows[summary["counts_field"]].astype(np.int32),
+                                      summary["counts_class"].astype(np.int32), summary["counts_pixels"]))
+        for value, pixels in summary["invalid_values"].T.tolist():
+            self._invalid_values[value] = self._invalid_values.get(value, 0) + pixels
         for name, values in self._columns.items():
             if name in self.DECODE:
                 values[rows] = self.DECODE[name][summary[name]]  # shared string references, not copies
@@ -92,21 +100,23 @@ class FieldColumns:
         columns, self._columns = self._columns, None
         for values in columns.values():
             values.flags.writeable = False
-        counts = _sparse_class_counts(self._histogram_parts, self.n)
+        counts = _sparse_class_counts(self._histogram_parts, self.n, self.catalogue.names)
         self._histogram_parts = []
+        invalid = MappingProxyType(dict(sorted(self._invalid_values.items())))
         return FieldColumnResults(MappingProxyType(columns), counts, merge_overlaps(self._overlaps),
-                                  self._shared_pixels)
+                                  self._shared_pixels, invalid)
 
 
-def _sparse_class_counts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int) -> pd.DataFrame:
-    """The (fields x 32 crops) pixel histograms as a sparse DataFrame (zeros not stored: ~20 bytes a field
-    instead of 128), for metrics.pixel_confusion_matrix and the field_class_counts output."""
+def _sparse_class_counts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int,
+                         names: tuple[str, ...]) -> pd.DataFrame:
+    """The (fields x crops) pixel histograms as a sparse DataFrame (zeros not stored: ~20 bytes a field
+    instead of 128 for 32 classes), for metrics.pixel_confusion_matrix and the field_class_counts output."""
     import scipy.sparse
 
-    parts = parts or [(np.empty(0, np.int32), np.empty(0, np.int8), np.empty(0, np.int32))]
+    parts = parts or [(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))]
     rows, crops, pixels = (np.concatenate(p) for p in zip(*parts, strict=True))
-    matrix = scipy.sparse.csc_matrix((pixels, (rows, crops)), shape=(n, len(CROP_NAMES)), dtype=np.int32)
-    return pd.DataFrame.sparse.from_spmatrix(matrix, index=pd.RangeIndex(n), columns=list(CROP_NAMES))
+    matrix = scipy.sparse.csc_matrix((pixels, (rows, crops)), shape=(n, len(names)), dtype=np.int32)
+    return pd.DataFrame.sparse.from_spmatrix(matrix, index=pd.RangeIndex(n), columns=list(names))
 
 
 def merge_overlaps(parts: list[Overlaps]) -> Overlaps:
@@ -166,7 +176,7 @@ def classify_unread_geometries(prepared: fields_mod.PreparedFields, rows: np.nda
 
 
 def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, results: FieldColumnResults,
-                   raster_crs: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   raster_crs: str, catalogue: Catalogue) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-field table in input order (the reference columns first, then the extras) and its class histograms."""
     table = prepared.table
     n = len(table)
@@ -189,8 +199,9 @@ def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, res
 
     has_pixels = table["n_pixels"].to_numpy() > 0
     majority = table["majority_crop"].to_numpy()
-    names = np.array([*CROP_NAMES, ""], dtype=object)
-    table["majority_crop_label"] = names[np.where(has_pixels, np.nan_to_num(majority, nan=0), -1).astype(int)]
+    names = np.array([*catalogue.names, ""], dtype=object)
+    position = catalogue.positions(np.nan_to_num(majority, nan=-1))
+    table["majority_crop_label"] = names[np.where(has_pixels, position, -1)]
     gt = table["gt_class"]
     decidable = has_pixels & gt.notna().to_numpy()
     match = pd.array(np.full(n, pd.NA), dtype="Int8")
@@ -220,6 +231,9 @@ class FieldResults:
     fids: np.ndarray  # feature id of each row in the fields file
     raster_bounds: np.ndarray  # (n, 4) bounding boxes in the raster's CRS
     timings: dict[str, float] | None = None  # the client's stage timings, when it asked for the table
+    catalogue: Catalogue = U0C  # the model's classes the histograms and labels follow
+    invalid_values: dict[int, int] = field(default_factory=dict)  # raster value that is no class -> field pixels
+    keep_alive: Any = None  # what must outlive the results (the API's temporary fields file)
 
     def geometries(self, rows: np.ndarray | pd.Index):
         """The input polygons of table rows `rows` (positions), in the fields' CRS, as a GeoSeries."""
@@ -229,15 +243,39 @@ class FieldResults:
         return gpd.GeoSeries(self.source.read_geometries(self.fids[rows]), index=rows, crs=self.source.crs)
 
 
-def assemble_results(prepared: fields_mod.PreparedFields, index: FieldIndex, raster: RasterInfo,
+def assemble_results(prepared: fields_mod.PreparedFields, index: FieldIndex, raster: RasterInfo, catalogue: Catalogue,
                      *summaries: dict[str, np.ndarray]) -> FieldResults:
     """The chunk summaries of one AOI into its FieldResults (runs on a worker; the table stays there)."""
-    columns = FieldColumns(len(prepared.table), index.layout)
+    columns = FieldColumns(len(prepared.table), index.layout, catalogue)
     for summary in summaries:
         columns.add(summary)
     results = columns.finish()
+    invalid_values = dict(results.invalid_values)
+    check_catalogue_fits(invalid_values, results.columns["n_pixels"], raster, catalogue)
     report_overlaps(prepared, index.layout, results)
-    table, class_counts = assemble_table(prepared, index.layout, results, raster.crs)
+    table, class_counts = assemble_table(prepared, index.layout, results, raster.crs, catalogue)
     return FieldResults(table=table, class_counts=class_counts, report=prepared.report, raster=raster,
                         layout=index.layout, source=prepared.source, fids=prepared.fids,
-                        raster_bounds=prepared.raster_bounds)
+                        raster_bounds=prepared.raster_bounds, catalogue=catalogue, invalid_values=invalid_values)
+
+
+def check_catalogue_fits(invalid_values: dict[int, int], n_pixels: np.ndarray, info: RasterInfo,
+                         catalogue: Catalogue) -> None:
+    """Warn about raster values that are no class of the catalogue (counted, not used); refuse the run when they
+    are most of the fields' pixels: then the class list is not the raster's model."""
+    if not invalid_values:
+        return
+    outside = sum(invalid_values.values())
+    share = outside / max(outside + int(np.sum(n_pixels)), 1)
+    values = ", ".join(f"{v} ({n:,} px)" for v, n in sorted(invalid_values.items(), key=lambda kv: -kv[1])[:8])
+    more = f" and {len(invalid_values) - 8} more" if len(invalid_values) > 8 else ""
+    text = (f"{100 * share:.1f} % of the fields' pixels ({outside:,}) hold class values that are no class of the"
+            f" {catalogue.describe()}: {values}{more}")
+    if share > MISMATCH_SHARE:
+        raise errors.CatalogueMismatch(
+            text, path=info.path,
+            fix="pass this raster's own class list with --classes FILE (JSON {crop: [aliases]} or CSV"
+            " class_id,crop,aliases); or check --class-band",
+        )
+    log.warning("%s: %s; they are counted (n_invalid), not scored", info.path, text)
+

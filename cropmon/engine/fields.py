@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from cropmon import labels
+from cropmon.catalogue import U0C, Catalogue
 from cropmon.schema import text_column
 
 log = logging.getLogger(__name__)
@@ -72,14 +72,15 @@ class PreparedFields:
 LABEL_STATUSES = ("ok", "variant", "unknown", "null")
 
 
-def match_labels(normalized_label: pd.Series) -> pd.DataFrame:
-    """gt_class / gt_label / label_status for each label (case- and whitespace-insensitive alias match).
+def match_labels(normalized_label: pd.Series, catalogue: Catalogue = U0C) -> pd.DataFrame:
+    """gt_class / gt_label / label_status for each label (case- and whitespace-insensitive alias match against
+    the catalogue's aliases).
 
     Labels are matched once per distinct value (a real AOI has a few dozen), not once per field.
     """
     codes, uniques = pd.factorize(normalized_label, use_na_sentinel=True)
-    unique_class = labels.label_classes(pd.Series(uniques, dtype="object")).to_numpy(dtype=float, na_value=np.nan)
-    unique_exact = np.array([isinstance(v, str) and v in labels.ALIAS_CLASS for v in uniques], dtype=bool)
+    unique_class = catalogue.label_classes(pd.Series(uniques, dtype="object")).to_numpy(dtype=float, na_value=np.nan)
+    unique_exact = np.array([catalogue.is_exact_alias(v) for v in uniques], dtype=bool)
     missing = codes < 0
     safe = np.where(missing, 0, codes)
     gt_class = np.where(missing, np.nan, unique_class[safe] if len(uniques) else np.nan)
@@ -87,13 +88,14 @@ def match_labels(normalized_label: pd.Series) -> pd.DataFrame:
     known = ~np.isnan(gt_class)
     # Categoricals (one byte a field) rather than a string per field: these columns repeat a few dozen values.
     status = np.where(missing, 3, np.where(~known, 2, np.where(exact, 0, 1))).astype(np.int8)
-    gt_label = np.where(known, np.nan_to_num(gt_class, nan=0), len(labels.CROP_NAMES)).astype(np.int8)
+    position = catalogue.positions(np.nan_to_num(gt_class, nan=-1))
+    gt_label = np.where(known, position, catalogue.n).astype(np.int32)
     gt = pd.array(np.where(known, gt_class, 0).astype("int16"), dtype="Int16")
     gt[~known] = pd.NA
     return pd.DataFrame(
         {
             "gt_class": gt,
-            "gt_label": pd.Categorical.from_codes(gt_label, categories=[*labels.CROP_NAMES, ""]),
+            "gt_label": pd.Categorical.from_codes(gt_label, categories=[*catalogue.names, ""]),
             "label_status": pd.Categorical.from_codes(status, categories=LABEL_STATUSES),
         },
         index=normalized_label.index,
@@ -184,8 +186,10 @@ def reproject_bounds(bounds: np.ndarray, *, src: str, dst: str, edge_points: int
     return out
 
 
-def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_label") -> PreparedFields:
-    """Match labels, flag duplicate ids, bring the bounding boxes into the raster's CRS (`fields`: vector.FieldTable).
+def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_label",
+                   catalogue: Catalogue = U0C) -> PreparedFields:
+    """Match labels to the catalogue, flag duplicate ids, bring the bounding boxes into the raster's CRS (`fields`:
+    vector.FieldTable).
 
     Geometry repair and overlaps are found later, where the polygons are read: by the rasterization.
     """
@@ -199,7 +203,7 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
     # A few dozen distinct labels: one byte a field instead of a string.
     table["normalized_label"] = table["normalized_label"].astype("category")
 
-    matched = match_labels(table["normalized_label"])
+    matched = match_labels(table["normalized_label"], catalogue)
     for name in matched.columns:
         table[name] = matched[name]
     for case in ("unknown", "null", "variant"):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cropmon.catalogue import U0C
 from cropmon.engine.rasterize import BlockExtras, ChunkFields, FieldLayout, RowChunks, rasterize_chunk_fields
 from cropmon.engine.zonal import PIXEL_RULES, ChunkPartial, chunk_partial, finish_owned_fields
 
@@ -44,17 +45,17 @@ def rasterize_chunk(source, index: FieldIndex, k: int, **grid) -> tuple[np.ndarr
 
 
 def chunk_partial_of(bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, index: FieldIndex, k: int,
-                     nodata: float | None) -> ChunkPartial:
+                     nodata: float | None, class_ids: np.ndarray) -> ChunkPartial:
     """Chunk k's sums over the fields touching it (engine/zonal.chunk_partial)."""
-    return chunk_partial(bands, grid, extras, index.layout.touching(k), nodata)
+    return chunk_partial(bands, grid, extras, index.layout.touching(k), nodata, class_ids)
 
 
 def finish_chunk(index: FieldIndex, k: int, partials: list[ChunkPartial], extras: BlockExtras, *,
-                 tie_break: str) -> dict[str, np.ndarray]:
+                 class_ids: np.ndarray, tie_break: str) -> dict[str, np.ndarray]:
     """The summary of the fields chunk k owns, compact for the trip to the assembling worker: text as int8 codes
     into PIXEL_RULES / GEOMETRY_STATUSES, class histograms as sparse (field, class, pixels) triplets."""
     first, last = index.layout.owned(k)
-    summary = finish_owned_fields(first, last, partials, extras, tie_break=tie_break)
+    summary = finish_owned_fields(first, last, partials, class_ids, extras, tie_break=tie_break)
     counts = summary.pop("class_counts")
     field, crop = np.nonzero(counts)
     summary["counts_field"], summary["counts_class"] = field.astype(np.int32), crop.astype(np.int8)
@@ -71,7 +72,7 @@ def _codes(values: np.ndarray, names) -> np.ndarray:
 
 
 def field_graph(bands, source, index, chunks: RowChunks, spans: list[tuple[int, int]], *, raster_crs: str,
-                nodata: float | None, tie_break: str = "confidence") -> list:
+                nodata: float | None, tie_break: str = "confidence", class_ids: np.ndarray | None = None) -> list:
     """One delayed summary per chunk (nothing is computed here). `bands` is the lazy (2, y, x) class/confidence
     array (io/raster.open_prediction_bands), `index` the AOI's FieldIndex or a future of it, `spans` its
     owner_spans(). A chunk that owns no field still has a summary (empty), which carries its overlapping pairs."""
@@ -79,6 +80,7 @@ def field_graph(bands, source, index, chunks: RowChunks, spans: list[tuple[int, 
     import dask.array as da
 
     token = uuid.uuid4().hex
+    class_ids = U0C.id_array if class_ids is None else np.asarray(class_ids, dtype=np.int64)
     band_blocks = bands.data.to_delayed().ravel()
     blocks, extras = [], []
     for k in range(chunks.n_chunks):
@@ -93,12 +95,13 @@ def field_graph(bands, source, index, chunks: RowChunks, spans: list[tuple[int, 
     # task's second output) would then rasterize the chunk a second time.
     grid_blocks = da.concatenate(blocks, axis=0).to_delayed(optimize_graph=False).ravel()
     partials = [
-        dask.delayed(chunk_partial_of)(band_blocks[k], grid_blocks[k], extras[k], index, k, nodata,
+        dask.delayed(chunk_partial_of)(band_blocks[k], grid_blocks[k], extras[k], index, k, nodata, class_ids,
                                        dask_key_name=f"chunk-partial-{token}-{k}")
         for k in range(chunks.n_chunks)
     ]
     summaries = [
-        dask.delayed(finish_chunk)(index, k, partials[k0 : k1 + 1], extras[k], tie_break=tie_break,
+        dask.delayed(finish_chunk)(index, k, partials[k0 : k1 + 1], extras[k], class_ids=class_ids,
+                                   tie_break=tie_break,
                                    dask_key_name=f"chunk-summary-{token}-{k}")
         for k, (k0, k1) in enumerate(spans)
     ]

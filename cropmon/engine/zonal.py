@@ -9,7 +9,9 @@ chunked version), which also gives purity and the runner-up class at no extra re
 same pixel count goes to the class whose pixels are the more confident (larger confidence sum), then to the lowest
 id (`TIE_BREAKS`); the lowest-id rule alone, which rasterstats uses, favours low class ids whatever the pixels say.
 
-Class slots: 0..31 the crop classes, 32 = a value outside 0..31 (counted, not a class), 33 = nodata (excluded).
+Class slots follow the model's catalogue (`class_ids`, ascending): slot i = the class with id class_ids[i], slot n =
+a value that is no class of the catalogue (counted, not a class; its values are tallied per chunk so the run can
+name them), slot n + 1 = nodata (excluded). For the u0c model: 0..31, 32 and 33.
 """
 
 from __future__ import annotations
@@ -21,12 +23,9 @@ import numpy as np
 import pandas as pd
 
 from cropmon.engine.rasterize import BlockExtras, Overlaps
-from cropmon.labels import INVALID_CLASS, N_CLASSES
 
 log = logging.getLogger(__name__)
 
-NODATA_SLOT = N_CLASSES + 1
-N_SLOTS = N_CLASSES + 2  # 32 classes + invalid + nodata
 CHANNELS = ("pixels", "conf_count", "conf_sum", "conf_sq_sum")
 PIXEL_RULES = np.array(["centre", "all_touched", "none"], dtype=object)  # indexed: shared strings, not copies
 TIE_BREAKS = ("confidence", "lowest_id")
@@ -74,20 +73,62 @@ class LabelCounts:
 @dataclass(frozen=True)
 class ChunkPartial:
     """What one chunk adds to the fields touching it: centre-rule sums (shared pixels counted in every field that
-    contains them), all-touched fallback sums, and each field's pixels shared with another field."""
+    contains them), all-touched fallback sums, each field's pixels shared with another field, and the values outside
+    the catalogue seen in its fields' pixels (value, pixels)."""
 
     sums: SparseSums
     fallback: SparseSums  # fields with no pixel centre anywhere, on their all-touched pixels
     shared: LabelCounts
+    invalid_values: np.ndarray  # (2, k) int64: raster values that are no class, and their pixels in fields
 
 
-def class_slots(classes: np.ndarray, confidence: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Histogram slot of each pixel: its class, INVALID_CLASS when outside 0..31, NODATA_SLOT under nodata."""
-    slots = classes.astype(np.int64, copy=True)
-    slots[(classes < 0) | (classes >= N_CLASSES)] = INVALID_CLASS
-    if nodata is not None and not np.isnan(nodata):
-        slots[(classes == nodata) | (confidence == nodata)] = NODATA_SLOT
-    return slots
+@dataclass(frozen=True)
+class ClassSlots:
+    """The histogram slots of a catalogue's class ids (ascending): a class's slot is its position."""
+
+    lookup: np.ndarray  # slot of each raster value 0..max id (`invalid` where it is no class)
+    n_classes: int
+    identity: bool  # ids are 0..n-1 (the u0c catalogue): a value is its own slot, no lookup needed
+
+    @classmethod
+    def of(cls, class_ids: np.ndarray) -> ClassSlots:
+        class_ids = np.asarray(class_ids, dtype=np.int64)
+        lookup = np.full(int(class_ids.max()) + 1, len(class_ids), dtype=np.int64)
+        lookup[class_ids] = np.arange(len(class_ids))
+        return cls(lookup, len(class_ids), bool(np.array_equal(class_ids, np.arange(len(class_ids)))))
+
+    @property
+    def invalid(self) -> int:
+        return self.n_classes
+
+    @property
+    def nodata(self) -> int:
+        return self.n_classes + 1
+
+    @property
+    def n_slots(self) -> int:
+        return self.n_classes + 2
+
+    def of_pixels(self, classes: np.ndarray, confidence: np.ndarray, nodata: float | None) -> np.ndarray:
+        """Histogram slot of each pixel: its class's, `invalid` for a value that is no class, `nodata`."""
+        slots = classes.astype(np.int64, copy=True)
+        outside = (slots < 0) | (slots >= len(self.lookup))
+        if not self.identity:
+            slots[outside] = 0
+            slots = self.lookup[slots]
+        slots[outside] = self.invalid
+        if nodata is not None and not np.isnan(nodata):
+            slots[(classes == nodata) | (confidence == nodata)] = self.nodata
+        return slots
+
+
+def invalid_value_counts(classes: np.ndarray, slots: np.ndarray, invalid: int) -> np.ndarray:
+    """(2, k): the raster values that are no class among `classes`, and how many pixels hold each."""
+    bad = slots == invalid
+    if not bad.any():
+        return np.zeros((2, 0), np.int64)
+    values, counts = np.unique(classes[bad].astype(np.int64), return_counts=True)
+    return np.stack([values, counts.astype(np.int64)])
 
 
 def _flox_sums(values: np.ndarray, keys: np.ndarray, n_keys: int) -> np.ndarray:
@@ -107,43 +148,51 @@ def _flox_sums(values: np.ndarray, keys: np.ndarray, n_keys: int) -> np.ndarray:
     return sums
 
 
-def _grouped_sums(classes: np.ndarray, confidence: np.ndarray, codes: np.ndarray, n_groups: int, nodata) -> np.ndarray:
+def _grouped_sums(classes: np.ndarray, confidence: np.ndarray, codes: np.ndarray, n_groups: int, nodata,
+                  slots_of: ClassSlots) -> tuple[np.ndarray, np.ndarray]:
     """The four channels summed by (local field code, class slot). Pixels with code < 0 are ignored.
 
     One combined (field, slot) key, because flox factorizes a single RangeIndex faster than two `by` arrays. The
     count of valid confidences equals the pixel count unless some confidence is out of 0..100 or nodata, so
-    flox sums three channels and, only when needed, counts the bad confidences in a second, small call.
+    flox sums three channels and, only when needed, counts the bad confidences in a second, small call. Also
+    returns the tally of the values that are no class (`invalid_value_counts`) among the pixels kept.
     """
     keep = codes >= 0
     codes, classes, confidence = codes[keep], classes[keep], confidence[keep].astype(np.int64)
-    out = np.zeros((len(CHANNELS), n_groups, N_SLOTS), dtype=np.int64)
+    n_slots = slots_of.n_slots
+    out = np.zeros((len(CHANNELS), n_groups, n_slots), dtype=np.int64)
     if len(codes) == 0:
-        return out
-    slots = class_slots(classes, confidence, nodata)
-    keys = codes * N_SLOTS + slots
-    conf_ok = (confidence >= 0) & (confidence <= 100) & (slots != NODATA_SLOT)
+        return out, np.zeros((2, 0), np.int64)
+    slots = slots_of.of_pixels(classes, confidence, nodata)
+    invalid = invalid_value_counts(classes, slots, slots_of.invalid)
+    keys = codes * n_slots + slots
+    conf_ok = (confidence >= 0) & (confidence <= 100) & (slots != slots_of.nodata)
     conf = np.where(conf_ok, confidence, 0)
-    sums = _flox_sums(np.stack([np.ones_like(conf), conf, conf * conf]), keys, n_groups * N_SLOTS)
-    out[0], out[2], out[3] = (s.reshape(n_groups, N_SLOTS) for s in sums)
+    sums = _flox_sums(np.stack([np.ones_like(conf), conf, conf * conf]), keys, n_groups * n_slots)
+    out[0], out[2], out[3] = (s.reshape(n_groups, n_slots) for s in sums)
     out[1] = out[0]
     if not conf_ok.all():
         bad = ~conf_ok
-        out[1] -= _flox_sums(np.ones((1, int(bad.sum())), np.int64), keys[bad], n_groups * N_SLOTS)[0].reshape(
-            n_groups, N_SLOTS
+        out[1] -= _flox_sums(np.ones((1, int(bad.sum())), np.int64), keys[bad], n_groups * n_slots)[0].reshape(
+            n_groups, n_slots
         )
-    return out
+    return out, invalid
 
 
 def chunk_partial(
-    bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, touching: np.ndarray, nodata: float | None
+    bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, touching: np.ndarray, nodata: float | None,
+    class_ids: np.ndarray,
 ) -> ChunkPartial:
-    """Sums of one chunk. `bands` is (2, rows, cols): class then confidence; `grid` holds the field labels."""
+    """Sums of one chunk. `bands` is (2, rows, cols): class then confidence; `grid` holds the field labels;
+    `class_ids` the catalogue's ids (ascending). The tally of values that are no class covers the pixel centres of
+    the chunk's fields (the all-touched fallback pixels are left out of it)."""
+    slots_of = ClassSlots.of(class_ids)
     classes = bands[0].ravel()
     confidence = bands[1].ravel()
     labels = grid.ravel()
     if len(touching) == 0:
-        empty = SparseSums.from_dense(touching, np.zeros((len(CHANNELS), 0, N_SLOTS), dtype=np.int64))
-        return ChunkPartial(empty, empty, LabelCounts.of(np.empty(0, np.int64)))
+        empty = SparseSums.from_dense(touching, np.zeros((len(CHANNELS), 0, slots_of.n_slots), dtype=np.int64))
+        return ChunkPartial(empty, empty, LabelCounts.of(np.empty(0, np.int64)), np.zeros((2, 0), np.int64))
     lo, hi = int(touching[0]), int(touching[-1])
     lookup = np.full(hi - lo + 2, -1, dtype=np.int64)  # last slot: labels outside [lo, hi] (0 = no field)
     lookup[touching - lo] = np.arange(len(touching))
@@ -153,34 +202,38 @@ def chunk_partial(
         index[(index < 0) | (index > hi - lo)] = hi - lo + 1
         return lookup[index]
 
-    sums = _grouped_sums(classes, confidence, local_codes(labels), len(touching), nodata)
+    sums, invalid = _grouped_sums(classes, confidence, local_codes(labels), len(touching), nodata, slots_of)
     shared = extras.shared
     if len(shared):  # the claims on shared pixels that the grid does not hold: counted in their fields too
         other = shared.labels != labels[shared.pixels]
         pixels = shared.pixels[other]
-        sums += _grouped_sums(classes[pixels], confidence[pixels], local_codes(shared.labels[other]),
-                              len(touching), nodata)
+        more, _ = _grouped_sums(classes[pixels], confidence[pixels], local_codes(shared.labels[other]),
+                                len(touching), nodata, slots_of)
+        sums += more
 
     fallback = extras.fallback
     fb_labels, fb_codes = np.unique(fallback.labels, return_inverse=True)
-    fb_sums = _grouped_sums(
-        classes[fallback.pixels], confidence[fallback.pixels], fb_codes.astype(np.int64), len(fb_labels), nodata
+    fb_sums, _ = _grouped_sums(
+        classes[fallback.pixels], confidence[fallback.pixels], fb_codes.astype(np.int64), len(fb_labels), nodata,
+        slots_of,
     )
     return ChunkPartial(SparseSums.from_dense(touching, sums), SparseSums.from_dense(fb_labels, fb_sums),
-                        LabelCounts.of(shared.labels))
+                        LabelCounts.of(shared.labels), invalid)
 
 
 def finish_owned_fields(
-    first: int, last: int, partials: list[ChunkPartial], extras: BlockExtras | None = None, *,
-    tie_break: str = "confidence",
+    first: int, last: int, partials: list[ChunkPartial], class_ids: np.ndarray, extras: BlockExtras | None = None,
+    *, tie_break: str = "confidence",
 ) -> dict[str, np.ndarray]:
     """Add the partials of labels first..last (the chunk's own fields) and summarise them.
 
+    `partials[0]` is the owning chunk's own: its tally of values outside the catalogue travels with the summary.
     `extras` (the owning chunk's rasterization) adds each field's geometry status and point, and the chunk's
     overlapping pairs (so every chunk's extras are released with its own summary).
     """
     n = max(last - first + 1, 0)
-    total = np.zeros((len(CHANNELS), n, N_SLOTS), dtype=np.int64)
+    slots_of = ClassSlots.of(class_ids)
+    total = np.zeros((len(CHANNELS), n, slots_of.n_slots), dtype=np.int64)
     fallback = np.zeros_like(total)
     shared = np.zeros(n, dtype=np.int64)
     for part in partials:
@@ -191,7 +244,8 @@ def finish_owned_fields(
     use_fallback = ~has_centre & (fallback[0].sum(axis=1) > 0)
     total[:, use_fallback] = fallback[:, use_fallback]
     pixel_rule = PIXEL_RULES[np.where(has_centre, 0, np.where(use_fallback, 1, 2))]
-    summary = summarize_histograms(total, tie_break=tie_break)
+    summary = summarize_histograms(total, class_ids, tie_break=tie_break)
+    summary["invalid_values"] = partials[0].invalid_values if partials else np.zeros((2, 0), np.int64)
     summary["label"] = np.arange(first, last + 1, dtype=np.int64)
     summary["pixel_rule"] = pixel_rule
     summary["n_pixels_shared"] = shared
@@ -206,8 +260,9 @@ def finish_owned_fields(
 
 
 def top_class(counts: np.ndarray, conf_sums: np.ndarray, *, tie_break: str) -> np.ndarray:
-    """Per row, the class with the most pixels; among tied classes, the larger confidence sum, then the lowest id
-    (`tie_break="confidence"`), or the lowest id alone (`"lowest_id"`). Rows without pixels give class 0."""
+    """Per row, the slot with the most pixels; among tied slots, the larger confidence sum, then the lowest slot
+    (`tie_break="confidence"`), or the lowest slot alone (`"lowest_id"`; slots follow ascending class ids). Rows
+    without pixels give slot 0."""
     if tie_break == "lowest_id":
         return counts.argmax(axis=1)  # the first maximum
     if tie_break != "confidence":
@@ -216,11 +271,17 @@ def top_class(counts: np.ndarray, conf_sums: np.ndarray, *, tie_break: str) -> n
     return np.where(tied, conf_sums, -1).argmax(axis=1)  # the first maximum among the tied: the lowest id
 
 
-def summarize_histograms(total: np.ndarray, *, tie_break: str = "confidence") -> dict[str, np.ndarray]:
-    """Per-field results from the (4, fields, 34) sums: majority (ties: `top_class`), purity, runner-up, means."""
+def summarize_histograms(total: np.ndarray, class_ids: np.ndarray, *,
+                         tie_break: str = "confidence") -> dict[str, np.ndarray]:
+    """Per-field results from the (4, fields, n + 2) sums: majority (ties: `top_class`), purity, runner-up, means.
+
+    Majority and runner-up are class ids (`class_ids[slot]`); the histograms stay in slot order.
+    """
+    class_ids = np.asarray(class_ids, dtype=np.int64)
+    n_classes = len(class_ids)
     pixels = total[0]
-    class_counts = pixels[:, :N_CLASSES]
-    class_conf = total[2, :, :N_CLASSES]
+    class_counts = pixels[:, :n_classes]
+    class_conf = total[2, :, :n_classes]
     n_pixels = class_counts.sum(axis=1)
     has = n_pixels > 0
     rows = np.arange(len(n_pixels))
@@ -231,9 +292,9 @@ def summarize_histograms(total: np.ndarray, *, tie_break: str = "confidence") ->
     runner = top_class(rest, class_conf, tie_break=tie_break)
     second = np.maximum(rest[rows, runner], 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        conf_n = total[1, :, :N_CLASSES].sum(axis=1)
-        conf_sum = total[2, :, :N_CLASSES].sum(axis=1)
-        conf_sq = total[3, :, :N_CLASSES].sum(axis=1)
+        conf_n = total[1, :, :n_classes].sum(axis=1)
+        conf_sum = total[2, :, :n_classes].sum(axis=1)
+        conf_sq = total[3, :, :n_classes].sum(axis=1)
         mean = conf_sum / conf_n
         std = np.sqrt(np.maximum(conf_sq / conf_n - mean**2, 0.0))
         majority_conf = total[2][rows, majority] / total[1][rows, majority]
@@ -241,18 +302,18 @@ def summarize_histograms(total: np.ndarray, *, tie_break: str = "confidence") ->
         runner_share = second / n_pixels
     return {
         "n_pixels": n_pixels,
-        "n_invalid": pixels[:, INVALID_CLASS],
-        "n_nodata": pixels[:, NODATA_SLOT],
-        "majority_crop": np.where(has, majority, np.nan),
+        "n_invalid": pixels[:, n_classes],
+        "n_nodata": pixels[:, n_classes + 1],
+        "majority_crop": np.where(has, class_ids[majority], np.nan),
         "purity": np.where(has, purity, np.nan),
-        "runner_up_crop": np.where(has & (second > 0), runner, np.nan),
+        "runner_up_crop": np.where(has & (second > 0), class_ids[runner], np.nan),
         "runner_up_share": np.where(has, runner_share, np.nan),
         "vote_margin": np.where(has, purity - runner_share, np.nan),
         "tie": has & (second == top),
         "confidence_score": np.where(has & (conf_n > 0), mean, np.nan),
         "confidence_std": np.where(has & (conf_n > 0), std, np.nan),
         "confidence_majority": np.where(has & (total[1][rows, majority] > 0), majority_conf, np.nan),
-        "n_conf_invalid": (total[0, :, :N_CLASSES].sum(axis=1) - conf_n),
+        "n_conf_invalid": (total[0, :, :n_classes].sum(axis=1) - conf_n),
         "class_counts": class_counts.astype(np.int32),
     }
 
@@ -269,5 +330,6 @@ def warm_up() -> None:
     batch = PolygonBatch.from_geometries(np.array([shapely.box(0.5, -3.5, 3.5, -0.5)], dtype=object), np.array([1]))
     grid, extras = rasterize_block(batch, transform=Affine(1, 0, 0, 0, -1, 0), row_start=0, rows=4, width=4, height=4)
     bands = np.stack([np.full((4, 4), 7, np.int16), np.full((4, 4), 80, np.int16)])
-    finish_owned_fields(1, 1, [chunk_partial(bands, grid, extras, np.array([1]), None)])
+    class_ids = np.arange(32)
+    finish_owned_fields(1, 1, [chunk_partial(bands, grid, extras, np.array([1]), None, class_ids)], class_ids)
 

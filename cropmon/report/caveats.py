@@ -51,9 +51,12 @@ def caveats_section(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSetti
     if c["too_few_fields"]:
         items.append(f"Fewer than {s.min_fields} GT fields (noisy numbers): {names(c['too_few_fields'])}.")
     if c["invalid_class_pixels"] or c["invalid_confidence_pixels"]:
+        values = lookup(run_info, "fields", "invalid_class_values")
+        seen = (": " + ", ".join(f"{k} ({v:,} px)" for k, v in list(values.items())[:8])) if values else ""
         items.append(
-            f"{c['invalid_class_pixels']:,} pixels held a class outside 0..31 and {c['invalid_confidence_pixels']:,}"
-            " a confidence outside 0..100; they are counted, not used."
+            f"{c['invalid_class_pixels']:,} pixels held a class value that is no class of the"
+            f" {d.catalogue.describe()}{seen}, and {c['invalid_confidence_pixels']:,} a confidence outside 0..100;"
+            " they are counted, not used."
         )
     dropped = lookup(run_info, "fields", "counts")
     if isinstance(dropped, Mapping) and dropped:

@@ -13,9 +13,10 @@ from pyarrow.lib import ArrowException
 
 from cropmon import errors
 from cropmon.analysis.compare import DEFAULT_BOOTSTRAP, LEVEL, MIN_FIELDS, EvaluationSet, compare_tables, evaluation_set
+from cropmon.catalogue import U0C
 from cropmon.errors import NotComparable
 from cropmon.io.outputs import atomic_output_dir, check_writable, write_csv
-from cropmon.report.document import Bullets, Heading, Image, Paragraph, Table, png, render_markdown
+from cropmon.report.document import Bullets, Document, Heading, Image, Paragraph, Table, lookup, png
 from cropmon.report.plots import delta_plot
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,12 @@ class RunTables:
     crop_metrics: pd.DataFrame  # METRIC_COLUMNS of crop_metrics.csv (the whole run)
     evaluation_ids: pd.Series | None  # field_id of evaluation_fields.csv; None when the file is absent
     manifest: dict
+
+    @property
+    def crop_order(self) -> tuple[str, ...]:
+        """The run's class catalogue, in order (run.json inputs.classes; the u0c one for older runs)."""
+        names = lookup(self.manifest, "inputs", "classes", "names")
+        return tuple(names) if isinstance(names, list) else U0C.names
 
 
 
@@ -175,6 +182,37 @@ def default_out_dir(run_a: str | Path, run_b: str | Path) -> Path:
     return Path("outputs") / "compare" / f"{Path(run_a).resolve().name}_vs_{Path(run_b).resolve().name}"
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Two runs compared: the per-crop table, the fields it is computed on, and the report (a notebook shows it)."""
+
+    table: pd.DataFrame
+    evaluation: EvaluationSet
+    report: Document
+    out_dir: Path | None = None  # where the files went, if anywhere
+
+    def _repr_html_(self) -> str:
+        return self.report.html
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, *, n_boot: int = DEFAULT_BOOTSTRAP,
+                 seed: int = 0) -> Comparison:
+    """Read two runs' outputs and compare them per crop on run A's held-back fields (nothing is written)."""
+    if n_boot < 1:
+        raise errors.ConfigError(f"--bootstrap {n_boot} is not a number of resamples", fix="give an integer >= 1")
+    runs = read_run(run_a), read_run(run_b)
+    set_ = evaluation_set(runs[0].fields, runs[1].fields, runs[0].evaluation_ids, name_a=str(run_a), name_b=str(run_b),
+                          order=runs[0].crop_order)
+    if not len(set_.a) or not len(set_.b):
+        raise NotComparable("no field is scored in both runs", path=run_b, fix="compare runs of the same AOI")
+    table = compare_tables(set_, n_boot=n_boot, seed=seed)
+    figure = delta_plot(table)
+    title = f"Comparison: {Path(run_a).name} (A) vs {Path(run_b).name} (B)"
+    image = Image("comparison.png", png(figure), "Agreement and F1 change per crop, B - A, with intervals.")
+    blocks = report_blocks(table, set_, runs, image=image, n_boot=n_boot, seed=seed)
+    return Comparison(table, set_, Document(title, blocks))
+
+
 def write_comparison(
     run_a: str | Path,
     run_b: str | Path,
@@ -184,23 +222,14 @@ def write_comparison(
     seed: int = 0,
 ) -> tuple[Path, pd.DataFrame, EvaluationSet]:
     """Read two runs, compare them and write comparison.csv, comparison.png and comparison.md (atomically)."""
-    if n_boot < 1:
-        raise errors.ConfigError(f"--bootstrap {n_boot} is not a number of resamples", fix="give an integer >= 1")
     out = Path(out_dir) if out_dir is not None else default_out_dir(run_a, run_b)
     _check_out_dir(out, (Path(run_a), Path(run_b)))
     check_writable(out)
-    runs = read_run(run_a), read_run(run_b)
-    set_ = evaluation_set(runs[0].fields, runs[1].fields, runs[0].evaluation_ids, name_a=str(run_a), name_b=str(run_b))
-    if not len(set_.a) or not len(set_.b):
-        raise NotComparable("no field is scored in both runs", path=run_b, fix="compare runs of the same AOI")
-    table = compare_tables(set_, n_boot=n_boot, seed=seed)
-    figure = delta_plot(table)
-    title = f"Comparison: {Path(run_a).name} (A) vs {Path(run_b).name} (B)"
-    image = Image("comparison.png", png(figure), "Agreement and F1 change per crop, B - A, with intervals.")
-    blocks = report_blocks(table, set_, runs, image=image, n_boot=n_boot, seed=seed)
+    result = compare_runs(run_a, run_b, n_boot=n_boot, seed=seed)
+    image = next(b for b in result.report.blocks if isinstance(b, Image))
     with atomic_output_dir(out) as staged:
-        write_csv(table, staged.path("comparison.csv"), decimals=4)
+        write_csv(result.table, staged.path("comparison.csv"), decimals=4)
         staged.path("comparison.png").write_bytes(image.png)
-        staged.path("comparison.md").write_text(render_markdown(title, blocks), encoding="utf-8")
+        staged.path("comparison.md").write_text(result.report.markdown, encoding="utf-8")
     log.info("comparison in %s", out)
-    return out, table, set_
+    return out, result.table, result.evaluation

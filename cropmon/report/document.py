@@ -1,14 +1,22 @@
 """The report as a list of blocks (headings, paragraphs, bullets, tables, images), rendered twice: Markdown with the
-PNGs beside it, and one self-contained HTML page. Also the few formatters every report shares (percent, numbers,
-lists of names) and the one PNG encoder, so a figure's bytes are the same in the file and in the HTML."""
+PNGs beside it, and self-contained HTML (a page, or a fragment for a notebook cell). Also the few formatters every
+report shares (percent, numbers, lists of names) and the one PNG encoder, so a figure's bytes are the same in the
+file and in the HTML.
+
+The HTML reads where people read it, a browser window or a notebook cell: a short table of contents links the
+sections; a wide table scrolls inside its own box (the page never grows wider than the window) with a sticky
+header and a sticky first column; numbers align right. All of it is scoped under `.cropmon-report`, so a notebook's
+own styles stay as they are."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,9 +97,20 @@ def _cells(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(object).map(show)
 
 
+def anchor(text: str) -> str:
+    """A heading's anchor, GitHub style: 'Active-learning plan' -> 'active-learning-plan'."""
+    return re.sub(r"[^\w\- ]", "", text.lower()).strip().replace(" ", "-")
+
+
+def _sections(blocks: list[Block]) -> list[str]:
+    return [b.text for b in blocks if isinstance(b, Heading) and b.level == 2]
+
+
 def render_markdown(title: str, blocks: list[Block]) -> str:
-    """The report as Markdown; images are the PNG files beside it."""
+    """The report as Markdown, a list of links to its sections first; images are the PNG files beside it."""
     out = [f"# {title}", ""]
+    if len(_sections(blocks)) > 1:
+        out += ["Contents: " + " | ".join(f"[{s}](#{anchor(s)})" for s in _sections(blocks)), ""]
     for block in blocks:
         if isinstance(block, Heading):
             out += ["#" * block.level + " " + block.text, ""]
@@ -109,15 +128,28 @@ def render_markdown(title: str, blocks: list[Block]) -> str:
     return "\n".join(out)
 
 
+_PAGE_CSS = "body { margin: 2em auto; padding: 0 1em; }"
 _CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; }
-th { background: #f0f0f0; }
-figure { margin: 1em 0 2em; }
-img { max-width: 100%; height: auto; border: 1px solid #ddd; }
-figcaption, caption { color: #555; font-size: 0.9em; text-align: left; }
+.cropmon-report { font-family: system-ui, sans-serif; max-width: 1200px; margin: 0 auto; color: #222;
+  line-height: 1.4; }
+.cropmon-report p, .cropmon-report li { overflow-wrap: anywhere; }
+.cropmon-report nav.toc { background: #f6f6f6; border: 1px solid #ddd; padding: 0.4em 0.9em; margin: 0.5em 0 1em; }
+.cropmon-report nav.toc ol { margin: 0.2em 0; padding-left: 1.4em; columns: 2; }
+.cropmon-report .table-wrap { width: fit-content; max-width: 100%; max-height: 34em; overflow: auto;
+  margin: 0.2em 0 1.5em; border: 1px solid #ccc; }
+.cropmon-report table { border-collapse: separate; border-spacing: 0; font-size: 0.85em; margin: 0; }
+.cropmon-report th, .cropmon-report td { border-right: 1px solid #ddd; border-bottom: 1px solid #ddd;
+  padding: 3px 7px; text-align: left; vertical-align: top; max-width: 32em; overflow-wrap: break-word; }
+.cropmon-report thead th { position: sticky; top: 0; z-index: 2; background: #eef0f3; }
+.cropmon-report tbody th, .cropmon-report tbody td:first-child { position: sticky; left: 0; z-index: 1;
+  background: #fff; font-weight: 600; }
+.cropmon-report thead th:first-child { left: 0; z-index: 3; }
+.cropmon-report .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.cropmon-report .caption, .cropmon-report figcaption { color: #555; font-size: 0.9em; }
+.cropmon-report figure { margin: 1em 0 2em; }
+.cropmon-report img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 """
+_NUMBER = re.compile(r"^[-+]?(\d[\d,]*)?\.?\d+( ?%)?$")
 
 
 def _inline_html(text: str) -> str:
@@ -126,32 +158,85 @@ def _inline_html(text: str) -> str:
     return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def render_html(title: str, blocks: list[Block]) -> str:
-    """The report as one self-contained HTML page (images as base64 data URIs, no script, no external file)."""
-    out = [
-        f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
+def _table_html(block: Table) -> str:
+    """A table in its own scrolling box: header row sticky, first column sticky, numbers right-aligned."""
+    cells = _cells(block.frame)
+    rows = cells.to_numpy().tolist()
+    numeric = [bool(len(rows)) and all(_NUMBER.match(r[j]) or not r[j] for r in rows) and any(r[j] for r in rows)
+               for j in range(cells.shape[1])]
+
+    def cell(tag: str, text: str, is_number: bool) -> str:
+        attrs = " class='num'" if is_number else ""
+        return f"<{tag}{attrs}>{html.escape(text)}</{tag}>"
+
+    head = "".join(cell("th", str(c), numeric[j]) for j, c in enumerate(cells.columns))
+    body = "".join(
+        "<tr>" + "".join(cell("td", text, bool(_NUMBER.match(text))) for text in row) + "</tr>" for row in rows
+    )
+    label = html.escape(block.caption or "table")
+    caption = f"<div class='caption'>{html.escape(block.caption)}</div>" if block.caption else ""
+    return (f"{caption}<div class='table-wrap' role='region' aria-label='{label}' tabindex='0'><table>"
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def render_html(title: str, blocks: list[Block], *, page: bool = True) -> str:
+    """The report as self-contained HTML (images as base64 data URIs, no script, no external file): a whole page,
+    or with `page=False` a fragment for a notebook cell (its styles scoped to the report)."""
+    out = [f"<div class='cropmon-report'><style>{_CSS}</style>", f"<h1>{html.escape(title)}</h1>"]
+    sections = _sections(blocks)
+    if len(sections) > 1:
+        links = "".join(f"<li><a href='#{anchor(s)}'>{html.escape(s)}</a></li>" for s in sections)
+        out.append(f"<nav class='toc' aria-label='Contents'><strong>Contents</strong><ol>{links}</ol></nav>")
     for block in blocks:
         if isinstance(block, Heading):
-            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+            ident = f" id='{anchor(block.text)}'" if block.level == 2 else ""
+            out.append(f"<h{block.level}{ident}>{html.escape(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
             out.append(f"<p>{_inline_html(block.text)}</p>")
         elif isinstance(block, Bullets):
             out.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in block.items) + "</ul>")
         elif isinstance(block, Table):
-            table = _cells(block.frame).to_html(index=False, escape=True, border=0)
-            caption = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
-            out.append(table.replace("<thead>", f"{caption}<thead>", 1))
+            out.append(_table_html(block))
         elif isinstance(block, Image):
             data = base64.b64encode(block.png).decode("ascii")
             out.append(
                 f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block.caption)}'>"
                 f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
             )
-    out.append("</body></html>")
-    return "\n".join(out)
+    out.append("</div>")
+    if not page:
+        return "\n".join(out)
+    head = (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+            f"<style>{_PAGE_CSS}</style></head><body>")
+    return "\n".join([head, *out, "</body></html>"])
+
+
+@dataclass(frozen=True)
+class Document:
+    """A rendered-on-demand report: displayed by a notebook cell (`_repr_html_`), or saved as a page / Markdown."""
+
+    title: str
+    blocks: list[Block]
+
+    @property
+    def html(self) -> str:
+        """The HTML fragment of a notebook cell (styles scoped to the report)."""
+        return render_html(self.title, self.blocks, page=False)
+
+    @property
+    def markdown(self) -> str:
+        return render_markdown(self.title, self.blocks)
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def save(self, path: str | Path) -> Path:
+        """Write the self-contained HTML page (or Markdown, for a .md path; its images are not written)."""
+        path = Path(path)
+        text = self.markdown if path.suffix.lower() == ".md" else render_html(self.title, self.blocks)
+        path.write_text(text, encoding="utf-8")
+        return path
 
 
 def png(fig: Figure) -> bytes:

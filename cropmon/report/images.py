@@ -6,7 +6,6 @@ from __future__ import annotations
 from cropmon.analysis import metrics
 from cropmon.analysis.diagnose import Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.labels import CROP_NAMES
 from cropmon.report import plots
 from cropmon.report.document import Image, png
 
@@ -23,16 +22,19 @@ def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: plots.Ma
     grid = d.selection.grid
     aspect = grid.unit_x / grid.unit_y
     if name == "confusion_heatmap.png":
-        listed = [c for c in CROP_NAMES if c in set(d.metrics["crop"])]
+        listed = [c for c in d.confusion.index if c in set(d.metrics["crop"])]
         shares = metrics.row_shares(d.confusion).loc[listed, listed]
         figure = plots.confusion_heatmap(shares)
         caption = "Field-level confusion, each GT row divided by its total (percent in the cells)."
     elif name == "agreement_by_crop.png":
         figure = plots.agreement_bars(d.metrics, flagged=flagged, min_agreement=s.min_agreement)
-        caption = "Agreement per crop; red: underperforming."
+        caption = "Agreement per crop with its 95 % Wilson interval; red: underperforming."
     elif name == "f1_vs_confidence.png":
-        figure = plots.f1_vs_confidence(d.metrics, flagged=flagged, min_f1=s.min_f1, min_confidence=s.min_confidence)
-        caption = "F1 against mean confidence per crop; bubble area ~ GT fields; shaded: the underperforming region."
+        figure = plots.f1_vs_confidence(d.metrics, flagged=flagged, min_f1=s.min_f1, min_confidence=s.min_confidence,
+                                        certainty=dict(zip(d.flagged["crop"], d.flagged["certainty"], strict=True)))
+        caption = ("F1 against mean confidence per crop with 95 % intervals; bubble area ~ GT fields; filled red:"
+                   " certainly underperforming, hollow: possibly, grey: too few fields to tell; shaded: the"
+                   " underperforming region.")
     elif name == "block_error_map.png":
         crs = str(window.crs) if window is not None else ""
         figure = plots.block_map(d.blocks, picks=d.selection.picks, evaluation=d.selection.evaluation, aspect=aspect,

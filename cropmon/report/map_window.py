@@ -47,4 +47,4 @@ def map_window(results: FieldResults, *, rows: int = 240, cols: int = 328) -> Ma
     gt = burn_values(geometry, gt_values[known].astype(np.int32) + 1, transform=window_transform,
                      shape=(rows, cols)) - 1
     return MapWindow(gt_class=gt, predicted=bands[0], confidence=bands[1], extent=(left, right, bottom, top),
-                     crs=info.crs)
+                     crs=info.crs, catalogue=results.catalogue)

@@ -6,19 +6,20 @@ leak, no GUI backend; saving to PNG uses Agg.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from cropmon.analysis.compare import LEVEL
-from cropmon.labels import CROP_NAMES, N_CLASSES
+from cropmon.catalogue import U0C, Catalogue
 
-# One fixed colour per class id, grouped by kind (grasslands green, cereals yellow-brown, corn red, pulses blue).
+# One fixed colour per u0c class, grouped by kind (grasslands green, cereals yellow-brown, corn red, pulses blue).
 PALETTE: tuple[str, ...] = (
     "#4daf4a", "#1b7837", "#a6dba0", "#5aae61", "#b8e186",  # grasslands, clover, alfalfa, ryegrass
     "#8c510a", "#d8b365", "#f6c200", "#bf812d", "#7f3b08", "#e08214", "#fee08b",  # barley, wheat, triticale, rye
@@ -29,19 +30,37 @@ PALETTE: tuple[str, ...] = (
 )  # fmt: skip
 FLAGGED_COLOUR = "#d62728"
 OK_COLOUR = "#2a788e"
-_CLASS_CMAP = ListedColormap(PALETTE, name="cropmon_classes")
-_CLASS_NORM = BoundaryNorm(np.arange(-0.5, N_CLASSES + 0.5), N_CLASSES)
+_U0C_COLOUR = dict(zip(U0C.names, PALETTE, strict=True))
+
+
+def class_colours(catalogue: Catalogue) -> list[str]:
+    """One colour per class of `catalogue`, in its order: a crop named as in u0c keeps its u0c colour (so Winter
+    Wheat looks the same across models); the others take distinct colours of matplotlib's tab20 lists."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    spare = [to_hex(c) for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
+    spare = [c for c in spare if c not in set(_U0C_COLOUR.values())]
+    colours, k = [], 0
+    for name in catalogue.names:
+        if name in _U0C_COLOUR:
+            colours.append(_U0C_COLOUR[name])
+        else:
+            colours.append(spare[k % len(spare)])
+            k += 1
+    return colours
 
 
 @dataclass(frozen=True)
 class MapWindow:
     """A window of the AOI for the side-by-side map: GT classes (-1 = no field), predicted classes, confidence."""
 
-    gt_class: np.ndarray
-    predicted: np.ndarray
+    gt_class: np.ndarray  # class ids (raster values)
+    predicted: np.ndarray  # class ids (raster values)
     confidence: np.ndarray
     extent: tuple[float, float, float, float]  # left, right, bottom, top (CRS units)
     crs: str
+    catalogue: Catalogue = U0C  # what the class ids mean
 
     def __post_init__(self) -> None:
         shapes = {np.shape(self.gt_class), np.shape(self.predicted), np.shape(self.confidence)}
@@ -77,10 +96,31 @@ def confusion_heatmap(shares: pd.DataFrame, *, title: str = "Field-level confusi
     return fig
 
 
+def _interval_bars(data: pd.DataFrame, value: str, prefix: str | None = None) -> np.ndarray | None:
+    """(2, n) distances from column `value` down to `<prefix>_ci_low` and up to `<prefix>_ci_high` (prefix: the
+    value's name by default); None when the table has no interval."""
+    low, high = f"{prefix or value}_ci_low", f"{prefix or value}_ci_high"
+    if low not in data or high not in data:
+        return None
+    v = data[value].to_numpy(float)
+    return np.nan_to_num(np.vstack([np.clip(v - data[low].to_numpy(float), 0, None),
+                                    np.clip(data[high].to_numpy(float) - v, 0, None)]))
+
+
+CERTAINTY_STYLE = {  # marker face and edge of a flagged crop, by how sure the rule is (diagnose.certainty)
+    "certain": (FLAGGED_COLOUR, "black", "certainly underperforming"),
+    "possible": ("white", FLAGGED_COLOUR, "possibly underperforming"),
+    "too_few_fields": ("#9a9a9a", "#444444", "too few fields to tell"),
+}
+
+
 def f1_vs_confidence(
-    metrics_df: pd.DataFrame, *, flagged: Collection[str], min_f1: float, min_confidence: float
+    metrics_df: pd.DataFrame, *, flagged: Collection[str], min_f1: float, min_confidence: float,
+    certainty: Mapping[str, str] | None = None,
 ) -> Figure:
-    """Per-crop F1 against mean confidence, bubble area ~ GT fields; the underperforming region is shaded."""
+    """Per-crop F1 against mean confidence, bubble area ~ GT fields, with 95 % intervals both ways (when the table
+    has them); the underperforming region is shaded. `certainty` (crop -> certain | possible | too_few_fields)
+    styles the flagged crops: filled when certain, hollow when possible, grey when there are too few fields."""
     data = metrics_df.dropna(subset=["conf_mean", "f1"])
     fig = Figure(figsize=(8.5, 6.0), layout="constrained")
     ax = fig.add_subplot()
@@ -90,15 +130,21 @@ def f1_vs_confidence(
     ax.axvline(min_confidence, color=FLAGGED_COLOUR, lw=0.8, ls="--")
     is_flagged = data["crop"].isin(list(flagged)).to_numpy()
     sizes = 30 + 600 * np.sqrt(data["num_fields"] / max(float(data["num_fields"].max()), 1.0))
+    sure = [(certainty or {}).get(crop, "certain") if bad else "" for crop, bad in zip(data["crop"], is_flagged,
+                                                                                       strict=True)]
     ax.scatter(
         data["conf_mean"],
         data["f1"],
         s=sizes,
-        c=np.where(is_flagged, FLAGGED_COLOUR, OK_COLOUR),
+        c=[CERTAINTY_STYLE[c][0] if c else OK_COLOUR for c in sure],
         alpha=0.6,
-        edgecolors="black",
-        linewidths=0.5,
+        edgecolors=[CERTAINTY_STYLE[c][1] if c else "black" for c in sure],
+        linewidths=[1.5 if c and c != "certain" else 0.5 for c in sure],
     )
+    xerr, yerr = _interval_bars(data, "conf_mean"), _interval_bars(data, "f1")
+    if xerr is not None or yerr is not None:
+        ax.errorbar(data["conf_mean"], data["f1"], xerr=xerr, yerr=yerr, fmt="none", ecolor="#555555",
+                    elinewidth=0.7, alpha=0.6, capsize=0)
     for (_, row), bad in zip(data.iterrows(), is_flagged, strict=True):
         ax.annotate(
             row["crop"],
@@ -113,33 +159,41 @@ def f1_vs_confidence(
     ax.set_xlabel("mean confidence over the crop's GT fields (band 4, %)")
     ax.set_ylabel("F1 over all fields")
     ax.set_title(
-        f"F1 vs confidence (bubble area ~ GT fields; shaded: F1 < {min_f1:g} or confidence < {min_confidence:g})",
-        fontsize=10,
+        f"F1 vs confidence (bubble area ~ GT fields; lines: 95 % intervals; shaded: F1 < {min_f1:g} or confidence"
+        f" < {min_confidence:g})",
+        fontsize=9,
     )
-    ax.legend(
-        handles=[
-            Patch(color=FLAGGED_COLOUR, alpha=0.6, label="underperforming"),
-            Patch(color=OK_COLOUR, alpha=0.6, label="ok"),
-        ],
-        loc="lower right",
-    )
+    shown = [c for c in CERTAINTY_STYLE if c in sure] if certainty else []
+    handles = [Line2D([], [], ls="", marker="o", markersize=9, markerfacecolor=CERTAINTY_STYLE[c][0],
+                      markeredgecolor=CERTAINTY_STYLE[c][1], label=CERTAINTY_STYLE[c][2]) for c in shown]
+    if not shown:
+        handles = [Patch(color=FLAGGED_COLOUR, alpha=0.6, label="underperforming")]
+    ax.legend(handles=[*handles, Patch(color=OK_COLOUR, alpha=0.6, label="ok")], loc="lower right")
     return fig
 
 
 def agreement_bars(metrics_df: pd.DataFrame, *, flagged: Collection[str], min_agreement: float) -> Figure:
-    """Horizontal bars of each GT crop's agreement (best on top), underperforming crops in red, threshold dashed."""
+    """Horizontal bars of each GT crop's agreement (best on top) with its 95 % interval (when the table has it),
+    underperforming crops in red, threshold dashed."""
     data = metrics_df.dropna(subset=["agreement_score"]).sort_values("agreement_score")
     fig = Figure(figsize=(8.0, max(3.0, 0.32 * len(data) + 1.5)), layout="constrained")
     ax = fig.add_subplot()
     colours = np.where(data["crop"].isin(list(flagged)), FLAGGED_COLOUR, OK_COLOUR)
     ax.barh(data["crop"], data["agreement_score"], color=colours)
-    for i, (score, n) in enumerate(zip(data["agreement_score"], data["num_fields"], strict=True)):
-        ax.text(score + 0.01, i, f"{score:.2f}  (n={n:,})", va="center", fontsize=8)
     ax.axvline(min_agreement, color=FLAGGED_COLOUR, ls="--", lw=1)
-    ax.set_xlim(0, 1.25)
+    xerr = _interval_bars(data, "agreement_score", "agreement")
+    if xerr is not None:
+        ax.errorbar(data["agreement_score"], np.arange(len(data)), xerr=xerr, fmt="none", ecolor="black",
+                    elinewidth=0.8, capsize=2)
+    high = data["agreement_ci_high"].to_numpy(float) if xerr is not None else data["agreement_score"].to_numpy(float)
+    for i, (score, n, top) in enumerate(zip(data["agreement_score"], data["num_fields"], high, strict=True)):
+        ax.text(max(score, np.nan_to_num(top, nan=score)) + 0.015, i, f"{score:.2f}  (n={n:,})", va="center",
+                fontsize=8)
+    ax.set_xlim(0, 1.3)
     ax.set_xlabel("agreement (share of the crop's GT fields predicted as the crop)")
     ax.tick_params(axis="y", labelsize=8)
-    ax.set_title(f"Agreement per crop (dashed: {min_agreement:g})")
+    title = "Agreement per crop with 95 % intervals" if xerr is not None else "Agreement per crop"
+    ax.set_title(f"{title} (dashed: {min_agreement:g})")
     return fig
 
 
@@ -197,23 +251,28 @@ def block_map(
     return fig
 
 
-def _class_legend(fig: Figure, classes: np.ndarray) -> None:
-    """A legend of the given class ids with their palette colours, below the panels."""
-    handles = [Patch(color=PALETTE[c], label=f"{c} {CROP_NAMES[c]}") for c in classes]
+def _class_legend(fig: Figure, positions: np.ndarray, catalogue: Catalogue, colours: list[str]) -> None:
+    """A legend of the classes at the given catalogue positions with their colours, below the panels."""
+    handles = [Patch(color=colours[p], label=f"{catalogue.ids[p]} {catalogue.names[p]}") for p in positions]
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
 
 
 def map_window(window: MapWindow, *, aspect: float = 1.0) -> Figure:
-    """GT | prediction | confidence side by side, classes in the fixed palette with a legend of those present."""
-    gt = np.ma.masked_outside(np.asarray(window.gt_class), 0, N_CLASSES - 1)
-    pred = np.ma.masked_outside(np.asarray(window.predicted), 0, N_CLASSES - 1)
+    """GT | prediction | confidence side by side, classes in fixed colours with a legend of those present; a value
+    that is no class of the catalogue is left blank."""
+    catalogue = window.catalogue
+    colours = class_colours(catalogue)
+    cmap = ListedColormap(colours, name="cropmon_classes")
+    norm = BoundaryNorm(np.arange(-0.5, catalogue.n + 0.5), catalogue.n)
+    gt = np.ma.masked_less(catalogue.positions(np.asarray(window.gt_class)), 0)
+    pred = np.ma.masked_less(catalogue.positions(np.asarray(window.predicted)), 0)
     conf = np.ma.masked_outside(np.asarray(window.confidence, dtype=float), 0, 100)
     fig = Figure(figsize=(15.0, 6.0), layout="constrained")
     axes = fig.subplots(1, 3, sharex=True, sharey=True)
     style = {"extent": window.extent, "origin": "upper", "aspect": aspect, "interpolation": "nearest"}
-    axes[0].imshow(gt, cmap=_CLASS_CMAP, norm=_CLASS_NORM, **style)
-    axes[1].imshow(pred, cmap=_CLASS_CMAP, norm=_CLASS_NORM, **style)
+    axes[0].imshow(gt, cmap=cmap, norm=norm, **style)
+    axes[1].imshow(pred, cmap=cmap, norm=norm, **style)
     image = axes[2].imshow(conf, cmap="viridis", vmin=0, vmax=100, **style)
     fig.colorbar(image, ax=axes[2], label="confidence (band 4, %)", shrink=0.8)
     for ax, title in zip(axes, ("ground truth (fields only)", "prediction (band 3)", "confidence"), strict=True):
@@ -221,7 +280,7 @@ def map_window(window: MapWindow, *, aspect: float = 1.0) -> Figure:
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel(window.crs)
     present = np.union1d(np.unique(gt.compressed()), np.unique(pred.compressed())).astype(int)
-    _class_legend(fig, present)
+    _class_legend(fig, present, catalogue, colours)
     return fig
 
 

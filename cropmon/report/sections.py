@@ -1,30 +1,27 @@
-"""The report of one AOI in sentences: `build_report` turns a Diagnosis into the report's blocks, in reading order.
-
-No fixed prose: every sentence is built from the run's numbers (wording.py words the tables' own columns).
-"""
+"""The sections of one AOI's report, in reading order: headline, underperforming crops, confusions, figures, the
+active-learning plan, caveats and settings. Every sentence is built from the diagnosis's numbers (no fixed prose);
+report/single.py assembles them with the figures and writes the files."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cropmon.analysis import metrics
-from cropmon.analysis.diagnose import TIERS, Diagnosis
+from cropmon.analysis.diagnose import CERTAINTIES, TIERS, Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.report.caveats import caveats_section
 from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, lookup, names, num, pct
-from cropmon.report.wording import rule_text, with_reasons
+from cropmon.report.wording import CERTAINTY_WORDS, interval_text, rule_text, with_reasons
 
 MAX_SENTENCES = 8  # per section; the tables hold the rest
 
 
-def _headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
+def headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     o, c, m = d.overall, d.caveats, d.metrics
     in_gt = m.loc[m["num_fields"] > 0]
     text = f"{c['n_scored']:,} of {c['n_fields']:,} fields were scored (a known crop label and at least one pixel)."
@@ -39,14 +36,15 @@ def _headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     pool = solid if len(solid) else in_gt
     best, worst = pool.iloc[0], pool.sort_values(["weighted_f1_score", "num_fields"], ascending=[True, False]).iloc[0]
     text += (
-        f" Best crop: {best['crop']} (agreement {num(best['agreement_score'])} over {best['num_fields']:,} fields);"
-        f" worst: {worst['crop']} ({num(worst['agreement_score'])} over {worst['num_fields']:,})"
+        f" Best crop: {best['crop']} (agreement {_agreement(best)} over {best['num_fields']:,} fields);"
+        f" worst: {worst['crop']} ({_agreement(worst)} over {worst['num_fields']:,})"
         + (f", among crops with at least {s.min_fields} fields." if len(solid) else ".")
+        + " Brackets hold 95 % intervals."
     )
     tiers = d.flagged["severity"].value_counts()
     if len(d.flagged):
         counts = [f"{tiers[t]} {t}" for t in TIERS if t in tiers]
-        text += f" {len(d.flagged)} crops are underperforming ({', '.join(counts)})."
+        text += f" {len(d.flagged)} crops are underperforming ({', '.join(counts)}): {_certainty_counts(d.flagged)}."
     else:
         text += " No crop falls below the thresholds."
     numbers = pd.DataFrame(
@@ -74,6 +72,18 @@ def _headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     return [Heading("Headline"), Paragraph(text), Table(numbers)]
 
 
+def _agreement(row: pd.Series) -> str:
+    """A crop's agreement with its 95 % interval."""
+    return interval_text(row["agreement_score"], row["agreement_ci_low"], row["agreement_ci_high"])
+
+
+def _certainty_counts(flagged: pd.DataFrame) -> str:
+    """'19 certainly, 3 possibly, 1 with too few fields to tell'."""
+    counts = flagged["certainty"].value_counts()
+    with_ = {"too_few_fields": "with "}
+    return ", ".join(f"{counts[c]} {with_.get(c, '')}{CERTAINTY_WORDS[c]}" for c in CERTAINTIES if c in counts)
+
+
 def _crop_sentence(row: pd.Series, m: pd.Series, shares: pd.Series, s: DiagnosisSettings) -> str:
     """One underperforming crop, in words: its numbers and each of its reasons (`shares`: its confusion row)."""
     phrases = []
@@ -95,11 +105,13 @@ def _crop_sentence(row: pd.Series, m: pd.Series, shares: pd.Series, s: Diagnosis
         elif code == "too_few_fields":
             n = row["num_fields"]
             phrases.append(f"only {n} GT fields, weak evidence" if n else "it is absent from the GT")
-    scores = f"agreement {num(row['agreement_score'])}, F1 {num(row['f1'])}"
-    return f"**{row['crop']}** ({row['severity']}; {scores}): {'; '.join(phrases)}."
+    scores = (f"agreement {_agreement(row)},"
+              f" F1 {interval_text(row['f1'], row['f1_ci_low'], row['f1_ci_high'])}")
+    return (f"**{row['crop']}** ({row['severity']}, {CERTAINTY_WORDS[row['certainty']]}; {scores}):"
+            f" {'; '.join(phrases)}.")
 
 
-def _underperforming(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
+def underperforming(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     blocks: list[Block] = [Heading("Underperforming crops"), Paragraph(f"Rule: {rule_text(s)}.")]
     if not len(d.flagged):
         return [*blocks, Paragraph(f"All {len(d.metrics)} crops pass the rule.")]
@@ -111,8 +123,9 @@ def _underperforming(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     if rest > 0:
         sentences = [*sentences[:MAX_SENTENCES], f"{rest} more in the table and in underperforming_crops.csv."]
     table = d.flagged[
-        ["crop", "severity", "reasons", "num_fields", "n_predicted", "agreement_score", "f1", "precision", "conf_mean"]
-    ]
+        ["crop", "severity", "certainty", "reasons", "num_fields", "n_predicted", "agreement_score",
+         "agreement_ci_low", "agreement_ci_high", "f1", "f1_ci_low", "f1_ci_high", "precision", "conf_mean"]
+    ]  # fmt: skip
     return [*blocks, Bullets(sentences), Table(table, "underperforming_crops.csv (worst tier first)")]
 
 
@@ -127,7 +140,7 @@ def _pair_sentence(pair: Any) -> str:
     return f"{pair.a_as_b:,} {a} fields ({pct(pair.a_as_b_share)} of {a}) are predicted as {b}{back}."
 
 
-def _confusions(d: Diagnosis, images: dict[str, Image]) -> list[Block]:
+def confusions(d: Diagnosis, images: dict[str, Image]) -> list[Block]:
     blocks: list[Block] = [Heading("Confusions")]
     if not len(d.pairs):
         blocks.append(Paragraph("No field is predicted as another crop."))
@@ -145,7 +158,7 @@ def _confusions(d: Diagnosis, images: dict[str, Image]) -> list[Block]:
     return blocks
 
 
-def _figures(d: Diagnosis, images: dict[str, Image]) -> list[Block]:
+def figures(d: Diagnosis, images: dict[str, Image]) -> list[Block]:
     blocks: list[Block] = [Heading("Per crop and across the AOI"), images["agreement_by_crop.png"]]
     blocks.append(images["f1_vs_confidence.png"])
     solid = d.blocks.loc[d.blocks["n_fields"] >= 10]
@@ -165,7 +178,7 @@ def _figures(d: Diagnosis, images: dict[str, Image]) -> list[Block]:
     return blocks
 
 
-def _plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
+def plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     sel = d.selection
     plan, picks, held = sel.plan, sel.picks, sel.evaluation
     blocks: list[Block] = [Heading("Active-learning plan")]
@@ -207,7 +220,9 @@ def _plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
         victims = [c for c in row.members.split(" + ") if c != row.crop and d.confusion.at[c, row.crop] > 0]
         where = f"; the fields wrongly predicted as it are {names(victims)} fields, planned with it" if victims else ""
         bullets.append(f"{row.crop} has no GT field in this AOI, so none of it can be labelled here{where}.")
-    table = plan[["group", "crop", "role", "severity", "target", "available", "quota", "expected_ha", "eval_fields"]]
+    table = plan[["group", "crop", "role", "severity", "certainty", "agreement_score", "agreement_ci_low",
+                  "agreement_ci_high", "target", "available", "quota", "expected_ha", "eval_fields",
+                  "eval_ci_half_width"]]
     blocks += [Paragraph(text), Bullets(bullets), Table(table, "label_plan.csv (derivation column: the numbers)")]
     if len(picks):
         top = with_reasons(picks.head(15), s)
@@ -216,7 +231,7 @@ def _plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     return blocks
 
 
-def _input_path(run_info: Mapping[str, Any], name: str) -> str | None:
+def input_path(run_info: Mapping[str, Any], name: str) -> str | None:
     """run_info's inputs.<name>: a path, or a mapping with a path."""
     value = lookup(run_info, "inputs", name)
     path = value.get("path") if isinstance(value, Mapping) else value
@@ -236,7 +251,7 @@ def _flatten(info: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]
     return rows
 
 
-def _settings(run_info: Mapping[str, Any], s: DiagnosisSettings, seed: int) -> list[Block]:
+def settings_blocks(run_info: Mapping[str, Any], s: DiagnosisSettings, seed: int) -> list[Block]:
     values = {**asdict(s), "seed": seed}
     diag = pd.DataFrame({"setting": list(values), "value": [str(v) for v in values.values()]})
     blocks: list[Block] = [Heading("Settings of this run"), Table(diag, "diagnosis settings")]
@@ -246,22 +261,3 @@ def _settings(run_info: Mapping[str, Any], s: DiagnosisSettings, seed: int) -> l
     else:
         blocks.append(Paragraph("The pipeline passed no run information."))
     return blocks
-
-
-def build_report(
-    d: Diagnosis, images: dict[str, Image], *, settings: DiagnosisSettings, run_info: Mapping[str, Any], seed: int
-) -> tuple[str, list[Block]]:
-    """The report's title and blocks, in reading order."""
-    source = _input_path(run_info, "raster") or _input_path(run_info, "fields")
-    twin = " (digital twin)" if lookup(run_info, "inputs", "digital_twin") is True else ""
-    title = f"Crop diagnosis: {Path(source).name}{twin}" if source else "Crop diagnosis"
-    return title, [
-        *_headline(d, settings),
-        *_underperforming(d, settings),
-        *_confusions(d, images),
-        *_figures(d, images),
-        *_plan(d, settings),
-        *caveats_section(d, run_info, settings),
-        *_settings(run_info, settings, seed),
-    ]
-

@@ -1,8 +1,10 @@
-"""The files of one AOI's diagnosis: tables (CSV), the field lists (CSV + GeoPackage), the pictures (PNG) and the
+"""The report of one AOI and its files: tables (CSV), the field lists (CSV + GeoPackage), the pictures (PNG) and the
 report (report.md, self-contained report.html).
 
-Each writer takes what it needs and writes into `out_dir`, so a run can give each its own task on the cluster
-(cropmon/tail.py); `write_diagnosis` runs them one after another for a caller that has the table in hand.
+`build_report` assembles the sections (report/sections.py: every sentence is built from the run's numbers) with the
+figures; `report_document` gives the same page as a Document, for a notebook cell. Each writer takes what it needs
+and writes into `out_dir`, so a run gives each its own task on the cluster (cropmon/tail.py); `write_diagnosis`
+runs them one after another for a caller that has the table in hand.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import pandas as pd
 
 from cropmon.analysis.diagnose import Diagnosis, diagnose_run
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.catalogue import U0C, Catalogue
 from cropmon.io.outputs import write_csv
-from cropmon.report import plots
-from cropmon.report.document import Image, lookup, render_html, render_markdown
+from cropmon.report import plots, sections
+from cropmon.report.caveats import caveats_section
+from cropmon.report.document import Block, Document, Image, lookup, render_html, render_markdown
 from cropmon.report.images import render_images
-from cropmon.report.sections import build_report
 from cropmon.report.wording import plan_table, with_reasons, with_rule
 
 TABLE_FILES: tuple[str, ...] = (
@@ -46,6 +49,32 @@ class Written:
         return self.paths[name]
 
 
+
+
+def build_report(
+    d: Diagnosis, images: dict[str, Image], *, settings: DiagnosisSettings, run_info: Mapping[str, Any], seed: int
+) -> tuple[str, list[Block]]:
+    """The report's title and blocks, in reading order."""
+    source = sections.input_path(run_info, "raster") or sections.input_path(run_info, "fields")
+    twin = " (digital twin)" if lookup(run_info, "inputs", "digital_twin") is True else ""
+    title = f"Crop diagnosis: {Path(source).name}{twin}" if source else "Crop diagnosis"
+    return title, [
+        *sections.headline(d, settings),
+        *sections.underperforming(d, settings),
+        *sections.confusions(d, images),
+        *sections.figures(d, images),
+        *sections.plan(d, settings),
+        *caveats_section(d, run_info, settings),
+        *sections.settings_blocks(run_info, settings, seed),
+    ]
+
+
+def report_document(d: Diagnosis, *, run_info: Mapping[str, Any] | None = None,
+                    map_window: plots.MapWindow | None = None) -> Document:
+    """The report of a diagnosis as a Document (for a notebook cell, or to save), with its figures."""
+    images = render_images(d, d.settings, map_window)
+    title, blocks = build_report(d, images, settings=d.settings, run_info=run_info or {}, seed=d.seed)
+    return Document(title, blocks)
 
 
 def write_tables(d: Diagnosis, settings: DiagnosisSettings, out_dir: Path) -> list[str]:
@@ -124,6 +153,7 @@ def write_diagnosis(
     map_window: plots.MapWindow | None = None,
     seed: int = 0,
     geometries: Callable[[pd.Index], gpd.GeoSeries] | None = None,
+    catalogue: Catalogue = U0C,
 ) -> dict[str, Path]:
     """Write every table, picture and the report of the diagnosis into `out_dir`; return the paths by file name.
 
@@ -133,7 +163,7 @@ def write_diagnosis(
     run_info = run_info or {}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    d = diagnose_run(fields, class_counts, settings=settings, seed=seed)
+    d = diagnose_run(fields, class_counts, settings=settings, seed=seed, catalogue=catalogue)
     crs = map_window.crs if map_window is not None else lookup(run_info, "inputs", "raster", "crs")
     images = render_images(d, settings, map_window)
     names = [

@@ -4,6 +4,7 @@ columns and the report's sentences say the same thing with the same figures."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from cropmon.analysis.settings import DiagnosisSettings
@@ -15,8 +16,49 @@ def rule_text(s: DiagnosisSettings) -> str:
         f"underperforming when agreement < {s.min_agreement:g}, or F1 < {s.min_f1:g}, or mean confidence"
         f" < {s.min_confidence:g}; tier critical when min(agreement, F1) < {s.critical_score:g}, high when"
         f" wrong (agreement or F1 low) and unsure (confidence low), medium when only wrong, low when only unsure;"
-        f" one tier down with fewer than {s.min_fields} GT fields"
+        f" one tier down with fewer than {s.min_fields} GT fields; certain when the 95 % interval of a failed"
+        " measure lies wholly under its threshold (Wilson for agreement and F1, Student t for mean confidence),"
+        f" possible when only its point estimate does, too few fields to tell when not certain with fewer than"
+        f" {s.min_fields} GT fields"
     )
+
+
+MEASURE_WORDS = {"low_agreement": "agreement", "low_f1": "F1", "low_confidence": "confidence"}
+CERTAINTY_WORDS = {"certain": "certainly", "possible": "possibly", "too_few_fields": "too few fields to tell"}
+
+
+def interval_text(value: float, low: float, high: float, digits: int = 2) -> str:
+    """'0.42 [0.40, 0.43]' ('n/a' without a value; the value alone without an interval)."""
+    if pd.isna(value):
+        return "n/a"
+    if pd.isna(low) or pd.isna(high):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def evidence_text(row: pd.Series, s: DiagnosisSettings) -> str:
+    """How sure the plan is about a planned crop: its agreement with the 95 % interval, and the certainty."""
+    if pd.isna(row.get("agreement_ci_low", np.nan)):
+        return ""
+    agreement = interval_text(row["agreement_score"], row["agreement_ci_low"], row["agreement_ci_high"])
+    text = f"agreement {agreement} over {int(row['num_fields']):,} GT fields"
+    if row["role"] != "underperforming":
+        return f"{text} (a contrast crop)"
+    certainty = row.get("certainty")
+    if certainty == "certain":
+        measures = [MEASURE_WORDS[m] for m in str(row.get("certainly_failed") or "").split(";") if m]
+        return f"{text}: certainly underperforming ({' and '.join(measures)} interval under the threshold)"
+    if certainty == "too_few_fields":
+        return f"{text}: too few fields to tell, the labels also narrow the interval"
+    return f"{text}: possibly underperforming (its interval reaches the thresholds)"
+
+
+def eval_text(row: pd.Series) -> str:
+    """What the held-back fields of a planned crop will measure, with its precision."""
+    if int(row.get("eval_fields", 0) or 0) == 0 or pd.isna(row.get("eval_ci_half_width", np.nan)):
+        return ""
+    return (f"; {int(row['eval_fields'])} held back measure the next model's agreement to"
+            f" +-{row['eval_ci_half_width']:.2f} (95 %)")
 
 
 def with_rule(flagged: pd.DataFrame, s: DiagnosisSettings) -> pd.DataFrame:
@@ -40,10 +82,12 @@ def plan_derivation(plan: pd.DataFrame, s: DiagnosisSettings, *, own_budget: boo
     texts = []
     for _, row in plan.iterrows():
         capped = min(int(row["target"]), int(row["available"]))
-        text = f"{_target_text(row, s)}; {int(row['available'])} informative fields in label blocks -> {capped}"
+        evidence = evidence_text(row, s)
+        text = (f"{evidence + '; ' if evidence else ''}{_target_text(row, s)};"
+                f" {int(row['available'])} informative fields in label blocks -> {capped}")
         if own_budget and int(row["quota"]) < capped:
             text += f"; budget {s.label_budget} -> {int(row['quota'])}"
-        texts.append(text)
+        texts.append(text + eval_text(row))
     return pd.Series(texts, index=plan.index, dtype=object)
 
 

@@ -1,0 +1,290 @@
+"""cropmon as a library, for notebooks and scripts: `analyse`, `diagnose`, `run`, `compare`.
+
+    import cropmon
+
+    results = cropmon.analyse("predictions.tif", "fields.gpkg", scheduler="threads")
+    d = cropmon.diagnose(results)
+    d.underperforming.head()     # the worst crops, with how sure the rule is
+    d.report()                   # the HTML report, shown by a notebook cell
+    cropmon.run(raster="predictions.tif", fields="fields.gpkg", out="outputs/v1")   # what the CLI does
+
+Bad input raises the typed errors of `cropmon.errors` (InputError and its kinds: the CLI's exit code 2;
+ClusterError: exit code 3), with the file, the problem and the fix in the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cropmon import errors, manifest, pipeline
+from cropmon.analysis import diagnose as diagnose_mod
+from cropmon.analysis.compare import DEFAULT_BOOTSTRAP
+from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.catalogue import Catalogue
+from cropmon.cluster import ClusterHandle, TLSFiles, connect, use_client
+from cropmon.config import RunConfig, build_config
+from cropmon.engine.analyse import FieldResults, analyse_fields
+from cropmon.engine.zonal import warm_up
+from cropmon.report import sections
+from cropmon.report.compare import Comparison, compare_runs, write_comparison
+from cropmon.report.document import Document
+from cropmon.report.map_window import map_window
+from cropmon.report.single import report_document
+from cropmon.report.wording import plan_table, with_reasons, with_rule
+
+ENGINE_OPTIONS = ("layer", "label_column", "class_band", "confidence_band", "chunk_rows", "progress",
+                  "no_worker_timeout")
+CLUSTER_OPTIONS = ("workers", "threads_per_worker", "memory_limit", "dashboard_address", "tls_ca_file", "tls_cert",
+                   "tls_key")
+
+
+def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: Any = None,
+            classes: Catalogue | Mapping[str, list[str]] | str | Path | None = None, **options: Any) -> FieldResults:
+    """Per-field class histograms, majority class, purity and confidence of `fields` on `raster`, on Dask.
+
+    - `raster`: the prediction GeoTIFF's path, or a rioxarray DataArray opened from a file
+      (`rioxarray.open_rasterio(path)`): cropmon reads that file itself, whole (bands by `class_band` /
+      `confidence_band`, not by the array's selection; a spatial subset is refused: write it out first).
+    - `fields`: a vector file's path, or a GeoDataFrame. A GeoDataFrame is written once to a temporary GeoPackage
+      (layer `fields`, in `tempfile.gettempdir()`; the workers read their polygons from it, so on a remote cluster
+      pass a path on shared storage instead); it is removed when the results are garbage-collected. The table
+      keeps the GeoDataFrame's row order (its index is not kept: `field_id` names the rows).
+    - `scheduler`: 'threads' (in-process), 'local' (a LocalCluster, the default unless DASK_SCHEDULER_ADDRESS is
+      set) or 'tcp://HOST:PORT'; `client`: your own `distributed.Client`, used as it is and never closed.
+    - `classes`: the model's class list (path to JSON/CSV, a {crop: [aliases]} mapping or a Catalogue); default u0c.
+    - `options`: the run's settings the engine uses (`layer`, `label_column`, `class_band`, `confidence_band`,
+      `chunk_rows`, `progress`, `no_worker_timeout`; for a local cluster `workers`, `threads_per_worker`,
+      `memory_limit`, `dashboard_address`; for tls:// `tls_ca_file`, `tls_cert`, `tls_key`), checked as the CLI
+      checks its flags. Only these arguments count: no config file, no CROPMON_* variable (`run` reads those).
+
+    Returns FieldResults: `.table` (one row per field, the reference columns first), `.class_counts` (pixels per
+    class and field, sparse), `.catalogue`, `.invalid_values`, `.timings`.
+
+    >>> results = cropmon.analyse("predictions.tif", "fields.gpkg", scheduler="threads")  # doctest: +SKIP
+    >>> results.table[["field_id", "gt_label", "majority_crop_label", "confidence_score"]].head()  # doctest: +SKIP
+    """
+    unknown = sorted(set(options) - set(ENGINE_OPTIONS) - set(CLUSTER_OPTIONS))
+    if unknown:
+        raise errors.ConfigError(f"analyse() has no option {', '.join(unknown)}",
+                                 fix=f"use {', '.join(ENGINE_OPTIONS + CLUSTER_OPTIONS)} (or cropmon.run for a run)")
+    if scheduler is not None and client is not None:
+        raise errors.ConfigError("scheduler= and client= exclude each other", fix="pass one of them")
+    raster_path = _raster_path(raster)
+    with _fields_file(fields, options.get("label_column", "normalized_label")) as (fields_path, scratch):
+        config = build_config({**options, "raster": raster_path, "fields": fields_path, "scheduler": scheduler,
+                               "classes": classes}, environ={})
+        if scratch is not None:
+            config = dataclasses.replace(config, layer="fields")
+        with _cluster(config, client) as handle:
+            results = analyse_fields(
+                config.raster, config.fields, cluster=handle, chunk_rows=config.chunk_rows, layer=config.layer,
+                label_column=config.label_column, class_band=config.class_band,
+                confidence_band=config.confidence_band, progress=pipeline.want_progress(config),
+                no_worker_timeout=config.no_worker_timeout, catalogue=config.catalogue(),
+                tie_break=config.tie_break, scratch_dir=config.scratch_dir,
+            )
+        if scratch is not None:
+            results.keep_alive = weakref.finalize(results, shutil.rmtree, scratch, ignore_errors=True)
+    return results
+
+
+@dataclass(frozen=True)
+class Diagnosis(diagnose_mod.Diagnosis):
+    """The diagnosis of one AOI (every number of the run's report), as DataFrames, and its report.
+
+    `crop_metrics`, `underperforming`, `label_plan`, `fields_to_label`, `evaluation_fields`, `confusion_matrix`,
+    `pixel_confusion_matrix` are the tables of the CSV files of a run (same columns, unrounded); `report()` is the
+    HTML report, which a notebook cell displays; `overall` and `caveats` hold the headline numbers.
+    """
+
+    results: FieldResults | None = None
+
+    @property
+    def crop_metrics(self) -> pd.DataFrame:
+        return self.metrics
+
+    @property
+    def underperforming(self) -> pd.DataFrame:
+        return with_rule(self.flagged, self.settings)
+
+    @property
+    def label_plan(self) -> pd.DataFrame:
+        return plan_table(self.selection.plan, self.settings)
+
+    @property
+    def fields_to_label(self) -> pd.DataFrame:
+        return with_reasons(self.selection.picks, self.settings)
+
+    @property
+    def evaluation_fields(self) -> pd.DataFrame:
+        return self.selection.evaluation
+
+    @property
+    def confusion_matrix(self) -> pd.DataFrame:
+        return self.confusion
+
+    @property
+    def pixel_confusion_matrix(self) -> pd.DataFrame:
+        return self.pixel_confusion
+
+    def report(self) -> Document:
+        """The report (headline, underperforming crops, confusions, figures, plan, caveats), as in report.html."""
+        info: dict[str, Any] = {}
+        window = None
+        if self.results is not None:
+            info = {"inputs": {"raster": self.results.raster.as_manifest(),
+                               "fields": self.results.table.attrs.get("source", {}),
+                               "classes": self.catalogue.as_manifest()},
+                    "fields": manifest.field_counts(self.results)}  # fmt: skip
+            window = map_window(self.results)
+        return report_document(self, run_info=info, map_window=window)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the headline and the underperforming crops (the whole report: `.report()`)."""
+        blocks = [*sections.headline(self, self.settings), *sections.underperforming(self, self.settings)]
+        return Document("Crop diagnosis (summary; .report() for the whole report)", blocks).html
+
+
+def diagnose(results: FieldResults, *, settings: DiagnosisSettings | Mapping[str, Any] | None = None,
+             seed: int = 0) -> Diagnosis:
+    """Per-crop metrics with 95 % intervals, confusions, underperforming crops, the active-learning plan.
+
+    `settings`: the thresholds (`DiagnosisSettings`, or a mapping like the config file's [diagnosis] table);
+    `seed`: the plan's tie-breaks. The classes are the results' own catalogue.
+
+    >>> d = cropmon.diagnose(results, settings={"min_agreement": 0.8})  # doctest: +SKIP
+    >>> d.underperforming[["crop", "severity", "certainty", "agreement_score", "agreement_ci_high"]]  # doctest: +SKIP
+    >>> d.report()  # in a notebook: the HTML report  # doctest: +SKIP
+    """
+    if not isinstance(results, FieldResults):
+        raise errors.ConfigError(f"diagnose() takes cropmon.analyse's FieldResults, not a {type(results).__name__}",
+                                 fix="results = cropmon.analyse(raster, fields); cropmon.diagnose(results)")
+    if not isinstance(settings, DiagnosisSettings):
+        settings = DiagnosisSettings.from_mapping(settings or {})
+    base = diagnose_mod.diagnose_run(results.table, results.class_counts, settings=settings, seed=seed,
+                                     catalogue=results.catalogue)
+    return Diagnosis(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, results=results)
+
+
+def run(*, raster: str | Path | None = None, fields: str | Path | None = None, out: str | Path | None = None,
+        config: str | Path | None = None, **options: Any) -> pipeline.RunOutcome:
+    """What `python -m cropmon run` does: analyse, write every output atomically into `out`, return the outcome.
+
+    Settings as the CLI takes them: defaults < `config` (a TOML file) < CROPMON_* environment < these arguments;
+    `options` are the flags' names with underscores (`scheduler`, `workers`, `chunk_rows`, `classes`, `seed`,
+    `aois`, `diagnosis` = a mapping or DiagnosisSettings ...). Without raster and fields: the digital twin.
+
+    Returns the RunOutcome: `.out_dir`, `.paths` (files by name), `.counts` (fields read, scored, dropped and why),
+    `.timings` (seconds per stage) and `.manifest` (run.json). The per-field table is in `out` (fields.parquet);
+    `analyse` brings one back into memory.
+
+    >>> outcome = cropmon.run(raster="predictions.tif", fields="fields.gpkg", out="outputs/v1")  # doctest: +SKIP
+    >>> outcome.counts["n_scored"], outcome.paths["report.html"]  # doctest: +SKIP
+    """
+    flags = {**options, "raster": _str(raster), "fields": _str(fields), "out": _str(out)}
+    known = [f.name for f in dataclasses.fields(RunConfig)]
+    unknown = sorted(set(flags) - set(known))
+    if unknown:
+        raise errors.ConfigError(f"run() has no option {', '.join(unknown)}", fix=f"known settings: {', '.join(known)}")
+    return pipeline.run(build_config(flags, config_file=_str(config)))
+
+
+def compare(run_a: str | Path, run_b: str | Path, *, out: str | Path | None = None, n_boot: int = DEFAULT_BOOTSTRAP,
+            seed: int = 0) -> Comparison:
+    """Compare two runs' output directories per crop on run A's held-back evaluation fields (bootstrap intervals,
+    a verdict per crop). With `out`, also writes comparison.csv/.png/.md there, as `python -m cropmon compare`.
+
+    >>> c = cropmon.compare("outputs/v1", "outputs/v2")  # doctest: +SKIP
+    >>> c.table[["crop", "verdict", "agreement_a", "agreement_b", "agreement_delta"]]  # doctest: +SKIP
+    """
+    result = compare_runs(run_a, run_b, n_boot=n_boot, seed=seed)
+    if out is None:
+        return result
+    written, _, _ = write_comparison(run_a, run_b, out, n_boot=n_boot, seed=seed)
+    return Comparison(result.table, result.evaluation, result.report, out_dir=written)
+
+
+def _str(value: str | Path | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _raster_path(raster: Any) -> str:
+    """The file behind `raster`: a path as given, or the source file of a rioxarray DataArray (checked whole)."""
+    if isinstance(raster, str | Path):
+        return str(raster)
+    source = getattr(raster, "encoding", {}).get("source") if hasattr(raster, "dims") else None
+    if not source:
+        raise errors.InputError(
+            f"raster is a {type(raster).__name__} with no file behind it",
+            fix="pass the GeoTIFF's path, or an array from rioxarray.open_rasterio(path) (write an in-memory array"
+            " with .rio.to_raster(path) first)",
+        )
+    import rasterio
+
+    with rasterio.open(source) as src:
+        shape = (src.height, src.width)
+    sizes = dict(zip(raster.dims, raster.shape, strict=True))
+    if (sizes.get("y"), sizes.get("x")) != shape:
+        raise errors.InputError(
+            f"the array is a {sizes.get('y')} x {sizes.get('x')} subset of its {shape[0]} x {shape[1]} file",
+            path=source, fix="cropmon reads whole files: write the subset with .rio.to_raster(path) and pass that",
+        )
+    return str(source)
+
+
+@contextlib.contextmanager
+def _fields_file(fields: Any, label_column: str) -> Iterator[tuple[str, str | None]]:
+    """(path, scratch directory or None): a path as given, or a GeoDataFrame written to a temporary GeoPackage.
+
+    The scratch directory outlives this block when the analysis succeeds (the results read polygons from it); it
+    is removed at once when the analysis fails."""
+    if isinstance(fields, str | Path):
+        yield str(fields), None
+        return
+    if not (hasattr(fields, "geometry") and hasattr(fields, "crs")):
+        raise errors.InputError(f"fields is a {type(fields).__name__}",
+                                fix="pass a vector file's path or a geopandas.GeoDataFrame")
+    if fields.crs is None:
+        raise errors.MissingCRS("the GeoDataFrame of fields has no CRS",
+                                fix="set it, e.g. fields.set_crs('EPSG:4326') (the real ground truth is EPSG:4326)")
+    if label_column not in fields.columns:
+        raise errors.MissingColumn(f"the GeoDataFrame has no column {label_column!r} (columns: "
+                                   f"{', '.join(map(str, fields.columns))})", fix="pass label_column=NAME")
+    if not len(fields):
+        raise errors.EmptyInput("the GeoDataFrame of fields is empty", fix="pass fields with polygons")
+    import pyogrio
+
+    scratch = tempfile.mkdtemp(prefix="cropmon-fields-")
+    path = Path(scratch) / "fields.gpkg"
+    try:
+        pyogrio.write_dataframe(fields.reset_index(drop=True), path, layer="fields", driver="GPKG")
+    except Exception as exc:  # pyogrio's errors: a column type a GeoPackage cannot hold, a full disk ...
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise errors.InputError(f"the GeoDataFrame cannot be written to a GeoPackage ({errors.first_line(exc)})",
+                                path=path, fix="keep plain columns (numbers, text) and polygon geometries") from exc
+    try:
+        yield str(path), scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def _cluster(config, client: Any) -> Iterator[ClusterHandle]:
+    if client is not None:
+        yield use_client(client)
+        return
+    with connect(config.scheduler, workers=config.workers, threads_per_worker=config.threads_per_worker,
+                 memory_limit=config.memory_limit, dashboard_address=config.dashboard_address,
+                 tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key), warm_up=warm_up) as handle:
+        yield handle
