@@ -199,13 +199,15 @@ def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, co
     out_dir = staging / name if name else staging
     out_dir.mkdir(exist_ok=True)
     destination = _destination(handle, out_dir, config)
+    places = handle.places(3)  # the table's worker, and two others for its files
     with handle.scoped(name):
-        job = submit_fields(handle, inputs, timer=timer)
+        job = submit_fields(handle, inputs, timer=timer, home=places[0] if places else None)
         header = manifest.run_header(raster=job.raster, source=job.source, n_fields=job.n_fields,
                                      settings=config.as_manifest(), is_twin=is_twin, started=started,
                                      fields_read=job.fields_read, catalogue=inputs.catalogue)
         tail = submit_tail(handle, job, settings=config.diagnosis, seed=config.seed, destination=destination,
-                           header={**header, "timings_s": dict(timer.seconds)}, summarise=summarise)
+                           header={**header, "timings_s": dict(timer.seconds)}, summarise=summarise,
+                           places=places)
     return AOIRun(name=name, out_dir=out_dir, destination=destination, header=header, job=job, tail=tail,
                   timer=timer, started=started)
 

@@ -168,16 +168,23 @@ def write_pooled_task(names: list[str], *summaries: AOISummary, settings: Diagno
 
 
 def submit_tail(handle: ClusterHandle, job: FieldJob, *, settings: DiagnosisSettings, seed: int,
-                destination: Destination, header: dict[str, Any], summarise: bool = False) -> Tail:
-    """Submit every task of one AOI's tail (see the module docstring); returns at once."""
+                destination: Destination, header: dict[str, Any], summarise: bool = False,
+                places: list[str] | None = None) -> Tail:
+    """Submit every task of one AOI's tail (see the module docstring); returns at once.
+
+    `places` (ClusterHandle.places; the first is the worker that assembles the table): the diagnosis, first in
+    line, runs on the table's worker; the two per-field files on the others, side by side with it."""
     results = job.results
+    home, *others = places or [None]
+    files_on = others or [home]
 
     def product(stage: str, write, *args: Any, **kwargs: Any):
         return handle.submit(outputs.produce, write, *args, destination=destination, stage=stage, **kwargs)
 
-    full = handle.submit(diagnose_results, results, settings=settings, seed=seed, stage="diagnosis")
-    products = {"field-gpkg": product("field-gpkg", write_fields_gpkg_task, results),
-                "field-parquet": product("field-parquet", write_fields_parquet_task, results)}
+    full = handle.submit(diagnose_results, results, settings=settings, seed=seed, stage="diagnosis", on=home,
+                         priority=1)
+    products = {"field-gpkg": product("field-gpkg", write_fields_gpkg_task, results, on=files_on[-1]),
+                "field-parquet": product("field-parquet", write_fields_parquet_task, results, on=files_on[0])}
     counts = handle.submit(field_counts_task, results, stage="field-counts")
     diagnosis = handle.submit(slim_diagnosis, full, stage="diagnosis-slim")
     window = handle.submit(map_window_task, results, stage="map-window")

@@ -46,6 +46,9 @@ def results(inputs):
 def test_import_is_cheap_and_the_names_load_on_use():
     code = ("import sys, cropmon; heavy = [m for m in ('dask', 'distributed', 'pandas', 'sklearn', 'matplotlib')"
             " if m in sys.modules]; assert not heavy, heavy; import cropmon.cli; assert 'dask' not in sys.modules;"
+            # what the CLI's run loads on the client: the tail's libraries run on the workers
+            " import cropmon.api; heavy = [m for m in ('sklearn', 'matplotlib', 'scipy') if m in sys.modules];"
+            " assert not heavy, heavy;"
             " assert all(getattr(cropmon, n) is not None for n in cropmon.__all__); print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.stdout.strip() == "ok", done.stderr

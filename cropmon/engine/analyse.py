@@ -138,15 +138,17 @@ def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | No
                        catalogue=catalogue or U0C)
 
 
-def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTimer | None = None) -> FieldJob:
-    """Put the analysis of one AOI on the cluster; returns once the graph is submitted."""
+def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTimer | None = None,
+                  home: str | None = None) -> FieldJob:
+    """Put the analysis of one AOI on the cluster; returns once the graph is submitted. `home`: the worker that
+    assembles the per-field table (and keeps it for the tail: ClusterHandle.places); any when None."""
     timer = timer or StageTimer()
     info, header = inputs.raster, inputs.fields
     with timer.stage("read fields"):
         prepared_and_index = handle.submit(prepare_fields_task, str(header.path), layer=header.layer,
                                            label_column=inputs.label_column, raster_crs=info.crs,
                                            chunks=inputs.chunks, scratch_dir=inputs.scratch_dir,
-                                           catalogue=inputs.catalogue, stage="read-fields")
+                                           catalogue=inputs.catalogue, stage="read-fields", on=home)
         prepared = handle.submit(operator.itemgetter(0), prepared_and_index, stage="prepared-fields")
         index = handle.submit(operator.itemgetter(1), prepared_and_index, stage="field-index")
         facts = handle.result(handle.submit(layout_facts, prepared_and_index, stage="field-layout"))
@@ -166,7 +168,7 @@ def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTim
         submitted = time.perf_counter()
         summaries = handle.compute(graph)
         results = handle.submit(assemble_results, prepared, index, info, inputs.catalogue, *summaries,
-                                stage="assemble-table")
+                                stage="assemble-table", on=home)
     return FieldJob(raster=info, source=facts.source, results=results, summaries=summaries, timings=timer.seconds,
                     n_fields=facts.n_fields, submitted=submitted, fields_read=facts.attrs)
 

@@ -20,27 +20,37 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from cropmon import errors, manifest, pipeline
-from cropmon.analysis import diagnose as diagnose_mod
+from cropmon import errors, pipeline
 from cropmon.analysis.compare import DEFAULT_BOOTSTRAP
-from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import Catalogue
 from cropmon.cluster import ClusterHandle, TLSFiles, connect, use_client
 from cropmon.config import RunConfig, build_config
 from cropmon.engine.analyse import FieldResults, analyse_fields
 from cropmon.engine.zonal import warm_up
-from cropmon.report import sections
-from cropmon.report.compare import Comparison, compare_runs, write_comparison
-from cropmon.report.document import Document
-from cropmon.report.map_window import map_window
-from cropmon.report.single import report_document
-from cropmon.report.wording import plan_table, with_reasons, with_rule
+
+if TYPE_CHECKING:
+    from cropmon.api.diagnosis import Diagnosis, diagnose
+    from cropmon.report.compare import Comparison
+
+__all__ = ["Comparison", "Diagnosis", "analyse", "compare", "diagnose", "run"]
+
+# The diagnosis and the comparison load scikit-learn and matplotlib (~0.7 s): `run`, which the CLI calls, needs
+# neither on the client (the tail runs them on the workers), so they load on first use (PEP 562).
+_LAZY = {"Diagnosis": "cropmon.api.diagnosis", "diagnose": "cropmon.api.diagnosis",
+         "Comparison": "cropmon.report.compare"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cropmon.api' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
 
 ENGINE_OPTIONS = ("layer", "label_column", "class_band", "confidence_band", "chunk_rows", "progress",
                   "no_worker_timeout")
@@ -98,84 +108,6 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
     return results
 
 
-@dataclass(frozen=True)
-class Diagnosis(diagnose_mod.Diagnosis):
-    """The diagnosis of one AOI (every number of the run's report), as DataFrames, and its report.
-
-    `crop_metrics`, `underperforming`, `label_plan`, `fields_to_label`, `evaluation_fields`, `confusion_matrix`,
-    `pixel_confusion_matrix` are the tables of the CSV files of a run (same columns, unrounded); `report()` is the
-    HTML report, which a notebook cell displays; `overall` and `caveats` hold the headline numbers.
-    """
-
-    results: FieldResults | None = None
-
-    @property
-    def crop_metrics(self) -> pd.DataFrame:
-        return self.metrics
-
-    @property
-    def underperforming(self) -> pd.DataFrame:
-        return with_rule(self.flagged, self.settings)
-
-    @property
-    def label_plan(self) -> pd.DataFrame:
-        return plan_table(self.selection.plan, self.settings)
-
-    @property
-    def fields_to_label(self) -> pd.DataFrame:
-        return with_reasons(self.selection.picks, self.settings)
-
-    @property
-    def evaluation_fields(self) -> pd.DataFrame:
-        return self.selection.evaluation
-
-    @property
-    def confusion_matrix(self) -> pd.DataFrame:
-        return self.confusion
-
-    @property
-    def pixel_confusion_matrix(self) -> pd.DataFrame:
-        return self.pixel_confusion
-
-    def report(self) -> Document:
-        """The report (headline, underperforming crops, confusions, figures, plan, caveats), as in report.html."""
-        info: dict[str, Any] = {}
-        window = None
-        if self.results is not None:
-            info = {"inputs": {"raster": self.results.raster.as_manifest(),
-                               "fields": self.results.table.attrs.get("source", {}),
-                               "classes": self.catalogue.as_manifest()},
-                    "fields": manifest.field_counts(self.results)}  # fmt: skip
-            window = map_window(self.results)
-        return report_document(self, run_info=info, map_window=window)
-
-    def _repr_html_(self) -> str:
-        """In a notebook: the headline and the underperforming crops (the whole report: `.report()`)."""
-        blocks = [*sections.headline(self, self.settings), *sections.underperforming(self, self.settings)]
-        return Document("Crop diagnosis (summary; .report() for the whole report)", blocks).html
-
-
-def diagnose(results: FieldResults, *, settings: DiagnosisSettings | Mapping[str, Any] | None = None,
-             seed: int = 0) -> Diagnosis:
-    """Per-crop metrics with 95 % intervals, confusions, underperforming crops, the active-learning plan.
-
-    `settings`: the thresholds (`DiagnosisSettings`, or a mapping like the config file's [diagnosis] table);
-    `seed`: the plan's tie-breaks. The classes are the results' own catalogue.
-
-    >>> d = cropmon.diagnose(results, settings={"min_agreement": 0.8})  # doctest: +SKIP
-    >>> d.underperforming[["crop", "severity", "certainty", "agreement_score", "agreement_ci_high"]]  # doctest: +SKIP
-    >>> d.report()  # in a notebook: the HTML report  # doctest: +SKIP
-    """
-    if not isinstance(results, FieldResults):
-        raise errors.ConfigError(f"diagnose() takes cropmon.analyse's FieldResults, not a {type(results).__name__}",
-                                 fix="results = cropmon.analyse(raster, fields); cropmon.diagnose(results)")
-    if not isinstance(settings, DiagnosisSettings):
-        settings = DiagnosisSettings.from_mapping(settings or {})
-    base = diagnose_mod.diagnose_run(results.table, results.class_counts, settings=settings, seed=seed,
-                                     catalogue=results.catalogue)
-    return Diagnosis(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, results=results)
-
-
 def run(*, raster: str | Path | None = None, fields: str | Path | None = None, out: str | Path | None = None,
         config: str | Path | None = None, **options: Any) -> pipeline.RunOutcome:
     """What `python -m cropmon run` does: analyse, write every output atomically into `out`, return the outcome.
@@ -207,6 +139,8 @@ def compare(run_a: str | Path, run_b: str | Path, *, out: str | Path | None = No
     >>> c = cropmon.compare("outputs/v1", "outputs/v2")  # doctest: +SKIP
     >>> c.table[["crop", "verdict", "agreement_a", "agreement_b", "agreement_delta"]]  # doctest: +SKIP
     """
+    from cropmon.report.compare import Comparison, compare_runs, write_comparison
+
     result = compare_runs(run_a, run_b, n_boot=n_boot, seed=seed)
     if out is None:
         return result

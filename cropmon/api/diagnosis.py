@@ -1,0 +1,102 @@
+"""The diagnosis of one AOI for a notebook or a script: `diagnose(results)` and the `Diagnosis` it returns (every
+table of a run's CSV files as DataFrames, and the HTML report). Loaded on first use of `cropmon.diagnose`: it
+imports scikit-learn and matplotlib, which `cropmon.run` does not need on the client."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from cropmon import errors, manifest
+from cropmon.analysis import diagnose as diagnose_mod
+from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.engine.analyse import FieldResults
+from cropmon.report import sections
+from cropmon.report.document import Document
+from cropmon.report.map_window import map_window
+from cropmon.report.single import report_document
+from cropmon.report.wording import plan_table, with_reasons, with_rule
+
+__all__ = ["Diagnosis", "diagnose"]
+
+
+@dataclass(frozen=True)
+class Diagnosis(diagnose_mod.Diagnosis):
+    """The diagnosis of one AOI (every number of the run's report), as DataFrames, and its report.
+
+    `crop_metrics`, `underperforming`, `label_plan`, `fields_to_label`, `evaluation_fields`, `confusion_matrix`,
+    `pixel_confusion_matrix` are the tables of the CSV files of a run (same columns, unrounded); `report()` is the
+    HTML report, which a notebook cell displays; `overall` and `caveats` hold the headline numbers.
+    """
+
+    results: FieldResults | None = None
+
+    @property
+    def crop_metrics(self) -> pd.DataFrame:
+        return self.metrics
+
+    @property
+    def underperforming(self) -> pd.DataFrame:
+        return with_rule(self.flagged, self.settings)
+
+    @property
+    def label_plan(self) -> pd.DataFrame:
+        return plan_table(self.selection.plan, self.settings)
+
+    @property
+    def fields_to_label(self) -> pd.DataFrame:
+        return with_reasons(self.selection.picks, self.settings)
+
+    @property
+    def evaluation_fields(self) -> pd.DataFrame:
+        return self.selection.evaluation
+
+    @property
+    def confusion_matrix(self) -> pd.DataFrame:
+        return self.confusion
+
+    @property
+    def pixel_confusion_matrix(self) -> pd.DataFrame:
+        return self.pixel_confusion
+
+    def report(self) -> Document:
+        """The report (headline, underperforming crops, confusions, figures, plan, caveats), as in report.html."""
+        info: dict[str, Any] = {}
+        window = None
+        if self.results is not None:
+            info = {"inputs": {"raster": self.results.raster.as_manifest(),
+                               "fields": self.results.table.attrs.get("source", {}),
+                               "classes": self.catalogue.as_manifest()},
+                    "fields": manifest.field_counts(self.results)}  # fmt: skip
+            window = map_window(self.results)
+        return report_document(self, run_info=info, map_window=window)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the headline and the underperforming crops (the whole report: `.report()`)."""
+        blocks = [*sections.headline(self, self.settings), *sections.underperforming(self, self.settings)]
+        return Document("Crop diagnosis (summary; .report() for the whole report)", blocks).html
+
+
+def diagnose(results: FieldResults, *, settings: DiagnosisSettings | Mapping[str, Any] | None = None,
+             seed: int = 0) -> Diagnosis:
+    """Per-crop metrics with 95 % intervals, confusions, underperforming crops, the active-learning plan.
+
+    `settings`: the thresholds (`DiagnosisSettings`, or a mapping like the config file's [diagnosis] table);
+    `seed`: the plan's tie-breaks. The classes are the results' own catalogue.
+
+    >>> d = cropmon.diagnose(results, settings={"min_agreement": 0.8})  # doctest: +SKIP
+    >>> d.underperforming[["crop", "severity", "certainty", "agreement_score", "agreement_ci_high"]]  # doctest: +SKIP
+    >>> d.report()  # in a notebook: the HTML report  # doctest: +SKIP
+    """
+    if not isinstance(results, FieldResults):
+        raise errors.ConfigError(f"diagnose() takes cropmon.analyse's FieldResults, not a {type(results).__name__}",
+                                 fix="results = cropmon.analyse(raster, fields); cropmon.diagnose(results)")
+    if not isinstance(settings, DiagnosisSettings):
+        settings = DiagnosisSettings.from_mapping(settings or {})
+    base = diagnose_mod.diagnose_run(results.table, results.class_counts, settings=settings, seed=seed,
+                                     catalogue=results.catalogue)
+    return Diagnosis(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, results=results)
