@@ -1,5 +1,5 @@
-"""Process tuning for the client and the workers: GDAL's block cache, Arrow's allocator, and the worker plugin that
-applies both to every worker of a cluster, present and future."""
+"""Process tuning for the client and the workers: GDAL's block cache, Arrow's and glibc's allocators, and the worker
+plugin that applies them to every worker of a cluster, present and future."""
 
 from __future__ import annotations
 
@@ -29,9 +29,39 @@ def limit_gdal_block_cache(max_bytes: int = GDAL_BLOCK_CACHE_BYTES) -> None:
 
 
 
+MALLOC_MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's own ceiling for its dynamic threshold
+MALLOC_TRIM_THRESHOLD_BYTES = 64 * 2**20  # twice it, as glibc's dynamic rule would set it
+
+
+def reuse_freed_memory() -> bool:
+    """Let glibc reuse the memory a task frees for the next task's arrays, instead of returning it to the OS and
+    faulting it in again (glibc on Linux; False elsewhere).
+
+    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also switches off glibc's dynamic mmap
+    threshold: every array over 128 KiB is then mapped and unmapped, and each new one pays page faults for fresh
+    zeroed pages. On a 2-core VM (~6 s per GiB of first-touched memory) the diagnosis of the full twin took 1.03 s
+    in a worker and 0.64 s in a plain process; with these thresholds, 0.60 s in the worker (same data, warm, one
+    session). A worker keeps at most 64 MiB of freed heap above its live data.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD_BYTES)
+                and mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD_BYTES))
+
+
 def worker_plugin():
-    """A Dask worker plugin that applies `limit_gdal_block_cache` and `return_freed_memory` on every worker,
-    present and future (registered by cluster.connect)."""
+    """A Dask worker plugin that applies `limit_gdal_block_cache`, `return_freed_memory` and `reuse_freed_memory`
+    on every worker, present and future (registered by cluster.connect)."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class ProcessTuning(WorkerPlugin):
@@ -40,5 +70,6 @@ def worker_plugin():
         def setup(self, worker) -> None:
             limit_gdal_block_cache()
             return_freed_memory()
+            reuse_freed_memory()
 
     return ProcessTuning()
