@@ -78,7 +78,7 @@ def block_labels(bx: pd.Series, by: pd.Series) -> pd.Series:
 def block_agreement(fields: pd.DataFrame, grid: BlockGrid, catalogue: Catalogue = U0C) -> pd.DataFrame:
     """Per spatial block with evaluable fields: fields, agreement, error rate and the block's bounds (for maps)."""
     truth, pred = truth_and_prediction(fields, catalogue)
-    ev = fields.loc[truth.index]
+    ev = fields.loc[truth.index, ["x", "y"]]
     ok = np.isfinite(ev["x"].astype(float)) & np.isfinite(ev["y"].astype(float))
     bx, by = grid.index(ev.loc[ok, "x"].to_numpy(float), ev.loc[ok, "y"].to_numpy(float))
     right = (truth == pred).loc[ok].to_numpy()

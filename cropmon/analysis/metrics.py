@@ -32,7 +32,7 @@ def evaluable(fields: pd.DataFrame) -> pd.Series:
 
 def truth_and_prediction(fields: pd.DataFrame, catalogue: Catalogue = U0C) -> tuple[pd.Series, pd.Series]:
     """Crop names of the ground truth and of the majority class, for the evaluable fields (same index)."""
-    ev = fields.loc[evaluable(fields)]
+    ev = fields.loc[evaluable(fields), ["gt_class", "majority_crop"]]
     truth = pd.Series(catalogue.names_of(ev["gt_class"].astype(int).to_numpy()), index=ev.index, dtype=object)
     pred = pd.Series(catalogue.names_of(ev["majority_crop"].astype(int).to_numpy()), index=ev.index, dtype=object)
     return truth, pred
@@ -62,7 +62,7 @@ def _square(frame: pd.DataFrame, catalogue: Catalogue) -> pd.DataFrame:
 
 def label_vectors(fields: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The evaluable fields' GT class ids and majority class ids (int64): the vectors the field metrics score."""
-    ev = fields.loc[evaluable(fields)]
+    ev = fields.loc[evaluable(fields), ["gt_class", "majority_crop"]]
     return ev["gt_class"].to_numpy(dtype=np.int64), ev["majority_crop"].to_numpy(dtype=np.int64)
 
 
@@ -204,7 +204,7 @@ def crop_sums(fields: pd.DataFrame, catalogue: Catalogue = U0C) -> pd.DataFrame:
     purity, area and area right. Additive: the sums of several AOIs give the per-crop means of all their fields
     together."""
     truth, pred = truth_and_prediction(fields, catalogue)
-    ev = fields.loc[truth.index]
+    ev = fields.loc[truth.index, ["confidence_score", "purity", "area_m2"]]
     right = (truth == pred).to_numpy()
     conf = ev["confidence_score"].astype(float).to_numpy()
     purity = ev["purity"].astype(float).to_numpy()
