@@ -59,6 +59,26 @@ def reuse_freed_memory() -> bool:
                 and mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD_BYTES))
 
 
+def trim_freed_memory() -> bool:
+    """Give the heap's free pages back to the OS (glibc's malloc_trim; False where there is none).
+
+    Called by a task that has just freed much more than the next task will allocate (the chunk summaries once the
+    per-field table is assembled, the diagnosis's intermediates): what `reuse_freed_memory` keeps for reuse would
+    otherwise stay in the worker's footprint for the rest of the run.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    return bool(malloc_trim(0))
+
+
 def worker_plugin():
     """A Dask worker plugin that applies `limit_gdal_block_cache`, `return_freed_memory` and `reuse_freed_memory`
     on every worker, present and future (registered by cluster.connect)."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cropmon import runtime
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.cluster import ClusterHandle
 from cropmon.io import outputs
@@ -70,8 +71,10 @@ def warm_up() -> None:
 def diagnose_results(results: FieldResults, *, settings: DiagnosisSettings, seed: int) -> Diagnosis:
     from cropmon.analysis.diagnose import diagnose_run
 
-    return diagnose_run(results.table, results.class_counts, settings=settings, seed=seed,
-                        catalogue=results.catalogue)
+    diagnosis = diagnose_run(results.table, results.class_counts, settings=settings, seed=seed,
+                             catalogue=results.catalogue)
+    runtime.trim_freed_memory()
+    return diagnosis
 
 
 def slim_diagnosis(d: Diagnosis) -> Diagnosis:

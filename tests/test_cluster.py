@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -180,3 +181,30 @@ def test_workers_reuse_freed_memory(tmp_path):
     finally:
         cluster.stop()
     assert faults < 2_000, f"{faults} page faults for 20 arrays of 16 MiB: freed memory is not reused"
+
+
+TRIM_PROBE = """
+import numpy
+from cropmon import runtime
+
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+runtime.reuse_freed_memory()
+arrays = [numpy.ones(2**17) for _ in range(300)]  # 300 x 1 MiB on the heap (under the 32 MiB mmap threshold)
+kept = arrays[::30] + [numpy.ones(2**17)]  # a few live arrays pin the heap, the last one at its top
+del arrays
+freed = rss_mib()
+trimmed = runtime.trim_freed_memory()
+print(trimmed, freed, rss_mib())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim (runtime.py)")
+def test_trim_gives_freed_memory_back():
+    """With the thresholds of `reuse_freed_memory`, freed heap pages stay in the process (the top of the heap is
+    pinned by a live array); `trim_freed_memory`, which the table's assembly and the diagnosis call, returns them."""
+    out = subprocess.run([sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, check=True)
+    trimmed, freed, after = out.stdout.split()
+    assert trimmed == "True"
+    assert float(freed) - float(after) > 200, f"RSS {freed} MiB before the trim, {after} MiB after"

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from cropmon import errors
+from cropmon import errors, runtime
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.engine import fields as fields_mod
 from cropmon.engine.graph import GEOMETRY_STATUSES, FieldIndex
@@ -254,6 +254,8 @@ def assemble_results(prepared: fields_mod.PreparedFields, index: FieldIndex, ras
     check_catalogue_fits(invalid_values, results.columns["n_pixels"], raster, catalogue)
     report_overlaps(prepared, index.layout, results)
     table, class_counts = assemble_table(prepared, index.layout, results, raster.crs, catalogue)
+    del results, columns
+    runtime.trim_freed_memory()
     return FieldResults(table=table, class_counts=class_counts, report=prepared.report, raster=raster,
                         layout=index.layout, source=prepared.source, fids=prepared.fids,
                         raster_bounds=prepared.raster_bounds, catalogue=catalogue, invalid_values=invalid_values)
