@@ -28,7 +28,6 @@ def limit_gdal_block_cache(max_bytes: int = GDAL_BLOCK_CACHE_BYTES) -> None:
     set_gdal_config("GDAL_CACHEMAX", int(max_bytes))
 
 
-
 MALLOC_MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's own ceiling for its dynamic threshold
 MALLOC_TRIM_THRESHOLD_BYTES = 64 * 2**20  # twice it, as glibc's dynamic rule would set it
 
@@ -43,16 +42,8 @@ def reuse_freed_memory() -> bool:
     in a worker and 0.64 s in a plain process; with these thresholds, 0.60 s in the worker (same data, warm, one
     session). A worker keeps at most 64 MiB of freed heap above its live data.
     """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
     return bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD_BYTES)
@@ -66,17 +57,22 @@ def trim_freed_memory() -> bool:
     per-field table is assembled, the diagnosis's intermediates): what `reuse_freed_memory` keeps for reuse would
     otherwise stay in the worker's footprint for the rest of the run.
     """
+    malloc_trim = _glibc_function("malloc_trim")
+    return malloc_trim is not None and bool(malloc_trim(0))
+
+
+def _glibc_function(name: str):
+    """A function of the C library when it is glibc on Linux (musl has neither mallopt nor malloc_trim), else None."""
     import ctypes
     import ctypes.util
     import sys
 
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
-        return False
-    return bool(malloc_trim(0))
+        return None
 
 
 def worker_plugin():
