@@ -52,6 +52,7 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
 ENGINE_OPTIONS = ("layer", "label_column", "class_band", "confidence_band", "chunk_rows", "progress",
                   "no_worker_timeout")
 CLUSTER_OPTIONS = ("workers", "threads_per_worker", "memory_limit", "dashboard_address", "tls_ca_file", "tls_cert",
