@@ -55,20 +55,33 @@ class MappedPixels:
                 "outside_mask_pixels": int(self.outside)}
 
 
-def count_mapped(slots: np.ndarray, row_area_m2: np.ndarray, n_classes: int, *,
-                 inside: np.ndarray | None = None) -> MappedPixels:
-    """Count one chunk: `slots` (rows, cols) holds each pixel's histogram slot (zonal.ClassSlots: 0..n-1 the
-    classes, n a value that is no class, n + 1 nodata); `row_area_m2` the pixel area of each row; `inside` (rows,
-    cols) bool, the AOI mask (None: every pixel is in the population)."""
-    rows = slots.shape[0]
-    n_slots = n_classes + 3  # classes, invalid, nodata, outside the mask
+def count_mapped(classes: np.ndarray, confidence: np.ndarray, row_area_m2: np.ndarray, slots_of, *,
+                 nodata: float | None = None, inside: np.ndarray | None = None) -> MappedPixels:
+    """Count one chunk of the raw class band (rows, cols) by class: `slots_of` is the catalogue's
+    zonal.ClassSlots (a value that is no class -> `invalid`), `nodata` the raster's (in the class or the confidence
+    band -> `nodata`, as the fields' histograms exclude it), `inside` (rows, cols) bool the AOI mask (None: every
+    pixel is in the population), `row_area_m2` the pixel area of each row.
+
+    Works on the int16 band itself: values as uint16 (a negative wraps above every class id) clipped to the
+    lookup's end, one bincount per row. 3.0 ms per 256 x 5,218 chunk, against 9.3 ms through the int64 slots of
+    zonal.ClassSlots.of_pixels (this VM, process CPU, median of 30)."""
+    n = slots_of.n_classes
+    lookup = np.append(slots_of.lookup, slots_of.invalid).astype(np.uint16)
+    raw = classes.view(np.uint16) if classes.dtype == np.int16 else classes.astype(np.int64).clip(-1, 65535) \
+        .astype(np.uint16)  # -1 wraps to 65535: past the lookup's end
+    slots = np.minimum(raw, len(lookup) - 1)
+    if not slots_of.identity or len(slots_of.lookup) != n:
+        slots = lookup[slots]
+    if nodata is not None and not np.isnan(nodata):
+        slots = np.where((classes == nodata) | (confidence == nodata), n + 1, slots).astype(np.uint16)
     if inside is not None:
-        slots = np.where(inside, slots, n_classes + 2)
-    keys = slots + (np.arange(rows, dtype=slots.dtype) * n_slots)[:, None]
-    counts = np.bincount(keys.ravel(), minlength=rows * n_slots).reshape(rows, n_slots)
-    per_class = counts[:, :n_classes]
-    return MappedPixels(per_class.sum(axis=0), row_area_m2 @ per_class, invalid=int(counts[:, n_classes].sum()),
-                        nodata=int(counts[:, n_classes + 1].sum()), outside=int(counts[:, n_classes + 2].sum()))
+        slots = np.where(inside, slots, n + 2).astype(np.uint16)
+    counts = np.empty((slots.shape[0], n + 3), dtype=np.int64)
+    for row in range(slots.shape[0]):
+        counts[row] = np.bincount(slots[row], minlength=n + 3)
+    per_class = counts[:, :n]
+    return MappedPixels(per_class.sum(axis=0), row_area_m2 @ per_class, invalid=int(counts[:, n].sum()),
+                        nodata=int(counts[:, n + 1].sum()), outside=int(counts[:, n + 2].sum()))
 
 
 def row_pixel_areas(transform, crs: str, height: int) -> np.ndarray:

@@ -151,9 +151,8 @@ def _flox_sums(values: np.ndarray, keys: np.ndarray, n_keys: int) -> np.ndarray:
 
 
 def _grouped_sums(classes: np.ndarray, confidence: np.ndarray, codes: np.ndarray, n_groups: int, nodata,
-                  slots_of: ClassSlots, slots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The four channels summed by (local field code, class slot). Pixels with code < 0 are ignored; `slots`: the
-    pixels' class slots when already computed (`ClassSlots.of_pixels` of the same pixels).
+                  slots_of: ClassSlots) -> tuple[np.ndarray, np.ndarray]:
+    """The four channels summed by (local field code, class slot). Pixels with code < 0 are ignored.
 
     One combined (field, slot) key, because flox factorizes a single RangeIndex faster than two `by` arrays. The
     count of valid confidences equals the pixel count unless some confidence is out of 0..100 or nodata, so
@@ -166,7 +165,7 @@ def _grouped_sums(classes: np.ndarray, confidence: np.ndarray, codes: np.ndarray
     out = np.zeros((len(CHANNELS), n_groups, n_slots), dtype=np.int64)
     if len(codes) == 0:
         return out, np.zeros((2, 0), np.int64)
-    slots = slots_of.of_pixels(classes, confidence, nodata) if slots is None else slots[keep]
+    slots = slots_of.of_pixels(classes, confidence, nodata)
     invalid = invalid_value_counts(classes, slots, slots_of.invalid)
     keys = codes * n_slots + slots
     conf_ok = (confidence >= 0) & (confidence <= 100) & (slots != slots_of.nodata)
@@ -191,16 +190,14 @@ def chunk_partial(
     the chunk's fields (the all-touched fallback pixels are left out of it).
 
     With `row_area_m2` (each row's pixel area), the chunk's mapped area is counted too, over all its pixels
-    (`inside`: the AOI mask, None for all); the class slots are computed once for both."""
+    (`inside`: the AOI mask, None for all): engine/mapped.count_mapped."""
     slots_of = ClassSlots.of(class_ids)
     classes = bands[0].ravel()
     confidence = bands[1].ravel()
     labels = grid.ravel()
-    slots = None
     mapped = None
     if row_area_m2 is not None:
-        slots = slots_of.of_pixels(classes, confidence, nodata)
-        mapped = count_mapped(slots.reshape(bands.shape[1:]), row_area_m2, slots_of.n_classes, inside=inside)
+        mapped = count_mapped(bands[0], bands[1], row_area_m2, slots_of, nodata=nodata, inside=inside)
     if len(touching) == 0:
         empty = SparseSums.from_dense(touching, np.zeros((len(CHANNELS), 0, slots_of.n_slots), dtype=np.int64))
         return ChunkPartial(empty, empty, LabelCounts.of(np.empty(0, np.int64)), np.zeros((2, 0), np.int64), mapped)
@@ -213,23 +210,20 @@ def chunk_partial(
         index[(index < 0) | (index > hi - lo)] = hi - lo + 1
         return lookup[index]
 
-    def slots_at(pixels: np.ndarray) -> np.ndarray | None:
-        return None if slots is None else slots[pixels]
-
-    sums, invalid = _grouped_sums(classes, confidence, local_codes(labels), len(touching), nodata, slots_of, slots)
+    sums, invalid = _grouped_sums(classes, confidence, local_codes(labels), len(touching), nodata, slots_of)
     shared = extras.shared
     if len(shared):  # the claims on shared pixels that the grid does not hold: counted in their fields too
         other = shared.labels != labels[shared.pixels]
         pixels = shared.pixels[other]
         more, _ = _grouped_sums(classes[pixels], confidence[pixels], local_codes(shared.labels[other]),
-                                len(touching), nodata, slots_of, slots_at(pixels))
+                                len(touching), nodata, slots_of)
         sums += more
 
     fallback = extras.fallback
     fb_labels, fb_codes = np.unique(fallback.labels, return_inverse=True)
     fb_sums, _ = _grouped_sums(
         classes[fallback.pixels], confidence[fallback.pixels], fb_codes.astype(np.int64), len(fb_labels), nodata,
-        slots_of, slots_at(fallback.pixels),
+        slots_of,
     )
     return ChunkPartial(SparseSums.from_dense(touching, sums), SparseSums.from_dense(fb_labels, fb_sums),
                         LabelCounts.of(shared.labels), invalid, mapped)
