@@ -349,7 +349,7 @@ def test_wide_tables_scroll_in_their_box_at_1300_px(run, tmp_path):
     assert found["wide"] == "1" and found["tall"] == "1", found  # the probe did scroll something
     assert 0 <= int(found["column"]) <= 2 and 0 <= int(found["header"]) <= 2, found  # sticky column and header
     assert (found["numbers"], found["words"]) == ("right", "left"), found
-    assert found["links"] == found["targets"] == "7", found
+    assert found["links"] == found["targets"] == "8", found  # 8 sections, map accuracy and areas included
 
 
 def test_a_notebook_fragment_styles_only_the_report():

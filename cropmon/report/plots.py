@@ -308,6 +308,32 @@ def delta_plot(table: pd.DataFrame) -> Figure:
 
 
 
+def area_plot(table: pd.DataFrame, *, level: float = LEVEL, top: int = 20) -> Figure:
+    """Mapped area (the map's pixel count) against the error-adjusted area with its interval, per crop, largest
+    first (the `top` largest by either; accuracy_assessment.csv has them all). Where the interval misses the mapped
+    bar, the map's count is biased by its own errors."""
+    data = table.loc[(table["crop"] != "overall") & table["adjusted_ha"].notna()].copy()
+    data["_size"] = np.fmax(data["mapped_ha"].to_numpy(float), data["adjusted_ha"].to_numpy(float))
+    data = data.sort_values("_size", ascending=False).head(top).iloc[::-1]
+    fig = Figure(figsize=(9.0, max(3.0, 0.34 * len(data) + 1.8)), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(data))
+    kha = 1e-3
+    ax.barh(y + 0.2, data["mapped_ha"] * kha, height=0.38, color="#bdbdbd", label="mapped (pixel count)")
+    adjusted = data["adjusted_ha"].to_numpy(float) * kha
+    err = np.vstack([adjusted - data["adjusted_ha_ci_low"].to_numpy(float) * kha,
+                     data["adjusted_ha_ci_high"].to_numpy(float) * kha - adjusted])
+    ax.barh(y - 0.2, adjusted, height=0.38, color=OK_COLOUR, label=f"error-adjusted, {100 * level:g} % interval")
+    ax.errorbar(adjusted, y - 0.2, xerr=np.nan_to_num(np.clip(err, 0, None)), fmt="none", ecolor="black",
+                elinewidth=0.9, capsize=2)
+    ax.set_yticks(y, data["crop"], fontsize=8)
+    ax.set_xlabel("area (thousand ha)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Mapped vs error-adjusted area per crop (largest first)")
+    return fig
+
+
 def f1_heatmap(by_aoi: pd.DataFrame, pooled: pd.DataFrame, *, aois: list[str], min_f1: float) -> Figure:
     """F1 per crop (rows, pooled order) x AOI (columns, then `pooled`); cells of crops failing the rule framed.
 
