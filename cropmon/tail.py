@@ -137,6 +137,11 @@ def accuracy_manifest_task(d: Diagnosis) -> dict[str, Any]:
     return accuracy_manifest(d.accuracy)
 
 
+def evaluation_design_task(d: Diagnosis) -> dict[str, Any]:
+    """run.json `evaluation_design`: how the held-back probability sample was drawn (analysis/evaluation.py)."""
+    return d.selection.design.as_manifest() if d.selection.design is not None else {}
+
+
 def field_counts_task(results: FieldResults) -> dict[str, Any]:
     from cropmon.manifest import field_counts
 
@@ -232,7 +237,8 @@ def submit_tail(handle: ClusterHandle, job: FieldJob, *, settings: DiagnosisSett
     summary = handle.submit(summarise_task, full, settings=settings, seed=seed, stage="aoi-summary") \
         if summarise else None
     extra = {"mapped_area": handle.submit(mapped_area_manifest_task, results, stage="mapped-area-manifest"),
-             "accuracy_assessment": handle.submit(accuracy_manifest_task, diagnosis, stage="accuracy-manifest")}
+             "accuracy_assessment": handle.submit(accuracy_manifest_task, diagnosis, stage="accuracy-manifest"),
+             "evaluation_design": handle.submit(evaluation_design_task, diagnosis, stage="evaluation-design")}
     return Tail(products=products, counts=counts, summary=summary, manifest=extra)
 
 

@@ -285,13 +285,15 @@ def map_window(window: MapWindow, *, aspect: float = 1.0) -> Figure:
 
 
 def delta_plot(table: pd.DataFrame) -> Figure:
-    """Agreement and F1 deltas (B - A) per crop with their intervals; better green, worse red, others grey."""
+    """Producer's accuracy (the verdict's measure) and user's accuracy deltas (B - A, design-based) per crop with
+    their intervals; better green, worse red, others grey."""
     data = table.iloc[::-1]
     colours = data["verdict"].map({"better": "#1a9850", "worse": "#d73027"}).fillna("#7f7f7f").to_numpy()
     fig = Figure(figsize=(11.0, max(3.0, 0.34 * len(data) + 1.6)), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     y = np.arange(len(data))
-    for ax, measure, title in zip(axes, ("agreement", "f1"), ("agreement (verdict)", "F1 over the set"), strict=True):
+    panels = (("pa", "producer's accuracy (verdict)"), ("ua", "user's accuracy"))
+    for ax, (measure, title) in zip(axes, panels, strict=True):
         delta = data[f"{measure}_delta"].to_numpy(float)
         lo, hi = data[f"{measure}_delta_lo"].to_numpy(float), data[f"{measure}_delta_hi"].to_numpy(float)
         err = np.vstack([np.clip(delta - lo, 0, None), np.clip(hi - delta, 0, None)])
@@ -303,7 +305,7 @@ def delta_plot(table: pd.DataFrame) -> Figure:
     labels = [f"{c} (n={n})" for c, n in zip(data["crop"], data["n_a"], strict=True)]
     axes[0].set_yticks(y, labels, fontsize=8)
     level = float(table["interval_level"].iloc[0]) if len(table) else LEVEL
-    fig.suptitle(f"Per-crop change, B - A, with bootstrap intervals (each at {100 * level:.2f} %)", fontsize=10)
+    fig.suptitle(f"Per-crop change, B - A, design-based intervals (each at {100 * level:.2f} %)", fontsize=10)
     return fig
 
 
