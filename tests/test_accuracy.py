@@ -325,3 +325,47 @@ def test_pooled_aois_add_as_strata_of_one_population():
     np.testing.assert_allclose(pooled.loc[["A", "B"], "users_accuracy_se"], est.ua_se, rtol=1e-9)
     np.testing.assert_allclose(pooled.loc[["A", "B"], "producers_accuracy_se"], est.pa_se, rtol=1e-9)
     assert pooled.at[accuracy.OVERALL, "users_accuracy_se"] == pytest.approx(est.oa_se, rel=1e-9)
+
+
+def test_a_run_writes_the_assessment_its_report_and_manifest(tmp_path):
+    """End to end on a small twin: the files, the overall row, the report's section and figure, run.json, and the
+    API's Diagnosis.accuracy_assessment equal to the CSV."""
+    import json
+
+    import rasterio
+
+    import cropmon
+    from cropmon.cli import EXIT_OK, main
+    from cropmon.twin import make_twin
+
+    twin = make_twin(tmp_path / "twin", scale=1 / 16, seed=5)
+    out = tmp_path / "out"
+    assert main(["run", "--raster", str(twin.raster), "--fields", str(twin.fields), "--out", str(out),
+                 "--scheduler", "threads", "--progress", "off"]) == EXIT_OK
+    table = pd.read_csv(out / "accuracy_assessment.csv")
+    assert list(table.columns) == list(accuracy.ASSESSMENT_COLUMNS) and table["crop"].iloc[-1] == accuracy.OVERALL
+    overall = table.iloc[-1]
+    assert 0 < overall["users_accuracy_ci_low"] < overall["users_accuracy"] < overall["users_accuracy_ci_high"] < 1
+    assert table["adjusted_ha"].iloc[:-1].sum() == pytest.approx(overall["adjusted_ha"], rel=1e-4)
+    matrix = pd.read_csv(out / "error_matrix_area.csv", index_col=0)
+    assert matrix.loc["total", "total"] == pytest.approx(1.0, abs=1e-5)
+    mapped = pd.read_csv(out / "mapped_area.csv")
+    with rasterio.open(twin.raster) as src:
+        classes = src.read(3)
+    np.testing.assert_array_equal(mapped["pixels"], np.bincount(classes.ravel(), minlength=32)[:32])
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["accuracy_assessment"]["design"]["assumption"] == accuracy.DESIGN_ASSUMPTION
+    assert manifest["accuracy_assessment"]["overall_accuracy"] == pytest.approx(overall["users_accuracy"], abs=1e-4)
+    assert manifest["mapped_area"]["valid_pixels"] == classes.size
+    assert manifest["evaluation_design"]["blocks"] >= 1
+    assert {"accuracy_assessment.csv", "error_matrix_area.csv", "mapped_area.csv", "area_adjusted.png"} <= set(
+        manifest["outputs"])
+    report = (out / "report.md").read_text()
+    assert "## Map accuracy and crop areas (Olofsson et al. 2014, Stehman 2014)" in report
+    assert "The ground-truth fields are not a probability sample of the AOI" in report
+    assert "area_adjusted.png" in report and "Mapped but in no sampled GT field: Grassland Cultivated" in report
+    d = cropmon.diagnose(cropmon.analyse(twin.raster, twin.fields, scheduler="threads"))
+    api = d.accuracy_assessment
+    np.testing.assert_allclose(api["adjusted_ha"].to_numpy(float), table["adjusted_ha"].to_numpy(float), rtol=1e-4,
+                               atol=1e-4)
+    assert d.error_matrix_area.shape == (32, 32)

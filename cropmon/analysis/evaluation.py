@@ -7,16 +7,19 @@ The design: a stratified two-stage sample with spatial blocks as primary units.
    `buffer_km` of one (select.spatial_split).
 2. Stage 2: within the evaluation blocks, the fields are stratified by the current model's map class (a field's
    majority class) and n_h are drawn at random in stratum h: n_h = min(N_h in the blocks, max(eval_min_per_stratum,
-   ceil(n x W_h))), W_h the stratum's share of the frame's pixels. A field's inclusion probability is
-   (n_blocks / B) x (n_h / N_h in the blocks), written to evaluation_fields.csv with its block (its primary unit).
+   ceil(n x W_h))), W_h the stratum's share of the frame's pixels. A field's inclusion probability is written as
+   (n_blocks / B) x (n_h / N_h in the blocks): its block's probability times its conditional probability within
+   the drawn blocks, the inverse of its Horvitz-Thompson weight in a two-stage design (tested: the weights add up
+   to each stratum's frame on average over draws), with its block (its primary unit) in evaluation_fields.csv.
 
 Why blocks and not fields scattered over the AOI: every held-back field keeps the fields to label `buffer_km` away,
-and scattered fields put that buffer everywhere. On the full twin (benchmarks/eval_design.py,
-benchmarks/results/eval-design-latest.md) a scattered stratified sample of ~1,400 fields kept 36 % of the clean
-fields (and of the informative ones) out of the label pool; 30 blocks of 5 km with ~1,300 fields kept 7.5 % out, at
-a standard error of overall accuracy 30 % larger for the same number of fields (the twin's fields in one block are
-alike: intra-block correlation of right/wrong 0.024). Held-back fields cost no labelling (they are labelled
-already): only the label pool they remove does.
+and scattered fields put that buffer everywhere. On the full twin (benchmarks/eval_design.py, 100 draws each,
+benchmarks/results/eval-design-latest.md) a scattered stratified sample of 1,042 fields took 29.5 % of the clean
+fields (32.3 % of the informative ones, which the plan labels) out of the label pool; this design's 40 blocks with
+1,750 fields took 10.8 % (10.9 %) out, at the same precision (SD of the overall-accuracy estimate 0.0071 against
+0.0069; the twin's intra-block correlation of right/wrong is 0.024). Held-back fields cost no labelling (they are
+labelled already): only the label pool they remove does. Blocks cost precision where neighbouring fields are alike,
+which the sizing below accounts for with the correlation measured on the frame.
 
 Sizing (`eval_target_se`, Olofsson et al. 2014, eq. 13): n = (sum_h W_h S_h / SE)^2 fields, S_h the standard
 deviation of stratum h's per-field linearised value for pixel-level overall accuracy, from the current model's

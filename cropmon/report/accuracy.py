@@ -12,7 +12,7 @@ import pandas as pd
 
 from cropmon.analysis.accuracy import OVERALL, AccuracyAssessment
 from cropmon.io.outputs import write_csv
-from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, names, pct
+from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, names
 
 ACCURACY_FILES: tuple[str, ...] = ("accuracy_assessment.csv", "error_matrix_area.csv")
 TOP_ROWS = 12  # crops in the report's table (the CSV has every class)
@@ -122,6 +122,13 @@ def accuracy_blocks(a: AccuracyAssessment | None, image: Image | None) -> list[B
     if a.design.get("one_field_strata"):
         bullets.append(f"One field only (no variance estimate; their intervals are too narrow): "
                        f"{names(a.design['one_field_strata'])}.")
+    rows = a.table.loc[a.table["crop"] != OVERALL]
+    absent = rows.loc[(rows["mapped_ha"] > 0) & (rows["n_reference_fields"] == 0) & (rows["n_fields"] > 0)]
+    if len(absent):
+        bullets.append(f"Mapped but in no sampled GT field: {names(absent['crop'].tolist())}"
+                       f" ({absent['mapped_ha'].sum():,.0f} ha mapped). Their adjusted area is 0 by construction:"
+                       " the reference comes from the GT, so a crop the labelling team never records cannot be found;"
+                       " its pixels count for the crops the GT fields of that map class carry.")
     never = a.table.loc[a.table["note"] == "never_mapped", "crop"].tolist()
     if never:
         bullets.append(f"In the GT but never mapped (user's accuracy undefined, producer's 0): {names(never)}.")
@@ -180,6 +187,3 @@ def write_mapped_area(mapped_area: pd.DataFrame, out_dir: Path) -> list[str]:
     write_csv(mapped_area, Path(out_dir) / "mapped_area.csv", decimals=4)
     return ["mapped_area.csv"]
 
-
-def percent(value: float) -> str:
-    return pct(value)
