@@ -137,3 +137,15 @@ def test_mapped_area_follows_another_catalogue(tmp_path):
     table = result.mapped_area.set_index("crop")
     assert table["pixels"].to_dict() == {"Wheat": 3, "Barley": 3, "Beet": 1}
     assert result.mapped.invalid == 1  # the 9
+
+
+def test_masks_per_aoi_and_their_flags():
+    from cropmon.config import aoi_parts, build_config
+    from cropmon.errors import ConfigError
+
+    config = build_config({"aois": ["n=a.tif,a.gpkg,n_mask.gpkg", "s=b.tif,b.gpkg"]}, environ={})
+    assert [aoi_parts(a) for a in config.aois] == [("n", "a.tif", "a.gpkg", "n_mask.gpkg"),
+                                                   ("s", "b.tif", "b.gpkg", None)]
+    with pytest.raises(ConfigError, match="--aoi-mask and --aoi exclude each other"):
+        build_config({"aois": ["n=a.tif,a.gpkg"], "aoi_mask": "m.gpkg"}, environ={})
+    assert build_config({"aoi_mask": "m.gpkg"}, environ={}).aoi_mask == "m.gpkg"

@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,6 @@ class AOIMask:
 
     def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Which points (raster CRS) lie inside the mask (NaN points do not)."""
-        import shapely
-
         union = shapely.union_all(self.geometry)
         shapely.prepare(union)
         x, y = np.asarray(x, float), np.asarray(y, float)
@@ -139,8 +138,6 @@ def aoi_mask(path: str, *, raster_crs: str, transform, height: int, width: int) 
 
     read = read_aoi_mask(path)
     geometry, _ = prepare_geometries(read.geometry, fields_crs=read.crs, raster_crs=raster_crs)
-    import shapely
-
     geometry = geometry[~shapely.is_missing(geometry)]
     spans = population_spans(geometry, transform, height=height, width=width)
     mask = AOIMask(read.path, geometry, spans)
