@@ -60,9 +60,14 @@ class RunConfig:
         group="inputs", metavar="FILE",
         help="the model's class list: JSON {crop: [label aliases]} (raster value = position) or CSV"
         " class_id,crop,aliases (aliases separated by ';'); default: the u0c model's 32 classes")
-    aois: tuple[tuple[str, str, str], ...] = setting(
-        (), group="inputs", flag="--aoi", metavar="NAME=RASTER,FIELDS",
-        help="an AOI of a multi-AOI run (repeatable); outputs go to OUT/NAME/ plus a pooled view in OUT/")
+    aois: tuple[tuple[str, ...], ...] = setting(
+        (), group="inputs", flag="--aoi", metavar="NAME=RASTER,FIELDS[,MASK]",
+        help="an AOI of a multi-AOI run (repeatable), optionally with its AOI mask (see --aoi-mask); outputs go to "
+        "OUT/NAME/ plus a pooled view in OUT/")
+    aoi_mask: str | None = setting(
+        group="inputs", metavar="FILE",
+        help="polygons of the AOI (any vector format): the mapped area and the accuracy assessment count only the "
+        "pixels whose centre lies inside, and the fields whose point does (default: the whole raster)")
     twin_scale: float = setting(1.0, group="inputs", parse=positive_fraction,
                                 help="scale of the default twin (1 = the whole u0c cell; 1/16 for a quick look)")
     out: str | None = setting(help="output directory (default outputs/<name of the input>/)")
@@ -152,22 +157,33 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise errors.ConfigError(f"{source}: {problem}", fix=f"give {name} {what}") from exc
 
 
-def parse_aoi(item: Any, source: str) -> tuple[str, str, str]:
-    """An AOI from `NAME=RASTER,FIELDS` (flag) or a {name, raster, fields} table (config file)."""
+def parse_aoi(item: Any, source: str) -> tuple[str, ...]:
+    """An AOI from `NAME=RASTER,FIELDS[,MASK]` (flag) or a {name, raster, fields[, mask]} table (config file):
+    (name, raster, fields), with its AOI mask as a fourth item when it has one (`aoi_parts` reads either)."""
     if isinstance(item, dict):
         missing = [k for k in ("name", "raster", "fields") if not item.get(k)]
         if missing:
             raise errors.ConfigError(
                 f"{source}: an [[aoi]] lacks {', '.join(missing)}", fix="give each [[aoi]] a name, raster and fields"
             )
-        return str(item["name"]), str(item["raster"]), str(item["fields"])
-    if isinstance(item, tuple | list) and len(item) == 3:
-        return tuple(str(v) for v in item)  # type: ignore[return-value]
+        parts = [str(item["name"]), str(item["raster"]), str(item["fields"])]
+        return (*parts, str(item["mask"])) if item.get("mask") else tuple(parts)
+    if isinstance(item, tuple | list) and len(item) in (3, 4):
+        return tuple(str(v) for v in item if v is not None)
     name, sep, paths = str(item).partition("=")
-    raster, comma, fields = paths.partition(",")
+    raster, comma, rest = paths.partition(",")
+    fields, _, mask = rest.partition(",")
     if not (sep and comma and name and raster and fields):
-        raise errors.ConfigError(f"{source}: {item!r} is not NAME=RASTER,FIELDS", fix="e.g. --aoi u0c=u0c.tif,u0c.gpkg")
-    return name.strip(), raster.strip(), fields.strip()
+        raise errors.ConfigError(f"{source}: {item!r} is not NAME=RASTER,FIELDS[,MASK]",
+                                 fix="e.g. --aoi u0c=u0c.tif,u0c.gpkg (or u0c=u0c.tif,u0c.gpkg,u0c_mask.gpkg)")
+    parts = (name.strip(), raster.strip(), fields.strip())
+    return (*parts, mask.strip()) if mask.strip() else parts
+
+
+def aoi_parts(aoi: tuple[str, ...]) -> tuple[str, str, str, str | None]:
+    """(name, raster, fields, mask or None) of one of RunConfig.aois."""
+    name, raster, fields, *mask = aoi
+    return name, raster, fields, (mask[0] if mask else None)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -219,7 +235,10 @@ def validate(config: RunConfig) -> None:
     if config.aois:
         if config.raster or config.fields:
             raise errors.ConfigError("--aoi and --raster/--fields exclude each other", fix="list every AOI with --aoi")
-        names = [name for name, _, _ in config.aois]
+        if config.aoi_mask:
+            raise errors.ConfigError("--aoi-mask and --aoi exclude each other",
+                                     fix="give each AOI its own mask: --aoi NAME=RASTER,FIELDS,MASK")
+        names = [aoi_parts(aoi)[0] for aoi in config.aois]
         if len(set(names)) != len(names):
             raise errors.ConfigError(f"AOI names repeat: {', '.join(names)}", fix="give every --aoi its own NAME")
         bad = [n for n in names if not n.replace("-", "").replace("_", "").replace(".", "").isalnum()]

@@ -31,8 +31,9 @@ from cropmon.cluster import (
     profile_scratch,
     resolve_scheduler,
 )
-from cropmon.config import RunConfig
+from cropmon.config import RunConfig, aoi_parts
 from cropmon.engine.analyse import FieldInputs, FieldJob, field_inputs, submit_fields
+from cropmon.engine.mapped import aoi_mask
 from cropmon.engine.zonal import warm_up
 from cropmon.io import outputs
 from cropmon.io.raster import inspect_raster
@@ -99,10 +100,11 @@ def run(config: RunConfig) -> RunOutcome:
         raster, fields, is_twin = resolve_inputs(config, progress=progress)
         out_dir = default_out_dir(config, raster, twin=is_twin)
         outputs.check_writable(out_dir)
-        _inspect_inputs(raster, fields, config)
+        _inspect_inputs(raster, fields, config, mask=config.aoi_mask)
     profile = profile_scratch(config.profile)
     with _cluster_starting(config, timer) as started_cluster:
-        inputs = _field_inputs(raster, fields, config, timer, out_dir=out_dir)  # while the cluster starts
+        inputs = _field_inputs(raster, fields, config, timer, out_dir=out_dir,
+                               mask=config.aoi_mask)  # while the cluster starts
         handle = started_cluster()
         with outputs.atomic_output_dir(out_dir) as staged:
             with performance_report(handle, profile):
@@ -126,9 +128,9 @@ def run_many(config: RunConfig) -> RunOutcome:
     progress = want_progress(config)
     out_dir = Path(config.out) if config.out else Path("outputs") / "aois"
     outputs.check_writable(out_dir)
-    for name, raster, fields in config.aois:
+    for name, raster, fields, mask in map(aoi_parts, config.aois):
         try:
-            _inspect_inputs(raster, fields, config)
+            _inspect_inputs(raster, fields, config, mask=mask)
         except errors.InputError as exc:
             raise type(exc)(f"AOI {name}: {exc.problem}", path=exc.path, fix=exc.fix) from exc
     profile = profile_scratch(config.profile)
@@ -138,10 +140,10 @@ def run_many(config: RunConfig) -> RunOutcome:
         with performance_report(handle, profile):
             in_flight: deque[AOIRun] = deque()
             window = aois_in_flight(handle.n_workers())
-            for name, raster, fields in config.aois:
-                log.info("AOI %s: %s + %s", name, raster, fields)
+            for name, raster, fields, mask in map(aoi_parts, config.aois):
+                log.info("AOI %s: %s + %s%s", name, raster, fields, f" (mask {mask})" if mask else "")
                 timer = StageTimer(show=progress)
-                inputs = _field_inputs(raster, fields, config, timer, out_dir=out_dir)
+                inputs = _field_inputs(raster, fields, config, timer, out_dir=out_dir, mask=mask)
                 aoi = _submit_aoi(handle, name, inputs, config, staged.staging, is_twin=False, timer=timer,
                                   started=time.time(), summarise=True)
                 in_flight.append(aoi)
@@ -179,11 +181,13 @@ def _finish_many(handle: ClusterHandle, aoi: AOIRun, summaries: dict[str, Any], 
             "n_fields": run_json["fields"]["n_input"], "timings_s": run_json["timings_s"]}
 
 
-def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer, *, out_dir: Path) -> FieldInputs:
+def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer, *, out_dir: Path,
+                  mask: str | None = None) -> FieldInputs:
     return field_inputs(raster, fields, chunk_rows=config.chunk_rows, layer=config.layer,
                         label_column=config.label_column, class_band=config.class_band,
                         confidence_band=config.confidence_band, tie_break=config.tie_break,
-                        scratch_dir=scratch_dir_for(config, out_dir), catalogue=config.catalogue(), timer=timer)
+                        scratch_dir=scratch_dir_for(config, out_dir), catalogue=config.catalogue(), timer=timer,
+                        mask=mask)
 
 
 def scratch_dir_for(config: RunConfig, out_dir: Path) -> Path:
@@ -226,6 +230,7 @@ def _finish_aoi(handle: ClusterHandle, aoi: AOIRun, *, progress: bool) -> dict[s
         **aoi.header,
         "cluster": handle.describe(aoi.name),
         "fields": counts,
+        **aoi.tail.manifest,
         "timings_s": timings,
         "outputs": sorted([*aoi.tail.files, "run.json"]),
     }
@@ -273,10 +278,14 @@ def want_progress(config: RunConfig) -> bool:
     return config.progress == "on" or (config.progress == "auto" and sys.stderr.isatty())
 
 
-def _inspect_inputs(raster: str, fields: str, config: RunConfig) -> None:
-    """Fail before any work on a bad raster or fields header."""
-    inspect_raster(raster, class_band=config.class_band, confidence_band=config.confidence_band)
+def _inspect_inputs(raster: str, fields: str, config: RunConfig, *, mask: str | None = None) -> None:
+    """Fail before any work on a bad raster or fields header, or an AOI mask that cannot be used on the raster."""
+    info = inspect_raster(raster, class_band=config.class_band, confidence_band=config.confidence_band)
     inspect_fields(fields, layer=config.layer, label_column=config.label_column)
+    if mask:
+        from affine import Affine
+
+        aoi_mask(mask, raster_crs=info.crs, transform=Affine(*info.transform), height=info.height, width=info.width)
 
 
 @contextlib.contextmanager

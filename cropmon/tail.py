@@ -7,6 +7,7 @@ exists; independent ones run side by side on the workers):
   field-gpkg     fields.gpkg (the per-field table with the input polygons, streamed)
   field-parquet  fields.parquet, field_class_counts.parquet (side by side with the GeoPackage)
   field-counts   manifest.field_counts                                  small: for run.json and the report
+  mapped-area    mapped_area.csv (the map's census; no ground truth needed) and run.json `mapped_area`
   map-window     report.map_window (reads a window of the raster)        a few small arrays
   image          one task per picture of the report                      PNG bytes
   tables, field-lists, images, report                                    files
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 # Pictures of one AOI's report, one task each (report/images.py renders them).
 IMAGE_NAMES: tuple[str, ...] = (
     "confusion_heatmap.png", "agreement_by_crop.png", "f1_vs_confidence.png", "block_error_map.png", "map_window.png",
+    "area_adjusted.png",
 )
 
 
@@ -53,6 +55,7 @@ class Tail:
     counts: Any  # future of manifest.field_counts
     summary: Any | None = None  # future of an AOISummary (multi-AOI runs)
     files: dict[str, int] = field(default_factory=dict)  # name -> bytes, once collected
+    manifest: dict[str, Any] = field(default_factory=dict)  # run.json key -> future of a small dict
 
 
 # -- what runs on the workers (top-level functions: they travel to the workers by reference; each imports what it
@@ -72,7 +75,8 @@ def diagnose_results(results: FieldResults, *, settings: DiagnosisSettings, seed
     from cropmon.analysis.diagnose import diagnose_run
 
     diagnosis = diagnose_run(results.table, results.class_counts, settings=settings, seed=seed,
-                             catalogue=results.catalogue)
+                             catalogue=results.catalogue, mapped_area=results.mapped_area,
+                             in_population=results.in_population)
     runtime.trim_freed_memory()
     return diagnosis
 
@@ -107,6 +111,35 @@ class Polygons:
 
 def polygons_of(results: FieldResults) -> Polygons:
     return Polygons(results.source, results.fids)
+
+
+def write_mapped_area_task(results: FieldResults, *, out_dir: Path) -> None:
+    from cropmon.report.accuracy import write_mapped_area
+
+    write_mapped_area(results.mapped_area, out_dir)
+
+
+def mapped_area_manifest_task(results: FieldResults) -> dict[str, Any]:
+    """run.json `mapped_area`: the map's census (valid, invalid, nodata, outside-mask pixels, ha) and the mask."""
+    from cropmon.engine.mapped import MappedPixels
+
+    mapped = results.mapped if results.mapped is not None else MappedPixels.zeros(results.catalogue.n)
+    table = results.mapped_area
+    return {**mapped.as_manifest(),
+            "aoi_mask": results.aoi_mask.as_manifest() if results.aoi_mask is not None else None,
+            "area_ha": {crop: round(float(ha), 2) for crop, ha in zip(table["crop"], table["area_ha"], strict=True)
+                        if ha > 0}}
+
+
+def accuracy_manifest_task(d: Diagnosis) -> dict[str, Any]:
+    from cropmon.report.accuracy import accuracy_manifest
+
+    return accuracy_manifest(d.accuracy)
+
+
+def evaluation_design_task(d: Diagnosis) -> dict[str, Any]:
+    """run.json `evaluation_design`: how the held-back probability sample was drawn (analysis/evaluation.py)."""
+    return d.selection.design.as_manifest() if d.selection.design is not None else {}
 
 
 def field_counts_task(results: FieldResults) -> dict[str, Any]:
@@ -187,7 +220,8 @@ def submit_tail(handle: ClusterHandle, job: FieldJob, *, settings: DiagnosisSett
     full = handle.submit(diagnose_results, results, settings=settings, seed=seed, stage="diagnosis", on=home,
                          priority=1)
     products = {"field-gpkg": product("field-gpkg", write_fields_gpkg_task, results, on=files_on[-1]),
-                "field-parquet": product("field-parquet", write_fields_parquet_task, results, on=files_on[0])}
+                "field-parquet": product("field-parquet", write_fields_parquet_task, results, on=files_on[0]),
+                "mapped-area": product("mapped-area", write_mapped_area_task, results)}
     counts = handle.submit(field_counts_task, results, stage="field-counts")
     diagnosis = handle.submit(slim_diagnosis, full, stage="diagnosis-slim")
     window = handle.submit(map_window_task, results, stage="map-window")
@@ -202,14 +236,19 @@ def submit_tail(handle: ClusterHandle, job: FieldJob, *, settings: DiagnosisSett
                                  settings=settings, seed=seed)
     summary = handle.submit(summarise_task, full, settings=settings, seed=seed, stage="aoi-summary") \
         if summarise else None
-    return Tail(products=products, counts=counts, summary=summary)
+    extra = {"mapped_area": handle.submit(mapped_area_manifest_task, results, stage="mapped-area-manifest"),
+             "accuracy_assessment": handle.submit(accuracy_manifest_task, diagnosis, stage="accuracy-manifest"),
+             "evaluation_design": handle.submit(evaluation_design_task, diagnosis, stage="evaluation-design")}
+    return Tail(products=products, counts=counts, summary=summary, manifest=extra)
 
 
 def collect_tail(handle: ClusterHandle, tail: Tail, staging: Path, destination: Destination) -> dict[str, Any]:
-    """Wait for one AOI's files (pulling them into `staging` when the workers do not share it) and its field
-    counts; returns the counts."""
+    """Wait for one AOI's files (pulling them into `staging` when the workers do not share it), its field counts
+    and the small dicts run.json takes from the tail (`Tail.manifest`); returns the counts and replaces each
+    future of `tail.manifest` by its value."""
     for product in handle.as_completed(tail.products.values()):
         tail.files.update(receive(handle, product, staging, destination))
+    tail.manifest = {key: handle.result(future) for key, future in tail.manifest.items()}
     return handle.result(tail.counts)
 
 

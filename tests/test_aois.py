@@ -48,7 +48,7 @@ def test_per_aoi_outputs_and_manifest(multi_run):
     for name in AOIS:
         stages = json.loads((out / name / "run.json").read_text())["cluster"]["stages"]
         assert stages["assemble-table"]["tasks"] == stages["diagnosis"]["tasks"] == stages["report"]["tasks"] == 1
-        assert stages["image"]["tasks"] == 5 and "pooled" not in stages
+        assert stages["image"]["tasks"] == 6 and "pooled" not in stages  # tail.IMAGE_NAMES
         assert all(stage["workers"] for stage in stages.values())
 
 

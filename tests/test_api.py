@@ -133,7 +133,7 @@ def test_classes_from_a_mapping(inputs):
 
 def test_the_diagnosis_has_the_tables_of_the_cli_files(inputs, results, tmp_path, capsys):
     raster, fields = inputs
-    settings = {"min_fields": 3, "block_km": 0.2, "buffer_km": 0.05, "eval_fields": 5}
+    settings = {"min_fields": 3, "block_km": 0.2, "buffer_km": 0.05, "eval_min_per_stratum": 5}
     d = cropmon.diagnose(results, settings=settings, seed=2)
     config = tmp_path / "run.toml"
     config.write_text("[diagnosis]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))

@@ -157,6 +157,12 @@ def engine_against_oracle(tmp, fields: gpd.GeoDataFrame, classes, confidence, *,
         assert (oracle["n_pixels"] == 0).all(), "NoOverlap raised although some field has pixels"
         return None
     check_against_oracle(result, oracle)
+    # the mapped area counts every valid pixel of the raster, inside fields or not, whatever the chunking
+    valid = (classes >= 0) & (classes < 32)
+    if nodata is not None:
+        valid &= (classes != nodata) & (confidence != nodata)
+    np.testing.assert_array_equal(result.mapped.pixels, np.bincount(classes[valid].astype(int), minlength=32))
+    assert result.mapped.n_valid + result.mapped.invalid + result.mapped.nodata == classes.size
     return result
 
 

@@ -32,7 +32,7 @@ FILES = {
     "evaluation_fields.csv", "evaluation_fields.gpkg", "confusion_heatmap.png", "agreement_by_crop.png",
     "f1_vs_confidence.png", "block_error_map.png", "report.md", "report.html",
 }  # fmt: skip
-SETTINGS = DiagnosisSettings(block_km=2.0, buffer_km=0.5, min_fields=5, eval_fields=8)
+SETTINGS = DiagnosisSettings(block_km=2.0, buffer_km=0.5, min_fields=5, eval_min_per_stratum=8)
 RUN_INFO = {
     "inputs": {"raster": {"path": "/data/ml_2021-08-01_2022-12-31_u0c.tif", "crs": "EPSG:4326"}, "fields": "/gt.gpkg"},
     "fields": {"counts": {"repaired": 3, "outside_raster": 2}, "examples": {"repaired": ["a", "b"]}},
@@ -349,7 +349,7 @@ def test_wide_tables_scroll_in_their_box_at_1300_px(run, tmp_path):
     assert found["wide"] == "1" and found["tall"] == "1", found  # the probe did scroll something
     assert 0 <= int(found["column"]) <= 2 and 0 <= int(found["header"]) <= 2, found  # sticky column and header
     assert (found["numbers"], found["words"]) == ("right", "left"), found
-    assert found["links"] == found["targets"] == "7", found
+    assert found["links"] == found["targets"] == "8", found  # 8 sections, map accuracy and areas included
 
 
 def test_a_notebook_fragment_styles_only_the_report():

@@ -134,7 +134,8 @@ def test_quota_follows_the_documented_formula():
         specs += _block_of_fields("Winter Barley", 5, x=1.6 + 0.1 * (i % 8), y=49.6 + 0.1 * (i // 8), wrong=False,
                                   conf=90.0, seed=100 + i)  # fmt: skip
     fields, counts = make_table(specs)
-    s = DiagnosisSettings(label_base=20, label_share_scale=100.0, label_min=5, label_max=500, eval_fields=5)
+    s = DiagnosisSettings(label_base=20, label_share_scale=100.0, label_min=5, label_max=500,
+                          eval_min_per_stratum=5)
     plan = _plan(fields, counts, s).plan.set_index("crop")
     error, share = 1.0, 40 / 240  # all fields are 2 ha
     expected = math.ceil(error * (20 + 100 * math.sqrt(share)))
@@ -162,7 +163,7 @@ def test_a_crowded_block_gives_at_most_max_per_block():
         specs += _block_of_fields("Spring Barley", 1, x=1.5 + 0.2 * i, y=49.5, seed=10 + i)
     specs += _block_of_fields("Winter Barley", 40, x=1.5, y=50.3, wrong=False, conf=95.0)
     fields, counts = make_table(specs)
-    s = DiagnosisSettings(max_per_block=2, eval_fields=1, eval_max_share=0.05, label_min=20, buffer_km=0.5)
+    s = DiagnosisSettings(max_per_block=2, eval_max_share=0.05, label_min=20, buffer_km=0.5)
     result = _plan(fields, counts, s)
     picks = result.picks.loc[result.picks["crop"] == "Spring Barley"]
     assert picks.groupby("block").size().max() <= 2
@@ -201,7 +202,8 @@ selection_settings = st.builds(
     label_min=st.integers(1, 5),
     label_max=st.integers(5, 40),
     label_budget=st.sampled_from((None, 5, 25, 60)),
-    eval_fields=st.integers(1, 15),
+    eval_min_per_stratum=st.integers(1, 15),
+    eval_target_se=st.sampled_from((0.02, 0.05, 0.2)),
     eval_max_share=st.sampled_from((0.2, 0.5)),
 )
 
@@ -247,7 +249,19 @@ def test_selection_rules_hold(case):
         assert picks.groupby(["crop", "block"]).size().max() <= s.max_per_block
     held_per_crop = held["crop"].value_counts().reindex(plan["crop"], fill_value=0)
     assert (held_per_crop.to_numpy() == plan["eval_fields"].to_numpy()).all()
-    assert (plan["eval_fields"] <= s.eval_fields).all()
+    # the held-back sample: in the evaluation blocks, each field's probability (blocks drawn / blocks) x (drawn /
+    # fields of its map class in those blocks), at least the floor of each map class when the blocks hold it
+    design = result.design
+    assert design.blocks <= max(design.blocks_in_frame * s.eval_max_share, 0)
+    in_blocks = result.candidates.loc[result.candidates["split"] == "eval"]
+    assert set(held["field_id"]) <= set(in_blocks["field_id"])
+    for stratum, row in design.strata.set_index("stratum").iterrows():
+        mine = held.loc[held["stratum"] == stratum]
+        have = int((in_blocks["predicted"] == stratum).sum())
+        assert len(mine) == row["sampled"] == min(have, max(s.eval_min_per_stratum, len(mine)))
+        if len(mine):
+            expected = design.blocks / design.blocks_in_frame * len(mine) / have
+            np.testing.assert_allclose(mine["inclusion_probability"], expected)
     # only clean fields; picks are misclassified or uncertain
     chosen = fields.set_index("field_id").loc[list(picks["field_id"]) + list(held["field_id"])]
     assert (chosen["n_pixels"] >= s.min_pixels).all() and (chosen["pixel_rule"] == "centre").all()
@@ -299,13 +313,54 @@ def test_buffer_keeps_picks_away_from_held_back_blocks():
         for i in range(400)
     ]  # fmt: skip
     fields, counts = make_table(specs)
-    s = DiagnosisSettings(block_km=1.0, buffer_km=0.5, eval_fields=30, label_max=400)
+    s = DiagnosisSettings(block_km=1.0, buffer_km=0.5, eval_min_per_stratum=30, eval_max_share=0.3, label_max=400)
     result = _plan(fields, counts, s)
     split = result.candidates["split"].value_counts()
-    assert split["eval"] >= 30 and split["buffer"] > 0
-    assert len(result.evaluation) == 30
+    assert split["eval"] > 0 and split["buffer"] > 0
+    # every field is right or wrong alike (all predicted Winter Barley): no spatial correlation, so the fewest blocks
+    assert result.design.blocks == 10 and result.design.rho == 0
+    assert len(result.evaluation) == min(split["eval"], 30)  # the floor, or all the blocks hold
     assert _km(result.picks, result.evaluation).min() >= 0.5 * 0.99
     # the target (400) exceeds what is left: the list takes every field it may
     plan = result.plan.set_index("crop")
     assert plan.at["Spring Barley", "target"] == 400
     assert len(result.picks) == plan.at["Spring Barley", "quota"] == plan.at["Spring Barley", "available"]
+
+
+def test_the_evaluation_sample_is_drawn_before_and_apart_from_the_plan():
+    """Other thresholds change the plan (which crops, how many fields) but not the held-back sample: it depends
+    on the clean fields and the seed only."""
+    rng = np.random.default_rng(1)
+    crops = ["Spring Barley", "Winter Barley", "Winter Wheat", "Flax"]
+    specs = [field(str(c), str(rng.choice(crops)), conf=float(rng.uniform(30, 95)), x=float(rng.uniform(1.8, 2.3)),
+                   y=float(rng.uniform(49.8, 50.2)), field_id=f"g{i}")
+             for i, c in enumerate(rng.choice(crops, 600))]
+    fields, counts = make_table(specs)
+    base = DiagnosisSettings(block_km=1.0, buffer_km=0.3)
+    strict = DiagnosisSettings(block_km=1.0, buffer_km=0.3, min_agreement=0.99, label_budget=50, label_base=10)
+    one, two = _plan(fields, counts, base), _plan(fields, counts, strict)
+    assert not one.plan.equals(two.plan)
+    pd.testing.assert_frame_equal(one.evaluation, two.evaluation)
+
+
+def test_inverse_probability_weights_count_the_frame_on_average():
+    """Horvitz-Thompson: over many draws, the sum of 1 / inclusion probability of a map class's sampled fields
+    averages to the number of that class's clean fields (the weights are the design's, not a guess)."""
+    rng = np.random.default_rng(2)
+    crops = ["Spring Barley", "Winter Barley", "Winter Wheat"]
+    specs = [field(str(c), str(rng.choice(crops, p=[0.2, 0.3, 0.5])), x=float(rng.uniform(1.8, 2.4)),
+                   y=float(rng.uniform(49.8, 50.2)), field_id=f"h{i}")
+             for i, c in enumerate(rng.choice(crops, 500))]
+    fields, _ = make_table(specs)
+    s = DiagnosisSettings(block_km=2.0, buffer_km=0.5, eval_min_per_stratum=15)
+    grid = select.BlockGrid.for_points(fields["x"].to_numpy(), fields["y"].to_numpy(), block_km=s.block_km)
+    candidates = select.candidate_fields(fields, settings=s, grid=grid)
+    frame = candidates["predicted"].value_counts()
+    totals = []
+    for seed in range(300):
+        cand = candidates.assign(_key=select._hash(candidates["field_id"], seed))
+        _, sample, _ = select.draw_evaluation(cand, settings=s, seed=seed)
+        totals.append((1 / sample["inclusion_probability"]).groupby(sample["stratum"]).sum())
+    mean = pd.concat(totals, axis=1).fillna(0).mean(axis=1).reindex(frame.index)
+    se = pd.concat(totals, axis=1).fillna(0).std(axis=1).reindex(frame.index) / np.sqrt(300)
+    assert (np.abs(mean - frame) < 4 * se + 1e-9).all(), (mean, frame)

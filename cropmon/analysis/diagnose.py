@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis import metrics, select
+from cropmon.analysis import accuracy, metrics, select
 from cropmon.analysis.blocks import block_agreement
 from cropmon.analysis.intervals import verdict
 from cropmon.analysis.metrics import row_shares
@@ -174,6 +174,7 @@ class Diagnosis:
     settings: DiagnosisSettings = field(default_factory=DiagnosisSettings)
     seed: int = 0
     catalogue: Catalogue = U0C
+    accuracy: accuracy.AccuracyAssessment | None = None  # map accuracy and areas (None without a mapped area)
 
     def without_candidates(self) -> Diagnosis:
         """The same diagnosis without the plan's per-field candidate table (every clean field of a planned crop):
@@ -185,9 +186,11 @@ class Diagnosis:
 
 def diagnose_run(
     fields: pd.DataFrame, class_counts: pd.DataFrame, *, settings: DiagnosisSettings, seed: int = 0,
-    catalogue: Catalogue = U0C,
+    catalogue: Catalogue = U0C, mapped_area: pd.DataFrame | None = None, in_population: np.ndarray | None = None,
 ) -> Diagnosis:
-    """Metrics, confusions, underperforming crops, the plan and the caveats of one per-field table."""
+    """Metrics, confusions, underperforming crops, the plan and the caveats of one per-field table; with the map's
+    census (`mapped_area`, FieldResults.mapped_area) also the accuracy assessment (analysis/accuracy.py),
+    restricted to the fields `in_population` when an AOI mask gave one."""
     confusion = metrics.confusion_matrix(fields, catalogue)
     pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts, catalogue)
     sums = metrics.crop_sums(fields, catalogue)
@@ -209,6 +212,8 @@ def diagnose_run(
         settings=settings,
         seed=seed,
         catalogue=catalogue,
+        accuracy=None if mapped_area is None else accuracy.assess(
+            fields, class_counts, mapped_area, catalogue=catalogue, in_population=in_population),
     )
 
 

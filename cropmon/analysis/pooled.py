@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis import metrics, select
+from cropmon.analysis import accuracy, metrics, select
 from cropmon.analysis.diagnose import Diagnosis, diagnose_run
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C, Catalogue
@@ -69,6 +69,7 @@ class AOISummary:
     settings: DiagnosisSettings
     seed: int
     catalogue: Catalogue = U0C  # the model's classes (the same for every AOI of a run)
+    accuracy: accuracy.AccuracyAssessment | None = None  # the AOI's map accuracy and areas (~30 kB: no field in it)
 
 
 def summarise_aoi(
@@ -108,7 +109,20 @@ def summarise_diagnosis(d: Diagnosis, *, settings: DiagnosisSettings, seed: int)
         settings=settings,
         seed=seed,
         catalogue=d.catalogue,
+        accuracy=d.accuracy,
     )
+
+
+def pooled_accuracy(summaries: Mapping[str, AOISummary]) -> tuple[accuracy.AccuracyAssessment | None, pd.DataFrame]:
+    """The accuracy assessment of all AOIs together (their totals and variances added: accuracy.pooled) and the
+    per-AOI tables stacked with an `aoi` column; (None, empty) when no AOI has one."""
+    parts = {name: s.accuracy for name, s in summaries.items() if s.accuracy is not None}
+    if not parts:
+        return None, pd.DataFrame()
+    catalogue = next(iter(summaries.values())).catalogue
+    by_aoi = pd.concat([a.table.assign(aoi=name) for name, a in parts.items()], ignore_index=True)
+    by_aoi = by_aoi[["aoi", *[c for c in by_aoi.columns if c != "aoi"]]]
+    return accuracy.pooled(list(parts.values()), catalogue), by_aoi
 
 
 def pooled_confusions(summaries: Mapping[str, AOISummary]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

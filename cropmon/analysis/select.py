@@ -5,11 +5,12 @@ inside (never an all_touched fallback), a usable geometry and a unique id. Band 
 part: uncertainty is band-4 confidence and the pixel-vote margin of the class histogram.
 
 Spatial blocks: squares of about `block_km` on a lattice anchored at the CRS origin (kilometres become degrees at
-the AOI's mean latitude when x/y are lon/lat). Evaluation blocks are drawn first, in a seeded random order, per
-planned crop until it has its held-back quota; no field closer than `buffer_km` to an evaluation block is used
-at all (buffer); fields to label come from the other blocks, at most `max_per_block` per crop and block,
-best-first in rounds over the blocks so that neighbours do not crowd the list. Ties break on a hash of the field
-id (or block) and the seed, so the result depends on the seed only, not on row order.
+the AOI's mean latitude when x/y are lon/lat). The held-back evaluation set is drawn first, before any quota, as a
+probability sample with blocks as primary units (analysis/evaluation.py: sized from `eval_target_se`, each field's
+inclusion probability known); no field in an evaluation block or closer than `buffer_km` to one is labelled
+(buffer); fields to label come from the other blocks, at most `max_per_block` per crop and block, best-first in
+rounds over the blocks so that neighbours do not crowd the list. Ties break on a hash of the field id (or block)
+and the seed, so the result depends on the seed only, not on row order.
 
 Quotas (`label_plan`): an underperforming crop's target is error x (label_base + label_share_scale x
 sqrt(area share)), clamped to [label_min, label_max], where error = max(1 - agreement, 1 - F1, confidence gap);
@@ -28,7 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy.sparse.csgraph import connected_components
 
-from cropmon.analysis.blocks import BlockGrid, block_labels
+from cropmon.analysis.blocks import BlockGrid, block_keys, block_labels, seeded_hash
+from cropmon.analysis.evaluation import EvaluationDesign, draw_evaluation
 from cropmon.analysis.intervals import wilson
 from cropmon.analysis.metrics import row_shares, truth_and_prediction
 from cropmon.analysis.settings import DiagnosisSettings
@@ -43,7 +45,7 @@ PICK_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 EVAL_COLUMNS: tuple[str, ...] = (
     "field_id", "crop", "group", "predicted", "correct", "confidence_score", "vote_margin", "n_pixels", "area_ha",
-    "block", "x", "y",
+    "block", "x", "y", "stratum", "inclusion_probability", "block_fraction",
 )  # fmt: skip
 
 
@@ -64,22 +66,10 @@ class Selection:
     plan: pd.DataFrame
     picks: pd.DataFrame
     evaluation: pd.DataFrame
+    design: EvaluationDesign | None = None  # how the evaluation sample was drawn (analysis/evaluation.py)
 
 
-HASH_PIECE = 65_536  # field ids hashed at a time: each piece becomes Python strings, then bytes, all at once
-
-
-def _hash(values: pd.Series | np.ndarray, seed: int) -> np.ndarray:
-    """A seeded, row-order-independent tie-break key for each value (its string form).
-
-    Element by element, in pieces (the same hashes): the values are unique field ids, and hashing 615k at once,
-    factorized first, peaked at 188 MiB (tracemalloc) and took 3.6x the time."""
-    strings = pd.Series(values).astype(str)
-    key = f"cropmon{seed % 10**9:09d}"
-    pieces = [pd.util.hash_array(strings.iloc[start:start + HASH_PIECE].to_numpy(dtype=object), hash_key=key,
-                                 categorize=False)
-              for start in range(0, len(strings), HASH_PIECE)]
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint64)
+_hash = seeded_hash  # the plan's seeded tie-break (analysis/blocks.seeded_hash)
 
 
 def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid: BlockGrid,
@@ -165,48 +155,18 @@ def plan_groups(flagged: pd.DataFrame, confusion_df: pd.DataFrame, *, settings: 
     return table[["group", "crop", "role", "severity", "certainty", "certainly_failed", "members", "linked_to"]]
 
 
-def eval_targets(candidates: pd.DataFrame, crops: pd.Series, *, settings: DiagnosisSettings) -> pd.Series:
-    """Held-back fields wanted per crop: `eval_fields`, at most `eval_max_share` of its clean fields."""
-    clean = candidates["crop"].value_counts().reindex(crops, fill_value=0)
-    return np.minimum(settings.eval_fields, np.floor(settings.eval_max_share * clean)).astype("int64")
-
-
-def _block_keys(ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
-    """One int64 per block (indices stay far below 2**31 for any real AOI and block size)."""
-    return np.asarray(ix, dtype="int64") * 2**32 + np.asarray(iy, dtype="int64")
-
-
-def spatial_split(
-    candidates: pd.DataFrame, crops: pd.Series, *, settings: DiagnosisSettings, grid: BlockGrid, seed: int
-) -> pd.Series:
-    """'eval' | 'buffer' | 'label' for each candidate.
-
-    For each crop in plan order, blocks holding its candidates are added to the evaluation blocks in a seeded
-    random order until the evaluation blocks hold `eval_targets` of its fields (random blocks: an unbiased spatial
-    sample). Candidates in an evaluation block are 'eval'; those closer than `buffer_km` to one are 'buffer'.
-    """
-    targets = eval_targets(candidates, crops, settings=settings)
+def spatial_split(candidates: pd.DataFrame, in_eval_block: pd.Series, *, settings: DiagnosisSettings,
+                  grid: BlockGrid) -> pd.Series:
+    """'eval' | 'buffer' | 'label' for each candidate: in an evaluation block (analysis/evaluation.py), closer than
+    `buffer_km` to one, or free to label."""
     bx, by = candidates["block_x"].to_numpy(), candidates["block_y"].to_numpy()
-    keys = _block_keys(bx, by)
-    block_order = np.argsort(_hash(keys, seed), kind="stable")
-    chosen: set[int] = set()
-    crop_codes = candidates["crop"].map(pd.Series(np.arange(len(targets)), index=targets.index)).to_numpy()
-    for code, target in enumerate(targets.to_numpy()):
-        mine = crop_codes == code
-        per_block = pd.Series(keys[mine]).value_counts()
-        have = int(per_block[per_block.index.isin(list(chosen))].sum())
-        for key in pd.unique(keys[block_order][mine[block_order]]):
-            if have >= target:
-                break
-            if key not in chosen:
-                chosen.add(int(key))
-                have += int(per_block[key])
-    chosen_keys = np.fromiter(chosen, dtype="int64", count=len(chosen))
-    in_eval = np.isin(keys, chosen_keys)
+    keys = block_keys(bx, by)
+    in_eval = in_eval_block.reindex(candidates.index, fill_value=False).to_numpy(bool)
+    chosen_keys = np.unique(keys[in_eval])
     near = np.zeros(len(candidates), dtype=bool)  # buffer_km <= block_km: only the 8 neighbours can be closer
     x, y = candidates["x"].to_numpy(float), candidates["y"].to_numpy(float)
     for ox, oy in itertools.product((-1, 0, 1), repeat=2):
-        neighbour_chosen = np.isin(_block_keys(bx + ox, by + oy), chosen_keys)
+        neighbour_chosen = np.isin(block_keys(bx + ox, by + oy), chosen_keys)
         near |= neighbour_chosen & (grid.km_to_block(x, y, bx + ox, by + oy) < settings.buffer_km)
     split = np.where(in_eval, "eval", np.where(near, "buffer", "label"))
     return pd.Series(split, index=candidates.index, dtype=object)
@@ -249,14 +209,16 @@ def _targets(plan: pd.DataFrame, metrics_df: pd.DataFrame, settings: DiagnosisSe
 
 
 def label_plan(
-    metrics_df: pd.DataFrame, groups: pd.DataFrame, candidates: pd.DataFrame, *, settings: DiagnosisSettings
+    metrics_df: pd.DataFrame, groups: pd.DataFrame, candidates: pd.DataFrame, *, settings: DiagnosisSettings,
+    evaluation: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per planned crop (see `plan_groups`): target, fields available, quota, held-back quota, expected effort.
 
-    `candidates` must carry the `split` column of `spatial_split`. The module docstring gives the derivation; its
-    parts are columns (error, area_share, raw_target, linked_target, target, available, quota), which the report
-    words per crop, with the evidence: the crop's agreement and its 95 % interval, and how closely the held-back
-    fields will measure the next model's agreement (`eval_ci_half_width`, Wilson at today's agreement).
+    `candidates` must carry the `split` column of `spatial_split`; `evaluation` is the held-back sample
+    (`evaluation_set`). The module docstring gives the derivation; its parts are columns (error, area_share,
+    raw_target, linked_target, target, available, quota), which the report words per crop, with the evidence: the
+    crop's agreement and its 95 % interval, and how closely the held-back fields of the crop will measure the next
+    model's agreement (`eval_fields`, `eval_ci_half_width`: Wilson at today's agreement on that many fields).
     """
     plan = groups.reset_index(drop=True)
     m = metrics_df.set_index("crop").reindex(plan["crop"])
@@ -276,9 +238,8 @@ def label_plan(
     plan["quota"] = within_budget(capped, settings.label_budget)
     mean_area = pool.groupby("crop")["area_ha"].mean().reindex(plan["crop"]).fillna(0.0).to_numpy()
     plan["expected_ha"] = plan["quota"] * mean_area
-    held = candidates.loc[candidates["split"] == "eval", "crop"].value_counts()
-    wanted = eval_targets(candidates, plan["crop"], settings=settings).to_numpy()
-    plan["eval_fields"] = np.minimum(wanted, held.reindex(plan["crop"], fill_value=0).to_numpy())
+    held = (evaluation if evaluation is not None else candidates.iloc[:0])["crop"].value_counts()
+    plan["eval_fields"] = held.reindex(plan["crop"], fill_value=0).to_numpy().astype("int64")
     n_eval = plan["eval_fields"].to_numpy()
     low, high = wilson(np.rint(np.nan_to_num(plan["agreement_score"].to_numpy(float), nan=0.5) * n_eval), n_eval)
     plan["eval_ci_half_width"] = (high - low) / 2
@@ -338,24 +299,19 @@ def fields_to_label(
     return picks[list(PICK_COLUMNS)]
 
 
-def evaluation_set(
-    candidates: pd.DataFrame, plan: pd.DataFrame, *, settings: DiagnosisSettings, seed: int
-) -> pd.DataFrame:
-    """The held-back fields: per planned crop, `eval_fields` drawn at random (seeded) from its evaluation blocks.
-
-    Spread in rounds over those blocks. A random draw, not the hardest fields: it must measure the next model on
-    the crop as it really is.
-    """
-    held_back = plan.loc[plan["eval_fields"] > 0]
-    pool = candidates.loc[(candidates["split"] == "eval") & candidates["crop"].isin(held_back["crop"])]
-    pool = pool.assign(_key=_tie_keys(pool, seed), group=pool["crop"].map(dict(zip(plan["crop"], plan["group"],
-                                                                                     strict=True))))
-    held = _in_rounds(pool, pd.Series(held_back["eval_fields"].to_numpy(), index=held_back["crop"]), by=[],
-                      ascending=[])
-    if not len(held):
+def evaluation_set(sample: pd.DataFrame, plan: pd.DataFrame, design: EvaluationDesign) -> pd.DataFrame:
+    """The held-back fields (`draw_evaluation`'s sample) as evaluation_fields.csv lists them: the fields' numbers,
+    the plan group of their crop (empty when it is not planned), their block (the primary unit), map-class stratum,
+    inclusion probability and the share of the frame's blocks drawn (`block_fraction`, for the finite-population
+    correction), sorted by block then field id."""
+    if not len(sample):
         return pd.DataFrame(columns=list(EVAL_COLUMNS))
-    held["block"] = block_labels(held["block_x"], held["block_y"])
-    return held[list(EVAL_COLUMNS)]
+    group_of = dict(zip(plan["crop"], plan["group"], strict=True))
+    groups = sample["crop"].map(group_of).astype(object)
+    held = sample.assign(group=groups.where(groups.notna(), ""),
+                         block=block_labels(sample["block_x"], sample["block_y"]),
+                         block_fraction=design.block_fraction)
+    return held.sort_values(["block", "field_id"])[list(EVAL_COLUMNS)]
 
 
 def plan_selection(
@@ -368,13 +324,15 @@ def plan_selection(
     seed: int,
     catalogue: Catalogue = U0C,
 ) -> Selection:
-    """The whole plan for one AOI: groups, candidates and split, quotas, fields to label, held-back fields."""
+    """The whole plan for one AOI: the held-back evaluation sample first (it depends on the clean fields and the
+    seed only, never on the plan), then groups, the split, quotas and the fields to label."""
     grid = BlockGrid.for_points(fields["x"].to_numpy(float), fields["y"].to_numpy(float), block_km=settings.block_km)
-    groups = plan_groups(flagged, confusion_df, settings=settings)
     candidates = candidate_fields(fields, settings=settings, grid=grid, catalogue=catalogue)
     candidates["_key"] = _hash(candidates["field_id"], seed)
-    candidates["split"] = spatial_split(candidates, groups["crop"], settings=settings, grid=grid, seed=seed)
-    plan = label_plan(metrics_df, groups, candidates, settings=settings)
+    in_eval_block, sample, design = draw_evaluation(candidates, settings=settings, seed=seed)
+    candidates["split"] = spatial_split(candidates, in_eval_block, settings=settings, grid=grid)
+    groups = plan_groups(flagged, confusion_df, settings=settings)
+    plan = label_plan(metrics_df, groups, candidates, settings=settings, evaluation=sample)
     picks = fields_to_label(candidates, plan, settings=settings, seed=seed)
-    held = evaluation_set(candidates, plan, settings=settings, seed=seed)
-    return Selection(grid=grid, candidates=candidates, plan=plan, picks=picks, evaluation=held)
+    held = evaluation_set(sample, plan, design)
+    return Selection(grid=grid, candidates=candidates, plan=plan, picks=picks, evaluation=held, design=design)

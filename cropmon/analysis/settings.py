@@ -40,8 +40,10 @@ class DiagnosisSettings:
     label_max: int = 300
     label_budget: int | None = 2000  # all crops together; None = no budget
     contrast_ratio: float = 0.5  # a contrast crop gets this share of the targets of the crops it is confused with
-    eval_fields: int = 100  # held-back evaluation fields per planned crop (30 is too few to see a 0.1 gain)
-    eval_max_share: float = 0.3  # at most this share of a crop's clean fields is held back
+    # the held-back evaluation sample (select.evaluation_design): a probability sample, drawn before the plan
+    eval_target_se: float = 0.01  # standard error of overall accuracy it is sized for (Olofsson 2014, eq. 13)
+    eval_min_per_stratum: int = 20  # at least this many fields of each map class in it (all it has when fewer)
+    eval_max_share: float = 0.3  # at most this share of the blocks holding clean fields are evaluation blocks
 
     def __post_init__(self) -> None:
         for name in ("min_agreement", "min_f1", "critical_score", "absorbed_share", "min_precision", "mutual_share"):
@@ -51,9 +53,11 @@ class DiagnosisSettings:
         for name in ("min_confidence", "uncertain_confidence"):
             _check(name, getattr(self, name), low=0.0, high=100.0)
         _check("block_km", self.block_km, low=1e-3, high=1e4)
+        _check("eval_target_se", self.eval_target_se, low=1e-4, high=0.5)
         _check("over_prediction_ratio", self.over_prediction_ratio, low=1.0, high=1e6)
         _check("label_share_scale", self.label_share_scale, low=0.0, high=1e7)
-        for name in ("min_fields", "max_confusion_pairs", "min_pixels", "max_per_block", "label_min", "eval_fields"):
+        for name in ("min_fields", "max_confusion_pairs", "min_pixels", "max_per_block", "label_min",
+                     "eval_min_per_stratum"):
             _check(name, getattr(self, name), low=1, high=10**9, integer=True)
         _check("label_base", self.label_base, low=0, high=10**9, integer=True)
         _check("buffer_km", self.buffer_km, low=0.0, high=self.block_km)

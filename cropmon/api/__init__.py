@@ -134,8 +134,10 @@ def run(*, raster: str | Path | None = None, fields: str | Path | None = None, o
 
 def compare(run_a: str | Path, run_b: str | Path, *, out: str | Path | None = None, n_boot: int = DEFAULT_BOOTSTRAP,
             seed: int = 0) -> Comparison:
-    """Compare two runs' output directories per crop on run A's held-back evaluation fields (bootstrap intervals,
-    a verdict per crop). With `out`, also writes comparison.csv/.png/.md there, as `python -m cropmon compare`.
+    """Compare two runs' output directories per crop on run A's held-back evaluation fields: design-based user's
+    and producer's accuracy of both models with paired intervals (A's probability sample's weights), a verdict per
+    crop on producer's accuracy, `overall` accuracy of both, and the field-level scores with bootstrap intervals.
+    With `out`, also writes comparison.csv/.png/.md there, as `python -m cropmon compare`.
 
     >>> c = cropmon.compare("outputs/v1", "outputs/v2")  # doctest: +SKIP
     >>> c.table[["crop", "verdict", "agreement_a", "agreement_b", "agreement_delta"]]  # doctest: +SKIP
@@ -146,7 +148,7 @@ def compare(run_a: str | Path, run_b: str | Path, *, out: str | Path | None = No
     if out is None:
         return result
     written, _, _ = write_comparison(run_a, run_b, out, n_boot=n_boot, seed=seed)
-    return Comparison(result.table, result.evaluation, result.report, out_dir=written)
+    return Comparison(result.table, result.evaluation, result.report, out_dir=written, overall=result.overall)
 
 
 def _str(value: str | Path | None) -> str | None:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from cropmon import errors, manifest
 from cropmon.analysis import diagnose as diagnose_mod
+from cropmon.analysis.accuracy import ASSESSMENT_COLUMNS
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.engine.analyse import FieldResults
 from cropmon.report import sections
@@ -29,8 +30,10 @@ class Diagnosis(diagnose_mod.Diagnosis):
     """The diagnosis of one AOI (every number of the run's report), as DataFrames, and its report.
 
     `crop_metrics`, `underperforming`, `label_plan`, `fields_to_label`, `evaluation_fields`, `confusion_matrix`,
-    `pixel_confusion_matrix` are the tables of the CSV files of a run (same columns, unrounded); `report()` is the
-    HTML report, which a notebook cell displays; `overall` and `caveats` hold the headline numbers.
+    `pixel_confusion_matrix`, `accuracy_assessment`, `error_matrix_area` are the tables of the CSV files of a run
+    (same columns, unrounded); `report()` is the HTML report, which a notebook cell displays; `overall` and
+    `caveats` hold the headline numbers; `accuracy` the whole assessment (analysis/accuracy.AccuracyAssessment:
+    also the standard errors of the matrix and the design).
     """
 
     results: FieldResults | None = None
@@ -62,6 +65,18 @@ class Diagnosis(diagnose_mod.Diagnosis):
     @property
     def pixel_confusion_matrix(self) -> pd.DataFrame:
         return self.pixel_confusion
+
+    @property
+    def accuracy_assessment(self) -> pd.DataFrame:
+        """Per class: mapped and error-adjusted area (ha) with its interval, user's and producer's accuracy with
+        intervals, sampled fields and pixels; then the overall row (accuracy_assessment.csv). Empty when the
+        results carry no mapped area."""
+        return self.accuracy.table if self.accuracy is not None else pd.DataFrame(columns=list(ASSESSMENT_COLUMNS))
+
+    @property
+    def error_matrix_area(self) -> pd.DataFrame:
+        """The error matrix in estimated area proportions, map rows x reference columns (error_matrix_area.csv)."""
+        return self.accuracy.error_matrix if self.accuracy is not None else pd.DataFrame()
 
     def report(self) -> Document:
         """The report (headline, underperforming crops, confusions, figures, plan, caveats), as in report.html."""
@@ -98,5 +113,6 @@ def diagnose(results: FieldResults, *, settings: DiagnosisSettings | Mapping[str
     if not isinstance(settings, DiagnosisSettings):
         settings = DiagnosisSettings.from_mapping(settings or {})
     base = diagnose_mod.diagnose_run(results.table, results.class_counts, settings=settings, seed=seed,
-                                     catalogue=results.catalogue)
+                                     catalogue=results.catalogue, mapped_area=results.mapped_area,
+                                     in_population=results.in_population)
     return Diagnosis(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, results=results)

@@ -24,6 +24,7 @@ from cropmon.cluster import ClusterHandle, connect
 from cropmon.engine import fields as fields_mod
 from cropmon.engine.assemble import FieldResults, assemble_results
 from cropmon.engine.graph import FieldIndex, field_graph
+from cropmon.engine.mapped import AOIMask, aoi_mask
 from cropmon.engine.rasterize import RowChunks, layout_fields
 from cropmon.engine.zonal import warm_up
 from cropmon.io import raster as raster_io
@@ -118,13 +119,16 @@ class FieldInputs:
     tie_break: str
     scratch_dir: str | None  # where a GeoPackage copy of the fields goes when their format needs one
     catalogue: Catalogue  # the model's classes
+    aoi_mask: AOIMask | None = None  # the population of the mapped area and the accuracy assessment (None: all)
 
 
 def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | None = None, layer: str | None = None,
                  label_column: str = "normalized_label", class_band: int = 3, confidence_band: int = 4,
                  tie_break: str = "confidence", scratch_dir: str | Path | None = None,
-                 catalogue: Catalogue | None = None, timer: StageTimer | None = None) -> FieldInputs:
-    """The client's side of one AOI (headers only, nothing on the cluster): can run while the cluster starts."""
+                 catalogue: Catalogue | None = None, timer: StageTimer | None = None,
+                 mask: str | Path | None = None) -> FieldInputs:
+    """The client's side of one AOI (headers only, nothing on the cluster): can run while the cluster starts.
+    `mask`: the AOI mask file (engine/mapped.aoi_mask), read here whole: a few polygons."""
     timer = timer or StageTimer()
     with timer.stage("inspect raster"):
         info = raster_io.inspect_raster(raster, class_band=class_band, confidence_band=confidence_band)
@@ -133,9 +137,14 @@ def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | No
         chunks = RowChunks(height=info.height, width=info.width, transform=_affine(info), chunk_rows=chunk_rows)
     with timer.stage("inspect fields"):
         header = vector.inspect_fields(fields, layer=layer, label_column=label_column)
+    population = None
+    if mask is not None:
+        with timer.stage("read AOI mask"):
+            population = aoi_mask(str(mask), raster_crs=info.crs, transform=chunks.transform, height=info.height,
+                                  width=info.width)
     return FieldInputs(raster=info, chunks=chunks, bands=bands, fields=header, label_column=label_column,
                        tie_break=tie_break, scratch_dir=None if scratch_dir is None else str(scratch_dir),
-                       catalogue=catalogue or U0C)
+                       catalogue=catalogue or U0C, aoi_mask=population)
 
 
 def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTimer | None = None,
@@ -164,11 +173,12 @@ def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTim
     with timer.stage("build graph"):
         graph = field_graph(inputs.bands, facts.source, index, inputs.chunks, facts.spans, raster_crs=info.crs,
                             nodata=info.nodata, tie_break=inputs.tie_break,
-                            class_ids=inputs.catalogue.id_array)
+                            class_ids=inputs.catalogue.id_array,
+                            population=None if inputs.aoi_mask is None else inputs.aoi_mask.spans)
         submitted = time.perf_counter()
         summaries = handle.compute(graph)
         results = handle.submit(assemble_results, prepared, index, info, inputs.catalogue, *summaries,
-                                stage="assemble-table", on=home)
+                                aoi_mask=inputs.aoi_mask, stage="assemble-table", on=home)
     return FieldJob(raster=info, source=facts.source, results=results, summaries=summaries, timings=timer.seconds,
                     n_fields=facts.n_fields, submitted=submitted, fields_read=facts.attrs)
 
@@ -189,6 +199,7 @@ def analyse_fields(
     tie_break: str = "confidence",
     scratch_dir: str | Path | None = None,
     catalogue: Catalogue | None = None,
+    aoi_mask: str | Path | None = None,
 ) -> FieldResults:
     """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute),
     with the per-field table brought back to the caller.
@@ -196,14 +207,15 @@ def analyse_fields(
     `scratch_dir` holds the GeoPackage copy of a fields file that cannot be read by feature id (GeoJSON,
     GeoParquet ...; io.convert); on a remote cluster every worker must see it at the same path. `catalogue`: the
     model's classes (default: the u0c catalogue); raises CatalogueMismatch when most field pixels hold values that
-    are no class of it (the class list is not the raster's).
+    are no class of it (the class list is not the raster's). `aoi_mask`: polygons that restrict the population of
+    the mapped area and of the accuracy assessment (engine/mapped.py).
     """
     timer = StageTimer(show=progress)
     handle_cm = (contextlib.nullcontext(cluster) if cluster is not None
                  else connect(scheduler, warm_up=warm_up, no_worker_timeout=no_worker_timeout))
     inputs = field_inputs(raster, fields, chunk_rows=chunk_rows, layer=layer, label_column=label_column,
                           class_band=class_band, confidence_band=confidence_band, tie_break=tie_break,
-                          scratch_dir=scratch_dir, catalogue=catalogue, timer=timer)
+                          scratch_dir=scratch_dir, catalogue=catalogue, timer=timer, mask=aoi_mask)
     with handle_cm as handle:
         job = submit_fields(handle, inputs, timer=timer)
         with timer.stage("compute", has_own_bar=True):

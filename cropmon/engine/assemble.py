@@ -19,6 +19,7 @@ from cropmon import errors, runtime
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.engine import fields as fields_mod
 from cropmon.engine.graph import GEOMETRY_STATUSES, FieldIndex
+from cropmon.engine.mapped import AOIMask, MappedPixels, mapped_area_table
 from cropmon.engine.rasterize import FieldLayout, Overlaps
 from cropmon.engine.zonal import PIXEL_RULES
 from cropmon.io.raster import RasterInfo
@@ -42,6 +43,7 @@ class FieldColumnResults:
     overlaps: Overlaps  # unique label pairs (low, high) that share pixel centres, their shared pixels over all chunks
     shared_pixels: int  # distinct pixels inside more than one field
     invalid_values: MappingProxyType  # raster value that is no class -> pixels in fields holding it
+    mapped: MappedPixels | None = None  # every chunk's mapped area added (None: the summaries carried none)
 
 
 class FieldColumns:
@@ -74,6 +76,7 @@ class FieldColumns:
         }
         self._overlaps: list[Overlaps] = []
         self._shared_pixels = 0
+        self._mapped: MappedPixels | None = None
 
     def add(self, summary: dict[str, np.ndarray]) -> None:
         """Take one chunk's summary (engine/graph.finish_chunk) into the columns."""
@@ -92,6 +95,9 @@ class FieldColumns:
         if len(summary["overlaps"].pairs):
             self._overlaps.append(summary["overlaps"])
         self._shared_pixels += int(summary["n_shared_pixels_in_chunk"])
+        mapped = summary.get("mapped")
+        if mapped is not None:
+            self._mapped = mapped if self._mapped is None else self._mapped + mapped
 
     def finish(self) -> FieldColumnResults:
         """The gathered results, immutable; the accumulator takes no more summaries afterwards."""
@@ -104,7 +110,7 @@ class FieldColumns:
         self._histogram_parts = []
         invalid = MappingProxyType(dict(sorted(self._invalid_values.items())))
         return FieldColumnResults(MappingProxyType(columns), counts, merge_overlaps(self._overlaps),
-                                  self._shared_pixels, invalid)
+                                  self._shared_pixels, invalid, self._mapped)
 
 
 def _sparse_class_counts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int,
@@ -234,6 +240,16 @@ class FieldResults:
     catalogue: Catalogue = U0C  # the model's classes the histograms and labels follow
     invalid_values: dict[int, int] = field(default_factory=dict)  # raster value that is no class -> field pixels
     keep_alive: Any = None  # what must outlive the results (the API's temporary fields file)
+    mapped: MappedPixels | None = None  # the map's own census: valid pixels and area per class (engine/mapped.py)
+    aoi_mask: AOIMask | None = None  # the population's boundary, when one was given
+    in_population: np.ndarray | None = None  # per row: the field's point lies inside the AOI mask (None: no mask)
+
+    @property
+    def mapped_area(self) -> pd.DataFrame:
+        """Per class: class_id, crop, pixels, area_ha, share of the population's mapped area (engine/mapped.py);
+        counted over every valid pixel of the raster (inside the AOI mask), with or without ground truth."""
+        mapped = self.mapped if self.mapped is not None else MappedPixels.zeros(self.catalogue.n)
+        return mapped_area_table(mapped, self.catalogue)
 
     def geometries(self, rows: np.ndarray | pd.Index):
         """The input polygons of table rows `rows` (positions), in the fields' CRS, as a GeoSeries."""
@@ -244,8 +260,9 @@ class FieldResults:
 
 
 def assemble_results(prepared: fields_mod.PreparedFields, index: FieldIndex, raster: RasterInfo, catalogue: Catalogue,
-                     *summaries: dict[str, np.ndarray]) -> FieldResults:
-    """The chunk summaries of one AOI into its FieldResults (runs on a worker; the table stays there)."""
+                     *summaries: dict[str, np.ndarray], aoi_mask: AOIMask | None = None) -> FieldResults:
+    """The chunk summaries of one AOI into its FieldResults (runs on a worker; the table stays there).
+    `aoi_mask`: the population's boundary; each field is in it when its point (x, y) lies inside."""
     columns = FieldColumns(len(prepared.table), index.layout, catalogue)
     for summary in summaries:
         columns.add(summary)
@@ -254,11 +271,14 @@ def assemble_results(prepared: fields_mod.PreparedFields, index: FieldIndex, ras
     check_catalogue_fits(invalid_values, results.columns["n_pixels"], raster, catalogue)
     report_overlaps(prepared, index.layout, results)
     table, class_counts = assemble_table(prepared, index.layout, results, raster.crs, catalogue)
+    mapped = results.mapped
     del results, columns
     runtime.trim_freed_memory()
+    in_population = None if aoi_mask is None else aoi_mask.contains(table["x"].to_numpy(), table["y"].to_numpy())
     return FieldResults(table=table, class_counts=class_counts, report=prepared.report, raster=raster,
                         layout=index.layout, source=prepared.source, fids=prepared.fids,
-                        raster_bounds=prepared.raster_bounds, catalogue=catalogue, invalid_values=invalid_values)
+                        raster_bounds=prepared.raster_bounds, catalogue=catalogue, invalid_values=invalid_values,
+                        mapped=mapped, aoi_mask=aoi_mask, in_population=in_population)
 
 
 def check_catalogue_fits(invalid_values: dict[int, int], n_pixels: np.ndarray, info: RasterInfo,

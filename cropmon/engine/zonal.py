@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cropmon.engine.mapped import MappedPixels, count_mapped
 from cropmon.engine.rasterize import BlockExtras, Overlaps
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class ChunkPartial:
     fallback: SparseSums  # fields with no pixel centre anywhere, on their all-touched pixels
     shared: LabelCounts
     invalid_values: np.ndarray  # (2, k) int64: raster values that are no class, and their pixels in fields
+    mapped: MappedPixels | None = None  # every pixel of the chunk, inside fields or not (engine/mapped.py)
 
 
 @dataclass(frozen=True)
@@ -181,18 +183,24 @@ def _grouped_sums(classes: np.ndarray, confidence: np.ndarray, codes: np.ndarray
 
 def chunk_partial(
     bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, touching: np.ndarray, nodata: float | None,
-    class_ids: np.ndarray,
+    class_ids: np.ndarray, *, row_area_m2: np.ndarray | None = None, inside: np.ndarray | None = None,
 ) -> ChunkPartial:
     """Sums of one chunk. `bands` is (2, rows, cols): class then confidence; `grid` holds the field labels;
     `class_ids` the catalogue's ids (ascending). The tally of values that are no class covers the pixel centres of
-    the chunk's fields (the all-touched fallback pixels are left out of it)."""
+    the chunk's fields (the all-touched fallback pixels are left out of it).
+
+    With `row_area_m2` (each row's pixel area), the chunk's mapped area is counted too, over all its pixels
+    (`inside`: the AOI mask, None for all): engine/mapped.count_mapped."""
     slots_of = ClassSlots.of(class_ids)
     classes = bands[0].ravel()
     confidence = bands[1].ravel()
     labels = grid.ravel()
+    mapped = None
+    if row_area_m2 is not None:
+        mapped = count_mapped(bands[0], bands[1], row_area_m2, slots_of, nodata=nodata, inside=inside)
     if len(touching) == 0:
         empty = SparseSums.from_dense(touching, np.zeros((len(CHANNELS), 0, slots_of.n_slots), dtype=np.int64))
-        return ChunkPartial(empty, empty, LabelCounts.of(np.empty(0, np.int64)), np.zeros((2, 0), np.int64))
+        return ChunkPartial(empty, empty, LabelCounts.of(np.empty(0, np.int64)), np.zeros((2, 0), np.int64), mapped)
     lo, hi = int(touching[0]), int(touching[-1])
     lookup = np.full(hi - lo + 2, -1, dtype=np.int64)  # last slot: labels outside [lo, hi] (0 = no field)
     lookup[touching - lo] = np.arange(len(touching))
@@ -218,7 +226,7 @@ def chunk_partial(
         slots_of,
     )
     return ChunkPartial(SparseSums.from_dense(touching, sums), SparseSums.from_dense(fb_labels, fb_sums),
-                        LabelCounts.of(shared.labels), invalid)
+                        LabelCounts.of(shared.labels), invalid, mapped)
 
 
 def finish_owned_fields(
@@ -227,7 +235,8 @@ def finish_owned_fields(
 ) -> dict[str, np.ndarray]:
     """Add the partials of labels first..last (the chunk's own fields) and summarise them.
 
-    `partials[0]` is the owning chunk's own: its tally of values outside the catalogue travels with the summary.
+    `partials[0]` is the owning chunk's own: its tally of values outside the catalogue and its mapped area travel
+    with the summary.
     `extras` (the owning chunk's rasterization) adds each field's geometry status and point, and the chunk's
     overlapping pairs (so every chunk's extras are released with its own summary).
     """
@@ -246,6 +255,7 @@ def finish_owned_fields(
     pixel_rule = PIXEL_RULES[np.where(has_centre, 0, np.where(use_fallback, 1, 2))]
     summary = summarize_histograms(total, class_ids, tie_break=tie_break)
     summary["invalid_values"] = partials[0].invalid_values if partials else np.zeros((2, 0), np.int64)
+    summary["mapped"] = partials[0].mapped if partials else None  # the owning chunk's whole map, counted once
     summary["label"] = np.arange(first, last + 1, dtype=np.int64)
     summary["pixel_rule"] = pixel_rule
     summary["n_pixels_shared"] = shared

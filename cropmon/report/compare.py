@@ -12,7 +12,17 @@ import pandas as pd
 from pyarrow.lib import ArrowException
 
 from cropmon import errors
-from cropmon.analysis.compare import DEFAULT_BOOTSTRAP, LEVEL, MIN_FIELDS, EvaluationSet, compare_tables, evaluation_set
+from cropmon.analysis.compare import (
+    DEFAULT_BOOTSTRAP,
+    LEVEL,
+    MIN_FIELDS,
+    DesignSample,
+    EvaluationSet,
+    compare_tables,
+    design_sample,
+    evaluation_set,
+    overall_comparison,
+)
 from cropmon.catalogue import U0C
 from cropmon.errors import NotComparable
 from cropmon.io.outputs import atomic_output_dir, check_writable, write_csv
@@ -34,6 +44,23 @@ class RunTables:
     crop_metrics: pd.DataFrame  # METRIC_COLUMNS of crop_metrics.csv (the whole run)
     evaluation_ids: pd.Series | None  # field_id of evaluation_fields.csv; None when the file is absent
     manifest: dict
+    evaluation: pd.DataFrame | None = None  # evaluation_fields.csv (with its inclusion probabilities, if any)
+
+    def class_counts(self, field_ids: pd.Series) -> pd.DataFrame | None:
+        """The pixel histograms of these fields (field_class_counts.parquet rows, index field_id); None when the
+        run has no such file (the comparison then takes every field as homogeneous)."""
+        path = self.path / "field_class_counts.parquet"
+        if not path.is_file():
+            return None
+        import pyarrow.parquet as pq
+
+        wanted = set(field_ids.astype(str))
+        try:
+            table = pq.read_table(path, filters=[("field_id", "in", sorted(wanted))]).to_pandas()
+        except (OSError, ValueError, ArrowException) as exc:
+            raise errors.InputError(f"cannot read field_class_counts.parquet: {errors.first_line(exc)}", path=path,
+                                    fix="re-run `cropmon run` for this run") from exc
+        return table.drop_duplicates("field_id").set_index("field_id")
 
     @property
     def crop_order(self) -> tuple[str, ...]:
@@ -84,27 +111,51 @@ def read_run(run_dir: str | Path) -> RunTables:
     crop_table = _read(root / "crop_metrics.csv", "crop_metrics.csv", pd.read_csv, rerun)
     _require_columns(crop_table, METRIC_COLUMNS, root / "crop_metrics.csv", rerun)
     evaluation_ids = None
+    held = None
     eval_path = root / "evaluation_fields.csv"
     if eval_path.is_file():
-        held = _read(eval_path, "evaluation_fields.csv", lambda p: pd.read_csv(p, dtype={"field_id": str}), rerun)
+        held = _read(eval_path, "evaluation_fields.csv",
+                     lambda p: pd.read_csv(p, dtype={"field_id": str, "block": str}), rerun)
         _require_columns(held, ("field_id",), eval_path, rerun)
         evaluation_ids = held["field_id"].astype(str)
+        if "inclusion_probability" in held and not (held["inclusion_probability"].between(0, 1, inclusive="right")
+                                                    .all()):
+            raise errors.InputError("evaluation_fields.csv has inclusion probabilities outside (0, 1]",
+                                    path=eval_path, fix=rerun)
     return RunTables(
         path=root,
         fields=fields[list(FIELD_COLUMNS)],
         crop_metrics=crop_table[list(METRIC_COLUMNS)],
         evaluation_ids=evaluation_ids,
         manifest=manifest if isinstance(manifest, dict) else {},
+        evaluation=held,
     )
 
 
 
 def _listing(rows: pd.DataFrame) -> str:
     return "; ".join(
-        f"{r.crop} (agreement {r.agreement_a:.2f} -> {r.agreement_b:.2f}, {r.agreement_delta:+.2f}"
-        f" [{r.agreement_delta_lo:+.2f}, {r.agreement_delta_hi:+.2f}], n={r.n_a})"
+        f"{r.crop} (producer's accuracy {r.pa_a:.2f} -> {r.pa_b:.2f}, {r.pa_delta:+.2f}"
+        f" [{r.pa_delta_lo:+.2f}, {r.pa_delta_hi:+.2f}], n={r.n_a})"
         for r in rows.itertuples()
     )
+
+
+def design_text(design: DesignSample, overall: dict) -> str:
+    """How the sample is weighted, and the overall accuracy of both models with the paired delta."""
+    if design.probability:
+        how = (f"Run A's evaluation fields are a probability sample (evaluation_fields.csv: blocks, then fields by"
+               f" A's map class, each with its inclusion probability): the estimates weight each field by 1 /"
+               f" probability, with the {overall['primary_units']} blocks as primary units"
+               f" (finite-population factor {overall['fpc']:.3f}).")
+    else:
+        how = (f"The fields compared carry no inclusion probabilities: they are weighted equally, each field its own"
+               f" primary unit ({overall['primary_units']:,}), as if they were a simple random sample of the fields"
+               " the models are assessed on.")
+    return (how + f" Overall accuracy (pixels, fields as clusters): A {overall['oa_a']:.3f} (SE"
+            f" {overall['oa_a_se']:.3f}), B {overall['oa_b']:.3f} (SE {overall['oa_b_se']:.3f}), B - A"
+            f" {overall['oa_delta']:+.3f} [{overall['oa_delta_lo']:+.3f}, {overall['oa_delta_hi']:+.3f}]"
+            f" ({100 * LEVEL:g} %, paired, t with {overall['df']} degrees of freedom).")
 
 
 def report_blocks(
@@ -115,6 +166,8 @@ def report_blocks(
     image: Image,
     n_boot: int,
     seed: int,
+    design: DesignSample | None = None,
+    overall: dict | None = None,
 ) -> list:
     """The comparison report, every sentence from the numbers."""
     run_a, run_b = runs
@@ -130,27 +183,32 @@ def report_blocks(
     if few:
         summary.append(f"No verdict, fewer than {MIN_FIELDS} fields in the set: {', '.join(few)}.")
     method = (
-        f"{n_boot:,} bootstrap resamples (seed {seed}) of the fields within each GT crop"
-        + (", the same fields for A and B (paired by field_id)" if set_.paired else ", A and B drawn independently")
-        + f". Intervals are simultaneous over the {n_compared} crops with a verdict: each at {100 * level:.2f} %"
-        f" (Bonferroni for {100 * LEVEL:g} % overall), so an unchanged model flags no crop in {100 * LEVEL:g} % of"
-        " comparisons. The verdict is on agreement; F1 over the set also counts the set's fields of other crops"
+        "The verdict is on producer's accuracy, the design-based agreement: the share of the crop's GT pixels that"
+        " the model maps as the crop, estimated with the sample's weights, fields as clusters, paired (both models"
+        f" on the same fields). Intervals are simultaneous over the {n_compared} crops with a verdict: each at"
+        f" {100 * level:.2f} % (Bonferroni for {100 * LEVEL:g} % overall), so an unchanged model flags no crop in"
+        f" {100 * LEVEL:g} % of comparisons. Beside it, the field-level agreement and F1 of the set with"
+        f" {n_boot:,} bootstrap resamples (seed {seed}) of the fields within each GT crop"
+        + (", the same fields for A and B" if set_.paired else ", A and B drawn independently")
+        + " (unweighted: they describe the set); F1 over the set also counts the set's fields of other crops"
         " predicted as the crop (false alarms), so it moves when a neighbouring crop improves."
     )
     dropped = [f"{v:,} {k}" for k, v in set_.dropped.items()]
+    which = set_.description + (f" Left out: {', '.join(dropped)}." if dropped else "")
     blocks: list = [
         Heading("Which fields"),
-        Paragraph(set_.description + (f" Left out: {', '.join(dropped)}." if dropped else "")),
+        Paragraph(which),
+        *([Paragraph(design_text(design, overall))] if design is not None and overall is not None else []),
         Heading("Result"),
         Bullets(summary),
         Paragraph(method),
         image,
     ]
     shown = table[
-        ["crop", "verdict", "n_a", "agreement_a", "agreement_b", "agreement_delta", "agreement_delta_lo",
-         "agreement_delta_hi", "f1_a", "f1_b", "f1_delta", "conf_mean_a", "conf_mean_b", "conf_mean_delta"]
+        ["crop", "verdict", "n_a", "pa_a", "pa_b", "pa_delta", "pa_delta_lo", "pa_delta_hi", "ua_a", "ua_b",
+         "ua_delta", "agreement_a", "agreement_b", "agreement_delta", "f1_a", "f1_b", "f1_delta"]
     ]  # fmt: skip
-    blocks.append(Table(shown, "comparison.csv (also the intervals of the F1 and confidence deltas)"))
+    blocks.append(Table(shown, "comparison.csv (also the intervals of the UA, F1 and confidence deltas)"))
     whole = run_a.crop_metrics.merge(run_b.crop_metrics, on="crop", suffixes=("_a", "_b"))
     whole = whole.loc[whole["crop"].isin(table["crop"])]
     blocks += [
@@ -190,6 +248,7 @@ class Comparison:
     evaluation: EvaluationSet
     report: Document
     out_dir: Path | None = None  # where the files went, if anywhere
+    overall: dict | None = None  # design-based overall accuracy of A and B and the paired delta
 
     def _repr_html_(self) -> str:
         return self.report.html
@@ -205,12 +264,17 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, n_boot: int = DEFAULT_
                           order=runs[0].crop_order)
     if not len(set_.a) or not len(set_.b):
         raise NotComparable("no field is scored in both runs", path=run_b, fix="compare runs of the same AOI")
-    table = compare_tables(set_, n_boot=n_boot, seed=seed)
+    ids = set_.a["field_id"]
+    design = design_sample(set_, runs[0].evaluation, counts_a=runs[0].class_counts(ids),
+                           counts_b=runs[1].class_counts(set_.b["field_id"]))
+    table = compare_tables(set_, n_boot=n_boot, seed=seed, design=design)
+    overall = overall_comparison(set_, design)
     figure = delta_plot(table)
     title = f"Comparison: {Path(run_a).name} (A) vs {Path(run_b).name} (B)"
-    image = Image("comparison.png", png(figure), "Agreement and F1 change per crop, B - A, with intervals.")
-    blocks = report_blocks(table, set_, runs, image=image, n_boot=n_boot, seed=seed)
-    return Comparison(table, set_, Document(title, blocks))
+    image = Image("comparison.png", png(figure),
+                  "Producer's and user's accuracy change per crop, B - A, design-based, with intervals.")
+    blocks = report_blocks(table, set_, runs, image=image, n_boot=n_boot, seed=seed, design=design, overall=overall)
+    return Comparison(table, set_, Document(title, blocks), overall=overall)
 
 
 def write_comparison(

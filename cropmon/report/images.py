@@ -11,12 +11,15 @@ from cropmon.report.document import Image, png
 
 IMAGE_NAMES: tuple[str, ...] = (
     "confusion_heatmap.png", "agreement_by_crop.png", "f1_vs_confidence.png", "block_error_map.png", "map_window.png",
+    "area_adjusted.png",
 )  # the tail (cropmon/tail.py) names them too: it submits one task each
 
 
 def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) -> Image | None:
     """One picture of the report, by file name; None for the map window of a run without one."""
     if name == "map_window.png" and window is None:
+        return None
+    if name == "area_adjusted.png" and (d.accuracy is None or d.accuracy.design["n_fields"] == 0):
         return None
     flagged = set(d.flagged["crop"])
     grid = d.selection.grid
@@ -43,6 +46,11 @@ def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: plots.Ma
     elif name == "map_window.png":
         figure = plots.map_window(window, aspect=aspect)
         caption = f"A window of the AOI ({window.crs}): ground truth | prediction | confidence."
+    elif name == "area_adjusted.png":
+        figure = plots.area_plot(d.accuracy.table, level=d.accuracy.level)
+        caption = ("Mapped area (the map's pixel count) and error-adjusted area with its 95 % interval per crop,"
+                   " largest first: where the interval misses the grey bar, the pixel count is biased by the map's"
+                   " errors (it assumes the GT fields are representative of their map class; see the text).")
     else:
         raise ValueError(f"no picture {name!r} (known: {', '.join(IMAGE_NAMES)})")
     return Image(name, png(figure), caption)

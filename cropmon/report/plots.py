@@ -285,13 +285,15 @@ def map_window(window: MapWindow, *, aspect: float = 1.0) -> Figure:
 
 
 def delta_plot(table: pd.DataFrame) -> Figure:
-    """Agreement and F1 deltas (B - A) per crop with their intervals; better green, worse red, others grey."""
+    """Producer's accuracy (the verdict's measure) and user's accuracy deltas (B - A, design-based) per crop with
+    their intervals; better green, worse red, others grey."""
     data = table.iloc[::-1]
     colours = data["verdict"].map({"better": "#1a9850", "worse": "#d73027"}).fillna("#7f7f7f").to_numpy()
     fig = Figure(figsize=(11.0, max(3.0, 0.34 * len(data) + 1.6)), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     y = np.arange(len(data))
-    for ax, measure, title in zip(axes, ("agreement", "f1"), ("agreement (verdict)", "F1 over the set"), strict=True):
+    panels = (("pa", "producer's accuracy (verdict)"), ("ua", "user's accuracy"))
+    for ax, (measure, title) in zip(axes, panels, strict=True):
         delta = data[f"{measure}_delta"].to_numpy(float)
         lo, hi = data[f"{measure}_delta_lo"].to_numpy(float), data[f"{measure}_delta_hi"].to_numpy(float)
         err = np.vstack([np.clip(delta - lo, 0, None), np.clip(hi - delta, 0, None)])
@@ -303,9 +305,35 @@ def delta_plot(table: pd.DataFrame) -> Figure:
     labels = [f"{c} (n={n})" for c, n in zip(data["crop"], data["n_a"], strict=True)]
     axes[0].set_yticks(y, labels, fontsize=8)
     level = float(table["interval_level"].iloc[0]) if len(table) else LEVEL
-    fig.suptitle(f"Per-crop change, B - A, with bootstrap intervals (each at {100 * level:.2f} %)", fontsize=10)
+    fig.suptitle(f"Per-crop change, B - A, design-based intervals (each at {100 * level:.2f} %)", fontsize=10)
     return fig
 
+
+
+def area_plot(table: pd.DataFrame, *, level: float = LEVEL, top: int = 20) -> Figure:
+    """Mapped area (the map's pixel count) against the error-adjusted area with its interval, per crop, largest
+    first (the `top` largest by either; accuracy_assessment.csv has them all). Where the interval misses the mapped
+    bar, the map's count is biased by its own errors."""
+    data = table.loc[(table["crop"] != "overall") & table["adjusted_ha"].notna()].copy()
+    data["_size"] = np.fmax(data["mapped_ha"].to_numpy(float), data["adjusted_ha"].to_numpy(float))
+    data = data.sort_values("_size", ascending=False).head(top).iloc[::-1]
+    fig = Figure(figsize=(9.0, max(3.0, 0.34 * len(data) + 1.8)), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(data))
+    kha = 1e-3
+    ax.barh(y + 0.2, data["mapped_ha"] * kha, height=0.38, color="#bdbdbd", label="mapped (pixel count)")
+    adjusted = data["adjusted_ha"].to_numpy(float) * kha
+    err = np.vstack([adjusted - data["adjusted_ha_ci_low"].to_numpy(float) * kha,
+                     data["adjusted_ha_ci_high"].to_numpy(float) * kha - adjusted])
+    ax.barh(y - 0.2, adjusted, height=0.38, color=OK_COLOUR, label=f"error-adjusted, {100 * level:g} % interval")
+    ax.errorbar(adjusted, y - 0.2, xerr=np.nan_to_num(np.clip(err, 0, None)), fmt="none", ecolor="black",
+                elinewidth=0.9, capsize=2)
+    ax.set_yticks(y, data["crop"], fontsize=8)
+    ax.set_xlabel("area (thousand ha)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Mapped vs error-adjusted area per crop (largest first)")
+    return fig
 
 
 def f1_heatmap(by_aoi: pd.DataFrame, pooled: pd.DataFrame, *, aois: list[str], min_f1: float) -> Figure:

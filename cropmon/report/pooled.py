@@ -18,11 +18,13 @@ from cropmon.analysis.pooled import (
     aoi_overview,
     labels_by_aoi,
     metrics_by_aoi,
+    pooled_accuracy,
     pooled_confusions,
     pooled_metrics,
 )
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.io.outputs import write_csv
+from cropmon.report.accuracy import accuracy_blocks, error_matrix_table
 from cropmon.report.document import (
     Bullets,
     Heading,
@@ -35,7 +37,7 @@ from cropmon.report.document import (
     render_html,
     render_markdown,
 )
-from cropmon.report.plots import f1_heatmap
+from cropmon.report.plots import area_plot, f1_heatmap
 from cropmon.report.wording import allocation_table, with_reasons, with_rule
 
 log = logging.getLogger(__name__)
@@ -193,7 +195,9 @@ def write_pooled(
 
     crop_metrics_pooled.csv, crop_metrics_by_aoi.csv, aoi_overview.csv, confusion_matrix_pooled.csv,
     underperforming_crops_pooled.csv, label_allocation.csv, fields_to_label_by_aoi.csv, f1_by_aoi.png, report.md,
-    report.html.
+    report.html; with the AOIs' accuracy assessments also accuracy_assessment_pooled.csv (strata = AOI x map
+    class: totals and variances added), accuracy_assessment_by_aoi.csv, error_matrix_area_pooled.csv and
+    area_adjusted_pooled.png.
     """
     if not summaries:
         raise ValueError("write_pooled needs at least one AOI summary")
@@ -221,12 +225,25 @@ def write_pooled(
         "fields_to_label_by_aoi.csv": lambda p: write_csv(picks, p, decimals=7),
         "f1_by_aoi.png": lambda p: p.write_bytes(image.png),
     }
+    assessment, accuracy_by_aoi = pooled_accuracy(summaries)
+    area_image = None
+    if assessment is not None:
+        area_image = Image("area_adjusted_pooled.png", png(area_plot(assessment.table, level=assessment.level)),
+                           "Mapped vs error-adjusted area per crop over all AOIs, with 95 % intervals.")
+        files.update({
+            "accuracy_assessment_pooled.csv": lambda p: write_csv(assessment.table, p, decimals=5),
+            "accuracy_assessment_by_aoi.csv": lambda p: write_csv(accuracy_by_aoi, p, decimals=5),
+            "error_matrix_area_pooled.csv": lambda p: write_csv(error_matrix_table(assessment), p, decimals=6,
+                                                                index=True),
+            "area_adjusted_pooled.png": lambda p: p.write_bytes(area_image.png),
+        })
     for name, write in files.items():
         write(out_dir / name)
     title = f"Pooled crop diagnosis: {len(summaries)} AOIs ({', '.join(summaries)})"
     blocks = [
         *_headline(overview, pooled, flagged),
         *_where_weak(by_aoi, flagged, image, settings),
+        *(accuracy_blocks(assessment, area_image) if assessment is not None else []),
         *_allocation_blocks(allocation, picks, settings),
         *_caveats(summaries, settings, seed),
         Heading("Settings"),

@@ -196,6 +196,17 @@ def plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
             f" The current model gets {pct(held['correct'].mean())} of the held-back fields right: the number the"
             " next model has to beat."
         )
+    design = sel.design
+    if design is not None and design.blocks:
+        text += (
+            f" The held-back fields are a probability sample, drawn before the plan: {design.blocks} of the"
+            f" {design.blocks_in_frame} blocks holding clean fields at random, then fields of each map class at"
+            f" random within them (at least {s.eval_min_per_stratum} where the blocks hold them); each field's"
+            " inclusion probability is in evaluation_fields.csv, and `cropmon compare` weights by it. Sized for a"
+            f" standard error of overall accuracy of {s.eval_target_se:g} (Olofsson 2014's formula gives"
+            f" {design.n_srs:,} fields; blocks alike inside, intra-block correlation {design.rho:.3f}, need"
+            f" {design.n_needed:,}): expected {design.expected_se:.4f} for the current model."
+        )
     derivation = (
         f"How many: an underperforming crop's target is error x ({s.label_base} + {s.label_share_scale:g} x"
         f" sqrt(its share of the scored area)), error = max(1 - agreement, 1 - F1, confidence gap), clamped to"

@@ -23,6 +23,7 @@ from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.io.outputs import write_csv
 from cropmon.report import plots, sections
+from cropmon.report.accuracy import ACCURACY_FILES, accuracy_blocks, write_accuracy, write_mapped_area
 from cropmon.report.caveats import caveats_section
 from cropmon.report.document import Block, Document, Image, lookup, render_html, render_markdown
 from cropmon.report.images import render_images
@@ -30,7 +31,7 @@ from cropmon.report.wording import plan_table, with_reasons, with_rule
 
 TABLE_FILES: tuple[str, ...] = (
     "crop_metrics.csv", "confusion_matrix.csv", "confusion_matrix_pixels.csv", "confusion_pairs.csv",
-    "underperforming_crops.csv", "label_plan.csv",
+    "underperforming_crops.csv", "label_plan.csv", *ACCURACY_FILES,
 )
 FIELD_LIST_FILES: tuple[str, ...] = (
     "fields_to_label.csv", "fields_to_label.gpkg", "evaluation_fields.csv", "evaluation_fields.gpkg",
@@ -63,6 +64,7 @@ def build_report(
         *sections.underperforming(d, settings),
         *sections.confusions(d, images),
         *sections.figures(d, images),
+        *accuracy_blocks(d.accuracy, images.get("area_adjusted.png")),
         *sections.plan(d, settings),
         *caveats_section(d, run_info, settings),
         *sections.settings_blocks(run_info, settings, seed),
@@ -86,7 +88,7 @@ def write_tables(d: Diagnosis, settings: DiagnosisSettings, out_dir: Path) -> li
     write_csv(d.pairs, out.path("confusion_pairs.csv"), decimals=3)
     write_csv(with_rule(d.flagged, settings), out.path("underperforming_crops.csv"), decimals=3)
     write_csv(plan_table(d.selection.plan, settings), out.path("label_plan.csv"), decimals=3)
-    return list(out.paths)
+    return [*out.paths, *write_accuracy(d.accuracy, out.out_dir)]
 
 
 def write_field_lists(d: Diagnosis, settings: DiagnosisSettings, out_dir: Path, *, crs: Any,
@@ -154,16 +156,19 @@ def write_diagnosis(
     seed: int = 0,
     geometries: Callable[[pd.Index], gpd.GeoSeries] | None = None,
     catalogue: Catalogue = U0C,
+    mapped_area: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Write every table, picture and the report of the diagnosis into `out_dir`; return the paths by file name.
 
     `geometries` reads the polygons of table rows (`FieldResults.geometries`) for the GeoPackage layers of
     fields to label and evaluation fields; without it they come from `fields` when it is a GeoDataFrame.
+    `mapped_area` (FieldResults.mapped_area) adds the accuracy assessment and mapped_area.csv.
     """
     run_info = run_info or {}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    d = diagnose_run(fields, class_counts, settings=settings, seed=seed, catalogue=catalogue)
+    d = diagnose_run(fields, class_counts, settings=settings, seed=seed, catalogue=catalogue,
+                     mapped_area=mapped_area)
     crs = map_window.crs if map_window is not None else lookup(run_info, "inputs", "raster", "crs")
     images = render_images(d, settings, map_window)
     names = [
@@ -171,5 +176,6 @@ def write_diagnosis(
         *write_field_lists(d, settings, out_dir, crs=crs, fields=fields, geometries=geometries),
         *write_images(images, out_dir),
         *write_report(d, images, out_dir, settings=settings, run_info=run_info, seed=seed),
+        *(write_mapped_area(mapped_area, out_dir) if mapped_area is not None else []),
     ]
     return {name: out_dir / name for name in names}
