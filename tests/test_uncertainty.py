@@ -56,7 +56,7 @@ def test_scores_equal_scikit_activeml_on_the_histogram_as_probabilities(counts):
                                    uncertainty_scores(probas, method="entropy"), rtol=0, atol=1e-12)
         np.testing.assert_allclose(out["purity"].to_numpy()[filled], probas.max(axis=1), rtol=0, atol=1e-12)
     # an empty field (no pixel) has no prediction to be uncertain about: NaN everywhere, 0 pixels
-    assert out.loc[~filled, list(SCORES) + ["purity"]].isna().all().all()
+    assert out.loc[~filled, [*SCORES, "purity"]].isna().all().all()
     assert (out["n_pixels"].to_numpy() == total).all()
     assert list(out.columns) == list(UNCERTAINTY_COLUMNS)
 
