@@ -2,5 +2,7 @@
 
 `metrics` (per-crop and confusion tables), `diagnose` (underperforming crops; `diagnose_run` gathers a whole
 diagnosis), `blocks` (spatial blocks), `select` (the active-learning plan), `pooled` (many AOIs), `compare` (two
-runs); thresholds in `settings.DiagnosisSettings`.
+runs), `uncertainty` (per-field scores without GT), `unlabelled` (fields to label without GT), `suspects` (labels
+that disagree with a confident, pure prediction), `ranking` (precision at k of a ranking, where GT exists);
+thresholds in `settings.DiagnosisSettings`.
 """

@@ -44,6 +44,13 @@ class DiagnosisSettings:
     eval_target_se: float = 0.01  # standard error of overall accuracy it is sized for (Olofsson 2014, eq. 13)
     eval_min_per_stratum: int = 20  # at least this many fields of each map class in it (all it has when fewer)
     eval_max_share: float = 0.3  # at most this share of the blocks holding clean fields are evaluation blocks
+    # fields to label without ground truth (analysis/unlabelled.py)
+    unlabelled_area_power: float = 0.5  # per predicted class, quota ~ (area share) ** power: 1 proportional, 0 equal
+    # suspect labels: the GT disagrees with a confident, pure prediction (analysis/suspects.py, docs/active-learning.md)
+    suspect_min_confidence: float = 70.0  # the field's mean band-4 confidence, at least
+    suspect_min_purity: float = 0.9  # share of the field's pixels in the predicted class, at least
+    suspect_neighbours: int = 8  # nearest other labelled fields looked at
+    suspect_neighbour_km: float = 1.0  # ... within this distance
 
     def __post_init__(self) -> None:
         for name in ("min_agreement", "min_f1", "critical_score", "absorbed_share", "min_precision", "mutual_share"):
@@ -64,6 +71,11 @@ class DiagnosisSettings:
         _check("label_max", self.label_max, low=self.label_min, high=10**9, integer=True)
         if self.label_budget is not None:
             _check("label_budget", self.label_budget, low=0, high=10**9, integer=True)
+        for name in ("unlabelled_area_power", "suspect_min_purity"):
+            _check(name, getattr(self, name), low=0.0, high=1.0)
+        _check("suspect_min_confidence", self.suspect_min_confidence, low=0.0, high=100.0)
+        _check("suspect_neighbours", self.suspect_neighbours, low=0, high=1000, integer=True)
+        _check("suspect_neighbour_km", self.suspect_neighbour_km, low=0.0, high=1e4)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> DiagnosisSettings:
