@@ -1,7 +1,12 @@
-"""Process tuning for the client and the workers: GDAL's block cache, Arrow's and glibc's allocators, and the worker
-plugin that applies them to every worker of a cluster, present and future."""
+"""Process tuning for the client and the workers: GDAL's block cache, Arrow's and glibc's allocators, distributed's
+log lines about failures cropmon reports itself, and the worker plugin that applies them to every worker of a
+cluster, present and future."""
 
 from __future__ import annotations
+
+import logging
+
+from cropmon import errors
 
 GDAL_BLOCK_CACHE_BYTES = 64 * 2**20
 
@@ -87,5 +92,66 @@ def worker_plugin():
             limit_gdal_block_cache()
             return_freed_memory()
             reuse_freed_memory()
+            quiet_distributed_noise("distributed.worker", "distributed.worker.state_machine")
 
     return ProcessTuning()
+
+
+# A worker's RasterioIOError reading pixels is turned into NotARaster by the client (engine/analyse.py).
+QUIET_WORKER_ERRORS: tuple[str, ...] = ("RasterioIOError",)
+
+
+def _quiet_error(text: str) -> bool:
+    """Whether a task's exception (its repr, as distributed logs it) is one the client reports in one line: an
+    InputError or DiskFull of cropmon, an error the client turns into one, or a full disk in any words."""
+
+    def kinds(cls: type) -> set[str]:
+        return {cls.__name__}.union(*(kinds(sub) for sub in cls.__subclasses__()))
+
+    names = kinds(errors.InputError) | {errors.DiskFull.__name__, *QUIET_WORKER_ERRORS}
+    name = text.strip("\"'").split("(", 1)[0].rsplit(".", 1)[-1]
+    return name in names or any(t in text.lower() for t in errors.DISK_FULL_TEXTS)
+
+
+class DistributedNoise(logging.Filter):
+    """Drops what distributed logs, traceback and all, about failures that cropmon reports itself in one line, and
+    logs one line at DEBUG instead:
+
+    - a worker's "Compute Failed" for a bad input or a full disk (the client raises it; the user sees one line);
+    - "Async instruction ... ended with CancelledError": a worker closing while tasks run (an interrupted run);
+    - a CancelledError traceback of a client that closes while it tries to reconnect to a lost scheduler.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        noise = self.noise(record)
+        if noise:
+            logging.getLogger(record.name).debug("%s (details dropped: cropmon reports it)", noise)
+        return noise is None
+
+    @staticmethod
+    def noise(record: logging.LogRecord) -> str | None:
+        message = str(record.msg)
+        if record.name == "distributed.worker" and message.startswith("Compute Failed"):
+            args = record.args if isinstance(record.args, tuple) else ()
+            text = str(args[3]) if len(args) > 3 else record.getMessage()
+            return f"task {args[0] if args else '?'} failed: {text[:300]}" if _quiet_error(text) else None
+        if record.name == "distributed.worker.state_machine" and "ended with CancelledError" in message:
+            return "an instruction was cancelled while the worker closed"
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name in ("distributed.client", "distributed.utils") and _is_cancelled(exc):
+            return "a reconnection to the scheduler was cancelled while the client closed"
+        return None
+
+
+def _is_cancelled(exc: BaseException | None) -> bool:
+    import asyncio
+
+    return isinstance(exc, asyncio.CancelledError)
+
+
+def quiet_distributed_noise(*loggers: str) -> None:
+    """Install DistributedNoise on distributed's `loggers` in this process (once each)."""
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DistributedNoise) for f in logger.filters):
+            logger.addFilter(DistributedNoise())

@@ -106,25 +106,59 @@ def _sections(blocks: list[Block]) -> list[str]:
     return [b.text for b in blocks if isinstance(b, Heading) and b.level == 2]
 
 
+# Markdown that text from the inputs (crop names, labels, field ids, file names) could carry: HTML tags and entities
+# (a Markdown viewer renders them), emphasis, code, tables' pipes, links and images (a ']' before '(' or '['); at
+# the start of a line a heading, quote or list. What starts none of these stays as it is, so the report's own text
+# reads the same: "agreement < 0.7", an interval "[0.61, 0.72]".
+_MD_SPECIAL = re.compile(r"[\\`*|~]|\](?=[(\[])|(?<![^\W_])_|_(?![^\W_])|<(?=[A-Za-z/!?])|&(?=#?\w+;)")
+_MD_LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+(?=[.)]))")
+_MD_ENTITIES = {"<": "&lt;", "&": "&amp;"}
+
+
+def _md_text(text: object, *, line_start: bool = True) -> str:
+    """Text shown as it is in Markdown, as report.html shows it (html.escape): HTML escaped, Markdown's
+    punctuation backslash-escaped (an underscore inside a word stays: it emphasises nothing), line breaks joined.
+    `line_start`: the text begins a line (a paragraph, a bullet), where '#', '>', '-', '1.' would start a block."""
+    flat = " ".join(str(text).split("\n"))
+    escaped = _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m.group(0), "\\" + m.group(0)), flat)
+    return _MD_LINE_START.sub(_escape_line_start, escaped) if line_start else escaped
+
+
+def _escape_line_start(m: re.Match) -> str:
+    """'# x' -> '\\# x'; '1. x' -> '1\\. x' (a digit cannot be escaped: its period can)."""
+    lead, mark = m.group(1), m.group(2)
+    return lead + (mark + "\\" if mark[0].isdigit() else "\\" + mark)
+
+
+def _inline_markdown(text: str) -> str:
+    """Escape, keeping **bold** (the one markup of the blocks' text, as in _inline_html)."""
+    parts = text.split("**")
+    return "".join(f"**{_md_text(p, line_start=False)}**" if i % 2 else _md_text(p, line_start=i == 0)
+                   for i, p in enumerate(parts))
+
+
 def render_markdown(title: str, blocks: list[Block]) -> str:
-    """The report as Markdown, a list of links to its sections first; images are the PNG files beside it."""
-    out = [f"# {title}", ""]
+    """The report as Markdown, a list of links to its sections first; images are the PNG files beside it. Every
+    text is escaped (`_md_text`): what comes from the inputs shows as text, never as HTML or markup."""
+    out = [f"# {_md_text(title)}", ""]
     if len(_sections(blocks)) > 1:
-        out += ["Contents: " + " | ".join(f"[{s}](#{anchor(s)})" for s in _sections(blocks)), ""]
+        out += ["Contents: " + " | ".join(f"[{_md_text(s)}](#{anchor(s)})" for s in _sections(blocks)), ""]
     for block in blocks:
         if isinstance(block, Heading):
-            out += ["#" * block.level + " " + block.text, ""]
+            out += ["#" * block.level + " " + _md_text(block.text), ""]
         elif isinstance(block, Paragraph):
-            out += [block.text, ""]
+            out += [_inline_markdown(block.text), ""]
         elif isinstance(block, Bullets):
-            out += [f"- {item}" for item in block.items] + [""]
+            out += [f"- {_inline_markdown(item)}" for item in block.items] + [""]
         elif isinstance(block, Table):
             cells = _cells(block.frame)
-            rows = [list(cells.columns), ["---"] * cells.shape[1], *cells.to_numpy().tolist()]
-            out += [f"*{block.caption}*", ""] if block.caption else []
-            out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
+            rows = [list(cells.columns), *cells.to_numpy().tolist()]
+            out += [f"*{_md_text(block.caption)}*", ""] if block.caption else []
+            lines = ["| " + " | ".join(_md_text(c, line_start=False) for c in row) + " |" for row in rows]
+            out += [lines[0], "| " + " | ".join(["---"] * cells.shape[1]) + " |", *lines[1:], ""]
         elif isinstance(block, Image):
-            out += [f"![{block.caption}]({block.name})", "", f"*{block.caption}*", ""]
+            caption = _md_text(block.caption)
+            out += [f"![{caption}]({block.name})", "", f"*{caption}*", ""]
     return "\n".join(out)
 
 
