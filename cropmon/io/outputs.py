@@ -268,10 +268,10 @@ def _roll_back(layout: _Layout) -> None:
         return
     previous = layout.final / state["previous"]
     if state["state"] == "in":  # the old outputs are all aside: what is in place is part of the new set
-        for entry in layout.contents():
+        for entry in layout.contents():  # run.json first
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     if previous.is_dir():
-        for entry in previous.iterdir():
+        for entry in sorted(previous.iterdir(), key=lambda p: (p.name == "run.json", p.name)):  # run.json last
             entry.rename(layout.final / entry.name)
         previous.rmdir()
     journal.unlink()
