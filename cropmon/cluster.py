@@ -323,7 +323,9 @@ def connect(
     worker while the caller goes on (e.g. the engine's imports and first calls, then the tail's imports).
     """
     choice = resolve_scheduler(scheduler)
-    runtime.quiet_distributed_noise("distributed.client", "distributed.utils")
+    import distributed  # noqa: F401 (it sets up its log handlers, on which the noise filter goes)
+
+    runtime.quiet_distributed_noise()
     if choice in ("threads", "local"):
         with _local_client(choice, workers=workers, threads_per_worker=threads_per_worker,
                            memory_limit=memory_limit, dashboard_address=dashboard_address) as (client, address):
@@ -342,14 +344,12 @@ def connect(
                 f"{choice} needs TLS certificates",
                 fix="pass --tls-ca-file, --tls-cert and --tls-key (or set distributed.comm.tls.* in Dask config)",
             )
-    from distributed import Client
-
     unreachable = _unreachable(choice, timeout=timeout)
     if unreachable:
         raise errors.ClusterError(f"cannot reach the Dask scheduler at {choice} ({unreachable}); start it, check "
                                   "the address, or use --scheduler local")
     try:
-        client = Client(choice, security=security, timeout=timeout, set_as_default=False)
+        client = _client_within(choice, security=security, timeout=timeout)
     except OSError as exc:
         raise errors.ClusterError(
             f"cannot reach the Dask scheduler at {choice} ({exc}); start it, or use --scheduler local"
@@ -385,7 +385,14 @@ def _unreachable(address: str, *, timeout: float) -> str | None:
         if left <= 0:
             return f"no answer in {timeout:g} s"
         try:
-            with socket.create_connection((host, port), timeout=left):
+            with socket.create_connection((host, port), timeout=left) as sock:
+                if protocol == "tls":  # a TLS server waits for the client's hello
+                    return None
+                # A Dask scheduler speaks first (its handshake); a silent peer would hold distributed's Client
+                # forever, whatever its timeout. (The scheduler logs at INFO that the probe closed early.)
+                sock.settimeout(max(deadline - time.monotonic(), 0.01))
+                if not sock.recv(1):
+                    return "the connection was closed at once: no Dask scheduler listens there"
                 return None
         except ConnectionRefusedError:
             refused_since = refused_since or time.monotonic()
@@ -395,9 +402,36 @@ def _unreachable(address: str, *, timeout: float) -> str | None:
         except socket.gaierror as exc:
             return f"unknown host {host!r}: {exc.strerror}"
         except TimeoutError:
-            return f"no answer in {timeout:g} s (raise --connect-timeout for a slow network)"
+            return f"no answer in {timeout:g} s (a slow network: raise --connect-timeout)"
         except OSError as exc:
             return exc.strerror or str(exc)
+
+
+def _client_within(address: str, *, security, timeout: float):
+    """distributed's Client, connected within `timeout` s (+ a few for its start), else ClusterError: its own
+    timeout bounds the TCP connection, not the handshake, so a peer that accepts and stalls would hold it forever.
+    The stalled attempt is left in a daemon thread (the run ends with exit 3 anyway)."""
+    import threading
+
+    from distributed import Client
+
+    made: dict[str, Any] = {}
+
+    def make() -> None:
+        try:
+            made["client"] = Client(address, security=security, timeout=timeout, set_as_default=False)
+        except BaseException as exc:  # handed to the caller
+            made["error"] = exc
+
+    thread = threading.Thread(target=make, name="cropmon-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if thread.is_alive():
+        raise errors.ClusterError(f"cannot reach the Dask scheduler at {address} (no Dask handshake in "
+                                  f"{timeout + 5:g} s; a slow network: raise --connect-timeout)")
+    if "error" in made:
+        raise made["error"]
+    return made["client"]
 
 
 def _dashboard_link(client) -> str | None:
@@ -447,7 +481,11 @@ def _local_client(kind: str, *, workers: int | None, threads_per_worker: int | N
         options = dict(n_workers=workers or max(1, min(os.cpu_count() or 1, 4)),
                        threads_per_worker=threads_per_worker or 1, processes=True, host="127.0.0.1",
                        dashboard_address=dashboard_address, memory_limit=memory_limit)
-    with LocalCluster(silence_logs=logging.WARNING, **options) as local, Client(local) as client:
+    with contextlib.ExitStack() as stack:
+        stack.callback(runtime.CLOSING.clear)
+        local = stack.enter_context(LocalCluster(silence_logs=logging.WARNING, **options))
+        client = stack.enter_context(Client(local))
+        stack.callback(runtime.CLOSING.set)  # first thing on the way out: the closing cluster's noise is dropped
         log.info("%s Dask cluster: %d workers%s", kind, options["n_workers"],
                  f", dashboard {client.dashboard_link}" if kind == "local" else "")
         yield client, local.scheduler_address

@@ -5,6 +5,7 @@ cluster, present and future."""
 from __future__ import annotations
 
 import logging
+import threading
 
 from cropmon import errors
 
@@ -92,7 +93,7 @@ def worker_plugin():
             limit_gdal_block_cache()
             return_freed_memory()
             reuse_freed_memory()
-            quiet_distributed_noise("distributed.worker", "distributed.worker.state_machine")
+            quiet_distributed_noise()
 
     return ProcessTuning()
 
@@ -113,45 +114,58 @@ def _quiet_error(text: str) -> bool:
     return name in names or any(t in text.lower() for t in errors.DISK_FULL_TEXTS)
 
 
+CLOSING = threading.Event()  # set while this process closes the cluster it started: see cluster._local_client
+NOISY_LOGGERS = ("distributed", "distributed.client", "tornado", "tornado.application")  # those with handlers
+
+
 class DistributedNoise(logging.Filter):
-    """Drops what distributed logs, traceback and all, about failures that cropmon reports itself in one line, and
-    logs one line at DEBUG instead:
+    """On distributed's log handler: drops what distributed logs, traceback and all, about failures that cropmon
+    reports itself in one line, or that are only the races of a cluster shutting down (one DEBUG line instead):
 
     - a worker's "Compute Failed" for a bad input or a full disk (the client raises it; the user sees one line);
+    - a connection closed or cancelled under a message (a heartbeat to a scheduler that closed, a transfer from a
+      worker that is gone, a reconnection cancelled as the client closes): the run either survives it (a lost
+      worker's tasks run elsewhere) or fails with its own one-line ClusterError;
     - "Async instruction ... ended with CancelledError": a worker closing while tasks run (an interrupted run);
-    - a CancelledError traceback of a client that closes while it tries to reconnect to a lost scheduler.
+    - while this process closes the cluster it started (CLOSING), anything but a critical message.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         noise = self.noise(record)
         if noise:
-            logging.getLogger(record.name).debug("%s (details dropped: cropmon reports it)", noise)
+            logging.getLogger(record.name).debug("%s (details dropped)", noise)
         return noise is None
 
     @staticmethod
     def noise(record: logging.LogRecord) -> str | None:
+        if record.levelno < logging.WARNING or not record.name.startswith(("distributed", "tornado")):
+            return None
         message = str(record.msg)
         if record.name == "distributed.worker" and message.startswith("Compute Failed"):
             args = record.args if isinstance(record.args, tuple) else ()
             text = str(args[3]) if len(args) > 3 else record.getMessage()
             return f"task {args[0] if args else '?'} failed: {text[:300]}" if _quiet_error(text) else None
-        if record.name == "distributed.worker.state_machine" and "ended with CancelledError" in message:
+        if "ended with CancelledError" in message:
             return "an instruction was cancelled while the worker closed"
-        exc = record.exc_info[1] if record.exc_info else None
-        if record.name in ("distributed.client", "distributed.utils") and _is_cancelled(exc):
-            return "a reconnection to the scheduler was cancelled while the client closed"
+        if _is_closed_connection(record.exc_info[1] if record.exc_info else None):
+            return f"{message.splitlines()[0][:200] if message.strip() else 'a connection'}: closed"
+        if CLOSING.is_set() and record.levelno < logging.CRITICAL:
+            return f"while the cluster closed: {record.getMessage().splitlines()[0][:200] if record.msg else ''}"
         return None
 
 
-def _is_cancelled(exc: BaseException | None) -> bool:
+def _is_closed_connection(exc: BaseException | None) -> bool:
     import asyncio
 
-    return isinstance(exc, asyncio.CancelledError)
+    from distributed.comm.core import CommClosedError
+    from tornado.iostream import StreamClosedError
+
+    return isinstance(exc, CommClosedError | StreamClosedError | ConnectionError | asyncio.CancelledError)
 
 
-def quiet_distributed_noise(*loggers: str) -> None:
-    """Install DistributedNoise on distributed's `loggers` in this process (once each)."""
-    for name in loggers:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, DistributedNoise) for f in logger.filters):
-            logger.addFilter(DistributedNoise())
+def quiet_distributed_noise() -> None:
+    """Install DistributedNoise on distributed's log handlers in this process (once each)."""
+    handlers = {h for name in NOISY_LOGGERS for h in logging.getLogger(name).handlers}
+    for handler in handlers:
+        if not any(isinstance(f, DistributedNoise) for f in handler.filters):
+            handler.addFilter(DistributedNoise())
