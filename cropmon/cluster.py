@@ -165,6 +165,8 @@ class ClusterHandle:
                 return set(done)
             except TimeoutError:
                 pass
+            if self.client.status != "running":  # reconnecting: every future is cancelled already
+                raise self._lost_scheduler()
             if self.n_workers():
                 without_workers_since = None
                 continue
@@ -199,10 +201,7 @@ class ClusterHandle:
             reasons = {exc.reason} if isinstance(exc, FutureCancelledError) else \
                 {group.reason for group in exc.error_groups}
             if "scheduler-connection-lost" in reasons:
-                raise errors.ClusterError(
-                    f"lost the connection to the Dask scheduler at {self.address} mid-run (did it stop?); no output "
-                    "was written: restart the scheduler and run again"
-                ) from exc
+                raise self._lost_scheduler() from exc
             raise errors.ClusterError(
                 f"the computation was cancelled on the cluster ({', '.join(sorted(reasons))})") from exc
         except KilledWorker as exc:
@@ -210,6 +209,10 @@ class ClusterHandle:
                 f"a task killed its worker repeatedly ({exc}); the workers may be out of memory: give them "
                 "more memory or pass a smaller --chunk-rows"
             ) from exc
+
+    def _lost_scheduler(self) -> errors.ClusterError:
+        return errors.ClusterError(f"lost the connection to the Dask scheduler at {self.address} mid-run (did it "
+                                   "stop?); no output was written: restart the scheduler and run again")
 
     def cancel(self, futures: Iterable) -> None:
         self.client.cancel(list(futures))

@@ -127,6 +127,7 @@ class DistributedNoise(logging.Filter):
       worker that is gone, a reconnection cancelled as the client closes): the run either survives it (a lost
       worker's tasks run elsewhere) or fails with its own one-line ClusterError;
     - "Async instruction ... ended with CancelledError": a worker closing while tasks run (an interrupted run);
+    - "Failed to reconnect to scheduler": the run fails with its own line about the lost scheduler;
     - while this process closes the cluster it started (CLOSING), anything but a critical message.
     """
 
@@ -145,6 +146,8 @@ class DistributedNoise(logging.Filter):
             args = record.args if isinstance(record.args, tuple) else ()
             text = str(args[3]) if len(args) > 3 else record.getMessage()
             return f"task {args[0] if args else '?'} failed: {text[:300]}" if _quiet_error(text) else None
+        if message.startswith("Failed to reconnect to scheduler"):  # the run reports it: a lost scheduler
+            return "the client gave up reconnecting to the scheduler"
         if "ended with CancelledError" in message:
             return "an instruction was cancelled while the worker closed"
         if _is_closed_connection(record.exc_info[1] if record.exc_info else None):

@@ -224,10 +224,13 @@ def test_a_lost_scheduler_is_exit_3_in_one_line_with_no_output(tmp_path, medium_
                   "--chunk-rows", "2")
         wait_for_progress(cluster.address, finished=10)
         os.kill(cluster.scheduler.pid, signal.SIGKILL)
+        killed = time.monotonic()
         output = job.communicate(timeout=300)[0]
+        took = time.monotonic() - killed
     finally:
         cluster.stop()
     assert job.returncode == 3, output
+    assert took < 20, f"{took:.0f} s: the run waited for the client's reconnection timeout"
     line = one_line(output, "cropmon:")
     assert line.startswith(f"cropmon: cluster error: lost the connection to the Dask scheduler at {cluster.address}")
     assert "Dask dashboard" not in output and "dashboard none" in output
