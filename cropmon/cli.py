@@ -208,6 +208,6 @@ def _disk_full(exc: BaseException) -> str:
 
     path = next((item.filename for item in chain if isinstance(item, OSError) and item.filename), None)
     if path is None:
-        return f"{errors.first_line(chain[0])}. Fix: free space on the disk named above, or write elsewhere"
+        return f"{errors.first_line(chain[0])}. Fix: free space on that disk, or write elsewhere"
     fs = filesystem_of(path)
     return str(errors.DiskFull(path, device=fs.device, mount=fs.mount, free=fs.free, total=fs.total))

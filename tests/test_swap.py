@@ -300,3 +300,15 @@ def test_disk_full_is_recognised_in_the_words_of_each_library():
     full = errors.DiskFull("/out", device="/dev/sdb1", mount="/out", free=10, total=100, written=50, needed=80)
     again = __import__("pickle").loads(__import__("pickle").dumps(full))
     assert str(again) == str(full) and "70 B more than is free" in str(full)
+
+
+def test_a_full_disk_outside_the_outputs_is_named_from_the_os_error(tmp_path):
+    """A scratch copy or the twin's cache filling a disk: the CLI's one line names the file, device and space."""
+    from cropmon.cli import _disk_full
+
+    failure = RuntimeError("copying the fields failed")
+    failure.__cause__ = OSError(28, "No space left on device", str(tmp_path / "copy.gpkg"))
+    fs = paths.filesystem_of(tmp_path)
+    line = _disk_full(failure)
+    assert line.startswith(f"{tmp_path / 'copy.gpkg'}: the disk is full: {fs.device} (mounted at {fs.mount}) has ")
+    assert line.endswith(f"Fix: free space on {fs.mount} or pass --out (and --scratch-dir) on another disk")

@@ -80,13 +80,16 @@ def produce(write: Callable[..., Any], *args: Any, destination: Destination, **k
         # SQLite does not always say it: a GeoPackage write on a full disk can fail with "cannot rollback - no
         # transaction is active". A write that fails while its partial file leaves under NEARLY_FULL_BYTES free
         # is taken for what it almost surely is.
-        fs = paths.filesystem_of(scratch)
-        if not (errors.is_disk_full(exc) or fs.free < NEARLY_FULL_BYTES):
+        try:
+            fs = paths.filesystem_of(scratch)
+        except OSError:
+            fs = None
+        if not (errors.is_disk_full(exc) or (fs is not None and fs.free < NEARLY_FULL_BYTES)):
             raise
         # Said where it happened (this worker's view of the device); the chain stays here: GDAL's errors do not
         # always unpickle on the client.
-        raise errors.DiskFull(destination.shared or scratch, device=fs.device, mount=fs.mount, free=fs.free,
-                              total=fs.total, detail=errors.first_line(exc)) from None
+        where = {"device": fs.device, "mount": fs.mount, "free": fs.free, "total": fs.total} if fs else {}
+        raise errors.DiskFull(destination.shared or scratch, detail=errors.first_line(exc), **where) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
