@@ -197,10 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _disk_full(exc: BaseException) -> str:
     """The one line of a full disk: the DiskFull in the chain, else the OS's words with the file and its device
     (a scratch copy, the twin's cache ... anything written outside the outputs' staging)."""
-    chain = []
-    while exc is not None and exc not in chain:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    chain = errors.chain(exc)
     for item in chain:
         if isinstance(item, errors.DiskFull):
             return str(item)

@@ -162,19 +162,20 @@ class Terminated(KeyboardInterrupt):
 DISK_FULL_TEXTS = ("no space left on device", "disk quota exceeded", "database or disk is full")
 
 
+def chain(exc: BaseException | None) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from or during (__cause__, else __context__), outermost first."""
+    out: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in out):
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether `exc`, or an exception in its chain, says that a file system is out of space."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, DiskFull):
-            return True
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(text in str(exc).lower() for text in DISK_FULL_TEXTS):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(isinstance(item, DiskFull)
+               or (isinstance(item, OSError) and item.errno in (errno.ENOSPC, errno.EDQUOT))
+               or any(text in str(item).lower() for text in DISK_FULL_TEXTS) for item in chain(exc))
 
 
 def size_text(n_bytes: float | None) -> str:

@@ -377,19 +377,13 @@ def _disk_full(final: Path, exc: BaseException, *, written: int | None) -> error
     inputs writes about as much, and the previous outputs stay until the new ones are complete)."""
     fs = paths.filesystem_of(final)
     previous = paths.tree_bytes(final, skip=lambda name: name.startswith(RESERVED_PREFIX)) if final.is_dir() else 0
-    worker = _disk_full_in_chain(exc)
+    worker = next((item for item in errors.chain(exc) if isinstance(item, errors.DiskFull)), None)
     if worker is not None and worker.mount != fs.mount:  # a worker's own disk (outputs sent through the client)
         return worker
     return errors.DiskFull(final, device=fs.device, mount=fs.mount, free=fs.free, total=fs.total, written=written,
                            needed=previous or None, detail=errors.first_line(exc))
 
 
-def _disk_full_in_chain(exc: BaseException | None) -> errors.DiskFull | None:
-    while exc is not None:
-        if isinstance(exc, errors.DiskFull):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def check_writable(out_dir: str | Path) -> None:
