@@ -384,8 +384,6 @@ def _disk_full(final: Path, exc: BaseException, *, written: int | None) -> error
                            needed=previous or None, detail=errors.first_line(exc))
 
 
-
-
 def check_writable(out_dir: str | Path) -> None:
     """Fail before any work when the output directory cannot be written."""
     out_dir = Path(out_dir).resolve()
