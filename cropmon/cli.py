@@ -1,22 +1,27 @@
 """Command line: argv -> RunConfig -> pipeline. The only place that touches argv, logging setup and exit codes.
 
 Exit codes: 0 success, 1 internal error (a bug: traceback logged), 2 bad input or settings (one line with the
-fix), 3 the Dask cluster failed (unreachable, lost its workers), 130 interrupted.
+fix), 3 the Dask cluster failed (unreachable, lost its scheduler or all its workers), 4 a disk is full, 5 another
+run is writing into the same --out, 130 interrupted (SIGINT), 143 terminated (SIGTERM). In every case but 0 the
+previous outputs are left as they were.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from cropmon import __version__, errors
 from cropmon.config import FLAG_SETTINGS, SETTINGS, flag_name, positive_fraction, scalar_type
 
 log = logging.getLogger("cropmon")
 
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_CLUSTER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_CLUSTER, EXIT_DISK_FULL, EXIT_BUSY = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM  # 130, 143: the shells' convention
 
 
 def _quality(text: str) -> float | dict[str, float]:
@@ -133,6 +138,29 @@ def _compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (docker stop, Kubernetes, systemd) raises errors.Terminated, a KeyboardInterrupt, in the main thread:
+    the run stops as on Ctrl-C (staging removed, a local cluster's workers stopped, the previous outputs kept).
+    A second SIGTERM while that clean-up runs is ignored (the sender's SIGKILL follows if it will not wait).
+    Python's default handler is back after the block. Only the main thread can set handlers; elsewhere a no-op."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: log.warning("SIGTERM again: already stopping"))
+        raise errors.Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Off a terminal a run logs its stages; on a terminal, progress bars show them (-v adds the log lines).
@@ -141,16 +169,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return_freed_memory()
     try:
-        return {"run": _run, "twin": _twin, "compare": _compare}[args.command](args)
+        with sigterm_interrupts():
+            return {"run": _run, "twin": _twin, "compare": _compare}[args.command](args)
     except errors.InputError as exc:
         print(f"cropmon: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except errors.ClusterError as exc:
         print(f"cropmon: cluster error: {exc}", file=sys.stderr)
         return EXIT_CLUSTER
+    except errors.OutputBusy as exc:
+        print(f"cropmon: busy: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except errors.Terminated:
+        print("cropmon: terminated (SIGTERM); previous outputs left as they were", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("cropmon: interrupted; previous outputs left as they were", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception:
+    except Exception as exc:
+        if errors.is_disk_full(exc):
+            print(f"cropmon: disk full: {_disk_full(exc)}", file=sys.stderr)
+            return EXIT_DISK_FULL
         log.exception("internal error (a bug in cropmon: please report it with this traceback)")
         return EXIT_INTERNAL
+
+
+def _disk_full(exc: BaseException) -> str:
+    """The one line of a full disk: the DiskFull in the chain, else the OS's words with the file and its device
+    (a scratch copy, the twin's cache ... anything written outside the outputs' staging)."""
+    chain = errors.chain(exc)
+    for item in chain:
+        if isinstance(item, errors.DiskFull):
+            return str(item)
+    from cropmon.io.paths import filesystem_of
+
+    path = next((item.filename for item in chain if isinstance(item, OSError) and item.filename), None)
+    if path is None:
+        return f"{errors.first_line(chain[0])}. Fix: free space on that disk, or write elsewhere"
+    fs = filesystem_of(path)
+    return str(errors.DiskFull(path, device=fs.device, mount=fs.mount, free=fs.free, total=fs.total))

@@ -160,10 +160,13 @@ class ClusterHandle:
         without_workers_since: float | None = None
         while True:
             try:
-                done, _ = wait(futures, timeout=1.0, return_when="FIRST_COMPLETED")
+                with self.failures():
+                    done, _ = wait(futures, timeout=1.0, return_when="FIRST_COMPLETED")
                 return set(done)
             except TimeoutError:
                 pass
+            if self.client.status != "running":  # reconnecting: every future is cancelled already
+                raise self._lost_scheduler()
             if self.n_workers():
                 without_workers_since = None
                 continue
@@ -184,19 +187,32 @@ class ClusterHandle:
 
     @contextlib.contextmanager
     def failures(self) -> Iterator[None]:
-        """Cluster failures (a task that keeps killing its worker, a cancelled computation) as ClusterError."""
+        """Cluster failures (a task that keeps killing its worker, a cancelled computation, the scheduler lost) as
+        ClusterError.
+
+        distributed 2026.8 cancels every future when the client loses its scheduler: `wait` then raises
+        FuturesCancelledError, a future's `result()` FutureCancelledError (siblings, not one the other's kind)."""
         from distributed import KilledWorker
-        from distributed.client import FutureCancelledError
+        from distributed.client import FutureCancelledError, FuturesCancelledError
 
         try:
             yield
-        except FutureCancelledError as exc:
-            raise errors.ClusterError(f"the computation was cancelled on the cluster ({exc})") from exc
+        except (FutureCancelledError, FuturesCancelledError) as exc:
+            reasons = {exc.reason} if isinstance(exc, FutureCancelledError) else \
+                {group.reason for group in exc.error_groups}
+            if "scheduler-connection-lost" in reasons:
+                raise self._lost_scheduler() from exc
+            raise errors.ClusterError(
+                f"the computation was cancelled on the cluster ({', '.join(sorted(reasons))})") from exc
         except KilledWorker as exc:
             raise errors.ClusterError(
                 f"a task killed its worker repeatedly ({exc}); the workers may be out of memory: give them "
                 "more memory or pass a smaller --chunk-rows"
             ) from exc
+
+    def _lost_scheduler(self) -> errors.ClusterError:
+        return errors.ClusterError(f"lost the connection to the Dask scheduler at {self.address} mid-run (did it "
+                                   "stop?); no output was written: restart the scheduler and run again")
 
     def cancel(self, futures: Iterable) -> None:
         self.client.cancel(list(futures))
@@ -305,10 +321,14 @@ def connect(
 ) -> Iterator[ClusterHandle]:
     """Yield a ClusterHandle for the chosen backend and close what this function started (never a remote one).
 
-    `warm_up` (one function or several, in priority order) runs once on every worker while the caller goes on
-    (e.g. the engine's imports and first calls, then the tail's imports).
+    `timeout`: seconds a remote scheduler may take to answer (a slow network); a port that refuses connections
+    fails after REFUSED_GRACE_S instead. `warm_up` (one function or several, in priority order) runs once on every
+    worker while the caller goes on (e.g. the engine's imports and first calls, then the tail's imports).
     """
     choice = resolve_scheduler(scheduler)
+    import distributed  # noqa: F401 (it sets up its log handlers, on which the noise filter goes)
+
+    runtime.quiet_distributed_noise()
     if choice in ("threads", "local"):
         with _local_client(choice, workers=workers, threads_per_worker=threads_per_worker,
                            memory_limit=memory_limit, dashboard_address=dashboard_address) as (client, address):
@@ -327,30 +347,121 @@ def connect(
                 f"{choice} needs TLS certificates",
                 fix="pass --tls-ca-file, --tls-cert and --tls-key (or set distributed.comm.tls.* in Dask config)",
             )
-    from distributed import Client
-
+    unreachable = _unreachable(choice, timeout=timeout)
+    if unreachable:
+        raise errors.ClusterError(f"cannot reach the Dask scheduler at {choice} ({unreachable}); start it, check "
+                                  "the address, or use --scheduler local")
     try:
-        client = Client(choice, security=security, timeout=timeout, set_as_default=False)
+        client = _client_within(choice, security=security, timeout=timeout)
     except OSError as exc:
         raise errors.ClusterError(
             f"cannot reach the Dask scheduler at {choice} ({exc}); start it, or use --scheduler local"
         ) from exc
     try:
-        log.info("connected to %s, dashboard %s", choice, client.dashboard_link)
+        dashboard = _dashboard_link(client)
+        log.info("connected to %s, dashboard %s", choice, dashboard or "none (the scheduler serves none)")
         with client.as_current():  # graphs that hold futures look up "the" client
-            yield _handle("remote", client, choice, warm_up, no_worker_timeout)
+            yield _handle("remote", client, choice, warm_up, no_worker_timeout, dashboard=dashboard)
     finally:
         client.close()
 
 
-def _handle(kind: str, client, address: str, warm_up, no_worker_timeout: float) -> ClusterHandle:
+REFUSED_GRACE_S = 2.0  # a port that refuses connections this long has no scheduler (one starting opens it sooner)
+
+
+def _unreachable(address: str, *, timeout: float) -> str | None:
+    """Why nothing answers on a tcp:// or tls:// scheduler's port, or None when something does (or the protocol is
+    another). distributed's own connect retries a refused port until its timeout (30 s by default) runs out; a
+    refused connection says at once that no scheduler listens there."""
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    protocol, location = parse_address(address)
+    if protocol not in ("tcp", "tls"):
+        return None
+    host, port = parse_host_port(location)
+    deadline = time.monotonic() + timeout
+    refused_since: float | None = None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return f"no answer in {timeout:g} s"
+        try:
+            with socket.create_connection((host, port), timeout=left) as sock:
+                if protocol == "tls":  # a TLS server waits for the client's hello
+                    return None
+                # A Dask scheduler speaks first (its handshake); a silent peer would hold distributed's Client
+                # forever, whatever its timeout. (The scheduler logs at INFO that the probe closed early.)
+                sock.settimeout(max(deadline - time.monotonic(), 0.01))
+                if not sock.recv(1):
+                    return "the connection was closed at once: no Dask scheduler listens there"
+                return None
+        except ConnectionRefusedError:
+            refused_since = refused_since or time.monotonic()
+            if time.monotonic() - refused_since >= REFUSED_GRACE_S:
+                return "connection refused: nothing listens on that port"
+            time.sleep(0.2)
+        except socket.gaierror as exc:
+            return f"unknown host {host!r}: {exc.strerror}"
+        except TimeoutError:
+            return f"no answer in {timeout:g} s (a slow network: raise --connect-timeout)"
+        except OSError as exc:
+            return exc.strerror or str(exc)
+
+
+def _client_within(address: str, *, security, timeout: float):
+    """distributed's Client, connected within `timeout` s (+ a few for its start), else ClusterError: its own
+    timeout bounds the TCP connection, not the handshake, so a peer that accepts and stalls would hold it forever.
+    The stalled attempt is left in a daemon thread (the run ends with exit 3 anyway)."""
+    import threading
+
+    from distributed import Client
+
+    made: dict[str, Any] = {}
+
+    def make() -> None:
+        try:
+            made["client"] = Client(address, security=security, timeout=timeout, set_as_default=False)
+        except BaseException as exc:  # handed to the caller
+            made["error"] = exc
+
+    thread = threading.Thread(target=make, name="cropmon-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if thread.is_alive():
+        raise errors.ClusterError(f"cannot reach the Dask scheduler at {address} (no Dask handshake in "
+                                  f"{timeout + 5:g} s; a slow network: raise --connect-timeout)")
+    if "error" in made:
+        raise made["error"]
+    return made["client"]
+
+
+def _dashboard_link(client) -> str | None:
+    """The dashboard's link, or None when the scheduler serves none: distributed formats a link from the port of
+    the scheduler's HTTP server, which also runs (for /health) when the dashboard is off."""
+
+    def serves_dashboard(dask_scheduler) -> bool:  # runs on the scheduler (pickled by value: nested)
+        return bool(getattr(dask_scheduler.http_application, "applications", [True]))
+
+    try:
+        if not client.run_on_scheduler(serves_dashboard):
+            return None
+    except Exception as exc:  # a scheduler that refuses to run functions: keep distributed's link
+        log.debug("could not ask the scheduler whether it serves a dashboard: %s", exc)
+    return client.dashboard_link
+
+
+def _handle(kind: str, client, address: str, warm_up, no_worker_timeout: float, *,
+            dashboard: str | None = None) -> ClusterHandle:
     """Tune every worker's process (runtime.worker_plugin; waits: fast); the warm-ups start with the first task."""
     try:
         client.register_plugin(runtime.worker_plugin())
     except Exception as exc:  # a worker that cannot import cropmon fails the run later, with the real error
         log.debug("could not prepare the workers: %s", exc)
     warm_ups = [] if warm_up is None else [warm_up] if callable(warm_up) else list(warm_up)
-    dashboard = client.dashboard_link if kind != "threads" else None
+    if kind == "local":
+        dashboard = client.dashboard_link
     handle = ClusterHandle(kind=kind, client=client, address=address, dashboard_link=dashboard,
                            no_worker_timeout=no_worker_timeout, warm_ups=warm_ups)
     client.get_task_stream(start=time.time())  # installs the scheduler's task-stream plugin from the start
@@ -373,7 +484,11 @@ def _local_client(kind: str, *, workers: int | None, threads_per_worker: int | N
         options = dict(n_workers=workers or max(1, min(os.cpu_count() or 1, 4)),
                        threads_per_worker=threads_per_worker or 1, processes=True, host="127.0.0.1",
                        dashboard_address=dashboard_address, memory_limit=memory_limit)
-    with LocalCluster(silence_logs=logging.WARNING, **options) as local, Client(local) as client:
+    with contextlib.ExitStack() as stack:
+        stack.callback(runtime.CLOSING.clear)
+        local = stack.enter_context(LocalCluster(silence_logs=logging.WARNING, **options))
+        client = stack.enter_context(Client(local))
+        stack.callback(runtime.CLOSING.set)  # first thing on the way out: the closing cluster's noise is dropped
         log.info("%s Dask cluster: %d workers%s", kind, options["n_workers"],
                  f", dashboard {client.dashboard_link}" if kind == "local" else "")
         yield client, local.scheduler_address

@@ -9,6 +9,7 @@ coerced by the same types. The diagnosis thresholds are a typed `DiagnosisSettin
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import tomllib
 import typing
@@ -96,6 +97,9 @@ class RunConfig:
         "them: a cluster without a shared filesystem), 'auto' (shared when every worker sees the directory)")
     no_worker_timeout: float = setting(
         60.0, group="cluster", help="seconds a cluster may have no worker before the run fails (exit 3)")
+    connect_timeout: float = setting(
+        30.0, group="cluster",
+        help="seconds a remote scheduler may take to answer (a slow network); a refused connection fails in 2 s")
     tie_break: str = setting(
         "confidence", choices=("confidence", "lowest_id"),
         help="how a field's tied majority is broken: 'confidence' (the tied class with the larger confidence sum, then "
@@ -149,12 +153,24 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return DiagnosisSettings.from_mapping(value)
     custom = SETTINGS[name].metadata.get("parse")
     kind = scalar_type(name)
+    what = {int: "an integer", float: "a number"}.get(kind, "a text")
+    if not isinstance(value, str) and not _is_a(value, float if custom else kind):
+        # A typed value (a TOML file, an API argument) must be of the setting's type: 2.5 is no row count, true
+        # no number of workers, a list no text. Text (a flag, an environment variable) is parsed below.
+        raise errors.ConfigError(f"{source}: {name} = {value!r} is not {what}",
+                                 fix=f"give {name} {what}" + (' (in quotes in TOML: "...")' if kind is str else ""))
     try:
         return (custom or kind)(value)
     except (TypeError, ValueError) as exc:
-        what = {int: "an integer", float: "a number"}.get(kind, "a text")
         problem = str(exc) if custom else f"{name} = {value!r} is not {what}"
         raise errors.ConfigError(f"{source}: {problem}", fix=f"give {name} {what}") from exc
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    """int: an integer (numpy's too), not a bool; float: any real number, not a bool; str: a str."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, {int: numbers.Integral, float: numbers.Real}.get(kind, kind))
 
 
 def parse_aoi(item: Any, source: str) -> tuple[str, ...]:
@@ -166,10 +182,21 @@ def parse_aoi(item: Any, source: str) -> tuple[str, ...]:
             raise errors.ConfigError(
                 f"{source}: an [[aoi]] lacks {', '.join(missing)}", fix="give each [[aoi]] a name, raster and fields"
             )
-        parts = [str(item["name"]), str(item["raster"]), str(item["fields"])]
-        return (*parts, str(item["mask"])) if item.get("mask") else tuple(parts)
+        wrong = [k for k in ("name", "raster", "fields", "mask") if k in item and not isinstance(item[k], str)]
+        if wrong:
+            raise errors.ConfigError(f"{source}: an [[aoi]]'s {', '.join(wrong)} is not a text",
+                                     fix='give name, raster, fields (and mask) as text (in quotes: "...")')
+        parts = [item["name"], item["raster"], item["fields"]]
+        return (*parts, item["mask"]) if item.get("mask") else tuple(parts)
     if isinstance(item, tuple | list) and len(item) in (3, 4):
-        return tuple(str(v) for v in item if v is not None)
+        values = [v for v in item if v is not None]
+        if len(values) < 3 or not all(isinstance(v, str | Path) for v in values):
+            raise errors.ConfigError(f"{source}: the AOI {item!r} is not three or four texts",
+                                     fix="give (NAME, RASTER, FIELDS[, MASK])")
+        return tuple(str(v) for v in values)
+    if not isinstance(item, str):
+        raise errors.ConfigError(f"{source}: {item!r} is not NAME=RASTER,FIELDS[,MASK]",
+                                 fix="e.g. --aoi u0c=u0c.tif,u0c.gpkg")
     name, sep, paths = str(item).partition("=")
     raster, comma, rest = paths.partition(",")
     fields, _, mask = rest.partition(",")
@@ -241,10 +268,18 @@ def validate(config: RunConfig) -> None:
         names = [aoi_parts(aoi)[0] for aoi in config.aois]
         if len(set(names)) != len(names):
             raise errors.ConfigError(f"AOI names repeat: {', '.join(names)}", fix="give every --aoi its own NAME")
-        bad = [n for n in names if not n.replace("-", "").replace("_", "").replace(".", "").isalnum()]
+        bad = [n for n in names if not n.replace("-", "").replace("_", "").replace(".", "").isalnum()
+               or n.startswith(".")]
         if bad:
             raise errors.ConfigError(f"AOI name(s) {', '.join(bad)} are not usable as folder names",
-                                     fix="use letters, digits, '-', '_' and '.'")
+                                     fix="use letters, digits, '-', '_' and '.' (not first: a hidden name)")
+        from cropmon.io.outputs import reserved_names
+
+        taken = [n for n in names if n.casefold() in {r.casefold() for r in reserved_names()}]
+        if taken:
+            raise errors.ConfigError(
+                f"AOI name(s) {', '.join(taken)} are names of the pooled outputs beside the AOIs' folders",
+                fix=f"name the AOIs otherwise (taken: {', '.join(reserved_names())})")
     if (config.raster is None) != (config.fields is None):
         raise errors.ConfigError(
             "--raster and --fields go together", fix="pass both (or neither, to analyse the digital twin)"

@@ -1,10 +1,13 @@
 """Typed errors: every bad input says which file, what is wrong, and how to fix it.
 
-The CLI maps `InputError` to exit code 2 and a one-line message; any other exception is an internal error
-(exit code 1, traceback in the log).
+The CLI maps `InputError` to exit code 2 and a one-line message, `ClusterError` to 3, `DiskFull` to 4 and
+`OutputBusy` to 5; any other exception is an internal error (exit code 1, traceback in the log). `Terminated` is
+the KeyboardInterrupt that SIGTERM raises (exit code 143), so everything that cleans up on Ctrl-C does on SIGTERM.
 """
 
 from __future__ import annotations
+
+import errno
 
 
 def first_line(exc: BaseException) -> str:
@@ -108,3 +111,80 @@ class CatalogueMismatch(InputError):
 
 class ClusterError(CropmonError):
     """The Dask cluster could not be reached, or lost all its workers mid-run."""
+
+
+class OutputBusy(CropmonError):
+    """Another run holds the output directory's lock: it is writing into the same --out."""
+
+
+class DiskFull(CropmonError):
+    """The file system that outputs (or a scratch copy) are written to ran out of space.
+
+    `device` and `mount` name the file system, `free` and `total` its space in bytes (measured once the run's
+    partial outputs are removed, when the run says so with `written`); `written`: what the run had written when it
+    filled; `needed`: what a run of these inputs needs (the previous outputs' size); None when unknown."""
+
+    def __init__(self, path: object, *, device: str = "?", mount: str = "?", free: int | None = None,
+                 total: int | None = None, written: int | None = None, needed: int | None = None,
+                 detail: str = "") -> None:
+        self.path, self.device, self.mount = str(path), device, mount
+        self.free, self.total, self.written, self.needed, self.detail = free, total, written, needed, detail
+        where = f"{self.path}: the disk is full: {device} (mounted at {mount})"
+        if free is None or not total:
+            text = f"{where} has no space left"
+        elif written is None:
+            text = f"{where} has {size_text(free)} free of {size_text(total)}"
+        else:
+            text = (f"{where} filled after this run had written {size_text(written)}; with its partial outputs"
+                    f" removed it has {size_text(free)} free of {size_text(total)}")
+        if needed and free is not None:
+            text += (f"; a run of these inputs needs about {size_text(needed)} (the previous outputs' size: they stay"
+                     f" until the new ones are complete), {size_text(max(needed - free, 0))} more than is free")
+        super().__init__(f"{text}. Fix: free space on {mount} or pass --out (and --scratch-dir) on another disk")
+
+    def __reduce__(self):
+        # Raised on a Dask worker, the error travels pickled: keep its parts.
+        return _rebuild_disk_full, (self.path, self.device, self.mount, self.free, self.total, self.written,
+                                    self.needed, self.detail)
+
+
+def _rebuild_disk_full(path, device, mount, free, total, written, needed, detail) -> DiskFull:
+    return DiskFull(path, device=device, mount=mount, free=free, total=total, written=written, needed=needed,
+                    detail=detail)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`docker stop`, Kubernetes, systemd) was received: stop as on Ctrl-C."""
+
+
+# What libraries say when a write fails for want of space: the OS (ENOSPC, EDQUOT) through Python or GDAL, and
+# SQLite (GeoPackages) in its own words.
+DISK_FULL_TEXTS = ("no space left on device", "disk quota exceeded", "database or disk is full")
+
+
+def chain(exc: BaseException | None) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from or during (__cause__, else __context__), outermost first."""
+    out: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in out):
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception in its chain, says that a file system is out of space."""
+    return any(isinstance(item, DiskFull)
+               or (isinstance(item, OSError) and item.errno in (errno.ENOSPC, errno.EDQUOT))
+               or any(text in str(item).lower() for text in DISK_FULL_TEXTS) for item in chain(exc))
+
+
+def size_text(n_bytes: float | None) -> str:
+    """1536 -> '1.5 KiB', for messages."""
+    if n_bytes is None:
+        return "?"
+    value = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

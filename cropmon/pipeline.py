@@ -102,17 +102,18 @@ def run(config: RunConfig) -> RunOutcome:
         outputs.check_writable(out_dir)
         _inspect_inputs(raster, fields, config, mask=config.aoi_mask)
     profile = profile_scratch(config.profile)
-    with _cluster_starting(config, timer) as started_cluster:
+    # The output directory's lock is taken first (a second run into it is refused before any work), and the
+    # cluster closes before the staging directory is swapped in or removed (no worker still writes into it).
+    with outputs.atomic_output_dir(out_dir) as staged, _cluster_starting(config, timer) as started_cluster:
         inputs = _field_inputs(raster, fields, config, timer, out_dir=out_dir,
                                mask=config.aoi_mask)  # while the cluster starts
         handle = started_cluster()
-        with outputs.atomic_output_dir(out_dir) as staged:
-            with performance_report(handle, profile):
-                aoi = _submit_aoi(handle, None, inputs, config, staged.staging, is_twin=is_twin, timer=timer,
-                                  started=started)
-                run_json = _finish_aoi(handle, aoi, progress=progress)
-            place_profile(config.profile, profile, out_dir, staged.staging)
-            outputs.remove_parts(staged.staging)
+        with performance_report(handle, profile):
+            aoi = _submit_aoi(handle, None, inputs, config, staged.staging, is_twin=is_twin, timer=timer,
+                              started=started)
+            run_json = _finish_aoi(handle, aoi, progress=progress)
+        place_profile(config.profile, profile, out_dir, staged.staging)
+        outputs.remove_parts(staged.staging)
     log.info("outputs in %s (%.1f s)", out_dir, run_json["timings_s"]["total"])
     return RunOutcome(out_dir=Path(out_dir), manifest=run_json)
 
@@ -136,7 +137,7 @@ def run_many(config: RunConfig) -> RunOutcome:
     profile = profile_scratch(config.profile)
     aois: dict[str, dict[str, Any]] = {}
     summaries: dict[str, Any] = {}
-    with _cluster(config) as handle, outputs.atomic_output_dir(out_dir) as staged:
+    with outputs.atomic_output_dir(out_dir) as staged, _cluster(config) as handle:
         with performance_report(handle, profile):
             in_flight: deque[AOIRun] = deque()
             window = aois_in_flight(handle.n_workers())
@@ -190,11 +191,18 @@ def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer
                         mask=mask)
 
 
+SCRATCH_NAME = f"{outputs.RESERVED_PREFIX}scratch"
+
+
 def scratch_dir_for(config: RunConfig, out_dir: Path) -> Path:
     """--scratch-dir, else `.cropmon-scratch` beside the output directory: on a cluster the outputs' storage is
     often the one every worker mounts (docker-compose.yml mounts /outputs on the workers), the input's may be
-    read-only."""
-    return Path(config.scratch_dir) if config.scratch_dir else Path(out_dir).resolve().parent / ".cropmon-scratch"
+    read-only. Inside it when its contents are swapped in place (a mount point: beside it is another disk, or
+    none that is writable); the swap leaves it alone."""
+    if config.scratch_dir:
+        return Path(config.scratch_dir)
+    out = Path(out_dir).resolve()
+    return out / SCRATCH_NAME if outputs.swaps_in_place(out) else out.parent / SCRATCH_NAME
 
 
 def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, config: RunConfig, staging: Path, *,
@@ -301,6 +309,7 @@ def _cluster(config: RunConfig, timer: StageTimer | None = None) -> Iterator[Clu
                 tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key),
                 warm_up=(warm_up, tail.warm_up),
                 no_worker_timeout=config.no_worker_timeout,
+                timeout=config.connect_timeout,
             ))
         if handle.dashboard_link:
             print(f"Dask dashboard: {handle.dashboard_link}", file=sys.stderr)

@@ -1,7 +1,13 @@
-"""Process tuning for the client and the workers: GDAL's block cache, Arrow's and glibc's allocators, and the worker
-plugin that applies them to every worker of a cluster, present and future."""
+"""Process tuning for the client and the workers: GDAL's block cache, Arrow's and glibc's allocators, distributed's
+log lines about failures cropmon reports itself, and the worker plugin that applies them to every worker of a
+cluster, present and future."""
 
 from __future__ import annotations
+
+import logging
+import threading
+
+from cropmon import errors
 
 GDAL_BLOCK_CACHE_BYTES = 64 * 2**20
 
@@ -87,5 +93,82 @@ def worker_plugin():
             limit_gdal_block_cache()
             return_freed_memory()
             reuse_freed_memory()
+            quiet_distributed_noise()
 
     return ProcessTuning()
+
+
+# A worker's RasterioIOError reading pixels is turned into NotARaster by the client (engine/analyse.py).
+QUIET_WORKER_ERRORS: tuple[str, ...] = ("RasterioIOError",)
+
+
+def _quiet_error(text: str) -> bool:
+    """Whether a task's exception (its repr, as distributed logs it) is one the client reports in one line: an
+    InputError or DiskFull of cropmon, an error the client turns into one, or a full disk in any words."""
+
+    def kinds(cls: type) -> set[str]:
+        return {cls.__name__}.union(*(kinds(sub) for sub in cls.__subclasses__()))
+
+    names = kinds(errors.InputError) | {errors.DiskFull.__name__, *QUIET_WORKER_ERRORS}
+    name = text.strip("\"'").split("(", 1)[0].rsplit(".", 1)[-1]
+    return name in names or any(t in text.lower() for t in errors.DISK_FULL_TEXTS)
+
+
+CLOSING = threading.Event()  # set while this process closes the cluster it started: see cluster._local_client
+NOISY_LOGGERS = ("distributed", "distributed.client", "tornado", "tornado.application")  # those with handlers
+
+
+class DistributedNoise(logging.Filter):
+    """On distributed's log handler: drops what distributed logs, traceback and all, about failures that cropmon
+    reports itself in one line, or that are only the races of a cluster shutting down (one DEBUG line instead):
+
+    - a worker's "Compute Failed" for a bad input or a full disk (the client raises it; the user sees one line);
+    - a connection closed or cancelled under a message (a heartbeat to a scheduler that closed, a transfer from a
+      worker that is gone, a reconnection cancelled as the client closes): the run either survives it (a lost
+      worker's tasks run elsewhere) or fails with its own one-line ClusterError;
+    - "Async instruction ... ended with CancelledError": a worker closing while tasks run (an interrupted run);
+    - "Failed to reconnect to scheduler": the run fails with its own line about the lost scheduler;
+    - while this process closes the cluster it started (CLOSING), anything but a critical message.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        noise = self.noise(record)
+        if noise:
+            logging.getLogger(record.name).debug("%s (details dropped)", noise)
+        return noise is None
+
+    @staticmethod
+    def noise(record: logging.LogRecord) -> str | None:
+        if record.levelno < logging.WARNING or not record.name.startswith(("distributed", "tornado")):
+            return None
+        message = str(record.msg)
+        if record.name == "distributed.worker" and message.startswith("Compute Failed"):
+            args = record.args if isinstance(record.args, tuple) else ()
+            text = str(args[3]) if len(args) > 3 else record.getMessage()
+            return f"task {args[0] if args else '?'} failed: {text[:300]}" if _quiet_error(text) else None
+        if message.startswith("Failed to reconnect to scheduler"):  # the run reports it: a lost scheduler
+            return "the client gave up reconnecting to the scheduler"
+        if "ended with CancelledError" in message:
+            return "an instruction was cancelled while the worker closed"
+        if _is_closed_connection(record.exc_info[1] if record.exc_info else None):
+            return f"{message.splitlines()[0][:200] if message.strip() else 'a connection'}: closed"
+        if CLOSING.is_set() and record.levelno < logging.CRITICAL:
+            return f"while the cluster closed: {record.getMessage().splitlines()[0][:200] if record.msg else ''}"
+        return None
+
+
+def _is_closed_connection(exc: BaseException | None) -> bool:
+    import asyncio
+
+    from distributed.comm.core import CommClosedError
+    from tornado.iostream import StreamClosedError
+
+    return isinstance(exc, CommClosedError | StreamClosedError | ConnectionError | asyncio.CancelledError)
+
+
+def quiet_distributed_noise() -> None:
+    """Install DistributedNoise on distributed's log handlers in this process (once each)."""
+    handlers = {h for name in NOISY_LOGGERS for h in logging.getLogger(name).handlers}
+    for handler in handlers:
+        if not any(isinstance(f, DistributedNoise) for f in handler.filters):
+            handler.addFilter(DistributedNoise())

@@ -55,3 +55,12 @@ def text_column(n: int, value: str) -> np.ndarray:
     column = np.empty(n, dtype=object)
     column[:] = value
     return column
+
+
+def has_field_id(field_id) -> np.ndarray:
+    """Which rows carry a usable field_id (a pandas Series of any dtype): not null, not blank. A field without one
+    is scored but never picked for labelling or evaluation: nobody could trace it back to the ground truth."""
+    present = field_id.notna().to_numpy(dtype=bool, copy=True)
+    if field_id.dtype == object or str(field_id.dtype).startswith(("string", "str")):
+        present &= field_id.astype(str).str.strip().ne("").to_numpy(dtype=bool)
+    return present

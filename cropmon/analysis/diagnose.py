@@ -36,6 +36,7 @@ from cropmon.analysis.intervals import verdict
 from cropmon.analysis.metrics import row_shares
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C, Catalogue
+from cropmon.schema import has_field_id
 
 TIERS: tuple[str, ...] = ("critical", "high", "medium", "low")
 CERTAINTIES: tuple[str, ...] = ("certain", "possible", "too_few_fields")
@@ -243,6 +244,7 @@ def caveats(fields: pd.DataFrame, crop_table: pd.DataFrame, *, settings: Diagnos
         "ties": int(fields["tie"].astype(bool).sum()),
         "ties_by_crop": ties_by_crop(fields),
         "duplicate_id": int(fields["duplicate_id"].astype(bool).sum()),
+        "null_id": int((~has_field_id(fields["field_id"])).sum()),
         "repaired_geometry": int((fields["geometry_status"] == "repaired").sum()),
         "invalid_class_pixels": int(fields["n_invalid"].sum()),
         "invalid_confidence_pixels": int(fields["n_conf_invalid"].sum()),

@@ -36,6 +36,7 @@ from cropmon.analysis.metrics import row_shares, truth_and_prediction
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.quotas import within_budget
+from cropmon.schema import has_field_id
 
 CLEAN_GEOMETRY = ("ok", "repaired", "multipolygon")
 RELATED_BONUS = 0.5  # score bonus of a field predicted as (or runner-up) another crop of its group
@@ -85,6 +86,7 @@ def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid:
         & (fields["pixel_rule"] == "centre")
         & fields["geometry_status"].isin(CLEAN_GEOMETRY)
         & ~fields["duplicate_id"].astype(bool)
+        & has_field_id(fields["field_id"])
         & np.isfinite(fields["x"].astype(float))
         & np.isfinite(fields["y"].astype(float))
     ).loc[truth.index]

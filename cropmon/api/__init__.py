@@ -56,7 +56,7 @@ def __getattr__(name: str) -> Any:
 ENGINE_OPTIONS = ("layer", "label_column", "class_band", "confidence_band", "chunk_rows", "progress",
                   "no_worker_timeout")
 CLUSTER_OPTIONS = ("workers", "threads_per_worker", "memory_limit", "dashboard_address", "tls_ca_file", "tls_cert",
-                   "tls_key")
+                   "tls_key", "connect_timeout")
 
 
 def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: Any = None,
@@ -75,8 +75,9 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
     - `classes`: the model's class list (path to JSON/CSV, a {crop: [aliases]} mapping or a Catalogue); default u0c.
     - `options`: the run's settings the engine uses (`layer`, `label_column`, `class_band`, `confidence_band`,
       `chunk_rows`, `progress`, `no_worker_timeout`; for a local cluster `workers`, `threads_per_worker`,
-      `memory_limit`, `dashboard_address`; for tls:// `tls_ca_file`, `tls_cert`, `tls_key`), checked as the CLI
-      checks its flags. Only these arguments count: no config file, no CROPMON_* variable (`run` reads those).
+      `memory_limit`, `dashboard_address`; for an address `connect_timeout`, for tls:// `tls_ca_file`, `tls_cert`,
+      `tls_key`), checked as the CLI checks its flags. Only these arguments count: no config file, no CROPMON_*
+      variable (`run` reads those).
 
     Returns FieldResults: `.table` (one row per field, the reference columns first), `.class_counts` (pixels per
     class and field, sparse), `.catalogue`, `.invalid_values`, `.timings`.
@@ -223,5 +224,6 @@ def _cluster(config, client: Any) -> Iterator[ClusterHandle]:
         return
     with connect(config.scheduler, workers=config.workers, threads_per_worker=config.threads_per_worker,
                  memory_limit=config.memory_limit, dashboard_address=config.dashboard_address,
-                 tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key), warm_up=warm_up) as handle:
+                 tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key), warm_up=warm_up,
+                 timeout=config.connect_timeout) as handle:
         yield handle

@@ -15,7 +15,7 @@ import pandas as pd
 import shapely
 
 from cropmon.catalogue import U0C, Catalogue
-from cropmon.schema import text_column
+from cropmon.schema import has_field_id, text_column
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +219,11 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
         report.examples["reprojected_from"] = [crs_name(fields.source.crs)]
         bounds = reproject_bounds(bounds, src=fields.source.crs, dst=raster_crs)
 
-    duplicated = table["field_id"].duplicated(keep=False) & table["field_id"].notna()
-    table["duplicate_id"] = duplicated.to_numpy()
+    has_id = has_field_id(table["field_id"])
+    duplicated = table["field_id"].duplicated(keep=False).to_numpy() & has_id
+    table["duplicate_id"] = duplicated
     report.add("duplicate_field_id", table.loc[duplicated, "field_id"].drop_duplicates())
+    report.add("field_id_null", [f"fid {fid}" for fid in np.asarray(fields.fids)[~has_id]])  # traceable by fid
     return PreparedFields(table=table, fids=fields.fids, raster_bounds=bounds, source=fields.source, report=report)
 
 

@@ -15,7 +15,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cropmon import errors
+from cropmon.io import paths
 from cropmon.io.paths import gdal_warnings_logged
 from cropmon.io.vector import FIELD_BATCH_ROWS, FieldSource
 
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 
 PARTS = ".parts"  # scratch directories of the tasks writing into a shared staging directory
 PIECE_BYTES = 16 * 2**20
+NEARLY_FULL_BYTES = 2**20  # a write that fails with less than this free failed for want of space
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ def produce(write: Callable[..., Any], *args: Any, destination: Destination, **k
     A rerun (a worker killed mid-task) writes into another scratch directory and renames the same files over the
     first run's: the outputs are the same, and a killed task's scratch is removed with PARTS before the swap.
     """
+    paths.pyogrio_errors_in_this_thread()
     if destination.shared:
         scratch = Path(tempfile.mkdtemp(dir=Path(destination.shared) / PARTS))  # never creates the staging dir
     else:
@@ -70,6 +76,20 @@ def produce(write: Callable[..., Any], *args: Any, destination: Destination, **k
                 os.replace(scratch / name, Path(destination.shared) / name)
             return Product(files)
         return Product(files, {name: (scratch / name).read_bytes() for name in files})
+    except Exception as exc:
+        # SQLite does not always say it: a GeoPackage write on a full disk can fail with "cannot rollback - no
+        # transaction is active". A write that fails while its partial file leaves under NEARLY_FULL_BYTES free
+        # is taken for what it almost surely is.
+        try:
+            fs = paths.filesystem_of(scratch)
+        except OSError:
+            fs = None
+        if not (errors.is_disk_full(exc) or (fs is not None and fs.free < NEARLY_FULL_BYTES)):
+            raise
+        # Said where it happened (this worker's view of the device); the chain stays here: GDAL's errors do not
+        # always unpickle on the client.
+        where = {"device": fs.device, "mount": fs.mount, "free": fs.free, "total": fs.total} if fs else {}
+        raise errors.DiskFull(destination.shared or scratch, detail=errors.first_line(exc), **where) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -109,46 +129,259 @@ class StagedOutput:
         return self.staging / name
 
 
+RESERVED_PREFIX = ".cropmon-"  # hidden entries of an output directory swapped in place: the swap leaves them alone
+POOLED_FILES: tuple[str, ...] = (  # report/pooled.write_pooled's files, beside run.json: no AOI may be named so
+    "crop_metrics_pooled.csv", "crop_metrics_by_aoi.csv", "aoi_overview.csv", "confusion_matrix_pooled.csv",
+    "underperforming_crops_pooled.csv", "label_allocation.csv", "fields_to_label_by_aoi.csv", "f1_by_aoi.png",
+    "report.md", "report.html",
+)  # fmt: skip
+
+
+def reserved_names() -> tuple[str, ...]:
+    """Names an AOI's folder may not take inside a multi-AOI output directory: the pooled files and run.json."""
+    return (*POOLED_FILES, "run.json")
+
+
+def swaps_in_place(final: str | Path) -> bool:
+    """Whether a run into `final` swaps its contents rather than the directory itself: when `final` is a mount
+    point (a Docker volume, a tmpfs), which cannot be renamed, or sits in a directory this process cannot write."""
+    final = Path(final).resolve()
+    if not final.is_dir():
+        return False
+    return paths.is_mount_point(final) or not os.access(final.parent, os.W_OK | os.X_OK)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the staging directory, the previous outputs during a swap and the lock of one output directory live:
+    beside it (`.NAME.staging-*` ...), or inside it when its contents are swapped (`.cropmon-staging-*` ...)."""
+
+    final: Path
+    in_place: bool
+
+    def path(self, kind: str) -> Path:
+        if self.in_place:
+            return self.final / f"{RESERVED_PREFIX}{kind}"
+        return self.final.parent / f".{self.final.name}.{kind}"
+
+    def new(self, kind: str) -> Path:
+        return Path(f"{self.path(kind)}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+    def leftovers(self, kind: str) -> list[Path]:
+        base = self.path(kind)
+        return sorted(base.parent.glob(f"{base.name}-*"))
+
+    def contents(self) -> list[Path]:
+        """The outputs in an in-place directory, run.json first (its presence marks a complete set)."""
+        entries = [p for p in self.final.iterdir() if not p.name.startswith(RESERVED_PREFIX)]
+        return sorted(entries, key=lambda p: (p.name != "run.json", p.name))
+
+
 @contextlib.contextmanager
 def atomic_output_dir(final: str | Path) -> Iterator[StagedOutput]:
-    """Write a run's outputs into a hidden sibling directory and swap it in on success.
+    """Write a run's outputs into a hidden staging directory and swap it in on success.
 
-    On any failure or interrupt (including KeyboardInterrupt) the staging directory is removed and the previous
-    outputs stay as they were. The swap is two renames on one file system; a leftover `.NAME.previous-*` from a
-    crash between them is restored on the next run.
+    One run at a time per output directory: a lock (flock on `.NAME.lock`, released by the kernel when the process
+    dies, so a crashed run never leaves it stuck) refuses a second run with OutputBusy. On any failure or interrupt
+    (KeyboardInterrupt, SIGTERM) the staging directory is removed and the previous outputs stay as they were.
+
+    The swap: two renames on one file system (the old directory aside, the new one in its place), so a reader sees
+    the old run or the new one, never a mix; a leftover `.NAME.previous-*` from a crash between the two is restored
+    by the next run. When `final` cannot be renamed (a mount point; see `swaps_in_place`) its contents are swapped
+    instead, entry by entry: the old outputs move aside (run.json first), then the new ones in (run.json last),
+    under a journal that the next run uses to roll back a swap cut short. A reader may then see an incomplete set
+    for the moment of the swap, never files of two runs; run.json is present only when the set is complete.
+    SIGINT and SIGTERM wait until the swap is done. A full disk raises DiskFull (one line: device, space).
     """
     final = Path(final).resolve()
+    with contextlib.ExitStack() as stack:
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            layout = _Layout(final, in_place=swaps_in_place(final))
+            stack.enter_context(_locked(layout.path("lock"), final))
+            _recover(layout)
+            staging = layout.new("staging")
+            staging.mkdir()
+        except OSError as exc:
+            if errors.is_disk_full(exc):
+                raise _disk_full(final, exc, written=None) from exc
+            raise errors.OutputError(
+                f"cannot create the output directory ({exc.strerror})", path=final, fix="choose a writable --out"
+            ) from exc
+        staged = StagedOutput(final=final, staging=staging)
+        try:
+            yield staged
+            with _signals_deferred():
+                (_swap_contents if layout.in_place else _swap_directory)(layout, staging)
+        except BaseException as exc:
+            written = paths.tree_bytes(staging)
+            _discard(layout, staging)
+            if isinstance(exc, Exception) and errors.is_disk_full(exc):
+                raise _disk_full(final, exc, written=written) from exc
+            raise
+        _discard(layout, staging)  # the empty staging directory of an in-place swap
+
+
+def _swap_directory(layout: _Layout, staging: Path) -> None:
+    final = layout.final
+    previous = layout.new("previous")
+    if final.exists():
+        final.rename(previous)
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        _restore_interrupted_swap(final)
-        staging = final.parent / f".{final.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
-    except OSError as exc:
-        raise errors.OutputError(
-            f"cannot create the output directory ({exc.strerror})", path=final, fix="choose a writable --out"
-        ) from exc
-    staged = StagedOutput(final=final, staging=staging)
-    try:
-        yield staged
-        previous = final.parent / f".{final.name}.previous-{os.getpid()}"
-        if final.exists():
-            final.rename(previous)
         staging.rename(final)
-        shutil.rmtree(previous, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        if previous.exists() and not final.exists():
+            previous.rename(final)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
 
 
-def _restore_interrupted_swap(final: Path) -> None:
-    for leftover in final.parent.glob(f".{final.name}.staging-*"):
+def _swap_contents(layout: _Layout, staging: Path) -> None:
+    """Move the old outputs out of `final` and the new ones in, entry by entry (the directory itself stays)."""
+    final, journal = layout.final, layout.path("swap.json")
+    previous = layout.new("previous")
+    _write_journal(journal, staging=staging.name, previous=previous.name, state="out")
+    try:
+        previous.mkdir()
+        for entry in layout.contents():
+            entry.rename(previous / entry.name)
+        _write_journal(journal, staging=staging.name, previous=previous.name, state="in")
+        incoming = sorted(staging.iterdir(), key=lambda p: (p.name == "run.json", p.name))
+        for entry in incoming:
+            entry.rename(final / entry.name)
+    except BaseException:
+        _roll_back(layout)
+        raise
+    journal.unlink()
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _write_journal(journal: Path, **state: str) -> None:
+    scratch = journal.with_name(journal.name + ".tmp")
+    scratch.write_text(json.dumps(state))
+    os.replace(scratch, journal)
+
+
+def _roll_back(layout: _Layout) -> None:
+    """Undo an in-place swap cut short (its journal says how far it got): the old outputs go back in place."""
+    journal = layout.path("swap.json")
+    try:
+        state = json.loads(journal.read_text())
+    except (OSError, ValueError):
+        return
+    previous = layout.final / state["previous"]
+    if state["state"] == "in":  # the old outputs are all aside: what is in place is part of the new set
+        for entry in layout.contents():  # run.json first
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    if previous.is_dir():
+        for entry in sorted(previous.iterdir(), key=lambda p: (p.name == "run.json", p.name)):  # run.json last
+            entry.rename(layout.final / entry.name)
+        previous.rmdir()
+    journal.unlink()
+    log.warning("restored the outputs of an interrupted swap in %s", layout.final)
+
+
+def _recover(layout: _Layout) -> None:
+    """With the lock held (so no other run is live), undo what a crashed run left: its staging, a swap cut short."""
+    if layout.in_place:
+        _roll_back(layout)
+        layout.path("swap.json.tmp").unlink(missing_ok=True)
+    for leftover in [*layout.leftovers("staging"), *layout.leftovers("discard")]:
         shutil.rmtree(leftover, ignore_errors=True)
-    previous = sorted(final.parent.glob(f".{final.name}.previous-*"))
-    if previous and not final.exists():
-        previous[-1].rename(final)
-        log.warning("restored the outputs of an interrupted run into %s", final)
-    for stale in final.parent.glob(f".{final.name}.previous-*"):
+    previous = layout.leftovers("previous")
+    if previous and not layout.in_place and not layout.final.exists():
+        previous[-1].rename(layout.final)
+        log.warning("restored the outputs of an interrupted run into %s", layout.final)
+    for stale in layout.leftovers("previous"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def _discard(layout: _Layout, staging: Path) -> None:
+    """Remove a staging directory. It is renamed first, so a worker task still writing into it (a remote cluster's
+    task outlives the client) fails on its next path instead of recreating entries while it is removed."""
+    target = layout.new("discard")
+    try:
+        staging.rename(target)
+    except FileNotFoundError:
+        return
+    except OSError:
+        target = staging
+    for _ in range(5):
+        shutil.rmtree(target, ignore_errors=True)
+        if not target.exists():
+            return
+        time.sleep(0.2)
+    log.warning("could not remove %s (something is still writing into it); the next run removes it", target)
+
+
+@contextlib.contextmanager
+def _locked(lock: Path, final: Path) -> Iterator[None]:
+    """Hold the output directory's lock for the block, or raise OutputBusy naming the run that holds it.
+
+    flock: the kernel releases it when the holder dies, however it dies. The lock file is removed at the end; a run
+    that locked a file another run had just removed tries again with the new one."""
+    import fcntl
+    import socket
+
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip()
+            os.close(fd)
+            raise errors.OutputBusy(
+                f"{final}: another cropmon run ({holder or 'starting'}) is writing into this output directory. "
+                "Fix: wait for it to finish, or pass another --out"
+            ) from None
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (the swap: a few renames). The run has finished by then, so
+    a signal that arrived meanwhile is logged, not raised. Only the main thread can set handlers; elsewhere this
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            log.warning("%s arrived while the outputs were swapped in; the run had finished",
+                        signal.Signals(caught[0]).name)
+
+
+def _disk_full(final: Path, exc: BaseException, *, written: int | None) -> errors.DiskFull:
+    """The DiskFull of a run into `final`, with the space it needs: the previous outputs' size (a run of the same
+    inputs writes about as much, and the previous outputs stay until the new ones are complete)."""
+    fs = paths.filesystem_of(final)
+    previous = paths.tree_bytes(final, skip=lambda name: name.startswith(RESERVED_PREFIX)) if final.is_dir() else 0
+    worker = next((item for item in errors.chain(exc) if isinstance(item, errors.DiskFull)), None)
+    if worker is not None and worker.mount != fs.mount:  # a worker's own disk (outputs sent through the client)
+        return worker
+    return errors.DiskFull(final, device=fs.device, mount=fs.mount, free=fs.free, total=fs.total, written=written,
+                           needed=previous or None, detail=errors.first_line(exc))
 
 
 def check_writable(out_dir: str | Path) -> None:

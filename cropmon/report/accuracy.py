@@ -12,7 +12,7 @@ import pandas as pd
 
 from cropmon.analysis.accuracy import OVERALL, AccuracyAssessment
 from cropmon.io.outputs import write_csv
-from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, names
+from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, names, strong
 
 ACCURACY_FILES: tuple[str, ...] = ("accuracy_assessment.csv", "error_matrix_area.csv")
 TOP_ROWS = 12  # crops in the report's table (the CSV has every class)
@@ -133,7 +133,7 @@ def accuracy_blocks(a: AccuracyAssessment | None, image: Image | None) -> list[B
     if never:
         bullets.append(f"In the GT but never mapped (user's accuracy undefined, producer's 0): {names(never)}.")
     blocks += [Paragraph(text), Bullets(bullets),
-               Paragraph("**What this assumes.** " + ASSUMPTION + " " + WHEN_IT_FAILS),
+               Paragraph(strong("What this assumes.") + " " + ASSUMPTION + " " + WHEN_IT_FAILS),
                Paragraph(design_statement(a.design)),
                Table(shown_table(a), f"the {min(TOP_ROWS, len(a.table) - 1)} largest crops;"
                                      " accuracy_assessment.csv has every class, error_matrix_area.csv the matrix")]

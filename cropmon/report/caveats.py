@@ -40,6 +40,11 @@ def caveats_section(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSetti
         items.append(f"{c['repaired_geometry']:,} field geometries were invalid and repaired before use.")
     if c["duplicate_id"]:
         items.append(f"{c['duplicate_id']:,} fields share their field_id with another: scored, never picked.")
+    if c.get("null_id"):
+        fids = lookup(run_info, "fields", "examples", "field_id_null")
+        seen = f" ({', '.join(fids[:5])} in the fields file)" if fids else ""
+        items.append(f"{c['null_id']:,} fields have no field_id{seen}: scored, never picked, since nobody could"
+                     " trace them back to the ground truth.")
     if c["never_predicted"]:
         items.append(f"Never predicted for any field: {names(c['never_predicted'])}.")
     extra = [crop for crop in c["never_right"] if crop not in c["never_predicted"]]

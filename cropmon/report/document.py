@@ -70,6 +70,24 @@ def names(items: list[str]) -> str:
 
 
 
+# Bold in the blocks' text: two private-use characters, which no input carries (strong() removes them from its
+# text), so a crop name holding '*' or '**' cannot open or close it.
+_STRONG = ("\ue000", "\ue001")
+_STRONG_PART = re.compile(f"({_STRONG[0]}[^{_STRONG[1]}]*{_STRONG[1]})")
+
+
+def strong(text: object) -> str:
+    """`text` in bold, in a Paragraph's or a bullet's text (rendered <strong> in HTML, **...** in Markdown)."""
+    plain = str(text).replace(_STRONG[0], "").replace(_STRONG[1], "")
+    return f"{_STRONG[0]}{plain}{_STRONG[1]}"
+
+
+def _inline_parts(text: str) -> list[tuple[bool, str]]:
+    """(bold?, text) pieces of a block's text."""
+    return [(part.startswith(_STRONG[0]), part.strip("".join(_STRONG)))
+            for part in _STRONG_PART.split(text) if part]
+
+
 def lookup(info: Mapping[str, Any], *keys: str) -> Any:
     """info[k1][k2]..., or None when a level is missing or not a mapping."""
     for key in keys:
@@ -106,25 +124,65 @@ def _sections(blocks: list[Block]) -> list[str]:
     return [b.text for b in blocks if isinstance(b, Heading) and b.level == 2]
 
 
+# Markdown that text from the inputs (crop names, labels, field ids, file names) could carry: HTML tags and entities
+# (a Markdown viewer renders them), emphasis, code, tables' pipes, links and images (a ']' before '(' or '['); at
+# the start of a line a heading, quote, list or link definition. What starts none of these stays as it is, so the
+# report's own text reads the same: "agreement < 0.7", an interval "[0.61, 0.72]".
+_MD_SPECIAL = re.compile(r"[\\`*|~#]|\](?=[(\[])|(?<![^\W_])_|_(?![^\W_])|<(?=[A-Za-z/!?])|&(?=#?\w+;)")
+_MD_LINE_START = re.compile(r"^(\s*)([>+=\[-]|\d+(?=[.)]))")
+_MD_ENTITIES = {"<": "&lt;", "&": "&amp;"}
+
+
+def _md_text(text: object, *, line_start: bool = True) -> str:
+    """Text shown as it is in Markdown, as report.html shows it (html.escape): HTML escaped, Markdown's
+    punctuation backslash-escaped (an underscore inside a word stays: it emphasises nothing), whitespace runs and
+    line breaks made one space (as HTML shows them).
+    `line_start`: the text begins a line (a paragraph, a bullet), where '#', '>', '-', '1.' would start a block."""
+    flat = re.sub(r"\s+", " ", str(text))  # one line; four leading spaces would make a code block
+    escaped = _MD_SPECIAL.sub(lambda m: _MD_ENTITIES.get(m.group(0), "\\" + m.group(0)), flat)
+    return _MD_LINE_START.sub(_escape_line_start, escaped) if line_start else escaped
+
+
+def _escape_line_start(m: re.Match) -> str:
+    """'# x' -> '\\# x'; '1. x' -> '1\\. x' (a digit cannot be escaped: its period can)."""
+    lead, mark = m.group(1), m.group(2)
+    return lead + (mark + "\\" if mark[0].isdigit() else "\\" + mark)
+
+
+def _inline_markdown(text: str) -> str:
+    """Escape, with strong() pieces in **bold** (the one markup of the blocks' text, as in _inline_html)."""
+    return "".join(_bold(part) if bold else _md_text(part, line_start=i == 0)
+                   for i, (bold, part) in enumerate(_inline_parts(text)))
+
+
+def _bold(text: str, marker: str = "**") -> str:
+    """**text** (or *text*), its outer spaces outside the markers (CommonMark's '** x**' is no bold)."""
+    inner = _md_text(text.strip(), line_start=False)
+    lead, trail = text[: len(text) - len(text.lstrip())], text[len(text.rstrip()):]
+    return f"{' ' if lead else ''}{marker}{inner}{marker}{' ' if trail else ''}" if inner else " " * bool(text)
+
+
 def render_markdown(title: str, blocks: list[Block]) -> str:
-    """The report as Markdown, a list of links to its sections first; images are the PNG files beside it."""
-    out = [f"# {title}", ""]
+    """The report as Markdown, a list of links to its sections first; images are the PNG files beside it. Every
+    text is escaped (`_md_text`): what comes from the inputs shows as text, never as HTML or markup."""
+    out = [f"# {_md_text(title)}", ""]
     if len(_sections(blocks)) > 1:
-        out += ["Contents: " + " | ".join(f"[{s}](#{anchor(s)})" for s in _sections(blocks)), ""]
+        out += ["Contents: " + " | ".join(f"[{_md_text(s)}](#{anchor(s)})" for s in _sections(blocks)), ""]
     for block in blocks:
         if isinstance(block, Heading):
-            out += ["#" * block.level + " " + block.text, ""]
+            out += ["#" * block.level + " " + _md_text(block.text), ""]
         elif isinstance(block, Paragraph):
-            out += [block.text, ""]
+            out += [_inline_markdown(block.text), ""]
         elif isinstance(block, Bullets):
-            out += [f"- {item}" for item in block.items] + [""]
+            out += [f"- {_inline_markdown(item)}" for item in block.items] + [""]
         elif isinstance(block, Table):
             cells = _cells(block.frame)
-            rows = [list(cells.columns), ["---"] * cells.shape[1], *cells.to_numpy().tolist()]
-            out += [f"*{block.caption}*", ""] if block.caption else []
-            out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows] + [""]
+            rows = [list(cells.columns), *cells.to_numpy().tolist()]
+            out += [_bold(block.caption, "*").strip(), ""] if block.caption else []
+            lines = ["| " + " | ".join(_md_text(c, line_start=False) for c in row) + " |" for row in rows]
+            out += [lines[0], "| " + " | ".join(["---"] * cells.shape[1]) + " |", *lines[1:], ""]
         elif isinstance(block, Image):
-            out += [f"![{block.caption}]({block.name})", "", f"*{block.caption}*", ""]
+            out += [f"![{_md_text(block.caption)}]({block.name})", "", _bold(block.caption, "*").strip(), ""]
     return "\n".join(out)
 
 
@@ -153,9 +211,9 @@ _NUMBER = re.compile(r"^[-+]?(\d[\d,]*)?\.?\d+( ?%)?$")
 
 
 def _inline_html(text: str) -> str:
-    """Escape, then turn **bold** into <strong>."""
-    parts = html.escape(text).split("**")
-    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+    """Escape, with strong() pieces in <strong>."""
+    return "".join(f"<strong>{html.escape(part)}</strong>" if bold else html.escape(part)
+                   for bold, part in _inline_parts(text))
 
 
 def _table_html(block: Table) -> str:

@@ -36,6 +36,7 @@ from cropmon.report.document import (
     png,
     render_html,
     render_markdown,
+    strong,
 )
 from cropmon.report.plots import area_plot, f1_heatmap
 from cropmon.report.wording import allocation_table, with_reasons, with_rule
@@ -82,8 +83,8 @@ def _spread_sentences(by_aoi: pd.DataFrame, *, min_fields: int) -> list[str]:
         weak = list(rows.loc[rows["severity"].notna(), "aoi"])
         where = f"; underperforming in {names(weak)}" if weak else ""
         sentences.append(
-            f"**{crop}**: agreement {lo['agreement_score']:.2f} in {lo['aoi']} ({lo['num_fields']:,} fields) against"
-            f" {hi['agreement_score']:.2f} in {hi['aoi']} ({hi['num_fields']:,}); pooled"
+            f"{strong(crop)}: agreement {lo['agreement_score']:.2f} in {lo['aoi']} ({lo['num_fields']:,} fields)"
+            f" against {hi['agreement_score']:.2f} in {hi['aoi']} ({hi['num_fields']:,}); pooled"
             f" {lo['pooled_agreement']:.2f}{where}."
         )
     return sentences

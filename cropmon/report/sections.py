@@ -15,7 +15,7 @@ import pandas as pd
 from cropmon.analysis import metrics
 from cropmon.analysis.diagnose import CERTAINTIES, TIERS, Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, lookup, names, num, pct
+from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, lookup, names, num, pct, strong
 from cropmon.report.wording import CERTAINTY_WORDS, interval_text, rule_text, with_reasons
 
 MAX_SENTENCES = 8  # per section; the tables hold the rest
@@ -107,7 +107,7 @@ def _crop_sentence(row: pd.Series, m: pd.Series, shares: pd.Series, s: Diagnosis
             phrases.append(f"only {n} GT fields, weak evidence" if n else "it is absent from the GT")
     scores = (f"agreement {_agreement(row)},"
               f" F1 {interval_text(row['f1'], row['f1_ci_low'], row['f1_ci_high'])}")
-    return (f"**{row['crop']}** ({row['severity']}, {CERTAINTY_WORDS[row['certainty']]}; {scores}):"
+    return (f"{strong(row['crop'])} ({row['severity']}, {CERTAINTY_WORDS[row['certainty']]}; {scores}):"
             f" {'; '.join(phrases)}.")
 
 
