@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import sys
 import threading
@@ -93,6 +94,9 @@ def run(config: RunConfig) -> RunOutcome:
     With `config.aois`, every AOI is analysed on the same cluster into `<out>/<aoi>/`, followed by the pooled view
     across AOIs in `<out>/`.
     """
+    named = [config.raster, config.fields, config.out, config.scratch_dir,
+             *(p for aoi in config.aois for p in aoi_parts(aoi)[1:])]
+    config = dataclasses.replace(config, gdal=store.defaults_for(named).merged(config.gdal))
     with config.gdal.applied():  # GDAL and the file systems of this process read the storage settings there
         return run_many(config) if config.aois else _run_one(config)
 

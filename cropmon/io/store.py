@@ -186,6 +186,18 @@ class StorageSettings:
             clear_caches()
 
 
+# What a run that names object storage sets unless told otherwise: GDAL would otherwise list the object's "directory"
+# on open (a request per open, over a whole bucket prefix) and cache the listing for the process's life, so that a
+# long-lived worker misses objects written after it first looked (a new input, the fields' copy).
+OBJECT_STORAGE_DEFAULTS = (("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"),)
+
+
+def defaults_for(paths: list[str | Path | None]) -> StorageSettings:
+    """The settings a run gets beneath its own when any of `paths` is in object storage (else none)."""
+    return StorageSettings(OBJECT_STORAGE_DEFAULTS) if any(p and is_object_store(p) for p in paths) else \
+        StorageSettings()
+
+
 def forwarded_environment(environ: Mapping[str, str] | None = None) -> StorageSettings:
     """The client's variables a run forwards to its workers (FORWARDED_PREFIXES, less NOT_FORWARDED)."""
     environ = os.environ if environ is None else environ
@@ -483,7 +495,7 @@ def problem(path: str | Path | ObjectURL, exc: BaseException, *, what: str) -> e
         return errors.ObjectStoreError(f"access denied ({text[:200]})", path=shown,
                                        fix="check the credentials and that they may read (and, for --out, write) it")
     if isinstance(exc, FileNotFoundError) or "does not exist in the file system" in lower or "not found" in lower \
-            or "no such key" in lower or "nosuchkey" in lower:
+            or "no such key" in lower or "nosuchkey" in lower or "key does not exist" in lower:
         return errors.MissingFile(f"no such object (the {what} does not exist in the bucket)", path=shown,
                                   fix=f"check the {what}'s key (the path after the bucket)")
     return errors.ObjectStoreError(f"cannot be read or written ({text[:200]})", path=shown,
