@@ -161,6 +161,11 @@ class ClusterSpec:
         except TypeError as exc:
             raise errors.ConfigError(f"[cluster] {self.class_path} does not take the options given ({exc})",
                                      fix="fix [cluster.options]: the class's keyword arguments") from exc
+        unknown = _unknown_worker_options(found, self.options)
+        if unknown:
+            raise errors.ConfigError(
+                f"[cluster] {self.class_path} does not take the option(s) {', '.join(unknown)} (neither it nor its "
+                "workers have such an argument)", fix="fix [cluster.options]: the class's keyword arguments")
         return found
 
     def as_manifest(self) -> dict[str, Any]:
@@ -170,6 +175,22 @@ class ClusterSpec:
         return {"class": self.class_path, "options": options,
                 "scale": self.scale, "adapt": list(self.adapt) if self.adapt else None,
                 "wait_for_workers": self.workers_to_wait_for, "start_timeout": self.start_timeout}
+
+
+def _unknown_worker_options(cls: type, options: dict[str, Any]) -> list[str]:
+    """Options a LocalCluster (or a subclass) passes on to its workers that no worker takes: caught here, since a
+    worker process that fails to start prints its traceback from another process before the cluster says why."""
+    import inspect
+
+    from distributed import LocalCluster, Nanny, Worker
+
+    if not issubclass(cls, LocalCluster):
+        return []
+    known = set()
+    for function in (cls.__init__, LocalCluster.__init__, Nanny.__init__, Worker.__init__):
+        known |= {name for name, p in inspect.signature(function).parameters.items()
+                  if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return sorted(set(options) - known)
 
 
 @dataclass
@@ -656,9 +677,14 @@ def _spec_client(spec: ClusterSpec) -> Iterator[tuple[Any, str]]:
         stack.callback(runtime.CLOSING.clear)
         try:
             cluster = stack.enter_context(cls(**spec.options))
-        except (TypeError, ValueError) as exc:
-            raise errors.ConfigError(f"[cluster] {spec.class_path} refused its options ({errors.first_line(exc)})",
-                                     fix="fix [cluster.options]: the class's keyword arguments") from exc
+        except Exception as exc:
+            refused = next((e for e in errors.chain(exc) if isinstance(e, TypeError | ValueError)), None)
+            if refused is not None:
+                raise errors.ConfigError(
+                    f"[cluster] {spec.class_path} refused its options ({errors.first_line(refused)})",
+                    fix="fix [cluster.options]: the class's keyword arguments") from exc
+            raise errors.ClusterError(f"the {spec.class_path} cluster could not be created "
+                                      f"({errors.first_line(exc)})") from exc
         if spec.scale is not None:
             cluster.scale(spec.scale)
         elif spec.adapt is not None:
