@@ -429,3 +429,17 @@ def test_a_worker_killed_mid_run_with_everything_in_the_bucket(s3, inputs, bare_
     expected = inputs["reference"]
     assert got.loc[expected.index, "majority_crop"].equals(expected["majority_crop"])
     assert got.loc[expected.index, "n_pixels"].equals(expected["n_pixels"])
+
+
+def test_the_api_takes_the_settings_for_one_call_and_restores_the_environment(s3, inputs, monkeypatch):
+    import cropmon
+
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    for name, value in NO_INSTANCE_METADATA.items():
+        monkeypatch.setenv(name, value)
+    before = dict(os.environ)
+    got = cropmon.analyse(inputs["raster_url"], inputs["remote"]["gpkg"][0], scheduler="threads",
+                          gdal=s3.settings(secret=SECRET), chunk_rows=32)
+    pd.testing.assert_frame_equal(by_field(got), inputs["reference"])
+    assert dict(os.environ) == before
