@@ -443,3 +443,16 @@ def test_the_api_takes_the_settings_for_one_call_and_restores_the_environment(s3
                           gdal=s3.settings(secret=SECRET), chunk_rows=32)
     pd.testing.assert_frame_equal(by_field(got), inputs["reference"])
     assert dict(os.environ) == before
+
+
+def test_several_aois_into_the_bucket_are_one_run_under_the_pointer(s3_env, inputs, capsys):
+    out = f"s3://{BUCKET}/aois"
+    raster, fields = inputs["raster_url"], inputs["remote"]["gpkg"][0]
+    code, lines = run_cli("--aoi", f"a={raster},{fields}", "--aoi", f"b={inputs['cog_url']},{fields}", "--out", out,
+                          capsys=capsys)
+    assert code == 0, lines
+    run_id, files = bucket_run(s3_env, out)
+    assert {"run.json", "crop_metrics_pooled.csv", "a/run.json", "b/fields.parquet", "b/report.html"} <= set(files)
+    assert json.loads(files["run.json"])["output"]["run_id"] == run_id
+    assert json.loads(files["a/run.json"])["output"]["run_id"] == run_id
+    assert files["a/crop_metrics.csv"] == files["b/crop_metrics.csv"]  # the striped file and its COG
