@@ -456,3 +456,22 @@ def test_several_aois_into_the_bucket_are_one_run_under_the_pointer(s3_env, inpu
     assert json.loads(files["run.json"])["output"]["run_id"] == run_id
     assert json.loads(files["a/run.json"])["output"]["run_id"] == run_id
     assert files["a/crop_metrics.csv"] == files["b/crop_metrics.csv"]  # the striped file and its COG
+
+
+def test_runs_no_reader_needs_are_removed_and_a_run_in_progress_is_left(s3_env, tmp_path, monkeypatch):
+    out = f"s3://{BUCKET}/retention"
+    base = f"{BUCKET}/retention/runs"
+    s3_env.filesystem().open_output_stream(f"{base}/0-in-progress/fields.gpkg").close()  # no run.json yet
+    ids = []
+    for _ in range(3):
+        staging = tmp_path / f"s{len(ids)}"
+        staging.mkdir()
+        (staging / "run.json").write_text("{}")
+        ids.append(published.new_run_id())
+        published.publish(out, ids[-1], staging)
+    assert run_ids(s3_env, f"s3://{base}") == {"0-in-progress", *ids[1:]}
+    monkeypatch.setattr(published, "STALE_RUN_S", -1)  # as if it had not changed for a day: abandoned
+    ids.append(published.new_run_id())
+    published.publish(out, ids[-1], staging)
+    assert run_ids(s3_env, f"s3://{base}") == set(ids[2:])
+    assert published.pointer(out)["run_id"] == ids[-1]

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cropmon.errors import first_line
 from cropmon.io import store
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,11 @@ def run_url(out: str, run_id: str) -> str:
 def pointer(out: str) -> dict[str, Any] | None:
     """The pointer object of an output prefix (which run is the current one), or None before the first run."""
     data = store.read_bytes(store.parse(out).join(POINTER))
-    return json.loads(data) if data else None
-
-
-def current_run(out: str) -> str | None:
-    """The URL of the complete run a reader should read under `out` (None before the first run)."""
-    found = pointer(out)
-    return found["url"] if found else None
+    try:
+        return json.loads(data) if data else None
+    except ValueError:  # not written by cropmon: the next pointer replaces it
+        log.warning("%s is not a pointer cropmon wrote; it is replaced", store.parse(out).join(POINTER).url)
+        return None
 
 
 @contextlib.contextmanager
@@ -94,14 +93,14 @@ def publish(out: str, run_id: str, staging: Path) -> None:
         store.upload(path, target.join(path.relative_to(staging).as_posix()))
     base = store.parse(out)
     before = pointer(out)
-    record = {"run_id": run_id, "url": target.url, "previous_run_id": before["run_id"] if before else None,
+    record = {"run_id": run_id, "url": target.url, "previous_run_id": (before or {}).get("run_id"),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     store.write_bytes(base.join(POINTER), (json.dumps(record, indent=2) + "\n").encode())
     log.info("outputs in %s (%s names this run)", target.url, base.join(POINTER).url)
     try:
         _remove_old_runs(base, keep={run_id, record["previous_run_id"]})
     except OSError as exc:  # the run is published; an old run left behind is removed by the next one
-        log.warning("could not remove old runs under %s: %s", base.join(RUNS).url, errors_line(exc))
+        log.warning("could not remove old runs under %s: %s", base.join(RUNS).url, first_line(exc))
 
 
 def _remove_old_runs(base: store.ObjectURL, *, keep: set[str | None]) -> None:
@@ -134,10 +133,4 @@ def _remove_run(target: store.ObjectURL) -> None:
             log.info("removed the %d objects of the failed run under %s", n, target.url)
     except Exception as exc:  # the previous run stays readable either way
         log.warning("could not remove the failed run under %s (%s); nothing points to it", target.url,
-                    errors_line(exc))
-
-
-def errors_line(exc: BaseException) -> str:
-    from cropmon.errors import first_line
-
-    return first_line(exc)
+                    first_line(exc))
