@@ -417,13 +417,6 @@ def read_bytes(path: str | Path | ObjectURL) -> bytes | None:
         return None
 
 
-def download(path: str | Path | ObjectURL, local: str | Path) -> None:
-    fs, key = _fs_and_path(path)
-    with fs.open_input_stream(key) as src, open(local, "wb") as dst:
-        while chunk := src.read(8 * 2**20):
-            dst.write(chunk)
-
-
 def list_objects(prefix: str | Path | ObjectURL) -> list[tuple[ObjectURL, int, int]]:
     """(object, size, modification time in ns) of every object under `prefix` ([] when there is none)."""
     import pyarrow.fs as pafs
