@@ -189,10 +189,10 @@ def _out_location(out: str) -> Path | str:
 
 
 def _check_scratch(config: RunConfig, out_dir: Path | str) -> None:
-    """A --scratch-dir in a bucket is checked like an --out in one: credentials, bucket, a probe written."""
-    scratch = scratch_dir_for(config, out_dir)
-    if store.is_object_store(scratch) and not store.is_object_store(out_dir):
-        outputs.check_writable(scratch)
+    """A --scratch-dir in a bucket is checked like an --out in one: credentials, bucket, a probe written (the
+    default one, under an --out in a bucket, was checked with it)."""
+    if config.scratch_dir and store.is_object_store(config.scratch_dir):
+        outputs.check_writable(scratch_dir_for(config, out_dir))
 
 
 def _storage_manifest(staged: outputs.StagedOutput, paths: list) -> dict[str, Any]:
