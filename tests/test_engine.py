@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from cropmon.engine.analyse import analyse_fields, prepare_fields_task
 from cropmon.engine.graph import field_graph
-from cropmon.engine.rasterize import RowChunks
+from cropmon.engine.rasterize import PolygonBatch, RowChunks, rasterize_block
 from cropmon.engine.zonal import TIE_BREAKS
 from cropmon.errors import NoOverlap
 from cropmon.io import raster as raster_io
@@ -202,6 +202,27 @@ def test_all_touched_fallback_follows_gdal_tolerance(tmp_path, reach, n_pixels, 
         table = analyse_fields(raster, path, chunk_rows=chunk_rows).table
         assert table["pixel_rule"].tolist() == ["all_touched"]
         assert table["n_pixels"].tolist() == [n_pixels] and table["confidence_score"].tolist() == [confidence_score]
+
+
+def test_all_touched_fallback_does_not_depend_on_the_chunking():
+    """A sliver with no pixel centre whose lower vertices lie 1e-4 pixel (GDAL's tolerance, see above) below the
+    top of row 8, which its lon/lat coordinates hold to ~1e-11 pixel. Burnt through each chunk's own geotransform,
+    row 8 was lost in a one-row chunk; each polygon is now burnt over its own window in the whole raster's pixel
+    coordinates, so every chunking gives the pixels rasterio gives on the whole raster."""
+    transform = Affine(PIXEL, 0, ORIGIN[0], 0, -PIXEL, ORIGIN[1])
+    corners = np.array([(7 + 1e-4, 7 - 1e-4), (8 - 1.01e-4, 8 + 1e-4), (7.5 + 1e-4, 8 + 1e-4)])
+    sliver = shapely.Polygon(np.column_stack(pixel_to_lonlat(corners[:, 0], corners[:, 1])))
+    batch = PolygonBatch.from_geometries(np.array([sliver], dtype=object), np.array([3]))
+    whole = gdal_all_touched(sliver, transform, 9, 9)
+    assert np.argwhere(whole).tolist() == [[6, 7], [7, 7], [8, 7]]
+    for chunk_rows in range(1, 10):
+        mask = np.zeros((9, 9), bool)
+        for row_start in range(0, 9, chunk_rows):
+            rows = min(chunk_rows, 9 - row_start)
+            _, extras = rasterize_block(batch, transform=transform, row_start=row_start, rows=rows, width=9, height=9)
+            assert (extras.fallback.labels == 3).all()
+            mask.flat[row_start * 9 + extras.fallback.pixels] = True
+        np.testing.assert_array_equal(mask, whole, err_msg=f"chunk_rows={chunk_rows}")
 
 
 def test_ties_go_to_the_more_confident_class_unless_lowest_id_is_asked(tmp_path):
