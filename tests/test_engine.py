@@ -186,10 +186,7 @@ def oracle_share_of_no_class(fields: gpd.GeoDataFrame, classes, confidence, noda
     """The share of the fields' pixels whose value is no class (outside 0..31), as the engine's refusal weighs it:
     each pixel centre inside some field once (all-touched fallbacks aside), against those plus every field's
     scored pixels. Small random rasters with few fields sometimes cross the refusal's threshold."""
-    height, width = classes.shape
-    rows, cols = np.mgrid[0:height, 0:width]
-    cx, cy = pixel_to_lonlat(cols + 0.5, rows + 0.5)
-    in_fields = np.any([shapely.contains_xy(g, cx, cy) for g in fields.geometry], axis=0)
+    in_fields = oracle_fields_per_pixel(fields, *classes.shape) > 0
     valid = np.ones_like(in_fields) if nodata is None else (classes != nodata) & (confidence != nodata)
     outside = int((in_fields & valid & ((classes < 0) | (classes > 31))).sum())
     return outside / max(outside + int(n_pixels), 1)

@@ -153,7 +153,7 @@ class PolygonBatch:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def shape(self, i: int, coords: np.ndarray | None = None) -> dict:
+    def shape(self, i: int, *, coords: np.ndarray | None = None) -> dict:
         """The GeoJSON-like mapping of polygon i (for rasterio's all-touched burn of the rare fallbacks), in the
         batch's coordinates or in `coords`, another (n, 2) array of the same vertices (e.g. in pixel space)."""
         coords = self.coords if coords is None else coords
@@ -275,7 +275,7 @@ def _all_touched_pixels(
         if min(r1, row_start + rows) <= max(r0, row_start) or c1 <= c0:
             continue
         sub = rasterize(
-            [(batch.shape(i, pixel_coords), 1)],
+            [(batch.shape(i, coords=pixel_coords), 1)],
             out_shape=(r1 - r0, c1 - c0),
             transform=Affine(1, 0, c0, 0, 1, r0),
             all_touched=True,
