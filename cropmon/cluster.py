@@ -168,6 +168,9 @@ class ClusterSpec:
                 "workers have such an argument)", fix="fix [cluster.options]: the class's keyword arguments")
         return found
 
+    def __repr__(self) -> str:  # options named like secrets (a token) never shown
+        return f"ClusterSpec({self.as_manifest()})"
+
     def as_manifest(self) -> dict[str, Any]:
         from cropmon.io.store import REDACTED, is_secret
 

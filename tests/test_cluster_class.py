@@ -115,3 +115,5 @@ def test_the_spec_waits_for_scale_or_adapt_s_minimum():
     shown = ClusterSpec.from_mapping({"class": "coiled.Cluster", "options": {"token": "t0ps3cret", "n_workers": 2}},
                                      source="t").as_manifest()
     assert "t0ps3cret" not in json.dumps(shown) and shown["options"]["n_workers"] == 2
+    spec = ClusterSpec.from_mapping({"class": "coiled.Cluster", "options": {"token": "t0ps3cret"}}, source="t")
+    assert "t0ps3cret" not in repr(spec)
