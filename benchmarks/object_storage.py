@@ -48,8 +48,12 @@ print(json.dumps({"engine_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "n_
 
 
 def engine_once(raster: str, fields: str, tiny: tuple[str, str], env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-P", "-c", ENGINE_ONCE, raster, fields, *tiny], capture_output=True,
-                         text=True, env={**os.environ, "PYTHONWARNINGS": "ignore", **env})
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", ENGINE_ONCE, raster, fields, *tiny],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
+    )
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -88,8 +92,9 @@ def main() -> None:
             got = engine_once(path, fields, tiny, env)
             seen = server.requests()[before:]
             mine = [r for r in seen if path.startswith("s3://") and r["path"] == "/" + path.removeprefix("s3://")]
-            got.update(requests=len(mine), gets=sum(r["method"] == "GET" for r in mine),
-                       bytes=sum(r["bytes"] for r in mine))
+            got.update(
+                requests=len(mine), gets=sum(r["method"] == "GET" for r in mine), bytes=sum(r["bytes"] for r in mine)
+            )
             rows.setdefault(name, []).append(got)
             print(name, json.dumps(got), flush=True)
     finally:
@@ -98,8 +103,9 @@ def main() -> None:
     write_results(header, args, rows, sizes, raster, fields)
 
 
-def write_results(header: str, args, rows: dict[str, list[dict]], sizes: dict[str, int], raster: str,
-                  fields: str) -> None:
+def write_results(
+    header: str, args, rows: dict[str, list[dict]], sizes: dict[str, int], raster: str, fields: str
+) -> None:
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in rows[name])
 
@@ -115,24 +121,33 @@ def write_results(header: str, args, rows: dict[str, list[dict]], sizes: dict[st
     ]
     for name, got in rows.items():
         runs = ", ".join(f"{r['engine_s']:.2f}" for r in got)
-        lines.append(f"| {name} | {med(name, 'engine_s'):.2f} | {runs} |"
-                     f" {med(name, 'cpu_s'):.2f} | {int(med(name, 'requests'))} | {int(med(name, 'gets'))} |"
-                     f" {med(name, 'bytes') / 1e6:.1f} | {got[0]['n_fields']} |")
+        lines.append(
+            f"| {name} | {med(name, 'engine_s'):.2f} | {runs} |"
+            f" {med(name, 'cpu_s'):.2f} | {int(med(name, 'requests'))} | {int(med(name, 'gets'))} |"
+            f" {med(name, 'bytes') / 1e6:.1f} | {got[0]['n_fields']} |"
+        )
     same = {json.dumps([r["n_fields"], r["majority"]]) for got in rows.values() for r in got}
     lines += ["", f"Per-field majorities identical across all runs: {'yes' if len(same) == 1 else 'NO'}."]
     for kind in ("cog", "striped"):
         if f"{kind} local" in rows and f"{kind} bucket" in rows:
             ratio = med(f"{kind} bucket", "engine_s") / med(f"{kind} local", "engine_s")
-            rounds = [b["engine_s"] / a["engine_s"] for a, b in zip(rows[f"{kind} local"], rows[f"{kind} bucket"],
-                                                                     strict=True)]
+            rounds = [
+                b["engine_s"] / a["engine_s"]
+                for a, b in zip(rows[f"{kind} local"], rows[f"{kind} bucket"], strict=True)
+            ]
             cpu = med(f"{kind} bucket", "cpu_s") / med(f"{kind} local", "cpu_s")
             read = med(f"{kind} bucket", "bytes") / sizes[kind]
-            lines.append(f"{kind}: bucket / local engine time {ratio:.2f} (ratio of medians; per alternated round "
-                         f"{', '.join(f'{r:.2f}' for r in rounds)}); the engine process's CPU {cpu:.2f}x; bytes read "
-                         f"{read:.2f}x the file's size.")
-    lines += ["", "The server is a Python process on the same 2 cores (its CPU is not in the engine's CPU seconds): "
-              "the wall-time ratio is an upper bound for this machine, not a figure for a real S3 endpoint, whose "
-              "latency and bandwidth differ; the requests and bytes are the file layout's and hold anywhere."]
+            lines.append(
+                f"{kind}: bucket / local engine time {ratio:.2f} (ratio of medians; per alternated round "
+                f"{', '.join(f'{r:.2f}' for r in rounds)}); the engine process's CPU {cpu:.2f}x; bytes read "
+                f"{read:.2f}x the file's size."
+            )
+    lines += [
+        "",
+        "The server is a Python process on the same 2 cores (its CPU is not in the engine's CPU seconds): "
+        "the wall-time ratio is an upper bound for this machine, not a figure for a real S3 endpoint, whose "
+        "latency and bandwidth differ; the requests and bytes are the file layout's and hold anywhere.",
+    ]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
     for name in ("object-storage-latest.md", f"object-storage-{time.strftime('%Y-%m-%d')}.md"):

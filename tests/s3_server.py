@@ -35,9 +35,13 @@ class S3Server:
     @classmethod
     def start(cls, directory: Path) -> S3Server:
         log, port_file = directory / "s3-requests.jsonl", directory / "s3-port"
-        proc = subprocess.Popen([sys.executable, __file__, str(log), str(port_file)],
-                                stdout=(directory / "s3-server.out").open("w"), stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        proc = subprocess.Popen(
+            [sys.executable, __file__, str(log), str(port_file)],
+            stdout=(directory / "s3-server.out").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -52,16 +56,29 @@ class S3Server:
 
     def settings(self, *, secret: str = "cropmon-test-secret", **extra: str) -> dict[str, str]:
         """GDAL's options (and the AWS SDK's variables) that reach this server with a key pair."""
-        return {"AWS_S3_ENDPOINT": self.endpoint, "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
-                "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-                "AWS_REGION": REGION, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": secret,
-                **NO_INSTANCE_METADATA, **extra}
+        return {
+            "AWS_S3_ENDPOINT": self.endpoint,
+            "AWS_HTTPS": "NO",
+            "AWS_VIRTUAL_HOSTING": "FALSE",
+            "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            **NO_INSTANCE_METADATA,
+            **extra,
+        }
 
     def filesystem(self):
         import pyarrow.fs as pafs
 
-        return pafs.S3FileSystem(access_key=ACCESS_KEY, secret_key="x", endpoint_override=self.endpoint,
-                                 scheme="http", region=REGION, allow_bucket_creation=True)
+        return pafs.S3FileSystem(
+            access_key=ACCESS_KEY,
+            secret_key="x",
+            endpoint_override=self.endpoint,
+            scheme="http",
+            region=REGION,
+            allow_bucket_creation=True,
+        )
 
     def make_bucket(self, name: str) -> None:
         self.filesystem().create_dir(name)
@@ -110,8 +127,12 @@ def serve(log_path: str, port_file: str) -> None:
     out = open(log_path, "a", buffering=1)  # noqa: SIM115 (open for the server's life)
 
     def logged(environ, start_response):
-        record = {"method": environ["REQUEST_METHOD"], "path": environ.get("PATH_INFO"),
-                  "query": environ.get("QUERY_STRING"), "range": environ.get("HTTP_RANGE")}
+        record = {
+            "method": environ["REQUEST_METHOD"],
+            "path": environ.get("PATH_INFO"),
+            "query": environ.get("QUERY_STRING"),
+            "range": environ.get("HTTP_RANGE"),
+        }
 
         def respond(status, headers, exc_info=None):
             record["status"] = int(status.split()[0])

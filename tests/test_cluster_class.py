@@ -15,14 +15,21 @@ from cropmon import cli, errors
 from cropmon.cluster import ClusterSpec
 from cropmon.config import build_config
 
-LOCAL = {"n_workers": 0, "processes": True, "threads_per_worker": 1, "host": "127.0.0.1",
-         "dashboard_address": "127.0.0.1:0", "memory_limit": "1GiB"}
+LOCAL = {
+    "n_workers": 0,
+    "processes": True,
+    "threads_per_worker": 1,
+    "host": "127.0.0.1",
+    "dashboard_address": "127.0.0.1:0",
+    "memory_limit": "1GiB",
+}
 
 
 @pytest.fixture(scope="module")
 def small_inputs(tmp_path_factory):
-    return write_random_inputs(tmp_path_factory.mktemp("cls"), np.random.default_rng(5), 80, 70, n_classes=6,
-                               n_cells=120)
+    return write_random_inputs(
+        tmp_path_factory.mktemp("cls"), np.random.default_rng(5), 80, 70, n_classes=6, n_cells=120
+    )
 
 
 def toml_value(value) -> str:
@@ -77,18 +84,22 @@ def test_a_local_cluster_from_the_table_runs_the_job_and_is_closed(small_inputs,
     assert workers_running() <= before, "the cluster's worker processes outlived the run"
 
 
-@pytest.mark.parametrize(("lines", "options", "class_path", "problem"), [
-    ("scale = 1\n", None, "dask_jobqueue_absent.SLURMCluster", "cannot be imported"),
-    ("scale = 1\n", None, "distributed.NoSuchCluster", "is not in distributed"),
-    ("scale = 1\n", None, "collections.OrderedDict", "is no Dask cluster"),
-    ("scale = 1\n", {"no_such_argument": 1}, "distributed.LocalCluster", "no_such_argument"),
-    ("scale = 0\n", None, "distributed.LocalCluster", "scale = 0 is not an integer >= 1"),
-    ("scale = 2\nadapt = { maximum = 3 }\n", None, "distributed.LocalCluster", "exclude each other"),
-    ("adapt = { minimum = 3, maximum = 2 }\n", None, "distributed.LocalCluster", "adapt.maximum = 2"),
-    ("workers = 2\n", None, "distributed.LocalCluster", "unknown key(s) workers"),
-])
-def test_a_bad_cluster_table_is_one_line_exit_2_before_any_work(small_inputs, tmp_path, capsys, lines, options,
-                                                                 class_path, problem):
+@pytest.mark.parametrize(
+    ("lines", "options", "class_path", "problem"),
+    [
+        ("scale = 1\n", None, "dask_jobqueue_absent.SLURMCluster", "cannot be imported"),
+        ("scale = 1\n", None, "distributed.NoSuchCluster", "is not in distributed"),
+        ("scale = 1\n", None, "collections.OrderedDict", "is no Dask cluster"),
+        ("scale = 1\n", {"no_such_argument": 1}, "distributed.LocalCluster", "no_such_argument"),
+        ("scale = 0\n", None, "distributed.LocalCluster", "scale = 0 is not an integer >= 1"),
+        ("scale = 2\nadapt = { maximum = 3 }\n", None, "distributed.LocalCluster", "exclude each other"),
+        ("adapt = { minimum = 3, maximum = 2 }\n", None, "distributed.LocalCluster", "adapt.maximum = 2"),
+        ("workers = 2\n", None, "distributed.LocalCluster", "unknown key(s) workers"),
+    ],
+)
+def test_a_bad_cluster_table_is_one_line_exit_2_before_any_work(
+    small_inputs, tmp_path, capsys, lines, options, class_path, problem
+):
     raster, fields = small_inputs
     config = write_config(tmp_path / "c.toml", lines=lines, options=options, class_path=class_path)
     before = workers_running()
@@ -107,13 +118,20 @@ def test_the_table_and_a_scheduler_exclude_each_other(tmp_path):
 
 def test_the_spec_waits_for_scale_or_adapt_s_minimum():
     assert ClusterSpec.from_mapping({"class": "a.B", "scale": 4}, source="t").workers_to_wait_for == 4
-    assert ClusterSpec.from_mapping({"class": "a.B", "adapt": {"minimum": 2, "maximum": 8}},
-                                    source="t").workers_to_wait_for == 2
+    assert (
+        ClusterSpec.from_mapping(
+            {"class": "a.B", "adapt": {"minimum": 2, "maximum": 8}}, source="t"
+        ).workers_to_wait_for
+        == 2
+    )
     assert ClusterSpec.from_mapping({"class": "a.B", "adapt": {"maximum": 8}}, source="t").workers_to_wait_for == 1
-    assert ClusterSpec.from_mapping({"class": "a.B", "scale": 8, "wait_for_workers": 2},
-                                    source="t").workers_to_wait_for == 2
-    shown = ClusterSpec.from_mapping({"class": "coiled.Cluster", "options": {"token": "t0ps3cret", "n_workers": 2}},
-                                     source="t").as_manifest()
+    assert (
+        ClusterSpec.from_mapping({"class": "a.B", "scale": 8, "wait_for_workers": 2}, source="t").workers_to_wait_for
+        == 2
+    )
+    shown = ClusterSpec.from_mapping(
+        {"class": "coiled.Cluster", "options": {"token": "t0ps3cret", "n_workers": 2}}, source="t"
+    ).as_manifest()
     assert "t0ps3cret" not in json.dumps(shown) and shown["options"]["n_workers"] == 2
     spec = ClusterSpec.from_mapping({"class": "coiled.Cluster", "options": {"token": "t0ps3cret"}}, source="t")
     assert "t0ps3cret" not in repr(spec)

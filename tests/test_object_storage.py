@@ -81,39 +81,62 @@ def inputs(s3, tmp_path_factory):
     s3.upload(raster, f"{BUCKET}/in/p.tif")
     s3.upload(cog, f"{BUCKET}/in/p_cog.tif")
     reference = by_field(analyse_fields(raster, gpkg, chunk_rows=32))
-    return {"tmp": tmp, "raster": raster, "local": local, "remote": remote, "reference": reference,
-            "raster_url": f"s3://{BUCKET}/in/p.tif", "cog_url": f"s3://{BUCKET}/in/p_cog.tif"}
+    return {
+        "tmp": tmp,
+        "raster": raster,
+        "local": local,
+        "remote": remote,
+        "reference": reference,
+        "raster_url": f"s3://{BUCKET}/in/p.tif",
+        "cog_url": f"s3://{BUCKET}/in/p_cog.tif",
+    }
 
 
 # -- paths and settings, no server ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("given", "gdal", "url"), [
-    ("s3://b/dir/p.tif", "/vsis3/b/dir/p.tif", "s3://b/dir/p.tif"),
-    ("/vsis3/b/dir/p.tif", "/vsis3/b/dir/p.tif", "s3://b/dir/p.tif"),
-    ("gs://b/p.tif", "/vsigs/b/p.tif", "gs://b/p.tif"),
-    ("gcs://b/p.tif", "/vsigs/b/p.tif", "gs://b/p.tif"),
-    ("az://container/a/p.tif", "/vsiaz/container/a/p.tif", "az://container/a/p.tif"),
-    ("/vsiaz/container/a/p.tif", "/vsiaz/container/a/p.tif", "az://container/a/p.tif"),
-])
+@pytest.mark.parametrize(
+    ("given", "gdal", "url"),
+    [
+        ("s3://b/dir/p.tif", "/vsis3/b/dir/p.tif", "s3://b/dir/p.tif"),
+        ("/vsis3/b/dir/p.tif", "/vsis3/b/dir/p.tif", "s3://b/dir/p.tif"),
+        ("gs://b/p.tif", "/vsigs/b/p.tif", "gs://b/p.tif"),
+        ("gcs://b/p.tif", "/vsigs/b/p.tif", "gs://b/p.tif"),
+        ("az://container/a/p.tif", "/vsiaz/container/a/p.tif", "az://container/a/p.tif"),
+        ("/vsiaz/container/a/p.tif", "/vsiaz/container/a/p.tif", "az://container/a/p.tif"),
+    ],
+)
 def test_object_urls_and_gdal_paths_name_the_same_object(given, gdal, url):
     assert store.gdal_path(given) == gdal
     assert store.url_of(given) == url
     assert store.parse(gdal) == store.parse(url)
 
 
-@pytest.mark.parametrize("path", ["fields.gpkg", "/data/p.tif", "/vsizip/a.zip/f.shp", "https://h/p.tif",
-                                  "/vsicurl/https://h/p.tif"])
+@pytest.mark.parametrize(
+    "path", ["fields.gpkg", "/data/p.tif", "/vsizip/a.zip/f.shp", "https://h/p.tif", "/vsicurl/https://h/p.tif"]
+)
 def test_other_paths_are_no_object_storage(path):
     assert not store.is_object_store(path)
     assert store.gdal_path(path) == path
 
 
 def test_pyarrow_reaches_the_endpoint_gdal_is_given():
-    env = {"AWS_S3_ENDPOINT": "minio:9000", "AWS_HTTPS": "NO", "AWS_REGION": "eu-west-3",
-           "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key", "AWS_SESSION_TOKEN": "tok"}
-    assert store.s3_options(env) == {"endpoint_override": "minio:9000", "scheme": "http", "region": "eu-west-3",
-                                     "access_key": "id", "secret_key": "key", "session_token": "tok"}
+    env = {
+        "AWS_S3_ENDPOINT": "minio:9000",
+        "AWS_HTTPS": "NO",
+        "AWS_REGION": "eu-west-3",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "key",
+        "AWS_SESSION_TOKEN": "tok",
+    }
+    assert store.s3_options(env) == {
+        "endpoint_override": "minio:9000",
+        "scheme": "http",
+        "region": "eu-west-3",
+        "access_key": "id",
+        "secret_key": "key",
+        "session_token": "tok",
+    }
     assert store.s3_options({"AWS_S3_ENDPOINT": "https://s3.example:443/"})["endpoint_override"] == "s3.example:443"
     assert store.s3_options({"AWS_NO_SIGN_REQUEST": "YES", "AWS_ACCESS_KEY_ID": "i"}) == {"anonymous": True}
     assert store.s3_options({"AWS_VIRTUAL_HOSTING": "TRUE"}) == {"force_virtual_addressing": True}
@@ -121,15 +144,24 @@ def test_pyarrow_reaches_the_endpoint_gdal_is_given():
 
 def test_storage_settings_merge_in_order_and_never_show_secrets(tmp_path):
     config_file = tmp_path / "c.toml"
-    config_file.write_text('[gdal]\nAWS_S3_ENDPOINT = "file:9000"\nAWS_SECRET_ACCESS_KEY = "from-the-file"\n'
-                           "GDAL_HTTP_MAX_RETRY = 3\nAWS_VIRTUAL_HOSTING = false\n")
-    environ = {"AWS_S3_ENDPOINT": "ambient:9000", "AWS_REGION": "eu-west-1", "AWS_CA_BUNDLE": "/etc/ca.pem",
-               "CROPMON_GDAL_AWS_S3_ENDPOINT": "env:9000", "HOME": "/root"}
+    config_file.write_text(
+        '[gdal]\nAWS_S3_ENDPOINT = "file:9000"\nAWS_SECRET_ACCESS_KEY = "from-the-file"\n'
+        "GDAL_HTTP_MAX_RETRY = 3\nAWS_VIRTUAL_HOSTING = false\n"
+    )
+    environ = {
+        "AWS_S3_ENDPOINT": "ambient:9000",
+        "AWS_REGION": "eu-west-1",
+        "AWS_CA_BUNDLE": "/etc/ca.pem",
+        "CROPMON_GDAL_AWS_S3_ENDPOINT": "env:9000",
+        "HOME": "/root",
+    }
     config = build_config({}, config_file=str(config_file), environ=environ)
     assert config.gdal.as_dict() == {
         "AWS_REGION": "eu-west-1",  # forwarded from the client's environment
         "AWS_S3_ENDPOINT": "env:9000",  # CROPMON_GDAL_* over [gdal] over the environment
-        "AWS_SECRET_ACCESS_KEY": "from-the-file", "AWS_VIRTUAL_HOSTING": "NO", "GDAL_HTTP_MAX_RETRY": "3",
+        "AWS_SECRET_ACCESS_KEY": "from-the-file",
+        "AWS_VIRTUAL_HOSTING": "NO",
+        "GDAL_HTTP_MAX_RETRY": "3",
     }  # AWS_CA_BUNDLE names a file of the client's machine: not forwarded
     api = build_config({"gdal": {"AWS_S3_ENDPOINT": "api:9000"}}, config_file=str(config_file), environ=environ)
     assert api.gdal.as_dict()["AWS_S3_ENDPOINT"] == "api:9000"
@@ -139,11 +171,14 @@ def test_storage_settings_merge_in_order_and_never_show_secrets(tmp_path):
     assert config.as_manifest()["gdal"]["AWS_S3_ENDPOINT"] == "env:9000"
 
 
-@pytest.mark.parametrize(("table", "problem"), [
-    ('[gdal]\n"not a name" = "x"\n', "no GDAL configuration option name"),
-    ("[gdal]\nAWS_REGION = [1, 2]\n", "not a text or a number"),
-    ('gdal = "AWS_REGION=x"\n', "[gdal] must be a table"),
-])
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ('[gdal]\n"not a name" = "x"\n', "no GDAL configuration option name"),
+        ("[gdal]\nAWS_REGION = [1, 2]\n", "not a text or a number"),
+        ('gdal = "AWS_REGION=x"\n', "[gdal] must be a table"),
+    ],
+)
 def test_bad_storage_settings_fail_in_one_line(tmp_path, table, problem):
     path = tmp_path / "c.toml"
     path.write_text(table)
@@ -155,15 +190,17 @@ def test_bad_storage_settings_fail_in_one_line(tmp_path, table, problem):
 def test_credentials_are_looked_for_where_gdal_and_the_sdks_look(tmp_path):
     home = {"HOME": str(tmp_path), **NO_INSTANCE_METADATA}
     assert store.credentials_source("s3", home) is None
-    assert "access key" in store.credentials_source("s3", {**home, "AWS_ACCESS_KEY_ID": "a",
-                                                            "AWS_SECRET_ACCESS_KEY": "b"})
+    assert "access key" in store.credentials_source(
+        "s3", {**home, "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}
+    )
     assert "public" in store.credentials_source("s3", {**home, "AWS_NO_SIGN_REQUEST": "YES"})
     (tmp_path / ".aws").mkdir()
     (tmp_path / ".aws" / "credentials").write_text("[default]\n")
     assert "profile default" in store.credentials_source("s3", home)
     assert store.credentials_source("az", {}) is None
-    assert "account key" in store.credentials_source("az", {"AZURE_STORAGE_ACCOUNT": "a",
-                                                            "AZURE_STORAGE_ACCESS_KEY": "k"})
+    assert "account key" in store.credentials_source(
+        "az", {"AZURE_STORAGE_ACCOUNT": "a", "AZURE_STORAGE_ACCESS_KEY": "k"}
+    )
 
 
 # -- inputs from the bucket ----------------------------------------------------------------------------------------
@@ -173,8 +210,9 @@ def test_credentials_are_looked_for_where_gdal_and_the_sdks_look(tmp_path):
 def test_fields_from_the_bucket_give_the_local_results(s3_env, inputs, kind, tmp_path):
     path, kwargs = inputs["remote"][kind]
     got = by_field(analyse_fields(inputs["raster_url"], path, chunk_rows=32, scratch_dir=tmp_path / "r", **kwargs))
-    local = by_field(analyse_fields(inputs["raster"], inputs["local"][kind][0], chunk_rows=32,
-                                    scratch_dir=tmp_path / "l", **kwargs))
+    local = by_field(
+        analyse_fields(inputs["raster"], inputs["local"][kind][0], chunk_rows=32, scratch_dir=tmp_path / "l", **kwargs)
+    )
     pd.testing.assert_frame_equal(got, local)  # the same file, here or in the bucket: identical
     pd.testing.assert_frame_equal(got, inputs["reference"], check_dtype=False)  # any format: the GeoPackage's
 
@@ -209,17 +247,21 @@ def run_cli(*args: str, capsys) -> tuple[int, list[str]]:
     return code, [line for line in (captured.err + captured.out).splitlines() if line.startswith("cropmon:")]
 
 
-@pytest.mark.parametrize(("case", "message"), [
-    ("no credentials", "no S3 credentials found"),
-    ("raster bucket", "the bucket 'nobucket' does not exist"),
-    ("raster key", "no such object"),
-    ("fields bucket", "the bucket 'nobucket' does not exist"),
-    ("fields key", "no such object"),
-    ("out bucket", "the bucket 'nobucket' does not exist"),
-    ("scratch bucket", "the bucket 'nobucket' does not exist"),
-])
-def test_bad_storage_input_is_one_line_exit_2_and_writes_nothing(s3_env, inputs, monkeypatch, capsys, tmp_path, case,
-                                                                  message):
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no credentials", "no S3 credentials found"),
+        ("raster bucket", "the bucket 'nobucket' does not exist"),
+        ("raster key", "no such object"),
+        ("fields bucket", "the bucket 'nobucket' does not exist"),
+        ("fields key", "no such object"),
+        ("out bucket", "the bucket 'nobucket' does not exist"),
+        ("scratch bucket", "the bucket 'nobucket' does not exist"),
+    ],
+)
+def test_bad_storage_input_is_one_line_exit_2_and_writes_nothing(
+    s3_env, inputs, monkeypatch, capsys, tmp_path, case, message
+):
     raster, fields = inputs["raster_url"], inputs["remote"]["gpkg"][0]
     out, extra = f"s3://{BUCKET}/bad/{case.replace(' ', '-')}", []
     if case == "no credentials":
@@ -233,8 +275,10 @@ def test_bad_storage_input_is_one_line_exit_2_and_writes_nothing(s3_env, inputs,
     elif case == "out bucket":
         out = "s3://nobucket/out"
     else:
-        out, extra = tmp_path / "out", ["--scratch-dir", "s3://nobucket/scratch", "--fields",
-                                        inputs["remote"]["geojson"][0]]
+        out, extra = (
+            tmp_path / "out",
+            ["--scratch-dir", "s3://nobucket/scratch", "--fields", inputs["remote"]["geojson"][0]],
+        )
     objects = s3_env.objects(BUCKET)
     code, lines = run_cli("--raster", raster, "--fields", fields, "--out", out, *extra, capsys=capsys)
     assert code == 2
@@ -251,12 +295,12 @@ def bucket_run(s3: S3Server, out: str) -> tuple[str, dict[str, bytes]]:
     """The run the pointer names under `out` (s3://BUCKET/...) and its files (relative name -> bytes)."""
     pointer = json.loads(s3.read(f"{out.removeprefix('s3://')}/{published.POINTER}"))
     prefix = pointer["url"].removeprefix("s3://")
-    return pointer["run_id"], {key[len(prefix) + 1:]: s3.read(key) for key in s3.objects(prefix)}
+    return pointer["run_id"], {key[len(prefix) + 1 :]: s3.read(key) for key in s3.objects(prefix)}
 
 
 def run_ids(s3: S3Server, runs: str) -> set[str]:
     prefix = runs.removeprefix("s3://")
-    return {key[len(prefix) + 1:].split("/")[0] for key in s3.objects(prefix)}
+    return {key[len(prefix) + 1 :].split("/")[0] for key in s3.objects(prefix)}
 
 
 def digest(files: dict[str, bytes]) -> dict[str, str]:
@@ -265,20 +309,41 @@ def digest(files: dict[str, bytes]) -> dict[str, str]:
 
 def test_outputs_in_the_bucket_are_a_local_run_s_files_under_a_pointer(s3_env, inputs, tmp_path, capsys):
     local = tmp_path / "local"
-    assert cli.main(["run", "--progress", "off", "--scheduler", "threads", "--raster", str(inputs["raster"]),
-                     "--fields", inputs["local"]["gpkg"][0], "--out", str(local)]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--progress",
+                "off",
+                "--scheduler",
+                "threads",
+                "--raster",
+                str(inputs["raster"]),
+                "--fields",
+                inputs["local"]["gpkg"][0],
+                "--out",
+                str(local),
+            ]
+        )
+        == 0
+    )
     out = f"s3://{BUCKET}/runs-test/v1"
     ids = []
     for _ in range(3):
-        code, lines = run_cli("--raster", inputs["raster_url"], "--fields", inputs["remote"]["gpkg"][0], "--out",
-                              out, capsys=capsys)
+        code, lines = run_cli(
+            "--raster", inputs["raster_url"], "--fields", inputs["remote"]["gpkg"][0], "--out", out, capsys=capsys
+        )
         assert code == 0, lines
         run_id, files = bucket_run(s3_env, out)
         ids.append(run_id)
         assert lines[-1].endswith(f"-> {out}/runs/{run_id}")
     manifest = json.loads(files["run.json"])
-    assert manifest["output"] == {"url": out, "run_id": ids[-1], "run_url": f"{out}/runs/{ids[-1]}",
-                                  "pointer": f"{out}/latest.json"}
+    assert manifest["output"] == {
+        "url": out,
+        "run_id": ids[-1],
+        "run_url": f"{out}/runs/{ids[-1]}",
+        "pointer": f"{out}/latest.json",
+    }
     assert manifest["object_storage"]["s3"]["endpoint"] == f"http://{s3_env.endpoint}"
     local_files = {p.name: p.read_bytes() for p in local.iterdir()}
     assert sorted(files) == sorted(local_files)
@@ -295,16 +360,28 @@ def test_outputs_in_the_bucket_are_a_local_run_s_files_under_a_pointer(s3_env, i
 
 
 def cli_process(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cropmon", "run", "--progress", "off", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "cropmon", "run", "--progress", "off", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+    )
 
 
 @pytest.mark.slow
 def test_an_interrupted_run_leaves_the_previous_run_and_the_pointer(s3_env, inputs):
     out = f"s3://{BUCKET}/interrupted"
-    args = ["--raster", inputs["raster_url"], "--fields", inputs["remote"]["gpkg"][0], "--out", out,
-            "--scheduler", "threads"]
+    args = [
+        "--raster",
+        inputs["raster_url"],
+        "--fields",
+        inputs["remote"]["gpkg"][0],
+        "--out",
+        out,
+        "--scheduler",
+        "threads",
+    ]
     first = cli_process(*args)
     assert first.wait(timeout=300) == 0, first.stdout.read()
     before_id, before = bucket_run(s3_env, out)
@@ -355,8 +432,20 @@ def test_workers_sharing_nothing_get_the_settings_and_no_secret_is_written(s3, i
     config.write_text("[gdal]\n" + "".join(f'{k} = "{v}"\n' for k, v in settings.items()))
     out = f"s3://{BUCKET}/bare/v1"
     # GeoJSON: read through a GeoPackage copy, which goes to the bucket (OUT/.cropmon-scratch) for these workers.
-    job = cli_process("--config", config, "--raster", inputs["cog_url"], "--fields", inputs["remote"]["geojson"][0],
-                      "--out", out, "--scheduler", bare_cluster.address, "--profile", f"{out}/profile.html")
+    job = cli_process(
+        "--config",
+        config,
+        "--raster",
+        inputs["cog_url"],
+        "--fields",
+        inputs["remote"]["geojson"][0],
+        "--out",
+        out,
+        "--scheduler",
+        bare_cluster.address,
+        "--profile",
+        f"{out}/profile.html",
+    )
     output = job.communicate(timeout=300)[0]
     (tmp_path / "job.log").write_text(output)
     assert job.returncode == 0, output
@@ -392,8 +481,22 @@ def test_a_worker_that_joins_later_gets_the_settings(s3, bare_cluster, tmp_path)
 
     settings = s3.settings(secret=SECRET)
     with connect(bare_cluster.address, environment=settings) as handle:
-        late = _spawn([*DASK, "worker", bare_cluster.address, "--host", "127.0.0.1", "--nthreads", "1",
-                       "--no-dashboard", "--no-nanny", "--name", "late"], tmp_path / "late.log")
+        late = _spawn(
+            [
+                *DASK,
+                "worker",
+                bare_cluster.address,
+                "--host",
+                "127.0.0.1",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                "--no-nanny",
+                "--name",
+                "late",
+            ],
+            tmp_path / "late.log",
+        )
         bare_cluster.workers.append(late)
         wait_for_workers(bare_cluster.address, 3)
         seen = handle.client.run(os.getenv, "AWS_S3_ENDPOINT")
@@ -413,8 +516,20 @@ def test_a_worker_killed_mid_run_with_everything_in_the_bucket(s3, inputs, bare_
     config = tmp_path / "cropmon.toml"
     config.write_text("[gdal]\n" + "".join(f'{k} = "{v}"\n' for k, v in s3.settings(secret=SECRET).items()))
     out = f"s3://{BUCKET}/killed"
-    job = cli_process("--config", config, "--raster", inputs["raster_url"], "--fields", inputs["remote"]["gpkg"][0],
-                      "--out", out, "--scheduler", bare_cluster.address, "--chunk-rows", "1")
+    job = cli_process(
+        "--config",
+        config,
+        "--raster",
+        inputs["raster_url"],
+        "--fields",
+        inputs["remote"]["gpkg"][0],
+        "--out",
+        out,
+        "--scheduler",
+        bare_cluster.address,
+        "--chunk-rows",
+        "1",
+    )
     wait_for_progress(bare_cluster.address, finished=30)
     victim = bare_cluster.workers[0]
     os.kill(victim.pid, signal.SIGKILL)
@@ -439,8 +554,13 @@ def test_the_api_takes_the_settings_for_one_call_and_restores_the_environment(s3
     for name, value in NO_INSTANCE_METADATA.items():
         monkeypatch.setenv(name, value)
     before = dict(os.environ)
-    got = cropmon.analyse(inputs["raster_url"], inputs["remote"]["gpkg"][0], scheduler="threads",
-                          gdal=s3.settings(secret=SECRET), chunk_rows=32)
+    got = cropmon.analyse(
+        inputs["raster_url"],
+        inputs["remote"]["gpkg"][0],
+        scheduler="threads",
+        gdal=s3.settings(secret=SECRET),
+        chunk_rows=32,
+    )
     pd.testing.assert_frame_equal(by_field(got), inputs["reference"])
     assert dict(os.environ) == before
 
@@ -448,8 +568,9 @@ def test_the_api_takes_the_settings_for_one_call_and_restores_the_environment(s3
 def test_several_aois_into_the_bucket_are_one_run_under_the_pointer(s3_env, inputs, capsys):
     out = f"s3://{BUCKET}/aois"
     raster, fields = inputs["raster_url"], inputs["remote"]["gpkg"][0]
-    code, lines = run_cli("--aoi", f"a={raster},{fields}", "--aoi", f"b={inputs['cog_url']},{fields}", "--out", out,
-                          capsys=capsys)
+    code, lines = run_cli(
+        "--aoi", f"a={raster},{fields}", "--aoi", f"b={inputs['cog_url']},{fields}", "--out", out, capsys=capsys
+    )
     assert code == 0, lines
     run_id, files = bucket_run(s3_env, out)
     assert {"run.json", "crop_metrics_pooled.csv", "a/run.json", "b/fields.parquet", "b/report.html"} <= set(files)

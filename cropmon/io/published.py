@@ -62,8 +62,9 @@ def pointer(out: str) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def staged_run(out: str, run_id: str, *,
-               deferred: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> Iterator[Path]:
+def staged_run(
+    out: str, run_id: str, *, deferred: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+) -> Iterator[Path]:
     """A local staging directory for the client's files of run `run_id` into `out`; on success they are uploaded
     under the run's prefix and the pointer is written (inside `deferred()`: signals wait until it is done); on
     failure (any exception, Ctrl-C, SIGTERM) the run's prefix is removed and the pointer left as it was."""
@@ -87,14 +88,20 @@ def publish(out: str, run_id: str, staging: Path) -> None:
     """Upload the client's files (run.json last, the top-level one after every AOI's), then the pointer, then
     remove the runs no reader needs any more."""
     target = store.parse(run_url(out, run_id))
-    files = sorted((p for p in staging.rglob("*") if p.is_file() and ".parts" not in p.relative_to(staging).parts),
-                   key=lambda p: (p.name == "run.json", -len(p.relative_to(staging).parts), str(p)))
+    files = sorted(
+        (p for p in staging.rglob("*") if p.is_file() and ".parts" not in p.relative_to(staging).parts),
+        key=lambda p: (p.name == "run.json", -len(p.relative_to(staging).parts), str(p)),
+    )
     for path in files:
         store.upload(path, target.join(path.relative_to(staging).as_posix()))
     base = store.parse(out)
     before = pointer(out)
-    record = {"run_id": run_id, "url": target.url, "previous_run_id": (before or {}).get("run_id"),
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {
+        "run_id": run_id,
+        "url": target.url,
+        "previous_run_id": (before or {}).get("run_id"),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     store.write_bytes(base.join(POINTER), (json.dumps(record, indent=2) + "\n").encode())
     log.info("outputs in %s (%s names this run)", target.url, base.join(POINTER).url)
     try:
@@ -107,7 +114,7 @@ def _remove_old_runs(base: store.ObjectURL, *, keep: set[str | None]) -> None:
     runs: dict[str, list[tuple[str, int]]] = {}
     prefix = base.join(RUNS)
     for obj, _, mtime in store.list_objects(prefix):
-        relative = obj.key[len(prefix.key):].lstrip("/")
+        relative = obj.key[len(prefix.key) :].lstrip("/")
         run_id, _, rest = relative.partition("/")
         runs.setdefault(run_id, []).append((rest, mtime))
     now_ns = time.time_ns()
@@ -120,8 +127,12 @@ def _remove_old_runs(base: store.ObjectURL, *, keep: set[str | None]) -> None:
             n = store.delete_prefix(prefix.join(run_id))
             log.info("removed %s run %s (%d objects)", "an older" if complete else "an abandoned", run_id, n)
         else:
-            log.info("left run %s under %s: incomplete, changed %.0f s ago (another run in progress?)", run_id,
-                     prefix.url, idle_s)
+            log.info(
+                "left run %s under %s: incomplete, changed %.0f s ago (another run in progress?)",
+                run_id,
+                prefix.url,
+                idle_s,
+            )
 
 
 def _remove_run(target: store.ObjectURL) -> None:
@@ -132,5 +143,4 @@ def _remove_run(target: store.ObjectURL) -> None:
         if n:
             log.info("removed the %d objects of the failed run under %s", n, target.url)
     except Exception as exc:  # the previous run stays readable either way
-        log.warning("could not remove the failed run under %s (%s); nothing points to it", target.url,
-                    first_line(exc))
+        log.warning("could not remove the failed run under %s (%s); nothing points to it", target.url, first_line(exc))

@@ -116,8 +116,21 @@ NOT_FORWARDED = frozenset({
     "AWS_CA_BUNDLE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "CPL_AWS_CREDENTIALS_FILE",
     "GDAL_CURL_CA_BUNDLE", "GOOGLE_APPLICATION_CREDENTIALS", "CPL_GS_CREDENTIALS_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
 })  # fmt: skip
-SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "USERPWD", "KEY", "CREDENTIAL", "SAS", "SIGNATURE",
-                "CONNECTION_STRING", "HEADERS", "COOKIE", "AUTH")
+SECRET_WORDS = (
+    "SECRET",
+    "TOKEN",
+    "PASSWORD",
+    "PASSWD",
+    "USERPWD",
+    "KEY",
+    "CREDENTIAL",
+    "SAS",
+    "SIGNATURE",
+    "CONNECTION_STRING",
+    "HEADERS",
+    "COOKIE",
+    "AUTH",
+)
 REDACTED = "(secret: not recorded)"
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -143,8 +156,10 @@ class StorageSettings:
         for name, value in values.items():
             key = str(name).upper()
             if not _NAME.match(key):
-                raise errors.ConfigError(f"{source}: {name!r} is no GDAL configuration option name",
-                                         fix="use GDAL's names, e.g. AWS_S3_ENDPOINT = \"host:9000\"")
+                raise errors.ConfigError(
+                    f"{source}: {name!r} is no GDAL configuration option name",
+                    fix='use GDAL\'s names, e.g. AWS_S3_ENDPOINT = "host:9000"',
+                )
             if isinstance(value, bool):
                 value = "YES" if value else "NO"
             if not isinstance(value, str | int | float) or isinstance(value, bool):
@@ -194,15 +209,21 @@ OBJECT_STORAGE_DEFAULTS = (("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"),)
 
 def defaults_for(paths: list[str | Path | None]) -> StorageSettings:
     """The settings a run gets beneath its own when any of `paths` is in object storage (else none)."""
-    return StorageSettings(OBJECT_STORAGE_DEFAULTS) if any(p and is_object_store(p) for p in paths) else \
-        StorageSettings()
+    return (
+        StorageSettings(OBJECT_STORAGE_DEFAULTS) if any(p and is_object_store(p) for p in paths) else StorageSettings()
+    )
 
 
 def forwarded_environment(environ: Mapping[str, str] | None = None) -> StorageSettings:
     """The client's variables a run forwards to its workers (FORWARDED_PREFIXES, less NOT_FORWARDED)."""
     environ = os.environ if environ is None else environ
-    return StorageSettings(tuple(sorted(
-        (k, v) for k, v in environ.items() if k.startswith(FORWARDED_PREFIXES) and k not in NOT_FORWARDED and v)))
+    return StorageSettings(
+        tuple(
+            sorted(
+                (k, v) for k, v in environ.items() if k.startswith(FORWARDED_PREFIXES) and k not in NOT_FORWARDED and v
+            )
+        )
+    )
 
 
 def clear_caches() -> None:
@@ -233,8 +254,12 @@ def credentials_source(scheme: str, environ: Mapping[str, str] | None = None) ->
             return "none needed (AWS_NO_SIGN_REQUEST=YES: a public bucket)"
         if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
             return "access key (AWS_ACCESS_KEY_ID)" + (" with a session token" if env.get("AWS_SESSION_TOKEN") else "")
-        files = [env.get("AWS_SHARED_CREDENTIALS_FILE") or env.get("CPL_AWS_CREDENTIALS_FILE")
-                 or home / ".aws" / "credentials", env.get("AWS_CONFIG_FILE") or home / ".aws" / "config"]
+        files = [
+            env.get("AWS_SHARED_CREDENTIALS_FILE")
+            or env.get("CPL_AWS_CREDENTIALS_FILE")
+            or home / ".aws" / "credentials",
+            env.get("AWS_CONFIG_FILE") or home / ".aws" / "config",
+        ]
         for f in files:
             if f and Path(f).is_file():
                 return f"profile {env.get('AWS_PROFILE') or env.get('AWS_DEFAULT_PROFILE') or 'default'} ({f})"
@@ -291,8 +316,9 @@ def require_credentials(path: str | Path) -> None:
     """Raise MissingCredentials (exit 2) when `path` is in object storage and no credentials can be found."""
     target = parse(path)
     if target is not None and credentials_source(target.scheme) is None:
-        raise errors.MissingCredentials(f"no {KIND[target.scheme]} credentials found", path=target.url,
-                                        fix=CREDENTIALS_FIX[target.scheme])
+        raise errors.MissingCredentials(
+            f"no {KIND[target.scheme]} credentials found", path=target.url, fix=CREDENTIALS_FIX[target.scheme]
+        )
 
 
 def describe(paths: list[str | Path]) -> dict[str, Any]:
@@ -305,8 +331,11 @@ def describe(paths: list[str | Path]) -> dict[str, Any]:
         entry: dict[str, Any] = {"credentials": credentials_source(target.scheme)}
         if target.scheme == "s3":
             options = s3_options(os.environ)
-            entry["endpoint"] = f"{options.get('scheme', 'https')}://{options['endpoint_override']}" \
-                if options.get("endpoint_override") else "AWS"
+            entry["endpoint"] = (
+                f"{options.get('scheme', 'https')}://{options['endpoint_override']}"
+                if options.get("endpoint_override")
+                else "AWS"
+            )
             entry["region"] = options.get("region")
         out[target.scheme] = entry
     return out
@@ -324,8 +353,10 @@ def s3_options(environ: Mapping[str, str]) -> dict[str, Any]:
     if endpoint:
         scheme, sep, host = endpoint.partition("://")
         if not sep:
-            scheme, host = ("http" if env.get("AWS_HTTPS", "YES").upper() in ("NO", "FALSE", "OFF", "0")
-                            else "https"), endpoint
+            scheme, host = (
+                ("http" if env.get("AWS_HTTPS", "YES").upper() in ("NO", "FALSE", "OFF", "0") else "https"),
+                endpoint,
+            )
         options.update(endpoint_override=host.rstrip("/"), scheme=scheme)
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if region:
@@ -360,8 +391,11 @@ def _filesystem(scheme: str, environ: tuple[tuple[str, str], ...]):
         account = env.get("AZURE_STORAGE_ACCOUNT")
         if not account:
             raise errors.MissingCredentials("no Azure storage account given", fix=CREDENTIALS_FIX["az"])
-        return pafs.AzureFileSystem(account_name=account, account_key=env.get("AZURE_STORAGE_ACCESS_KEY"),
-                                    sas_token=env.get("AZURE_STORAGE_SAS_TOKEN"))
+        return pafs.AzureFileSystem(
+            account_name=account,
+            account_key=env.get("AZURE_STORAGE_ACCESS_KEY"),
+            sas_token=env.get("AZURE_STORAGE_SAS_TOKEN"),
+        )
     raise ValueError(f"no file system for {scheme!r}")
 
 
@@ -452,8 +486,9 @@ def check_bucket(path: str | Path | ObjectURL, *, writable: bool) -> None:
     fs = filesystem(target.scheme)
     try:
         if fs.get_file_info(target.bucket).type == pafs.FileType.NotFound:
-            raise errors.MissingBucket(f"the bucket {target.bucket!r} does not exist", path=target.url,
-                                       fix=_bucket_fix(target))
+            raise errors.MissingBucket(
+                f"the bucket {target.bucket!r} does not exist", path=target.url, fix=_bucket_fix(target)
+            )
         if writable:
             probe = target.join(f".cropmon-probe-{os.getpid()}-{os.urandom(4).hex()}")
             write_bytes(probe, b"cropmon\n")
@@ -463,8 +498,9 @@ def check_bucket(path: str | Path | ObjectURL, *, writable: bool) -> None:
 
 
 def _bucket_fix(target: ObjectURL) -> str:
-    where = f" on {os.environ['AWS_S3_ENDPOINT']}" if target.scheme == "s3" and os.environ.get("AWS_S3_ENDPOINT") \
-        else ""
+    where = (
+        f" on {os.environ['AWS_S3_ENDPOINT']}" if target.scheme == "s3" and os.environ.get("AWS_S3_ENDPOINT") else ""
+    )
     return f"create it{where}, or check its name and the endpoint/region settings (AWS_S3_ENDPOINT, AWS_REGION)"
 
 
@@ -477,23 +513,51 @@ def problem(path: str | Path | ObjectURL, exc: BaseException, *, what: str) -> e
     lower = text.lower()
     scheme = target.scheme if target is not None else "s3"
     if "credentials" in lower and ("not defined" in lower or "no valid" in lower or "not filled" in lower):
-        return errors.MissingCredentials(f"no {KIND[scheme]} credentials found ({text[:160]})", path=shown,
-                                         fix=CREDENTIALS_FIX[scheme])
-    if "bucket does not exist" in lower or "no_such_bucket" in lower or "nosuchbucket" in lower \
-            or "bucketnotfound" in lower:
-        return errors.MissingBucket(f"the bucket {target.bucket if target else '?'!r} does not exist", path=shown,
-                                    fix=_bucket_fix(target) if target else "check the bucket's name")
-    if "access denied" in lower or "access_denied" in lower or "accessdenied" in lower or "forbidden" in lower \
-            or "invalidaccesskeyid" in lower or "signaturedoesnotmatch" in lower:
-        return errors.ObjectStoreError(f"access denied ({text[:200]})", path=shown,
-                                       fix="check the credentials and that they may read (and, for --out, write) it")
-    if isinstance(exc, FileNotFoundError) or "does not exist in the file system" in lower or "not found" in lower \
-            or "no such key" in lower or "nosuchkey" in lower or "key does not exist" in lower:
-        return errors.MissingFile(f"no such object (the {what} does not exist in the bucket)", path=shown,
-                                  fix=f"check the {what}'s key (the path after the bucket)")
-    return errors.ObjectStoreError(f"cannot be read or written ({text[:200]})", path=shown,
-                                   fix="check the endpoint (AWS_S3_ENDPOINT, AWS_HTTPS), the network and the "
-                                   "credentials")
+        return errors.MissingCredentials(
+            f"no {KIND[scheme]} credentials found ({text[:160]})", path=shown, fix=CREDENTIALS_FIX[scheme]
+        )
+    if (
+        "bucket does not exist" in lower
+        or "no_such_bucket" in lower
+        or "nosuchbucket" in lower
+        or "bucketnotfound" in lower
+    ):
+        return errors.MissingBucket(
+            f"the bucket {target.bucket if target else '?'!r} does not exist",
+            path=shown,
+            fix=_bucket_fix(target) if target else "check the bucket's name",
+        )
+    if (
+        "access denied" in lower
+        or "access_denied" in lower
+        or "accessdenied" in lower
+        or "forbidden" in lower
+        or "invalidaccesskeyid" in lower
+        or "signaturedoesnotmatch" in lower
+    ):
+        return errors.ObjectStoreError(
+            f"access denied ({text[:200]})",
+            path=shown,
+            fix="check the credentials and that they may read (and, for --out, write) it",
+        )
+    if (
+        isinstance(exc, FileNotFoundError)
+        or "does not exist in the file system" in lower
+        or "not found" in lower
+        or "no such key" in lower
+        or "nosuchkey" in lower
+        or "key does not exist" in lower
+    ):
+        return errors.MissingFile(
+            f"no such object (the {what} does not exist in the bucket)",
+            path=shown,
+            fix=f"check the {what}'s key (the path after the bucket)",
+        )
+    return errors.ObjectStoreError(
+        f"cannot be read or written ({text[:200]})",
+        path=shown,
+        fix="check the endpoint (AWS_S3_ENDPOINT, AWS_HTTPS), the network and the credentials",
+    )
 
 
 def local_scratch() -> Path:
