@@ -21,6 +21,8 @@ from typing import Any
 from cropmon import errors
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import Catalogue, as_catalogue
+from cropmon.cluster import ClusterSpec
+from cropmon.io.store import StorageSettings, forwarded_environment
 
 
 def setting(default: Any = None, *, help: str, group: str = "run", flag: str | None = None,
@@ -107,10 +109,17 @@ class RunConfig:
     progress: str = setting("auto", choices=("auto", "on", "off"), help="progress bar (auto: on a terminal)")
     seed: int = setting(0, help="seed of the active-learning selection (the plan is deterministic for a seed)")
     diagnosis: DiagnosisSettings = field(default_factory=DiagnosisSettings)  # the file's [diagnosis] table
+    # The file's [gdal] table, CROPMON_GDAL_<OPTION> variables and the client's forwarded AWS_*/GDAL_*/CPL_* ...
+    # variables (io/store.py): GDAL's options for every process of the run, workers that join later included.
+    gdal: StorageSettings = field(default_factory=StorageSettings)
+    cluster: ClusterSpec | None = None  # the file's [cluster] table: a cluster cropmon creates from its class
 
     def as_manifest(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """The settings for run.json and the report: secret storage settings redacted (never their values)."""
+        out = dataclasses.asdict(dataclasses.replace(self, gdal=StorageSettings(), cluster=None))
         out["classes"] = self.catalogue().source if self.classes is not None else None
+        out["gdal"] = self.gdal.as_manifest()
+        out["cluster"] = self.cluster.as_manifest() if self.cluster is not None else None
         return out
 
     def catalogue(self) -> Catalogue:
@@ -145,6 +154,15 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if isinstance(value, dict):  # a TOML table {crop = [aliases]}
             return Catalogue.from_mapping(value, source=f"{source} [classes]", path=source)
         return str(value)
+    if name == "gdal":
+        if isinstance(value, StorageSettings):
+            return value
+        if not isinstance(value, dict):
+            raise errors.ConfigError(f"{source}: [gdal] must be a table of GDAL options",
+                                     fix='e.g. [gdal] AWS_S3_ENDPOINT = "minio:9000"')
+        return StorageSettings.from_mapping(value, source=f"{source} [gdal]")
+    if name == "cluster":
+        return ClusterSpec.from_mapping(value, source=source)
     if name == "diagnosis":
         if isinstance(value, DiagnosisSettings):
             return value
@@ -233,14 +251,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return {k: _coerce(k, v, str(path)) for k, v in data.items()}
 
 
+GDAL_PREFIX = "CROPMON_GDAL_"
+
+
 def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """CROPMON_<SETTING> variables, e.g. CROPMON_RASTER, CROPMON_CHUNK_ROWS."""
+    """CROPMON_<SETTING> variables, e.g. CROPMON_RASTER, CROPMON_CHUNK_ROWS; CROPMON_GDAL_<OPTION> sets a GDAL
+    option (CROPMON_GDAL_AWS_S3_ENDPOINT=host:9000)."""
     environ = os.environ if environ is None else environ
-    out = {}
+    out: dict[str, Any] = {}
     for name in SETTINGS:
         key = f"CROPMON_{name.upper()}"
-        if name not in ("diagnosis", "aois") and environ.get(key):
+        if name not in ("diagnosis", "aois", "gdal", "cluster") and environ.get(key):
             out[name] = _coerce(name, environ[key], key)
+    gdal = {k.removeprefix(GDAL_PREFIX): v for k, v in environ.items() if k.startswith(GDAL_PREFIX) and v}
+    if gdal:
+        out["gdal"] = StorageSettings.from_mapping(gdal, source="CROPMON_GDAL_* variables")
     return out
 
 
@@ -248,12 +273,14 @@ def build_config(
     flags: dict[str, Any], *, config_file: str | None = None, environ: dict[str, str] | None = None
 ) -> RunConfig:
     """Merge defaults < file < environment < flags (flags that are None do not override) and validate."""
+    # Storage settings merge option by option: the client's forwarded variables < [gdal] < CROPMON_GDAL_* < gdal=.
+    gdal = forwarded_environment(os.environ if environ is None else environ)
     merged: dict[str, Any] = {}
-    if config_file:
-        merged.update(read_config_file(config_file))
-    merged.update(from_environment(environ))
-    merged.update({k: _coerce(k, v, flag_name(k)) for k, v in flags.items() if v is not None})
-    config = RunConfig(**merged)
+    for layer in (read_config_file(config_file) if config_file else {}, from_environment(environ),
+                  {k: _coerce(k, v, flag_name(k)) for k, v in flags.items() if v is not None}):
+        gdal = gdal.merged(layer.pop("gdal", StorageSettings()))
+        merged.update(layer)
+    config = RunConfig(**merged, gdal=gdal)
     validate(config)
     return config
 
@@ -299,4 +326,9 @@ def validate(config: RunConfig) -> None:
             raise errors.ConfigError(f"{name} = {getattr(config, name)!r}", fix=f"use {', '.join(choices)}")
     if config.twin_scale <= 0:
         raise errors.ConfigError("twin_scale must be > 0")
+    if config.cluster is not None:
+        if config.scheduler is not None:
+            raise errors.ConfigError(f"[cluster] ({config.cluster.class_path}) and --scheduler {config.scheduler} "
+                                     "exclude each other", fix="drop one of them")
+        config.cluster.load()  # an unknown class or arguments it does not take fail here, before any work
     config.catalogue()  # a bad class list fails here, before any work

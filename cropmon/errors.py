@@ -109,6 +109,18 @@ class CatalogueMismatch(InputError):
     """The raster's class values do not fit the class list: most pixels hold values that are no class of it."""
 
 
+class MissingCredentials(InputError):
+    """Object storage (S3, GCS, Azure) is named but no credentials for it can be found."""
+
+
+class MissingBucket(InputError):
+    """The bucket (an Azure container) of an object-storage path does not exist."""
+
+
+class ObjectStoreError(InputError):
+    """Object storage refused or failed an access: access denied, an unreachable endpoint."""
+
+
 class ClusterError(CropmonError):
     """The Dask cluster could not be reached, or lost all its workers mid-run."""
 

@@ -14,7 +14,8 @@ exists; independent ones run side by side on the workers):
   aoi-summary    analysis.pooled.summarise_diagnosis (multi-AOI runs)     compact, stays on the cluster
 
 Every file goes to the run's staging directory through io/outputs.produce: renamed into place by the worker when
-it shares the directory with the client, else pulled by the client in pieces. `collect_tail` waits for the files
+it shares the directory with the client, uploaded by the worker when the outputs go to a bucket, else pulled by
+the client in pieces. `collect_tail` waits for the files
 and returns what run.json says about them. The client never holds the per-field table.
 """
 
@@ -253,9 +254,10 @@ def collect_tail(handle: ClusterHandle, tail: Tail, staging: Path, destination: 
 
 
 def receive(handle: ClusterHandle, product, staging: Path, destination: Destination) -> dict[str, int]:
-    """The files of one finished product task: already in `staging` (shared), or pulled piece by piece."""
+    """The files of one finished product task: already in `staging` (shared) or in the bucket (uploaded by the
+    worker), or pulled piece by piece."""
     files = handle.result(handle.submit(outputs.product_files, product, stage="product-files"))
-    if destination.shared:
+    if destination.shared or destination.store:
         return files
     for name, size in files.items():
         with open(staging / name, "wb") as out:

@@ -54,7 +54,7 @@ def __getattr__(name: str) -> Any:
 
 
 ENGINE_OPTIONS = ("layer", "label_column", "class_band", "confidence_band", "chunk_rows", "progress",
-                  "no_worker_timeout")
+                  "no_worker_timeout", "gdal")
 CLUSTER_OPTIONS = ("workers", "threads_per_worker", "memory_limit", "dashboard_address", "tls_ca_file", "tls_cert",
                    "tls_key", "connect_timeout")
 
@@ -74,7 +74,9 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
       set) or 'tcp://HOST:PORT'; `client`: your own `distributed.Client`, used as it is and never closed.
     - `classes`: the model's class list (path to JSON/CSV, a {crop: [aliases]} mapping or a Catalogue); default u0c.
     - `options`: the run's settings the engine uses (`layer`, `label_column`, `class_band`, `confidence_band`,
-      `chunk_rows`, `progress`, `no_worker_timeout`; for a local cluster `workers`, `threads_per_worker`,
+      `chunk_rows`, `progress`, `no_worker_timeout`, `gdal` (GDAL's options for object storage, e.g.
+      {"AWS_S3_ENDPOINT": "host:9000"}: set in this process and on every worker for the call, docs/object-storage.md);
+      for a local cluster `workers`, `threads_per_worker`,
       `memory_limit`, `dashboard_address`; for an address `connect_timeout`, for tls:// `tls_ca_file`, `tls_cert`,
       `tls_key`), checked as the CLI checks its flags. Only these arguments count: no config file, no CROPMON_*
       variable (`run` reads those).
@@ -97,7 +99,7 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
                                "classes": classes}, environ={})
         if scratch is not None:
             config = dataclasses.replace(config, layer="fields")
-        with _cluster(config, client) as handle:
+        with config.gdal.applied(), _cluster(config, client) as handle:
             results = analyse_fields(
                 config.raster, config.fields, cluster=handle, chunk_rows=config.chunk_rows, layer=config.layer,
                 label_column=config.label_column, class_band=config.class_band,
@@ -225,5 +227,5 @@ def _cluster(config, client: Any) -> Iterator[ClusterHandle]:
     with connect(config.scheduler, workers=config.workers, threads_per_worker=config.threads_per_worker,
                  memory_limit=config.memory_limit, dashboard_address=config.dashboard_address,
                  tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key), warm_up=warm_up,
-                 timeout=config.connect_timeout) as handle:
+                 timeout=config.connect_timeout, environment=config.gdal.as_dict()) as handle:
         yield handle

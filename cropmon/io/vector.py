@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cropmon import errors
-from cropmon.io import convert, geoparquet
+from cropmon.io import convert, geoparquet, store
 from cropmon.io.paths import as_path, gdal_warnings_logged, require_file, size_bytes
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ def list_vector_layers(path: str | Path) -> list[str]:
         with gdal_warnings_logged(path):
             return [str(name) for name in pyogrio.list_layers(path)[:, 0]]
     except Exception as exc:  # pyogrio raises DataSourceError and friends
+        if store.is_object_store(path):
+            raise store.problem(path, exc, what="fields file") from exc
         raise errors.NotAVectorFile(
             f"not a readable vector file ({errors.first_line(exc)})",
             path=path,
