@@ -172,7 +172,7 @@ def suspect_blocks(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
         return []
     n = len(d.suspects)
     rule = (f"a GT label that disagrees with a prediction of mean confidence >= {s.suspect_min_confidence:g} and"
-            f" purity >= {s.suspect_min_purity:g} (at least {s.min_pixels} pixel centres)")
+            f" purity >= {s.suspect_min_purity:g} over at least {s.min_pixels} pixel centres")
     if not n:
         return [Paragraph(f"No suspect label ({rule}).")]
     table = suspects_by_crop(d.suspects)
