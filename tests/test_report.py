@@ -32,6 +32,7 @@ FILES = {
     "evaluation_fields.csv", "evaluation_fields.gpkg", "confusion_heatmap.png", "agreement_by_crop.png",
     "f1_vs_confidence.png", "block_error_map.png", "report.md", "report.html", "suspect_labels.csv",
     "unlabelled_quotas.csv", "unlabelled_to_label.csv", "unlabelled_to_label.gpkg",  # its fields without a label
+    "field_uncertainty.parquet",
 }  # fmt: skip
 SETTINGS = DiagnosisSettings(block_km=2.0, buffer_km=0.5, min_fields=5, eval_min_per_stratum=8)
 RUN_INFO = {

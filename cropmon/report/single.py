@@ -201,5 +201,6 @@ def write_diagnosis(
         *write_images(images, out_dir),
         *write_report(d, images, out_dir, settings=settings, run_info=run_info, seed=seed),
         *(write_mapped_area(mapped_area, out_dir) if mapped_area is not None else []),
+        *active.write_field_uncertainty(d, fields, out_dir),
     ]
     return {name: out_dir / name for name in names}
