@@ -20,7 +20,7 @@ import numpy as np
 import shapely
 from affine import Affine
 
-from cropmon.engine.scanline import SharedPixels, Spans, fill, polygon_spans
+from cropmon.engine.scanline import SharedPixels, Spans, fill, polygon_spans, to_pixel_space
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,10 @@ class PolygonBatch:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def shape(self, i: int) -> dict:
-        """The GeoJSON-like mapping of polygon i (for rasterio's all-touched burn of the rare fallbacks)."""
+    def shape(self, i: int, *, coords: np.ndarray | None = None) -> dict:
+        """The GeoJSON-like mapping of polygon i (for rasterio's all-touched burn of the rare fallbacks), in the
+        batch's coordinates or in `coords`, another (n, 2) array of the same vertices (e.g. in pixel space)."""
+        coords = self.coords if coords is None else coords
         ring_ends, part_ends = self.offsets[0], self.offsets[1]
         if self.kind == shapely.GeometryType.POLYGON:
             parts = [(part_ends[i], part_ends[i + 1])]
@@ -162,7 +164,7 @@ class PolygonBatch:
             geom_ends = self.offsets[2]
             parts = [(part_ends[p], part_ends[p + 1]) for p in range(geom_ends[i], geom_ends[i + 1])]
         polygons = [
-            [self.coords[ring_ends[r] : ring_ends[r + 1]].tolist() for r in range(first, last)]
+            [coords[ring_ends[r] : ring_ends[r + 1]].tolist() for r in range(first, last)]
             for first, last in parts
         ]
         return {"type": "MultiPolygon", "coordinates": polygons}
@@ -243,37 +245,47 @@ def rasterize_block(
     spans = batch.spans(transform, height=height, width=width)
     grid, shared = fill(spans, batch.labels, row_start=row_start, rows=rows, width=width)
     no_centre = np.flatnonzero(spans.pixels_per_owner(len(batch)) == 0)
-    window_transform = transform @ Affine.translation(0, row_start)
-    fallback = _all_touched_pixels(batch, no_centre, window_transform, rows, width)
+    fallback = _all_touched_pixels(batch, no_centre, transform, row_start=row_start, rows=rows, width=width,
+                                   height=height)
     pairs, pair_pixels = shared.pairs()
     return grid, BlockExtras(fallback, shared, Overlaps(pairs, pair_pixels, np.zeros(len(pairs), bool)))
 
 
 def _all_touched_pixels(
-    batch: PolygonBatch, which: np.ndarray, transform: Affine, rows: int, width: int
+    batch: PolygonBatch, which: np.ndarray, transform: Affine, *, row_start: int, rows: int, width: int, height: int
 ) -> FallbackPixels:
-    """All-touched pixels of each polygon separately (neighbouring tiny fields may share a pixel)."""
+    """All-touched pixels in rows [row_start, row_start + rows) of each polygon separately (neighbouring tiny
+    fields may share a pixel): the same pixels whatever the chunking.
+
+    GDAL burns each polygon over the polygon's own window (never the chunk's part of it), given in the whole
+    raster's pixel coordinates (the scanline's) with the window's integer origin, which GDAL subtracts exactly.
+    Burnt through each chunk's own geotransform, a vertex within ~1e-11 pixel of a pixel edge, or of GDAL's 1e-4
+    pixel all-touched tolerance past one, fell on either side of it depending on the chunking.
+    """
     from rasterio.features import rasterize
 
     if len(which) == 0:
         return FallbackPixels.empty()
     row0, row1, col0, col1 = pixel_spans(batch.bounds()[which], transform)
+    pixel_coords = np.column_stack(to_pixel_space(batch.coords, transform))
     out_labels, out_pixels = [], []
     for i, r0, r1, c0, c1 in zip(which, row0, row1, col0, col1, strict=True):
-        r0, r1 = int(max(r0, 0)), int(min(r1, rows))
+        r0, r1 = int(max(r0, 0)), int(min(r1, height))
         c0, c1 = int(max(c0, 0)), int(min(c1, width))
-        if r1 <= r0 or c1 <= c0:
+        if min(r1, row_start + rows) <= max(r0, row_start) or c1 <= c0:
             continue
         sub = rasterize(
-            [(batch.shape(i), 1)],
+            [(batch.shape(i, coords=pixel_coords), 1)],
             out_shape=(r1 - r0, c1 - c0),
-            transform=transform @ Affine.translation(c0, r0),
+            transform=Affine(1, 0, c0, 0, 1, r0),
             all_touched=True,
             dtype=np.uint8,
         )
         rr, cc = np.nonzero(sub)
-        out_pixels.append((rr + r0).astype(np.int64) * width + (cc + c0))
-        out_labels.append(np.full(len(rr), batch.labels[i], dtype=np.int32))
+        rr = rr + (r0 - row_start)
+        in_chunk = (rr >= 0) & (rr < rows)
+        out_pixels.append(rr[in_chunk].astype(np.int64) * width + (cc[in_chunk] + c0))
+        out_labels.append(np.full(int(in_chunk.sum()), batch.labels[i], dtype=np.int32))
     if not out_pixels:
         return FallbackPixels.empty()
     return FallbackPixels(np.concatenate(out_labels), np.concatenate(out_pixels))
