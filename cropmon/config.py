@@ -57,6 +57,11 @@ class RunConfig:
         help="ground-truth fields: GeoPackage, GeoParquet, FlatGeobuf, Shapefile, GeoJSON or another GDAL vector file")
     layer: str | None = setting(group="inputs", help="layer of the fields file (needed when it has several)")
     label_column: str = setting("normalized_label", group="inputs", help="ground-truth label column")
+    no_labels: bool = setting(
+        False, group="inputs",
+        help="analyse without ground truth even where the fields carry labels: every field ranked by the model's "
+        "uncertainty, fields to label spread over predicted classes and space, no accuracy (a fields file without the "
+        "label column, or whose labels are all empty, is analysed so anyway)")
     class_band: int = setting(3, group="inputs", help="1-based band of the class ids")
     confidence_band: int = setting(4, group="inputs", help="1-based band of the confidence")
     classes: str | Catalogue | None = setting(  # noqa: RUF009 (setting() is a dataclasses.field)
@@ -133,9 +138,20 @@ FLAG_SETTINGS: tuple[str, ...] = tuple(name for name, f in SETTINGS.items() if "
 
 
 def scalar_type(name: str) -> type:
-    """int, float or str: the type a setting's text is read as (from its annotation, None removed)."""
+    """bool, int, float or str: the type a setting's text is read as (from its annotation, None removed)."""
     kinds = [t for t in typing.get_args(TYPES[name]) or (TYPES[name],) if t is not type(None)]
-    return kinds[0] if kinds and kinds[0] in (int, float, str) else str
+    return kinds[0] if kinds and kinds[0] in (bool, int, float, str) else str
+
+
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_bool(text: str) -> bool:
+    """'true'/'1'/'yes'/'on' -> True, 'false'/'0'/'no'/'off' -> False (any case): a switch in the environment."""
+    word = str(text).strip().lower()
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise ValueError(f"{text!r} is not one of {', '.join(TRUE_WORDS + FALSE_WORDS)}")
 
 
 def flag_name(name: str) -> str:
@@ -171,8 +187,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return DiagnosisSettings.from_mapping(value)
     custom = SETTINGS[name].metadata.get("parse")
     kind = scalar_type(name)
-    what = {int: "an integer", float: "a number"}.get(kind, "a text")
-    if not isinstance(value, str) and not _is_a(value, float if custom else kind):
+    if kind is bool:
+        custom = custom or parse_bool
+    what = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "a text")
+    if not isinstance(value, str) and not _is_a(value, float if custom and kind is not bool else kind):
         # A typed value (a TOML file, an API argument) must be of the setting's type: 2.5 is no row count, true
         # no number of workers, a list no text. Text (a flag, an environment variable) is parsed below.
         raise errors.ConfigError(f"{source}: {name} = {value!r} is not {what}",
@@ -185,9 +203,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 
 def _is_a(value: Any, kind: type) -> bool:
-    """int: an integer (numpy's too), not a bool; float: any real number, not a bool; str: a str."""
-    if isinstance(value, bool):
-        return False
+    """bool: a bool; int: an integer (numpy's too), not a bool; float: any real number, not a bool; str: a str."""
+    if kind is bool or isinstance(value, bool):
+        return isinstance(value, bool) and kind is bool
     return isinstance(value, {int: numbers.Integral, float: numbers.Real}.get(kind, kind))
 
 
@@ -307,6 +325,9 @@ def validate(config: RunConfig) -> None:
             raise errors.ConfigError(
                 f"AOI name(s) {', '.join(taken)} are names of the pooled outputs beside the AOIs' folders",
                 fix=f"name the AOIs otherwise (taken: {', '.join(reserved_names())})")
+    if config.no_labels and config.label_column != SETTINGS["label_column"].default:
+        raise errors.ConfigError(f"--no-labels and --label-column {config.label_column} exclude each other",
+                                 fix="drop one: --no-labels reads no label column")
     if (config.raster is None) != (config.fields is None):
         raise errors.ConfigError(
             "--raster and --fields go together", fix="pass both (or neither, to analyse the digital twin)"

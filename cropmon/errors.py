@@ -69,6 +69,10 @@ class MissingColumn(InputError):
     """The fields lack a required column."""
 
 
+class NoUsableLabel(InputError):
+    """The label column holds labels, but none of them is a class of the model's catalogue."""
+
+
 class GeometryError(InputError):
     """The fields' geometry cannot be used as given: no geometry metadata, several geometry columns, no polygons."""
 

@@ -38,7 +38,7 @@ from cropmon.engine.mapped import aoi_mask
 from cropmon.engine.zonal import warm_up
 from cropmon.io import outputs, store
 from cropmon.io.raster import inspect_raster
-from cropmon.io.vector import inspect_fields
+from cropmon.io.vector import inspect_fields, label_column_to_read
 from cropmon.progress import StageTimer, twin_progress
 from cropmon.tail import Tail, collect_tail, receive, submit_pooled, submit_tail
 
@@ -226,7 +226,7 @@ def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer
                         label_column=config.label_column, class_band=config.class_band,
                         confidence_band=config.confidence_band, tie_break=config.tie_break,
                         scratch_dir=scratch_dir_for(config, out_dir), catalogue=config.catalogue(), timer=timer,
-                        mask=mask)
+                        mask=mask, no_labels=config.no_labels)
 
 
 SCRATCH_NAME = f"{outputs.RESERVED_PREFIX}scratch"
@@ -259,7 +259,8 @@ def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, co
         job = submit_fields(handle, inputs, timer=timer, home=places[0] if places else None)
         header = manifest.run_header(raster=job.raster, source=job.source, n_fields=job.n_fields,
                                      settings=config.as_manifest(), is_twin=is_twin, started=started,
-                                     fields_read=job.fields_read, catalogue=inputs.catalogue)
+                                     fields_read=job.fields_read, catalogue=inputs.catalogue,
+                                     label_column=inputs.label_column)
         header.update(_storage_manifest(staged, paths or []))
         tail = submit_tail(handle, job, settings=config.diagnosis, seed=config.seed, destination=destination,
                            header={**header, "timings_s": dict(timer.seconds)}, summarise=summarise,
@@ -337,7 +338,9 @@ def want_progress(config: RunConfig) -> bool:
 def _inspect_inputs(raster: str, fields: str, config: RunConfig, *, mask: str | None = None) -> None:
     """Fail before any work on a bad raster or fields header, or an AOI mask that cannot be used on the raster."""
     info = inspect_raster(raster, class_band=config.class_band, confidence_band=config.confidence_band)
-    inspect_fields(fields, layer=config.layer, label_column=config.label_column)
+    header = inspect_fields(fields, layer=config.layer, label_column=None)
+    label_column_to_read(header, config.label_column, no_labels=config.no_labels, catalogue=config.catalogue(),
+                         warn=False)  # field_inputs warns
     if mask:
         from affine import Affine
 

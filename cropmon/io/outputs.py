@@ -458,6 +458,11 @@ def write_csv(frame: pd.DataFrame, path: Path, *, decimals: int | dict[str, int]
     frame.round(decimals).to_csv(path, index=index, float_format="%.10g")
 
 
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """A plain (non-geo) Parquet table, without the index."""
+    frame.to_parquet(path, index=False)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
 
