@@ -5,6 +5,7 @@ cluster, present and future."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from cropmon import errors
@@ -172,6 +173,9 @@ class DistributedNoise(logging.Filter):
       worker's tasks run elsewhere) or fails with its own one-line ClusterError;
     - "Async instruction ... ended with CancelledError": a worker closing while tasks run (an interrupted run);
     - "Failed to reconnect to scheduler": the run fails with its own line about the lost scheduler;
+    - distributed's `sync()` cancelling on Ctrl-C or SIGTERM before its future exists: a NameError in its own
+      `cancel` callback (distributed 2026.8, `future` is declared but unset until the coroutine starts); the run
+      stops as asked and says so in its own line;
     - while this process closes the cluster it started (CLOSING), anything but a critical message.
     """
 
@@ -194,11 +198,25 @@ class DistributedNoise(logging.Filter):
             return "the client gave up reconnecting to the scheduler"
         if "ended with CancelledError" in message:
             return "an instruction was cancelled while the worker closed"
+        if _is_sync_cancel_race(record.exc_info[1] if record.exc_info else None):
+            return "an interrupt landed before distributed's sync() had a future to cancel"
         if _is_closed_connection(record.exc_info[1] if record.exc_info else None):
             return f"{message.splitlines()[0][:200] if message.strip() else 'a connection'}: closed"
         if CLOSING.is_set() and record.levelno < logging.CRITICAL:
             return f"while the cluster closed: {record.getMessage().splitlines()[0][:200] if record.msg else ''}"
         return None
+
+
+def _is_sync_cancel_race(exc: BaseException | None) -> bool:
+    """A NameError raised in distributed.utils' `cancel` (the callback sync() schedules on KeyboardInterrupt)."""
+    if not isinstance(exc, NameError) or exc.__traceback__ is None:
+        return False
+    import traceback
+
+    import distributed.utils
+
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    return last.name == "cancel" and os.path.realpath(last.filename) == os.path.realpath(distributed.utils.__file__)
 
 
 def _is_closed_connection(exc: BaseException | None) -> bool:

@@ -329,3 +329,33 @@ def test_a_second_run_into_the_same_out_is_refused_while_the_first_finishes(tmp_
     manifest = json.loads((out / "run.json").read_text())
     assert sorted(p.name for p in out.iterdir()) == sorted(manifest["outputs"])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")], "staging or lock left"
+
+
+def test_the_sync_cancel_race_of_an_interrupt_is_dropped_and_nothing_else_is():
+    """An interrupt that lands before distributed's sync() made its future makes sync's own `cancel` callback raise
+    NameError on the event loop, which tornado logs as an ERROR with a traceback: the filter drops exactly that
+    (raised from distributed/utils.py's `cancel`), and keeps the same NameError raised anywhere else."""
+    import logging
+
+    import distributed.utils
+
+    from cropmon.runtime import DistributedNoise
+
+    def raised(filename: str) -> BaseException:
+        # sync()'s shape: `future` declared for the closure, unset when cancel runs
+        source = "def make():\n    future: object\n    def cancel():\n        return future\n    return cancel\n"
+        scope: dict = {}
+        exec(compile(source, filename, "exec"), scope)
+        try:
+            scope["make"]()()
+        except NameError as exc:
+            return exc
+        raise AssertionError("the closure did not raise")
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        return logging.LogRecord("tornado.application", logging.ERROR, __file__, 1, "Exception in callback %r",
+                                 ("cancel",), (type(exc), exc, exc.__traceback__))
+
+    assert DistributedNoise().filter(record(raised(distributed.utils.__file__))) is False
+    assert DistributedNoise().filter(record(raised(__file__))) is True
+    assert DistributedNoise().filter(record(ValueError("no"))) is True
