@@ -98,6 +98,50 @@ def worker_plugin():
     return ProcessTuning()
 
 
+SETTINGS_PLUGIN = "cropmon-settings"
+
+
+def settings_plugin(environment: dict[str, str]):
+    """A Dask worker plugin that sets a run's storage settings (GDAL's options, the cloud SDKs' variables: see
+    io/store.StorageSettings) as environment variables of every worker, present and future, and puts back what
+    was there when it is removed (cluster.connect removes it at the end of a run on a cluster it did not start).
+
+    Environment variables, not GDAL's config API: the workers run two GDALs (rasterio's and pyogrio's wheels each
+    bundle one) and the AWS SDK in pyarrow, and all three read the environment."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    from cropmon.io.store import clear_caches, is_secret
+
+    class StorageSettingsOnWorker(WorkerPlugin):
+        name = SETTINGS_PLUGIN
+
+        def __init__(self, environment: dict[str, str]) -> None:
+            self.environment = dict(environment)
+            self.previous: dict[str, str | None] = {}
+
+        def __repr__(self) -> str:  # never the values: distributed may log a plugin
+            return f"<{SETTINGS_PLUGIN}: {', '.join(n for n in self.environment if not is_secret(n))} ...>"
+
+        def setup(self, worker) -> None:
+            import os
+
+            self.previous = {name: os.environ.get(name) for name in self.environment}
+            os.environ.update(self.environment)
+            clear_caches()
+
+        def teardown(self, worker) -> None:
+            import os
+
+            for name, value in self.previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            clear_caches()
+
+    return StorageSettingsOnWorker(environment)
+
+
 # A worker's RasterioIOError reading pixels is turned into NotARaster by the client (engine/analyse.py).
 QUIET_WORKER_ERRORS: tuple[str, ...] = ("RasterioIOError",)
 

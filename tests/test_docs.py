@@ -63,7 +63,8 @@ def test_the_settings_page_lists_every_flag_of_cropmon_run(page):
         assert key.strip("`") == ("[[aoi]]" if dest == "aois" else dest)
         assert what, f"{flag} has no description"
         declared = config.SETTINGS[dest].default
-        assert default == ("-" if declared in (None, ()) else f"`{declared}`"), flag
+        shown = str(declared).lower() if isinstance(declared, bool) else declared  # TOML's true/false
+        assert default == ("-" if declared in (None, ()) else f"`{shown}`"), flag
         if dest != "aois":  # every other setting is read from its CROPMON_* variable (an AOI list is not)
             assert environment == f"`CROPMON_{dest.upper()}`"
             variable = {f"CROPMON_{dest.upper()}": _example_text(dest)}

@@ -77,10 +77,9 @@ def settings_markdown() -> str:
         kind = typing.get_args(cfg.TYPES[name]) or (cfg.TYPES[name],)
         kind = next(k for k in kind if k is not type(None))
         what = comments.get(name, "")
-        lines += [f"### `[{name}]`", "", what[:1].upper() + what[1:] + ".", ""]
-        doc = inspect.getdoc(kind) if dataclasses.is_dataclass(kind) else None
-        if doc:
-            lines += [_indented_code_as_fenced(doc), ""]
+        lines += [f"### `[{name}]`", "", what[:1].upper() + what[1:].rstrip(".") + ".", ""]
+        if dataclasses.is_dataclass(kind) and kind.__doc__:
+            lines += [_indented_code_as_fenced(kind.__doc__), ""]
         if kind.__name__ == "DiagnosisSettings":
             lines += _diagnosis_table(kind)
     return "\n".join(lines).rstrip() + "\n"
@@ -202,14 +201,15 @@ def _cell(text: str) -> str:
 
 
 def _indented_code_as_fenced(doc: str) -> str:
-    """A docstring's indented example block (4 spaces) as a fenced TOML block, the rest as prose."""
+    """A class's raw docstring (its body indented 4 spaces) as Markdown: lines indented further are an example,
+    fenced as TOML; the rest is prose. (inspect.getdoc would strip an example that is all the body has.)"""
     out, code = [], []
     for line in [*doc.splitlines(), ""]:
-        if line.startswith("    "):
-            code.append(line[4:])
+        if line.startswith(" " * 8):
+            code.append(line[8:])
             continue
         if code:
             out += ["```toml", *code, "```"]
             code = []
-        out.append(line)
+        out.append(line.removeprefix(" " * 4))
     return "\n".join(out).strip()
