@@ -7,6 +7,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 import shapely
 from affine import Affine
 from conftest import (
@@ -30,6 +31,8 @@ from cropmon.engine.rasterize import PolygonBatch, RowChunks, rasterize_block
 from cropmon.engine.zonal import TIE_BREAKS
 from cropmon.errors import CatalogueMismatch, NoOverlap, NoUsableLabel
 from cropmon.io import raster as raster_io
+
+GDAL_VERSION = tuple(int(part) for part in rasterio.__gdal_version__.split(".")[:2])
 
 
 def oracle_majority(cls: np.ndarray, conf: np.ndarray, *, tie_break: str = "confidence") -> float:
@@ -229,11 +232,16 @@ def test_all_touched_fallback_follows_gdal_tolerance(tmp_path, reach, n_pixels, 
     boxes = shapely.box(*pixel_to_lonlat(cols, rows + 1), *pixel_to_lonlat(cols + 1, rows))
     assert np.argwhere(shapely.intersects(triangle, boxes)).tolist() == [[6, 2], [7, 2]]
     by_gdal = zonal_stats([triangle], str(raster), band=4, stats=["count", "mean"], all_touched=True, nodata=-32768)
-    assert (by_gdal[0]["count"], by_gdal[0]["mean"]) == (n_pixels, confidence_score)
+    if GDAL_VERSION < (3, 11):
+        assert (by_gdal[0]["count"], by_gdal[0]["mean"]) == (n_pixels, confidence_score)
+    else:  # GDAL 3.12 (rasterio 1.5's wheels: Python >= 3.12) burns both pixels at either reach: its all-touched
+        # walk of near-vertical edges was reworked (OSGeo/gdal#12195, merged before 3.11's release)
+        assert (by_gdal[0]["count"], by_gdal[0]["mean"]) == (2, 60.0)
     for chunk_rows in (1, 7, 14):
         table = analyse_fields(raster, path, chunk_rows=chunk_rows).table
         assert table["pixel_rule"].tolist() == ["all_touched"]
-        assert table["n_pixels"].tolist() == [n_pixels] and table["confidence_score"].tolist() == [confidence_score]
+        assert table["n_pixels"].tolist() == [by_gdal[0]["count"]]
+        assert table["confidence_score"].tolist() == [by_gdal[0]["mean"]]
 
 
 def test_all_touched_fallback_does_not_depend_on_the_chunking():
