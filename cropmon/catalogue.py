@@ -151,9 +151,6 @@ class Catalogue:
             raise ValueError(f"class id(s) {bad[:5]} are not in the catalogue ({self.source})")
         return self.name_array[positions]
 
-    def id_of(self, name: str) -> int:
-        return self.ids[self.names.index(name)]
-
     def is_exact_alias(self, label: object) -> bool:
         return isinstance(label, str) and label in self._exact
 
