@@ -131,7 +131,7 @@ class Catalogue:
 
     @cached_property
     def _folded(self) -> dict[str, int]:
-        return {fold(a): i for i, aliases in zip(self.ids, self.aliases, strict=True) for a in aliases}
+        return {a.strip().casefold(): i for i, aliases in zip(self.ids, self.aliases, strict=True) for a in aliases}
 
     @cached_property
     def _exact(self) -> frozenset[str]:
