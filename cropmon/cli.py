@@ -53,6 +53,9 @@ def _add_setting_flags(run: argparse.ArgumentParser) -> None:
         options: dict = {"dest": name, "help": meta["help"] + shown}
         if name == "aois":
             options.update(action="append", metavar=meta["metavar"])
+        elif scalar_type(name) is bool:
+            options.update(action="store_true", default=None)  # None: the file or environment decides
+            options["help"] = meta["help"]
         else:
             options.update(type=meta["parse"] or scalar_type(name))
             if meta["choices"]:
@@ -113,6 +116,10 @@ def _run(args: argparse.Namespace) -> int:
     total = outcome.timings["total"]
     if "aois" in outcome.manifest:
         print(f"cropmon: {len(outcome.manifest['aois'])} AOIs, {total:.1f} s -> {outcome.out_dir}")
+    elif outcome.manifest["fields"].get("n_labelled", 1) == 0:
+        counts, plan = outcome.manifest["fields"], outcome.manifest.get("unlabelled_plan") or {}
+        print(f"cropmon: {counts['n_input']} fields without ground truth, {counts['n_with_pixels']} ranked by"
+              f" uncertainty, {plan.get('n_picked', 0)} to label, {total:.1f} s -> {outcome.out_dir}")
     else:
         counts = outcome.manifest["fields"]
         print(f"cropmon: {counts['n_input']} fields, {counts['n_scored']} scored, {total:.1f} s -> {outcome.out_dir}")

@@ -53,6 +53,149 @@ class TLSFiles:
         )
 
 
+CLUSTER_KEYS = ("class", "options", "scale", "adapt", "wait_for_workers", "start_timeout")
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """A Dask cluster that cropmon creates, uses and closes: the config file's `[cluster]` table.
+
+        [cluster]
+        class = "dask_jobqueue.SLURMCluster"   # any distributed.deploy.Cluster, by import path
+        scale = 8                              # workers; or adapt = { minimum = 2, maximum = 16 }
+        wait_for_workers = 2                   # default: scale, or adapt's minimum (at least 1)
+        start_timeout = 600                    # seconds for them to join (else exit 3)
+        [cluster.options]                      # the class's keyword arguments
+        cores = 8
+        memory = "32GB"
+    """
+
+    class_path: str
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+    scale: int | None = None
+    adapt: tuple[int, int] | None = None  # (minimum, maximum)
+    wait_for_workers: int | None = None
+    start_timeout: float = 300.0
+
+    @classmethod
+    def from_mapping(cls, table: Any, *, source: str) -> ClusterSpec:
+        """The spec from a `[cluster]` table (or a mapping passed to the API), its types checked."""
+        if isinstance(table, ClusterSpec):
+            return table
+        where = f"{source} [cluster]"
+        if not isinstance(table, dict):
+            raise errors.ConfigError(f"{where} must be a table", fix="see docs/deployment.md, 'Any Dask deployment'")
+        unknown = sorted(set(table) - set(CLUSTER_KEYS))
+        if unknown:
+            raise errors.ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}",
+                                     fix=f"known keys: {', '.join(CLUSTER_KEYS)} (the class's own arguments go in "
+                                     "[cluster.options])")
+        path = table.get("class")
+        if not isinstance(path, str) or "." not in path.strip(".") or " " in path:
+            raise errors.ConfigError(f"{where}: class = {path!r} is no import path of a cluster class",
+                                     fix='e.g. class = "dask_jobqueue.SLURMCluster"')
+        options = table.get("options", {})
+        if not isinstance(options, dict):
+            raise errors.ConfigError(f"{where}: options must be a table of the class's arguments",
+                                     fix="put them under [cluster.options]")
+
+        def count(key: str, value: Any, least: int) -> int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise errors.ConfigError(f"{where}: {key} = {value!r} is not an integer >= {least}",
+                                         fix=f"give {key} a whole number of workers (>= {least})")
+            return value
+
+        scale = None if table.get("scale") is None else count("scale", table["scale"], 1)
+        adapt = None
+        if table.get("adapt") is not None:
+            bounds = table["adapt"]
+            if scale is not None:
+                raise errors.ConfigError(f"{where}: scale and adapt exclude each other",
+                                         fix="a fixed number of workers (scale) or bounds (adapt), not both")
+            if not isinstance(bounds, dict) or set(bounds) - {"minimum", "maximum"} or "maximum" not in bounds:
+                raise errors.ConfigError(f"{where}: adapt must be a table {{minimum = N, maximum = M}}",
+                                         fix="e.g. adapt = { minimum = 2, maximum = 16 }")
+            low = count("adapt.minimum", bounds.get("minimum", 0), 0)
+            high = count("adapt.maximum", bounds["maximum"], max(1, low))
+            adapt = (low, high)
+        wait = table.get("wait_for_workers")
+        wait = None if wait is None else count("wait_for_workers", wait, 1)
+        timeout = table.get("start_timeout", 300.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise errors.ConfigError(f"{where}: start_timeout = {timeout!r} is not a number of seconds > 0",
+                                     fix="e.g. start_timeout = 600")
+        return cls(class_path=path.strip(), options=dict(options), scale=scale, adapt=adapt, wait_for_workers=wait,
+                   start_timeout=float(timeout))
+
+    @property
+    def workers_to_wait_for(self) -> int:
+        if self.wait_for_workers is not None:
+            return self.wait_for_workers
+        return max(1, self.scale or (self.adapt[0] if self.adapt else 0) or 1)
+
+    def load(self) -> type:
+        """The cluster class, imported; ConfigError (exit 2, before any work) when it cannot be imported, is no
+        Dask cluster class, or does not take the options given."""
+        import importlib
+        import inspect
+
+        module_name, _, class_name = self.class_path.rpartition(".")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise errors.ConfigError(
+                f"[cluster] class {self.class_path!r} cannot be imported ({errors.first_line(exc)})",
+                fix=f"install the package that provides it (e.g. pip install {module_name.split('.')[0]}) or fix "
+                "the import path") from exc
+        found = getattr(module, class_name, None)
+        from distributed.deploy import Cluster
+
+        if not (isinstance(found, type) and issubclass(found, Cluster)):
+            what = f"not in {module_name}" if found is None else "no Dask cluster"
+            raise errors.ConfigError(
+                f"[cluster] class {self.class_path!r} is {what}",
+                fix="name a distributed.deploy.Cluster class, e.g. distributed.LocalCluster, "
+                "dask_jobqueue.SLURMCluster, dask_kubernetes.operator.KubeCluster or coiled.Cluster")
+        try:
+            inspect.signature(found).bind_partial(**self.options)
+        except TypeError as exc:
+            raise errors.ConfigError(f"[cluster] {self.class_path} does not take the options given ({exc})",
+                                     fix="fix [cluster.options]: the class's keyword arguments") from exc
+        unknown = _unknown_worker_options(found, self.options)
+        if unknown:
+            raise errors.ConfigError(
+                f"[cluster] {self.class_path} does not take the option(s) {', '.join(unknown)} (neither it nor its "
+                "workers have such an argument)", fix="fix [cluster.options]: the class's keyword arguments")
+        return found
+
+    def __repr__(self) -> str:  # options named like secrets (a token) never shown
+        return f"ClusterSpec({self.as_manifest()})"
+
+    def as_manifest(self) -> dict[str, Any]:
+        from cropmon.io.store import REDACTED, is_secret
+
+        options = {k: REDACTED if is_secret(k) else v for k, v in self.options.items()}
+        return {"class": self.class_path, "options": options,
+                "scale": self.scale, "adapt": list(self.adapt) if self.adapt else None,
+                "wait_for_workers": self.workers_to_wait_for, "start_timeout": self.start_timeout}
+
+
+def _unknown_worker_options(cls: type, options: dict[str, Any]) -> list[str]:
+    """Options a LocalCluster (or a subclass) passes on to its workers that no worker takes: caught here, since a
+    worker process that fails to start prints its traceback from another process before the cluster says why."""
+    import inspect
+
+    from distributed import LocalCluster, Nanny, Worker
+
+    if not issubclass(cls, LocalCluster):
+        return []
+    known = set()
+    for function in (cls.__init__, LocalCluster.__init__, Nanny.__init__, Worker.__init__):
+        known |= {name for name, p in inspect.signature(function).parameters.items()
+                  if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return sorted(set(options) - known)
+
+
 @dataclass
 class ClusterHandle:
     """A connected Dask client and what run.json says about it. Tasks are submitted under a stage name (their key
@@ -70,6 +213,7 @@ class ClusterHandle:
     scope: str | None = None  # the AOI whose tasks are being submitted (see `scoped`)
     keys_by_scope: dict[str, set] = field(default_factory=lambda: defaultdict(set))
     placed: int = 0  # AOIs placed so far (see `places`)
+    cluster_class: str | None = None  # the [cluster] table's class, when cropmon created the cluster from it
 
     @contextlib.contextmanager
     def scoped(self, name: str | None) -> Iterator[None]:
@@ -143,7 +287,12 @@ class ClusterHandle:
         """The workers of a remote cluster that cannot open `path` (a local cluster shares the client's files)."""
         if self.kind in ("threads", "local"):
             return []
-        readable = self.client.run(os.access, path, os.R_OK)
+        from cropmon.io.paths import is_gdal_virtual, vector_opens
+
+        # A path in a bucket (/vsis3/...) is opened with GDAL there: it also checks that the storage settings and
+        # credentials reached every worker.
+        readable = self.client.run(vector_opens, path) if is_gdal_virtual(path) else \
+            self.client.run(os.access, path, os.R_OK)
         return sorted(worker for worker, ok in readable.items() if not ok)
 
     def wait(self, futures: Iterable) -> None:
@@ -260,6 +409,7 @@ class ClusterHandle:
         per_worker = Counter(r["worker"] for r in records if "worker" in r)
         return {
             "kind": self.kind,
+            **({"class": self.cluster_class} if self.cluster_class else {}),
             "address": self.address,
             "dashboard": self.dashboard_link,
             "n_workers": len(workers),
@@ -318,21 +468,31 @@ def connect(
     timeout: float = 30.0,
     warm_up: Callable[[], None] | Sequence[Callable[[], None]] | None = None,
     no_worker_timeout: float = 60.0,
+    spec: ClusterSpec | None = None,
+    environment: dict[str, str] | None = None,
 ) -> Iterator[ClusterHandle]:
     """Yield a ClusterHandle for the chosen backend and close what this function started (never a remote one).
 
     `timeout`: seconds a remote scheduler may take to answer (a slow network); a port that refuses connections
     fails after REFUSED_GRACE_S instead. `warm_up` (one function or several, in priority order) runs once on every
     worker while the caller goes on (e.g. the engine's imports and first calls, then the tail's imports).
+    `spec`: a cluster to create from its class (the config's [cluster] table) instead of `scheduler`.
+    `environment`: variables every worker sets (the run's storage settings: runtime.settings_plugin), workers that
+    join later included; taken off a remote cluster's workers again when the run ends.
     """
     choice = resolve_scheduler(scheduler)
     import distributed  # noqa: F401 (it sets up its log handlers, on which the noise filter goes)
 
     runtime.quiet_distributed_noise()
+    if spec is not None:
+        with _spec_client(spec) as (client, address):
+            yield _handle("deployed", client, address, warm_up, no_worker_timeout, environment=environment,
+                          cluster_class=spec.class_path)
+        return
     if choice in ("threads", "local"):
         with _local_client(choice, workers=workers, threads_per_worker=threads_per_worker,
                            memory_limit=memory_limit, dashboard_address=dashboard_address) as (client, address):
-            yield _handle(choice, client, address, warm_up, no_worker_timeout)
+            yield _handle(choice, client, address, warm_up, no_worker_timeout, environment=environment)
         return
     if "://" not in choice and ":" not in choice:
         raise errors.ConfigError(
@@ -361,8 +521,12 @@ def connect(
         dashboard = _dashboard_link(client)
         log.info("connected to %s, dashboard %s", choice, dashboard or "none (the scheduler serves none)")
         with client.as_current():  # graphs that hold futures look up "the" client
-            yield _handle("remote", client, choice, warm_up, no_worker_timeout, dashboard=dashboard)
+            yield _handle("remote", client, choice, warm_up, no_worker_timeout, dashboard=dashboard,
+                          environment=environment)
     finally:
+        if environment:  # the run's credentials do not stay on workers that outlive it
+            with contextlib.suppress(Exception):
+                client.unregister_worker_plugin(runtime.SETTINGS_PLUGIN)
         client.close()
 
 
@@ -453,17 +617,26 @@ def _dashboard_link(client) -> str | None:
 
 
 def _handle(kind: str, client, address: str, warm_up, no_worker_timeout: float, *,
-            dashboard: str | None = None) -> ClusterHandle:
-    """Tune every worker's process (runtime.worker_plugin; waits: fast); the warm-ups start with the first task."""
+            dashboard: str | None = None, environment: dict[str, str] | None = None,
+            cluster_class: str | None = None) -> ClusterHandle:
+    """Tune every worker's process (runtime.worker_plugin; waits: fast) and give it the run's storage settings
+    (not in-process: the client has them); the warm-ups start with the first task."""
     try:
         client.register_plugin(runtime.worker_plugin())
     except Exception as exc:  # a worker that cannot import cropmon fails the run later, with the real error
         log.debug("could not prepare the workers: %s", exc)
+    if environment and kind != "threads":
+        try:
+            client.register_plugin(runtime.settings_plugin(environment))
+        except Exception as exc:  # as above; said without the plugin's contents
+            log.debug("could not give the workers the storage settings: %s", type(exc).__name__)
     warm_ups = [] if warm_up is None else [warm_up] if callable(warm_up) else list(warm_up)
     if kind == "local":
         dashboard = client.dashboard_link
+    if kind == "deployed":
+        dashboard = client.dashboard_link
     handle = ClusterHandle(kind=kind, client=client, address=address, dashboard_link=dashboard,
-                           no_worker_timeout=no_worker_timeout, warm_ups=warm_ups)
+                           no_worker_timeout=no_worker_timeout, warm_ups=warm_ups, cluster_class=cluster_class)
     client.get_task_stream(start=time.time())  # installs the scheduler's task-stream plugin from the start
     return handle
 
@@ -494,6 +667,46 @@ def _local_client(kind: str, *, workers: int | None, threads_per_worker: int | N
         yield client, local.scheduler_address
 
 
+@contextlib.contextmanager
+def _spec_client(spec: ClusterSpec) -> Iterator[tuple[Any, str]]:
+    """Create the cluster of a [cluster] table, scale or adapt it, wait for its workers, and close it at the end.
+
+    Arguments the class refuses when it starts (a TypeError or ValueError of its own) are bad settings: exit 2,
+    before any work. Workers that do not join in `start_timeout` seconds fail the run as a cluster error (exit 3)."""
+    from distributed import Client
+
+    cls = spec.load()
+    with contextlib.ExitStack() as stack:
+        stack.callback(runtime.CLOSING.clear)
+        try:
+            cluster = stack.enter_context(cls(**spec.options))
+        except Exception as exc:
+            refused = next((e for e in errors.chain(exc) if isinstance(e, TypeError | ValueError)), None)
+            if refused is not None:
+                raise errors.ConfigError(
+                    f"[cluster] {spec.class_path} refused its options ({errors.first_line(refused)})",
+                    fix="fix [cluster.options]: the class's keyword arguments") from exc
+            raise errors.ClusterError(f"the {spec.class_path} cluster could not be created "
+                                      f"({errors.first_line(exc)})") from exc
+        if spec.scale is not None:
+            cluster.scale(spec.scale)
+        elif spec.adapt is not None:
+            cluster.adapt(minimum=spec.adapt[0], maximum=spec.adapt[1])
+        client = stack.enter_context(Client(cluster, set_as_default=False))
+        stack.callback(runtime.CLOSING.set)  # first thing on the way out: the closing cluster's noise is dropped
+        n = spec.workers_to_wait_for
+        try:
+            client.wait_for_workers(n, timeout=spec.start_timeout)
+        except TimeoutError as exc:
+            raise errors.ClusterError(
+                f"the {spec.class_path} cluster did not get {n} worker(s) in {spec.start_timeout:g} s; check its "
+                "job queue or pods, or raise [cluster] start_timeout") from exc
+        log.info("%s cluster: %d workers, dashboard %s", spec.class_path,
+                 len(client.scheduler_info(n_workers=-1)["workers"]), client.dashboard_link)
+        with client.as_current():
+            yield client, cluster.scheduler_address
+
+
 def profile_scratch(profile: str | None) -> Path | None:
     """Where the performance report is first written (moved next to the outputs by place_profile)."""
     if not profile:
@@ -521,10 +734,24 @@ def performance_report(handle: ClusterHandle, path: Path | None) -> Iterator[Non
     log.info("Dask performance report written (it goes to %s with the outputs)", path)
 
 
-def place_profile(profile: str | None, report: Path | None, out_dir: Path, staging: Path) -> None:
+def place_profile(profile: str | None, report: Path | None, out_dir: Path | str, staging: Path) -> None:
     """Move the run's performance report to `--profile`: into the staging directory when that path lies in the
-    output directory (so the atomic swap keeps it), else straight to its place."""
+    output directory (so the atomic swap keeps it; outputs in a bucket: `--profile OUT/profile.html` puts it in
+    the run's prefix), else straight to its place (a local file, or an object in a bucket)."""
+    from cropmon.io import store
+
     if not profile or report is None or not report.exists():
+        return
+    if store.is_object_store(profile):
+        url, base = store.url_of(profile), store.url_of(out_dir).rstrip("/") + "/"
+        if url.startswith(base):
+            target = staging / url[len(base):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(report, target)
+        else:
+            store.upload(report, url)
+            report.unlink()
+        log.info("Dask performance report: %s", profile)
         return
     target = Path(profile).resolve()
     final = Path(out_dir).resolve()

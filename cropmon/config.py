@@ -21,6 +21,8 @@ from typing import Any
 from cropmon import errors
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import Catalogue, as_catalogue
+from cropmon.cluster import ClusterSpec
+from cropmon.io.store import StorageSettings, forwarded_environment
 
 
 def setting(default: Any = None, *, help: str, group: str = "run", flag: str | None = None,
@@ -55,6 +57,11 @@ class RunConfig:
         help="ground-truth fields: GeoPackage, GeoParquet, FlatGeobuf, Shapefile, GeoJSON or another GDAL vector file")
     layer: str | None = setting(group="inputs", help="layer of the fields file (needed when it has several)")
     label_column: str = setting("normalized_label", group="inputs", help="ground-truth label column")
+    no_labels: bool = setting(
+        False, group="inputs",
+        help="analyse without ground truth even where the fields carry labels: every field ranked by the model's "
+        "uncertainty, fields to label spread over predicted classes and space, no accuracy (a fields file without the "
+        "label column, or whose labels are all empty, is analysed so anyway)")
     class_band: int = setting(3, group="inputs", help="1-based band of the class ids")
     confidence_band: int = setting(4, group="inputs", help="1-based band of the confidence")
     classes: str | Catalogue | None = setting(  # noqa: RUF009 (setting() is a dataclasses.field)
@@ -107,10 +114,17 @@ class RunConfig:
     progress: str = setting("auto", choices=("auto", "on", "off"), help="progress bar (auto: on a terminal)")
     seed: int = setting(0, help="seed of the active-learning selection (the plan is deterministic for a seed)")
     diagnosis: DiagnosisSettings = field(default_factory=DiagnosisSettings)  # the file's [diagnosis] table
+    # The file's [gdal] table, CROPMON_GDAL_<OPTION> variables and the client's forwarded AWS_*/GDAL_*/CPL_* ...
+    # variables (io/store.py): GDAL's options for every process of the run, workers that join later included.
+    gdal: StorageSettings = field(default_factory=StorageSettings)
+    cluster: ClusterSpec | None = None  # the file's [cluster] table: a cluster cropmon creates from its class
 
     def as_manifest(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """The settings for run.json and the report: secret storage settings redacted (never their values)."""
+        out = dataclasses.asdict(dataclasses.replace(self, gdal=StorageSettings(), cluster=None))
         out["classes"] = self.catalogue().source if self.classes is not None else None
+        out["gdal"] = self.gdal.as_manifest()
+        out["cluster"] = self.cluster.as_manifest() if self.cluster is not None else None
         return out
 
     def catalogue(self) -> Catalogue:
@@ -124,9 +138,20 @@ FLAG_SETTINGS: tuple[str, ...] = tuple(name for name, f in SETTINGS.items() if "
 
 
 def scalar_type(name: str) -> type:
-    """int, float or str: the type a setting's text is read as (from its annotation, None removed)."""
+    """bool, int, float or str: the type a setting's text is read as (from its annotation, None removed)."""
     kinds = [t for t in typing.get_args(TYPES[name]) or (TYPES[name],) if t is not type(None)]
-    return kinds[0] if kinds and kinds[0] in (int, float, str) else str
+    return kinds[0] if kinds and kinds[0] in (bool, int, float, str) else str
+
+
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_bool(text: str) -> bool:
+    """'true'/'1'/'yes'/'on' -> True, 'false'/'0'/'no'/'off' -> False (any case): a switch in the environment."""
+    word = str(text).strip().lower()
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise ValueError(f"{text!r} is not one of {', '.join(TRUE_WORDS + FALSE_WORDS)}")
 
 
 def flag_name(name: str) -> str:
@@ -145,6 +170,15 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if isinstance(value, dict):  # a TOML table {crop = [aliases]}
             return Catalogue.from_mapping(value, source=f"{source} [classes]", path=source)
         return str(value)
+    if name == "gdal":
+        if isinstance(value, StorageSettings):
+            return value
+        if not isinstance(value, dict):
+            raise errors.ConfigError(f"{source}: [gdal] must be a table of GDAL options",
+                                     fix='e.g. [gdal] AWS_S3_ENDPOINT = "minio:9000"')
+        return StorageSettings.from_mapping(value, source=f"{source} [gdal]")
+    if name == "cluster":
+        return ClusterSpec.from_mapping(value, source=source)
     if name == "diagnosis":
         if isinstance(value, DiagnosisSettings):
             return value
@@ -153,8 +187,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return DiagnosisSettings.from_mapping(value)
     custom = SETTINGS[name].metadata.get("parse")
     kind = scalar_type(name)
-    what = {int: "an integer", float: "a number"}.get(kind, "a text")
-    if not isinstance(value, str) and not _is_a(value, float if custom else kind):
+    if kind is bool:
+        custom = custom or parse_bool
+    what = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "a text")
+    if not isinstance(value, str) and not _is_a(value, float if custom and kind is not bool else kind):
         # A typed value (a TOML file, an API argument) must be of the setting's type: 2.5 is no row count, true
         # no number of workers, a list no text. Text (a flag, an environment variable) is parsed below.
         raise errors.ConfigError(f"{source}: {name} = {value!r} is not {what}",
@@ -167,9 +203,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 
 def _is_a(value: Any, kind: type) -> bool:
-    """int: an integer (numpy's too), not a bool; float: any real number, not a bool; str: a str."""
-    if isinstance(value, bool):
-        return False
+    """bool: a bool; int: an integer (numpy's too), not a bool; float: any real number, not a bool; str: a str."""
+    if kind is bool or isinstance(value, bool):
+        return isinstance(value, bool) and kind is bool
     return isinstance(value, {int: numbers.Integral, float: numbers.Real}.get(kind, kind))
 
 
@@ -233,14 +269,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return {k: _coerce(k, v, str(path)) for k, v in data.items()}
 
 
+GDAL_PREFIX = "CROPMON_GDAL_"
+
+
 def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """CROPMON_<SETTING> variables, e.g. CROPMON_RASTER, CROPMON_CHUNK_ROWS."""
+    """CROPMON_<SETTING> variables, e.g. CROPMON_RASTER, CROPMON_CHUNK_ROWS; CROPMON_GDAL_<OPTION> sets a GDAL
+    option (CROPMON_GDAL_AWS_S3_ENDPOINT=host:9000)."""
     environ = os.environ if environ is None else environ
-    out = {}
+    out: dict[str, Any] = {}
     for name in SETTINGS:
         key = f"CROPMON_{name.upper()}"
-        if name not in ("diagnosis", "aois") and environ.get(key):
+        if name not in ("diagnosis", "aois", "gdal", "cluster") and environ.get(key):
             out[name] = _coerce(name, environ[key], key)
+    gdal = {k.removeprefix(GDAL_PREFIX): v for k, v in environ.items() if k.startswith(GDAL_PREFIX) and v}
+    if gdal:
+        out["gdal"] = StorageSettings.from_mapping(gdal, source="CROPMON_GDAL_* variables")
     return out
 
 
@@ -248,12 +291,14 @@ def build_config(
     flags: dict[str, Any], *, config_file: str | None = None, environ: dict[str, str] | None = None
 ) -> RunConfig:
     """Merge defaults < file < environment < flags (flags that are None do not override) and validate."""
+    # Storage settings merge option by option: the client's forwarded variables < [gdal] < CROPMON_GDAL_* < gdal=.
+    gdal = forwarded_environment(os.environ if environ is None else environ)
     merged: dict[str, Any] = {}
-    if config_file:
-        merged.update(read_config_file(config_file))
-    merged.update(from_environment(environ))
-    merged.update({k: _coerce(k, v, flag_name(k)) for k, v in flags.items() if v is not None})
-    config = RunConfig(**merged)
+    for layer in (read_config_file(config_file) if config_file else {}, from_environment(environ),
+                  {k: _coerce(k, v, flag_name(k)) for k, v in flags.items() if v is not None}):
+        gdal = gdal.merged(layer.pop("gdal", StorageSettings()))
+        merged.update(layer)
+    config = RunConfig(**merged, gdal=gdal)
     validate(config)
     return config
 
@@ -280,6 +325,9 @@ def validate(config: RunConfig) -> None:
             raise errors.ConfigError(
                 f"AOI name(s) {', '.join(taken)} are names of the pooled outputs beside the AOIs' folders",
                 fix=f"name the AOIs otherwise (taken: {', '.join(reserved_names())})")
+    if config.no_labels and config.label_column != SETTINGS["label_column"].default:
+        raise errors.ConfigError(f"--no-labels and --label-column {config.label_column} exclude each other",
+                                 fix="drop one: --no-labels reads no label column")
     if (config.raster is None) != (config.fields is None):
         raise errors.ConfigError(
             "--raster and --fields go together", fix="pass both (or neither, to analyse the digital twin)"
@@ -299,4 +347,9 @@ def validate(config: RunConfig) -> None:
             raise errors.ConfigError(f"{name} = {getattr(config, name)!r}", fix=f"use {', '.join(choices)}")
     if config.twin_scale <= 0:
         raise errors.ConfigError("twin_scale must be > 0")
+    if config.cluster is not None:
+        if config.scheduler is not None:
+            raise errors.ConfigError(f"[cluster] ({config.cluster.class_path}) and --scheduler {config.scheduler} "
+                                     "exclude each other", fix="drop one of them")
+        config.cluster.load()  # an unknown class or arguments it does not take fail here, before any work
     config.catalogue()  # a bad class list fails here, before any work

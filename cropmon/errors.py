@@ -69,6 +69,10 @@ class MissingColumn(InputError):
     """The fields lack a required column."""
 
 
+class NoUsableLabel(InputError):
+    """The label column holds labels, but none of them is a class of the model's catalogue."""
+
+
 class GeometryError(InputError):
     """The fields' geometry cannot be used as given: no geometry metadata, several geometry columns, no polygons."""
 
@@ -107,6 +111,18 @@ class BadCatalogue(InputError):
 
 class CatalogueMismatch(InputError):
     """The raster's class values do not fit the class list: most pixels hold values that are no class of it."""
+
+
+class MissingCredentials(InputError):
+    """Object storage (S3, GCS, Azure) is named but no credentials for it can be found."""
+
+
+class MissingBucket(InputError):
+    """The bucket (an Azure container) of an object-storage path does not exist."""
+
+
+class ObjectStoreError(InputError):
+    """Object storage refused or failed an access: access denied, an unreachable endpoint."""
 
 
 class ClusterError(CropmonError):

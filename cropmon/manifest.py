@@ -46,10 +46,11 @@ def started_at(started: float) -> str:
 
 def run_header(*, raster: RasterInfo, source: FieldSource, n_fields: int, settings: dict[str, Any],
                is_twin: bool, started: float, fields_read: dict[str, Any] | None = None,
-               catalogue: Catalogue = U0C) -> dict[str, Any]:
+               catalogue: Catalogue = U0C, label_column: str | None = "normalized_label") -> dict[str, Any]:
     """run.json of one AOI before its tail: inputs, versions, settings (the cluster, the field counts, the timings
     and the outputs are added when they are known). `fields_read`: the fields file as the worker read it (path,
-    layer, format, size; `read_from` when through a GeoPackage copy)."""
+    layer, format, size; `read_from` when through a GeoPackage copy); `label_column`: the column the labels were
+    read from (None: none, a run without ground truth)."""
     return {
         "cropmon_version": __version__,
         "started": started_at(started),
@@ -59,6 +60,7 @@ def run_header(*, raster: RasterInfo, source: FieldSource, n_fields: int, settin
                 **(fields_read or {"path": source.path, "layer": source.layer, "size_bytes": size_bytes(source.path)}),
                 "crs": crs_name(source.crs),
                 "n_fields": n_fields,
+                "label_column": label_column,
             },
             "digital_twin": is_twin,
             "classes": catalogue.as_manifest(),
@@ -79,6 +81,7 @@ def field_counts(results: FieldResults) -> dict[str, Any]:
         "n_with_pixels": analysed,
         "n_without_pixels": len(table) - analysed,
         "n_scored": int(table["gt_ml_match"].notna().sum()),
+        "n_labelled": int(table["gt_class"].notna().sum()),  # a usable label (a class of the catalogue)
         "pixel_rule": table["pixel_rule"].value_counts().to_dict(),
         "geometry_status": table["geometry_status"].value_counts().to_dict(),
         "label_status": table["label_status"].value_counts().loc[lambda c: c > 0].to_dict(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import sys
 import threading
@@ -35,9 +36,9 @@ from cropmon.config import RunConfig, aoi_parts
 from cropmon.engine.analyse import FieldInputs, FieldJob, field_inputs, submit_fields
 from cropmon.engine.mapped import aoi_mask
 from cropmon.engine.zonal import warm_up
-from cropmon.io import outputs
+from cropmon.io import outputs, store
 from cropmon.io.raster import inspect_raster
-from cropmon.io.vector import inspect_fields
+from cropmon.io.vector import inspect_fields, label_column_to_read
 from cropmon.progress import StageTimer, twin_progress
 from cropmon.tail import Tail, collect_tail, receive, submit_pooled, submit_tail
 
@@ -49,13 +50,15 @@ class RunOutcome:
     """What a run did: where its outputs are and its manifest (run.json). The per-field table stays on the cluster
     and in the outputs (fields.parquet); `cropmon.analyse` brings one back to the caller."""
 
-    out_dir: Path
+    out_dir: Path | str  # outputs in a bucket: the run's own prefix (s3://bucket/prefix/runs/RUN_ID)
     manifest: dict[str, Any]
 
     @property
-    def paths(self) -> dict[str, Path]:
+    def paths(self) -> dict[str, Path | str]:
         """Every file written, by name (a multi-AOI run: the pooled files; each AOI's are under its folder)."""
         names = self.manifest.get("outputs") or [*self.manifest.get("pooled_outputs", []), "run.json"]
+        if isinstance(self.out_dir, str):
+            return {name: f"{self.out_dir}/{name}" for name in names}
         return {name: self.out_dir / name for name in names}
 
     @property
@@ -91,16 +94,23 @@ def run(config: RunConfig) -> RunOutcome:
     With `config.aois`, every AOI is analysed on the same cluster into `<out>/<aoi>/`, followed by the pooled view
     across AOIs in `<out>/`.
     """
-    if config.aois:
-        return run_many(config)
+    named = [config.raster, config.fields, config.out, config.scratch_dir,
+             *(p for aoi in config.aois for p in aoi_parts(aoi)[1:])]
+    config = dataclasses.replace(config, gdal=store.defaults_for(named).merged(config.gdal))
+    with config.gdal.applied():  # GDAL and the file systems of this process read the storage settings there
+        return run_many(config) if config.aois else _run_one(config)
+
+
+def _run_one(config: RunConfig) -> RunOutcome:
     started = time.time()
     progress = want_progress(config)
     timer = StageTimer(show=progress)
     with timer.stage("inputs", has_own_bar=True):
         raster, fields, is_twin = resolve_inputs(config, progress=progress)
         out_dir = default_out_dir(config, raster, twin=is_twin)
-        outputs.check_writable(out_dir)
         _inspect_inputs(raster, fields, config, mask=config.aoi_mask)
+        outputs.check_writable(out_dir)
+        _check_scratch(config, out_dir)
     profile = profile_scratch(config.profile)
     # The output directory's lock is taken first (a second run into it is refused before any work), and the
     # cluster closes before the staging directory is swapped in or removed (no worker still writes into it).
@@ -109,13 +119,13 @@ def run(config: RunConfig) -> RunOutcome:
                                mask=config.aoi_mask)  # while the cluster starts
         handle = started_cluster()
         with performance_report(handle, profile):
-            aoi = _submit_aoi(handle, None, inputs, config, staged.staging, is_twin=is_twin, timer=timer,
-                              started=started)
+            aoi = _submit_aoi(handle, None, inputs, config, staged, is_twin=is_twin, timer=timer,
+                              started=started, paths=[raster, fields, out_dir])
             run_json = _finish_aoi(handle, aoi, progress=progress)
         place_profile(config.profile, profile, out_dir, staged.staging)
         outputs.remove_parts(staged.staging)
-    log.info("outputs in %s (%.1f s)", out_dir, run_json["timings_s"]["total"])
-    return RunOutcome(out_dir=Path(out_dir), manifest=run_json)
+    log.info("outputs in %s (%.1f s)", staged.remote or out_dir, run_json["timings_s"]["total"])
+    return RunOutcome(out_dir=staged.remote or Path(out_dir), manifest=run_json)
 
 
 def run_many(config: RunConfig) -> RunOutcome:
@@ -127,13 +137,14 @@ def run_many(config: RunConfig) -> RunOutcome:
     """
     started = time.time()
     progress = want_progress(config)
-    out_dir = Path(config.out) if config.out else Path("outputs") / "aois"
-    outputs.check_writable(out_dir)
+    out_dir = _out_location(config.out) if config.out else Path("outputs") / "aois"
     for name, raster, fields, mask in map(aoi_parts, config.aois):
         try:
             _inspect_inputs(raster, fields, config, mask=mask)
         except errors.InputError as exc:
             raise type(exc)(f"AOI {name}: {exc.problem}", path=exc.path, fix=exc.fix) from exc
+    outputs.check_writable(out_dir)
+    _check_scratch(config, out_dir)
     profile = profile_scratch(config.profile)
     aois: dict[str, dict[str, Any]] = {}
     summaries: dict[str, Any] = {}
@@ -145,8 +156,8 @@ def run_many(config: RunConfig) -> RunOutcome:
                 log.info("AOI %s: %s + %s%s", name, raster, fields, f" (mask {mask})" if mask else "")
                 timer = StageTimer(show=progress)
                 inputs = _field_inputs(raster, fields, config, timer, out_dir=out_dir, mask=mask)
-                aoi = _submit_aoi(handle, name, inputs, config, staged.staging, is_twin=False, timer=timer,
-                                  started=time.time(), summarise=True)
+                aoi = _submit_aoi(handle, name, inputs, config, staged, is_twin=False, timer=timer,
+                                  started=time.time(), summarise=True, paths=[raster, fields, out_dir])
                 in_flight.append(aoi)
                 while len(in_flight) > window:  # the oldest AOI's tail runs beside the newer AOIs' computes
                     done = in_flight.popleft()
@@ -154,7 +165,7 @@ def run_many(config: RunConfig) -> RunOutcome:
             while in_flight:
                 done = in_flight.popleft()
                 aois[done.name] = _finish_many(handle, done, summaries, progress)
-            destination = _destination(handle, staged.staging, config)
+            destination = _destination(handle, staged, staged.staging, config)
             pooled = submit_pooled(handle, summaries, settings=config.diagnosis, seed=config.seed,
                                    destination=destination)
             handle.wait([pooled])
@@ -163,10 +174,37 @@ def run_many(config: RunConfig) -> RunOutcome:
         place_profile(config.profile, profile, out_dir, staged.staging)
         run_json = manifest.many_aois(started=started, aois=aois, settings=config.as_manifest(),
                                       cluster=handle.describe(), pooled_outputs=list(written))
+        run_json.update(_storage_manifest(staged, [p for aoi in config.aois for p in aoi_parts(aoi)[1:3]]
+                                          + [out_dir]))
         outputs.write_json(staged.path("run.json"), run_json)
         outputs.remove_parts(staged.staging)
-    log.info("outputs of %d AOIs in %s (%.1f s)", len(config.aois), out_dir, run_json["timings_s"]["total"])
-    return RunOutcome(out_dir=out_dir, manifest=run_json)
+    log.info("outputs of %d AOIs in %s (%.1f s)", len(config.aois), staged.remote or out_dir,
+             run_json["timings_s"]["total"])
+    return RunOutcome(out_dir=staged.remote or out_dir, manifest=run_json)
+
+
+def _out_location(out: str) -> Path | str:
+    """--out as a local directory, or an object-storage URL (s3://bucket/prefix) kept as text."""
+    return store.url_of(out) if store.is_object_store(out) else Path(out)
+
+
+def _check_scratch(config: RunConfig, out_dir: Path | str) -> None:
+    """A --scratch-dir in a bucket is checked like an --out in one: credentials, bucket, a probe written (the
+    default one, under an --out in a bucket, was checked with it)."""
+    if config.scratch_dir and store.is_object_store(config.scratch_dir):
+        outputs.check_writable(scratch_dir_for(config, out_dir))
+
+
+def _storage_manifest(staged: outputs.StagedOutput, paths: list) -> dict[str, Any]:
+    """run.json's `output` (a run into a bucket: its id, prefix and pointer) and `object_storage` (endpoints and
+    where the credentials came from, never their values), when they apply."""
+    out: dict[str, Any] = {}
+    if staged.remote is not None:
+        out["output"] = staged.as_manifest()
+    used = store.describe([str(p) for p in paths])
+    if used:
+        out["object_storage"] = used
+    return out
 
 
 def aois_in_flight(n_workers: int) -> int:
@@ -188,35 +226,42 @@ def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer
                         label_column=config.label_column, class_band=config.class_band,
                         confidence_band=config.confidence_band, tie_break=config.tie_break,
                         scratch_dir=scratch_dir_for(config, out_dir), catalogue=config.catalogue(), timer=timer,
-                        mask=mask)
+                        mask=mask, no_labels=config.no_labels)
 
 
 SCRATCH_NAME = f"{outputs.RESERVED_PREFIX}scratch"
 
 
-def scratch_dir_for(config: RunConfig, out_dir: Path) -> Path:
+def scratch_dir_for(config: RunConfig, out_dir: Path | str) -> Path | str:
     """--scratch-dir, else `.cropmon-scratch` beside the output directory: on a cluster the outputs' storage is
     often the one every worker mounts (docker-compose.yml mounts /outputs on the workers), the input's may be
     read-only. Inside it when its contents are swapped in place (a mount point: beside it is another disk, or
-    none that is writable); the swap leaves it alone."""
+    none that is writable); the swap leaves it alone. Outputs in a bucket: `OUT/.cropmon-scratch` in it, which
+    every worker reaches (a --scratch-dir may be a bucket too)."""
     if config.scratch_dir:
-        return Path(config.scratch_dir)
+        return store.url_of(config.scratch_dir) if store.is_object_store(config.scratch_dir) \
+            else Path(config.scratch_dir)
+    if store.is_object_store(out_dir):
+        return store.parse(out_dir).join(SCRATCH_NAME).url
     out = Path(out_dir).resolve()
     return out / SCRATCH_NAME if outputs.swaps_in_place(out) else out.parent / SCRATCH_NAME
 
 
-def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, config: RunConfig, staging: Path, *,
-                is_twin: bool, timer: StageTimer, started: float, summarise: bool = False) -> AOIRun:
+def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, config: RunConfig,
+                staged: outputs.StagedOutput, *, is_twin: bool, timer: StageTimer, started: float,
+                summarise: bool = False, paths: list | None = None) -> AOIRun:
     """Put one AOI's engine and tail on the cluster; returns once both are submitted."""
-    out_dir = staging / name if name else staging
+    out_dir = staged.staging / name if name else staged.staging
     out_dir.mkdir(exist_ok=True)
-    destination = _destination(handle, out_dir, config)
+    destination = _destination(handle, staged, out_dir, config)
     places = handle.places(3)  # the table's worker, and two others for its files
     with handle.scoped(name):
         job = submit_fields(handle, inputs, timer=timer, home=places[0] if places else None)
         header = manifest.run_header(raster=job.raster, source=job.source, n_fields=job.n_fields,
                                      settings=config.as_manifest(), is_twin=is_twin, started=started,
-                                     fields_read=job.fields_read, catalogue=inputs.catalogue)
+                                     fields_read=job.fields_read, catalogue=inputs.catalogue,
+                                     label_column=inputs.label_column)
+        header.update(_storage_manifest(staged, paths or []))
         tail = submit_tail(handle, job, settings=config.diagnosis, seed=config.seed, destination=destination,
                            header={**header, "timings_s": dict(timer.seconds)}, summarise=summarise,
                            places=places)
@@ -249,9 +294,13 @@ def _finish_aoi(handle: ClusterHandle, aoi: AOIRun, *, progress: bool) -> dict[s
     return run_json
 
 
-def _destination(handle: ClusterHandle, staging: Path, config: RunConfig) -> outputs.Destination:
-    """Shared when the workers see the staging directory (tested by a probe file on a remote cluster)."""
+def _destination(handle: ClusterHandle, staged: outputs.StagedOutput, staging: Path,
+                 config: RunConfig) -> outputs.Destination:
+    """Into the bucket when the outputs go to one (the workers upload), else shared when the workers see the
+    staging directory (tested by a probe file on a remote cluster), else through the client."""
     outputs.prepare_parts(staging)
+    if staged.remote is not None:
+        return outputs.Destination(shared=None, store=staged.remote_of(staging))
     if config.outputs_via == "client":
         return outputs.Destination(shared=None)
     if config.outputs_via == "shared" or handle.kind in ("threads", "local"):
@@ -275,9 +324,9 @@ def resolve_inputs(config: RunConfig, *, progress: bool) -> tuple[str, str, bool
     return str(paths.raster), str(paths.fields), True
 
 
-def default_out_dir(config: RunConfig, raster: str, *, twin: bool) -> Path:
+def default_out_dir(config: RunConfig, raster: str, *, twin: bool) -> Path | str:
     if config.out:
-        return Path(config.out)
+        return _out_location(config.out)
     return Path("outputs") / ("twin" if twin else Path(raster).stem)
 
 
@@ -289,7 +338,9 @@ def want_progress(config: RunConfig) -> bool:
 def _inspect_inputs(raster: str, fields: str, config: RunConfig, *, mask: str | None = None) -> None:
     """Fail before any work on a bad raster or fields header, or an AOI mask that cannot be used on the raster."""
     info = inspect_raster(raster, class_band=config.class_band, confidence_band=config.confidence_band)
-    inspect_fields(fields, layer=config.layer, label_column=config.label_column)
+    header = inspect_fields(fields, layer=config.layer, label_column=None)
+    label_column_to_read(header, config.label_column, no_labels=config.no_labels, catalogue=config.catalogue(),
+                         warn=False)  # field_inputs warns
     if mask:
         from affine import Affine
 
@@ -310,6 +361,8 @@ def _cluster(config: RunConfig, timer: StageTimer | None = None) -> Iterator[Clu
                 warm_up=(warm_up, tail.warm_up),
                 no_worker_timeout=config.no_worker_timeout,
                 timeout=config.connect_timeout,
+                spec=config.cluster,
+                environment=config.gdal.as_dict(),
             ))
         if handle.dashboard_link:
             print(f"Dask dashboard: {handle.dashboard_link}", file=sys.stderr)
@@ -321,7 +374,7 @@ def _cluster_starting(config: RunConfig, timer: StageTimer) -> Iterator[Callable
     """Start a local cluster in a thread while the caller reads the inputs' headers (its worker processes take a
     second or two to start); yields a function that waits for it. The cluster lives and closes in that thread (a
     Client is entered and left in one context); a remote scheduler is simply connected to."""
-    if resolve_scheduler(config.scheduler) not in ("local", "threads"):
+    if config.cluster is not None or resolve_scheduler(config.scheduler) not in ("local", "threads"):
         with _cluster(config, timer) as handle:
             yield lambda: handle
         return

@@ -5,6 +5,7 @@ cluster, present and future."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from cropmon import errors
@@ -98,6 +99,50 @@ def worker_plugin():
     return ProcessTuning()
 
 
+SETTINGS_PLUGIN = "cropmon-settings"
+
+
+def settings_plugin(environment: dict[str, str]):
+    """A Dask worker plugin that sets a run's storage settings (GDAL's options, the cloud SDKs' variables: see
+    io/store.StorageSettings) as environment variables of every worker, present and future, and puts back what
+    was there when it is removed (cluster.connect removes it at the end of a run on a cluster it did not start).
+
+    Environment variables, not GDAL's config API: the workers run two GDALs (rasterio's and pyogrio's wheels each
+    bundle one) and the AWS SDK in pyarrow, and all three read the environment."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    from cropmon.io.store import clear_caches, is_secret
+
+    class StorageSettingsOnWorker(WorkerPlugin):
+        name = SETTINGS_PLUGIN
+
+        def __init__(self, environment: dict[str, str]) -> None:
+            self.environment = dict(environment)
+            self.previous: dict[str, str | None] = {}
+
+        def __repr__(self) -> str:  # never the values: distributed may log a plugin
+            return f"<{SETTINGS_PLUGIN}: {', '.join(n for n in self.environment if not is_secret(n))} ...>"
+
+        def setup(self, worker) -> None:
+            import os
+
+            self.previous = {name: os.environ.get(name) for name in self.environment}
+            os.environ.update(self.environment)
+            clear_caches()
+
+        def teardown(self, worker) -> None:
+            import os
+
+            for name, value in self.previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            clear_caches()
+
+    return StorageSettingsOnWorker(environment)
+
+
 # A worker's RasterioIOError reading pixels is turned into NotARaster by the client (engine/analyse.py).
 QUIET_WORKER_ERRORS: tuple[str, ...] = ("RasterioIOError",)
 
@@ -128,6 +173,9 @@ class DistributedNoise(logging.Filter):
       worker's tasks run elsewhere) or fails with its own one-line ClusterError;
     - "Async instruction ... ended with CancelledError": a worker closing while tasks run (an interrupted run);
     - "Failed to reconnect to scheduler": the run fails with its own line about the lost scheduler;
+    - distributed's `sync()` cancelling on Ctrl-C or SIGTERM before its future exists: a NameError in its own
+      `cancel` callback (distributed 2026.8, `future` is declared but unset until the coroutine starts); the run
+      stops as asked and says so in its own line;
     - while this process closes the cluster it started (CLOSING), anything but a critical message.
     """
 
@@ -150,11 +198,25 @@ class DistributedNoise(logging.Filter):
             return "the client gave up reconnecting to the scheduler"
         if "ended with CancelledError" in message:
             return "an instruction was cancelled while the worker closed"
+        if _is_sync_cancel_race(record.exc_info[1] if record.exc_info else None):
+            return "an interrupt landed before distributed's sync() had a future to cancel"
         if _is_closed_connection(record.exc_info[1] if record.exc_info else None):
             return f"{message.splitlines()[0][:200] if message.strip() else 'a connection'}: closed"
         if CLOSING.is_set() and record.levelno < logging.CRITICAL:
             return f"while the cluster closed: {record.getMessage().splitlines()[0][:200] if record.msg else ''}"
         return None
+
+
+def _is_sync_cancel_race(exc: BaseException | None) -> bool:
+    """A NameError raised in distributed.utils' `cancel` (the callback sync() schedules on KeyboardInterrupt)."""
+    if not isinstance(exc, NameError) or exc.__traceback__ is None:
+        return False
+    import traceback
+
+    import distributed.utils
+
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    return last.name == "cancel" and os.path.realpath(last.filename) == os.path.realpath(distributed.utils.__file__)
 
 
 def _is_closed_connection(exc: BaseException | None) -> bool:

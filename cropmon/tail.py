@@ -8,13 +8,15 @@ exists; independent ones run side by side on the workers):
   field-parquet  fields.parquet, field_class_counts.parquet (side by side with the GeoPackage)
   field-counts   manifest.field_counts                                  small: for run.json and the report
   mapped-area    mapped_area.csv (the map's census; no ground truth needed) and run.json `mapped_area`
+  field-uncertainty  field_uncertainty.parquet (every field's scores, from the diagnosis; no ground truth needed)
   map-window     report.map_window (reads a window of the raster)        a few small arrays
   image          one task per picture of the report                      PNG bytes
   tables, field-lists, images, report                                    files
   aoi-summary    analysis.pooled.summarise_diagnosis (multi-AOI runs)     compact, stays on the cluster
 
 Every file goes to the run's staging directory through io/outputs.produce: renamed into place by the worker when
-it shares the directory with the client, else pulled by the client in pieces. `collect_tail` waits for the files
+it shares the directory with the client, uploaded by the worker when the outputs go to a bucket, else pulled by
+the client in pieces. `collect_tail` waits for the files
 and returns what run.json says about them. The client never holds the per-field table.
 """
 
@@ -131,10 +133,30 @@ def mapped_area_manifest_task(results: FieldResults) -> dict[str, Any]:
                         if ha > 0}}
 
 
+def write_field_uncertainty_task(d: Diagnosis, results: FieldResults, *, out_dir: Path) -> None:
+    from cropmon.report.active import write_field_uncertainty
+
+    write_field_uncertainty(d, results.table, out_dir)
+
+
 def accuracy_manifest_task(d: Diagnosis) -> dict[str, Any]:
     from cropmon.report.accuracy import accuracy_manifest
+    from cropmon.report.active import NO_ACCURACY
 
+    if not d.has_labels:
+        return {"estimated": False, "why": NO_ACCURACY}
     return accuracy_manifest(d.accuracy)
+
+
+ACTIVE_MANIFEST_KEYS = ("ground_truth", "ranking", "suspect_labels", "unlabelled_plan")
+
+
+def active_manifest_task(key: str, d: Diagnosis) -> dict[str, Any]:
+    """run.json `ground_truth`, `ranking`, `suspect_labels` or `unlabelled_plan` (report/active.py)."""
+    from cropmon.report import active
+
+    return {"ground_truth": active.ground_truth_manifest, "ranking": active.ranking_manifest,
+            "suspect_labels": active.suspects_manifest, "unlabelled_plan": active.unlabelled_manifest}[key](d)
 
 
 def evaluation_design_task(d: Diagnosis) -> dict[str, Any]:
@@ -222,6 +244,7 @@ def submit_tail(handle: ClusterHandle, job: FieldJob, *, settings: DiagnosisSett
     products = {"field-gpkg": product("field-gpkg", write_fields_gpkg_task, results, on=files_on[-1]),
                 "field-parquet": product("field-parquet", write_fields_parquet_task, results, on=files_on[0]),
                 "mapped-area": product("mapped-area", write_mapped_area_task, results)}
+    products["field-uncertainty"] = product("field-uncertainty", write_field_uncertainty_task, full, results)
     counts = handle.submit(field_counts_task, results, stage="field-counts")
     diagnosis = handle.submit(slim_diagnosis, full, stage="diagnosis-slim")
     window = handle.submit(map_window_task, results, stage="map-window")
@@ -238,7 +261,9 @@ def submit_tail(handle: ClusterHandle, job: FieldJob, *, settings: DiagnosisSett
         if summarise else None
     extra = {"mapped_area": handle.submit(mapped_area_manifest_task, results, stage="mapped-area-manifest"),
              "accuracy_assessment": handle.submit(accuracy_manifest_task, diagnosis, stage="accuracy-manifest"),
-             "evaluation_design": handle.submit(evaluation_design_task, diagnosis, stage="evaluation-design")}
+             "evaluation_design": handle.submit(evaluation_design_task, diagnosis, stage="evaluation-design"),
+             **{key: handle.submit(active_manifest_task, key, diagnosis, stage="active-manifest")
+                for key in ACTIVE_MANIFEST_KEYS}}
     return Tail(products=products, counts=counts, summary=summary, manifest=extra)
 
 
@@ -253,9 +278,10 @@ def collect_tail(handle: ClusterHandle, tail: Tail, staging: Path, destination: 
 
 
 def receive(handle: ClusterHandle, product, staging: Path, destination: Destination) -> dict[str, int]:
-    """The files of one finished product task: already in `staging` (shared), or pulled piece by piece."""
+    """The files of one finished product task: already in `staging` (shared) or in the bucket (uploaded by the
+    worker), or pulled piece by piece."""
     files = handle.result(handle.submit(outputs.product_files, product, stage="product-files"))
-    if destination.shared:
+    if destination.shared or destination.store:
         return files
     for name, size in files.items():
         with open(staging / name, "wb") as out:

@@ -78,7 +78,8 @@ def pixel_to_lonlat(col: np.ndarray, row: np.ndarray, origin=ORIGIN, pixel=PIXEL
     return origin[0] + np.asarray(col) * pixel, origin[1] - np.asarray(row) * pixel
 
 
-LABEL_POOL = ["wheat_winter", "barley_winter", "corn_silage", "Beets ", "radish", None]
+UNKNOWN_LABEL = "radish"  # a label of the u0c GT that is no class
+LABEL_POOL = ["wheat_winter", "barley_winter", "corn_silage", "Beets ", UNKNOWN_LABEL, None]
 
 
 def random_fields(rng: np.random.Generator, height: int, width: int, n_cells: int) -> gpd.GeoDataFrame:

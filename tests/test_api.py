@@ -111,8 +111,8 @@ def test_bad_calls_raise_typed_errors(inputs):
         cropmon.analyse(raster, fields, scheduler="threads", seed=3)
     with pytest.raises(errors.MissingCRS, match="set_crs"):
         cropmon.analyse(raster, gpd.read_file(fields).set_crs(None, allow_override=True), scheduler="threads")
-    with pytest.raises(errors.MissingColumn, match="label_column"):
-        cropmon.analyse(raster, gpd.read_file(fields).drop(columns="normalized_label"), scheduler="threads")
+    with pytest.raises(errors.MissingColumn, match="label column 'crop' is missing"):
+        cropmon.analyse(raster, gpd.read_file(fields), scheduler="threads", label_column="crop")
     with pytest.raises(errors.BadCatalogue, match="matches two classes"):
         cropmon.analyse(raster, fields, scheduler="threads", classes={"A": ["wheat"], "B": ["WHEAT"]})
     with pytest.raises(errors.MissingFile):

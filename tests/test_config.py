@@ -43,6 +43,11 @@ def test_aois_from_file_and_flags(tmp_path):
         ({"diagnosis": {"min_agreement": 2}}, "min_agreement = 2 is invalid"),
         ({"diagnosis": {"nonsense": 1}}, "unknown diagnosis setting"),
         ({"tie_break": "median"}, "tie_break = 'median'"),
+        ({"no_labels": True, "label_column": "crop"}, "--no-labels and --label-column crop exclude each other"),
+        ({"no_labels": 1}, "no_labels = 1 is not true or false"),
+        ({"no_labels": "maybe"}, "'maybe' is not one of"),
+        ({"diagnosis": {"exclude_suspects": "no"}}, "exclude_suspects = 'no' is invalid"),
+        ({"diagnosis": {"ranking_k": 0}}, "ranking_k = 0 is invalid"),
     ],
 )
 def test_bad_settings_fail_up_front(flags, message):
@@ -64,3 +69,14 @@ def test_tie_break_and_scratch_dir_from_file_and_environment(tmp_path):
     assert config.tie_break == "lowest_id" and config.scratch_dir == "/shared/scratch"
     assert build_config({}, environ={"CROPMON_TIE_BREAK": "lowest_id"}).tie_break == "lowest_id"
     assert build_config({}, environ={}).tie_break == "confidence" and build_config({}, environ={}).scratch_dir is None
+
+
+def test_no_labels_from_file_environment_and_flag(tmp_path):
+    path = tmp_path / "n.toml"
+    path.write_text("no_labels = true\n[diagnosis]\nexclude_suspects = false\nranking_k = 100\n")
+    config = build_config({}, config_file=str(path), environ={})
+    assert config.no_labels is True and config.diagnosis == DiagnosisSettings(exclude_suspects=False, ranking_k=100)
+    for text, value in (("1", True), ("TRUE", True), ("yes", True), ("off", False), ("0", False)):
+        assert build_config({}, environ={"CROPMON_NO_LABELS": text}).no_labels is value, text
+    assert build_config({"no_labels": False}, config_file=str(path), environ={}).no_labels is False  # a flag wins
+    assert build_config({}, environ={}).no_labels is False

@@ -12,6 +12,7 @@ from affine import Affine
 from conftest import (
     ORIGIN,
     PIXEL,
+    UNKNOWN_LABEL,
     overlapping_fields,
     pixel_to_lonlat,
     random_fields,
@@ -27,7 +28,7 @@ from cropmon.engine.assemble import MISMATCH_SHARE
 from cropmon.engine.graph import field_graph
 from cropmon.engine.rasterize import PolygonBatch, RowChunks, rasterize_block
 from cropmon.engine.zonal import TIE_BREAKS
-from cropmon.errors import CatalogueMismatch, NoOverlap
+from cropmon.errors import CatalogueMismatch, NoOverlap, NoUsableLabel
 from cropmon.io import raster as raster_io
 
 
@@ -149,6 +150,8 @@ def random_prediction(rng: np.random.Generator, height: int, width: int, *, two_
 # Found by hypothesis: a field with no pixel centre that reaches 9e-5 pixel into the next row (see below).
 @example(seed=29, height=14, width=14, chunk_rows=1, n_cells=29, use_nodata=False, two_classes=False,
          tie_break="confidence")
+@example(seed=1, height=8, width=9, chunk_rows=1, n_cells=3, use_nodata=False, two_classes=False,
+         tie_break="confidence")  # every label is radish: NoUsableLabel
 def test_engine_equals_brute_force(tmp_path_factory, seed, height, width, chunk_rows, n_cells, use_nodata,
                                    two_classes, tie_break):
     tmp = tmp_path_factory.mktemp("oracle")
@@ -164,13 +167,19 @@ def test_engine_equals_brute_force(tmp_path_factory, seed, height, width, chunk_
 def engine_against_oracle(tmp, fields: gpd.GeoDataFrame, classes, confidence, *, nodata=None, chunk_rows: int,
                           tie_break: str = "confidence"):
     """Write the inputs, run the engine and check every field against the oracle; None when the engine rightly
-    found no field on the raster, or rightly refused a raster whose field pixels mostly hold no class."""
+    found no field on the raster, rightly refused a raster whose field pixels mostly hold no class, or rightly
+    refused labels none of which is a class."""
     raster = write_prediction_raster(tmp / "p.tif", classes, confidence, nodata=nodata)
     path = write_fields(tmp / "f.gpkg", fields)
     oracle = brute_force(fields, classes, confidence, nodata, origin=ORIGIN, tie_break=tie_break)
     refused = oracle_share_of_no_class(fields, classes, confidence, nodata, oracle["n_pixels"].sum()) > MISMATCH_SHARE
+    labels = fields["normalized_label"].dropna()
+    no_usable_label = len(labels) > 0 and (labels == UNKNOWN_LABEL).all()  # LABEL_POOL: radish is no class
     try:
         result = analyse_fields(raster, path, chunk_rows=chunk_rows, tie_break=tie_break)
+    except NoUsableLabel:
+        assert no_usable_label, "NoUsableLabel raised although some label is a class"
+        return None
     except NoOverlap:
         assert (oracle["n_pixels"] == 0).all(), "NoOverlap raised although some field has pixels"
         return None
@@ -178,6 +187,7 @@ def engine_against_oracle(tmp, fields: gpd.GeoDataFrame, classes, confidence, *,
         assert refused, "CatalogueMismatch raised although most of the fields' pixels hold classes"
         return None
     assert not refused, "most of the fields' pixels hold no class, yet the run was not refused"
+    assert not no_usable_label, "no label is a class, yet the run was not refused"
     check_against_oracle(result, oracle)
     # the mapped area counts every valid pixel of the raster, inside fields or not, whatever the chunking
     valid = (classes >= 0) & (classes < 32)

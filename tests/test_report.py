@@ -30,7 +30,9 @@ FILES = {
     "crop_metrics.csv", "confusion_matrix.csv", "confusion_matrix_pixels.csv", "confusion_pairs.csv",
     "underperforming_crops.csv", "label_plan.csv", "fields_to_label.csv", "fields_to_label.gpkg",
     "evaluation_fields.csv", "evaluation_fields.gpkg", "confusion_heatmap.png", "agreement_by_crop.png",
-    "f1_vs_confidence.png", "block_error_map.png", "report.md", "report.html",
+    "f1_vs_confidence.png", "block_error_map.png", "report.md", "report.html", "suspect_labels.csv",
+    "unlabelled_quotas.csv", "unlabelled_to_label.csv", "unlabelled_to_label.gpkg",  # its fields without a label
+    "field_uncertainty.parquet",
 }  # fmt: skip
 SETTINGS = DiagnosisSettings(block_km=2.0, buffer_km=0.5, min_fields=5, eval_min_per_stratum=8)
 RUN_INFO = {
@@ -349,7 +351,8 @@ def test_wide_tables_scroll_in_their_box_at_1300_px(run, tmp_path):
     assert found["wide"] == "1" and found["tall"] == "1", found  # the probe did scroll something
     assert 0 <= int(found["column"]) <= 2 and 0 <= int(found["header"]) <= 2, found  # sticky column and header
     assert (found["numbers"], found["words"]) == ("right", "left"), found
-    assert found["links"] == found["targets"] == "8", found  # 8 sections, map accuracy and areas included
+    # 10 sections: map accuracy and areas, the uncertainty ranking and suspects, the fields without a label included
+    assert found["links"] == found["targets"] == "10", found
 
 
 def test_a_notebook_fragment_styles_only_the_report():

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from cropmon.analysis import metrics, select
+from cropmon.analysis.blocks import seeded_hash
 from cropmon.analysis.diagnose import underperforming_crops
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.quotas import within_budget
@@ -22,11 +23,11 @@ KM_X = 111.320 * math.cos(math.radians(LAT))  # km per degree of longitude at th
 KM_Y = 110.574
 
 
-def _plan(fields, counts, s, seed=0):
+def _plan(fields, counts, s, seed=0, held_out=None):
     table = metrics.crop_metrics(fields, counts)
     confusion = metrics.confusion_matrix(fields)
     flagged = underperforming_crops(table, confusion, s)
-    return select.plan_selection(fields, table, flagged, confusion, settings=s, seed=seed)
+    return select.plan_selection(fields, table, flagged, confusion, settings=s, seed=seed, held_out=held_out)
 
 
 def test_block_grid_in_degrees_and_in_metres():
@@ -74,6 +75,34 @@ def test_uncertainty_comes_from_confidence_and_the_pixel_vote_margin():
     assert c.at["split_vote", "uncertainty"] == pytest.approx(0.5 * (0.1 + 0.8))  # margin 0.6 - 0.4 = 0.2
     assert c.at["unsure", "uncertainty"] == pytest.approx(0.5 * 0.6)
     assert list(c["informative"]) == [False, True, True, True]
+
+
+def test_the_plan_ranks_by_the_acquisition_score_that_ranks_fields_without_labels():
+    """One formula in one place: the candidates' uncertainty is uncertainty.acquisition_score, on the table's
+    confidence and vote margin, and equals the histogram's acquisition score of analysis/uncertainty.py."""
+    from cropmon.analysis.uncertainty import field_uncertainty
+
+    rng = np.random.default_rng(3)
+    specs = [field("Winter Wheat", str(rng.choice(["Winter Wheat", "Winter Barley", "Canola"])),
+                   conf=float(rng.uniform(20, 99)), purity=float(rng.uniform(0.34, 1.0)), n_pixels=int(n),
+                   runner_up="Fallow", x=2.0 + 0.01 * i) for i, n in enumerate(rng.integers(10, 80, 200))]
+    fields, counts = make_table(specs)
+    grid = select.BlockGrid.for_points(fields["x"].to_numpy(), fields["y"].to_numpy(), block_km=5.0)
+    c = select.candidate_fields(fields, settings=DiagnosisSettings(), grid=grid)
+    scores = field_uncertainty(fields, counts).loc[c.index, "acquisition_score"]
+    np.testing.assert_allclose(c["uncertainty"], scores, rtol=0, atol=1e-12)
+    by_hand = 0.5 * ((1 - fields.loc[c.index, "confidence_score"] / 100) + (1 - fields.loc[c.index, "vote_margin"]))
+    np.testing.assert_array_equal(c["uncertainty"].to_numpy(), by_hand.to_numpy())  # bit for bit: the plan is unchanged
+
+
+def test_held_out_fields_are_neither_candidates_nor_held_back():
+    specs = [field("Winter Wheat", "Winter Wheat", conf=90.0, x=2.0 + 0.02 * i, field_id=f"f{i}") for i in range(60)]
+    fields, counts = make_table(specs)
+    s = DiagnosisSettings(block_km=1.0, buffer_km=0.2, eval_min_per_stratum=5)
+    held_out = fields.index[fields["field_id"].isin(["f1", "f2", "f30"])]
+    sel = _plan(fields, counts, s, held_out=held_out)
+    assert not set(sel.candidates.index) & set(held_out) and len(sel.candidates) == len(fields) - 3
+    assert not {"f1", "f2", "f30"} & set(sel.evaluation["field_id"]) and len(sel.evaluation)
 
 
 def test_second_cycle_bands_play_no_part():
@@ -358,7 +387,7 @@ def test_inverse_probability_weights_count_the_frame_on_average():
     frame = candidates["predicted"].value_counts()
     totals = []
     for seed in range(300):
-        cand = candidates.assign(_key=select._hash(candidates["field_id"], seed))
+        cand = candidates.assign(_key=seeded_hash(candidates["field_id"], seed))
         _, sample, _ = select.draw_evaluation(cand, settings=s, seed=seed)
         totals.append((1 / sample["inclusion_probability"]).groupby(sample["stratum"]).sum())
     mean = pd.concat(totals, axis=1).fillna(0).mean(axis=1).reindex(frame.index)

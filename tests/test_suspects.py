@@ -20,6 +20,12 @@ KM_X, KM_Y = 111.320 * math.cos(math.radians(50.0)), 110.574
 
 
 def _planted_aoi(seed: int = 0, side: int = 30, n_planted: int = 15):
+    """See `_planted_table`: (fields, planted)."""
+    fields, planted, _ = _planted_table(seed, side, n_planted)
+    return fields, planted
+
+
+def _planted_table(seed: int = 0, side: int = 30, n_planted: int = 15):
     """side x side fields in 5 x 5 patches of one crop each; the model gets 90 % right (confident, pure) and the
     rest wrong (unsure, mixed); `n_planted` fields are relabelled to another crop (the model still sees the truth)."""
     rng = np.random.default_rng(seed)
@@ -38,8 +44,8 @@ def _planted_aoi(seed: int = 0, side: int = 30, n_planted: int = 15):
             planted.add(f"f{i:04d}")
         specs.append(field(gt, pred, conf=conf, purity=purity, n_pixels=50, x=2.0 + STEP * c, y=50.0 + STEP * r,
                            runner_up=CROPS[(CROPS.index(pred) + 1) % len(CROPS)], field_id=f"f{i:04d}"))
-    fields, _ = make_table(specs)
-    return fields, planted
+    fields, counts = make_table(specs)
+    return fields, planted, counts
 
 
 def _brute_force_neighbours(fields: pd.DataFrame, row: int, k: int, max_km: float) -> tuple[int, int, bool]:
@@ -119,3 +125,18 @@ def test_thresholds_decide_and_the_ranking_ignores_row_order():
     assert none.empty and list(none.columns) == list(SUSPECT_COLUMNS)
     with pytest.raises(Exception, match="suspect_min_purity"):
         DiagnosisSettings(suspect_min_purity=1.5)
+
+
+def test_the_diagnosis_keeps_suspects_out_of_the_plan_unless_told_otherwise():
+    from cropmon.analysis.diagnose import diagnose_run
+
+    fields, planted, counts = _planted_table(seed=1)
+    kept_out = diagnose_run(fields, counts, settings=DiagnosisSettings(), seed=0)
+    suspects = set(kept_out.suspects["field_id"])
+    assert suspects and suspects == planted
+    cand = kept_out.selection.candidates
+    assert not suspects & set(cand["field_id"]) and not suspects & set(kept_out.selection.evaluation["field_id"])
+    assert not suspects & set(kept_out.selection.picks["field_id"])
+    used = diagnose_run(fields, counts, settings=DiagnosisSettings(exclude_suspects=False), seed=0)
+    assert suspects <= set(used.selection.candidates["field_id"])  # clean fields: the plan may use them
+    pd.testing.assert_frame_equal(used.suspects, kept_out.suspects)

@@ -116,3 +116,21 @@ def test_histograms_that_do_not_fit_the_fields_are_refused():
         field_uncertainty(fields, counts.rename(columns={"Winter Wheat": "Wheat"}))
     with pytest.raises(ValueError, match="negative"):
         field_uncertainty(fields, -counts)
+
+
+def test_uncertainty_by_predicted_class_by_hand():
+    from cropmon.analysis.uncertainty import CLASS_COLUMNS, by_predicted_class
+
+    specs = [field(None, "Winter Wheat", conf=80.0, purity=1.0), field(None, "Winter Wheat", conf=60.0, purity=0.5),
+             field(None, "Canola", conf=90.0, purity=1.0), field(None, None)]  # the last one has no pixel
+    fields, counts = make_table(specs)
+    u = field_uncertainty(fields, counts)
+    table = by_predicted_class(fields, u).set_index("crop")
+    assert list(table.reset_index().columns) == list(CLASS_COLUMNS)
+    assert list(table.index) == ["Winter Wheat", "Canola"]  # catalogue order, classes with a field only
+    assert table.at["Winter Wheat", "fields"] == 2 and table.at["Canola", "fields"] == 1
+    assert table.at["Winter Wheat", "mean_confidence"] == pytest.approx(70.0)
+    assert table.at["Winter Wheat", "mean_purity"] == pytest.approx(0.75)
+    # acquisition: (0.2 + 0) / 2 and (0.4 + 1) / 2 (an exact 1:1 split: margin uncertainty 1)
+    assert table.at["Winter Wheat", "mean_acquisition_score"] == pytest.approx((0.1 + 0.7) / 2)
+    assert table.at["Canola", "mean_acquisition_score"] == pytest.approx(0.05)

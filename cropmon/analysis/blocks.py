@@ -89,6 +89,24 @@ class BlockGrid:
 
 
 
+def pick_in_rounds(pool: pd.DataFrame, quota: pd.Series, *, by: list[str], ascending: list[bool],
+                   max_round: int | None = None) -> pd.DataFrame:
+    """Each crop's first `quota[crop]` fields of `pool`, best-first in rounds over its blocks (the best of every
+    block, then the second best, ...; at most `max_round` rounds), crops in `quota`'s order: how both plans (with
+    and without ground truth) spread their picks over the blocks. `pool` needs `crop`, `block_x`, `block_y`, the
+    `by` columns and `_key` (`seeded_hash` of the field ids), on which ties break, so the result depends on the
+    seed only, not on row order. All crops in one pass; adds `pick_round`."""
+    order = pd.Series(np.arange(len(quota)), index=quota.index)
+    pool = pool.assign(_crop=pool["crop"].map(order)).dropna(subset=["_crop"])
+    ranked = pool.sort_values(["_crop", *by, "_key"], ascending=[True, *ascending, True])
+    ranked["pick_round"] = ranked.groupby(["_crop", "block_x", "block_y"]).cumcount() + 1
+    if max_round is not None:
+        ranked = ranked.loc[ranked["pick_round"] <= max_round]
+    ranked = ranked.sort_values(["_crop", "pick_round", *by, "_key"], ascending=[True, True, *ascending, True])
+    taken = ranked.groupby("_crop").cumcount().to_numpy() < quota.to_numpy()[ranked["_crop"].to_numpy(int)]
+    return ranked.loc[taken].drop(columns=["_crop"])
+
+
 def block_labels(bx: pd.Series, by: pd.Series) -> pd.Series:
     """'ix_iy' names of blocks (for CSV columns and the report)."""
     return bx.astype(str) + "_" + by.astype(str)

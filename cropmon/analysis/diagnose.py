@@ -34,7 +34,11 @@ from cropmon.analysis import accuracy, metrics, select
 from cropmon.analysis.blocks import block_agreement
 from cropmon.analysis.intervals import verdict
 from cropmon.analysis.metrics import row_shares
+from cropmon.analysis.ranking import TopKErrors, errors_in_top_k
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.analysis.suspects import SUSPECT_COLUMNS, suspect_labels
+from cropmon.analysis.uncertainty import CLASS_COLUMNS, by_predicted_class, field_uncertainty
+from cropmon.analysis.unlabelled import UnlabelledSelection, select_unlabelled
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.schema import has_field_id
 
@@ -175,13 +179,25 @@ class Diagnosis:
     settings: DiagnosisSettings = field(default_factory=DiagnosisSettings)
     seed: int = 0
     catalogue: Catalogue = U0C
-    accuracy: accuracy.AccuracyAssessment | None = None  # map accuracy and areas (None without a mapped area)
+    accuracy: accuracy.AccuracyAssessment | None = None  # map accuracy and areas (None without a mapped area or GT)
+    has_labels: bool = True  # some field carries a usable label (a class of the catalogue): a run with GT
+    uncertainty: pd.DataFrame | None = None  # uncertainty.field_uncertainty of every field (the table's index)
+    uncertainty_by_class: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CLASS_COLUMNS)))
+    suspects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SUSPECT_COLUMNS)))
+    ranking: TopKErrors | None = None  # what the uncertainty ranking finds of the model's errors (with GT only)
+    unlabelled: UnlabelledSelection | None = None  # the plan of the fields without a usable label (when any)
+    mapped_area: pd.DataFrame | None = None  # the map's area per class (FieldResults.mapped_area; ~32 rows)
 
     def without_candidates(self) -> Diagnosis:
-        """The same diagnosis without the plan's per-field candidate table (every clean field of a planned crop):
-        what the pictures and the report read, small enough to send to other workers."""
+        """The same diagnosis without its per-field tables (the plan's candidates, every clean field of a planned
+        crop; the fields' uncertainty; the pool of unlabelled fields): what the pictures and the report read, small
+        enough to send to other workers."""
+        unlabelled = self.unlabelled
+        if unlabelled is not None:
+            unlabelled = dataclasses.replace(unlabelled, pool=unlabelled.pool.iloc[:0])
         return dataclasses.replace(
-            self, selection=dataclasses.replace(self.selection, candidates=self.selection.candidates.iloc[:0])
+            self, selection=dataclasses.replace(self.selection, candidates=self.selection.candidates.iloc[:0]),
+            uncertainty=None, unlabelled=unlabelled,
         )
 
 
@@ -191,14 +207,33 @@ def diagnose_run(
 ) -> Diagnosis:
     """Metrics, confusions, underperforming crops, the plan and the caveats of one per-field table; with the map's
     census (`mapped_area`, FieldResults.mapped_area) also the accuracy assessment (analysis/accuracy.py),
-    restricted to the fields `in_population` when an AOI mask gave one."""
+    restricted to the fields `in_population` when an AOI mask gave one.
+
+    Every field's uncertainty (analysis/uncertainty.py); with ground truth the suspect labels (kept out of the plan
+    unless `exclude_suspects` is off) and what the ranking finds (`ranking_k`); where fields carry no usable label,
+    their own plan (analysis/unlabelled.py), its quotas from the mapped area per predicted class (without a mapped
+    area: the fields' own pixels per predicted class). A table without any usable label gives empty metrics, no
+    accuracy assessment (it needs labelled fields) and the unlabelled plan alone."""
+    has_labels = bool(fields["gt_class"].notna().any())
     confusion = metrics.confusion_matrix(fields, catalogue)
     pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts, catalogue)
     sums = metrics.crop_sums(fields, catalogue)
     crop_table = metrics.crop_table(confusion, pixel_confusion, sums, field=metrics.field_scores_of(fields, catalogue))
     flagged = underperforming_crops(crop_table, confusion, settings)
+    uncertainty = field_uncertainty(fields, class_counts, catalogue=catalogue)
+    suspects = suspect_labels(fields, settings=settings, seed=seed, catalogue=catalogue)
+    held_out = suspects.index if settings.exclude_suspects else None
     selection = select.plan_selection(fields, crop_table, flagged, confusion, settings=settings, seed=seed,
-                                      catalogue=catalogue)
+                                      catalogue=catalogue, held_out=held_out)
+    scored = int(metrics.evaluable(fields).sum())
+    ranking = errors_in_top_k(fields, uncertainty, k=settings.ranking_k, seed=seed, catalogue=catalogue) \
+        if scored else None
+    unlabelled = None
+    if fields["gt_class"].isna().any():
+        unlabelled = select_unlabelled(fields, class_counts, predicted_areas(class_counts, mapped_area),
+                                       settings=settings, seed=seed, catalogue=catalogue, uncertainty=uncertainty)
+    caveat = caveats(fields, crop_table, settings=settings)
+    caveat["unlabelled_pool"] = len(unlabelled.pool) if unlabelled is not None else 0
     return Diagnosis(
         metrics=crop_table,
         confusion=confusion,
@@ -208,14 +243,29 @@ def diagnose_run(
         selection=selection,
         blocks=block_agreement(fields, selection.grid, catalogue),
         overall=metrics.overall(crop_table, pixel_confusion),
-        caveats=caveats(fields, crop_table, settings=settings),
+        caveats=caveat,
         sums=sums,
         settings=settings,
         seed=seed,
         catalogue=catalogue,
-        accuracy=None if mapped_area is None else accuracy.assess(
+        accuracy=None if mapped_area is None or not has_labels else accuracy.assess(
             fields, class_counts, mapped_area, catalogue=catalogue, in_population=in_population),
+        has_labels=has_labels,
+        uncertainty=uncertainty,
+        uncertainty_by_class=by_predicted_class(fields, uncertainty, catalogue=catalogue),
+        suspects=suspects,
+        ranking=ranking,
+        unlabelled=unlabelled,
+        mapped_area=mapped_area,
     )
+
+
+def predicted_areas(class_counts: pd.DataFrame, mapped_area: pd.DataFrame | None) -> pd.Series:
+    """The area per predicted class the plan without labels apportions by: the map's (`mapped_area`, ha), else the
+    fields' own pixels per predicted class (a stand-in in pixels: only the shares count)."""
+    if mapped_area is not None:
+        return mapped_area.set_index("crop")["area_ha"].astype(float)
+    return class_counts.sum().astype(float)
 
 
 def ties_by_crop(fields: pd.DataFrame) -> dict[str, int]:

@@ -70,6 +70,7 @@ class AOISummary:
     seed: int
     catalogue: Catalogue = U0C  # the model's classes (the same for every AOI of a run)
     accuracy: accuracy.AccuracyAssessment | None = None  # the AOI's map accuracy and areas (~30 kB: no field in it)
+    has_labels: bool = True  # False: an AOI without ground truth (its fields are ranked in its own outputs only)
 
 
 def summarise_aoi(
@@ -110,7 +111,14 @@ def summarise_diagnosis(d: Diagnosis, *, settings: DiagnosisSettings, seed: int)
         seed=seed,
         catalogue=d.catalogue,
         accuracy=d.accuracy,
+        has_labels=d.has_labels,
     )
+
+
+def with_labels(summaries: Mapping[str, AOISummary]) -> dict[str, AOISummary]:
+    """The AOIs that have ground truth: the only ones the pooled metrics, accuracy and label allocation add up (an
+    AOI without any label has nothing to add; its own outputs rank its fields)."""
+    return {name: s for name, s in summaries.items() if s.has_labels}
 
 
 def pooled_accuracy(summaries: Mapping[str, AOISummary]) -> tuple[accuracy.AccuracyAssessment | None, pd.DataFrame]:

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import hypergeom
 
+from cropmon.analysis.blocks import seeded_hash
 from cropmon.analysis.intervals import wilson
 from cropmon.analysis.metrics import truth_and_prediction
-from cropmon.analysis.select import _hash
 from cropmon.catalogue import U0C, Catalogue
 
 
@@ -65,7 +65,7 @@ def errors_in_top_k(fields: pd.DataFrame, uncertainty: pd.DataFrame, *, k: int =
     n, errors = len(wrong), int(wrong.sum())
     k = min(int(k), n)
     values = uncertainty.loc[truth.index, score].to_numpy(dtype=np.float64)
-    order = ranked_order(values, _hash(fields.loc[truth.index, "field_id"], seed))
+    order = ranked_order(values, seeded_hash(fields.loc[truth.index, "field_id"], seed))
     hits = int(wrong[order[:k]].sum())
     if k == 0:
         nan = float("nan")

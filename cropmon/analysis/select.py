@@ -29,11 +29,12 @@ import numpy as np
 import pandas as pd
 from scipy.sparse.csgraph import connected_components
 
-from cropmon.analysis.blocks import BlockGrid, block_keys, block_labels, seeded_hash
+from cropmon.analysis.blocks import BlockGrid, block_keys, block_labels, pick_in_rounds, seeded_hash
 from cropmon.analysis.evaluation import EvaluationDesign, draw_evaluation
 from cropmon.analysis.intervals import wilson
 from cropmon.analysis.metrics import row_shares, truth_and_prediction
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.analysis.uncertainty import acquisition_score
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.quotas import within_budget
 from cropmon.schema import has_field_id
@@ -70,15 +71,13 @@ class Selection:
     design: EvaluationDesign | None = None  # how the evaluation sample was drawn (analysis/evaluation.py)
 
 
-_hash = seeded_hash  # the plan's seeded tie-break (analysis/blocks.seeded_hash)
-
-
 def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid: BlockGrid,
                      catalogue: Catalogue = U0C) -> pd.DataFrame:
     """The clean fields of the GT with what ranking needs: crop, prediction, uncertainty, informative, block.
 
-    `uncertainty` in [0, 1] is the mean of (1 - confidence / 100) and (1 - vote margin); `informative` fields are
-    misclassified, or right but under `uncertain_confidence` or `uncertain_margin`. Index = the fields' index.
+    `uncertainty` is `uncertainty.acquisition_score` of the table's confidence and vote margin (the same score the
+    fields without a label are ranked by); `informative` fields are misclassified, or right but under
+    `uncertain_confidence` or `uncertain_margin`. Index = the fields' index.
     """
     truth, pred = truth_and_prediction(fields, catalogue)
     clean = (
@@ -116,7 +115,7 @@ def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid:
             "y": ev["y"].astype(float),
             "block_x": bx,
             "block_y": by,
-            "uncertainty": 0.5 * ((1 - conf / 100).fillna(u_margin) + u_margin),
+            "uncertainty": acquisition_score((1 - conf / 100).to_numpy(), u_margin.to_numpy()),
         },
         index=ev.index,
     )
@@ -248,25 +247,9 @@ def label_plan(
     return plan
 
 
-def _in_rounds(pool: pd.DataFrame, quota: pd.Series, *, by: list[str], ascending: list[bool],
-               max_round: int | None = None) -> pd.DataFrame:
-    """Each crop's first `quota[crop]` fields of `pool`, best-first in rounds over its blocks (the best of every
-    block, then the second best, ...; at most `max_round` rounds), crops in `quota`'s order. Ties break on the
-    seeded hash `_key`, so the result depends on the seed only, not on row order. All crops in one pass."""
-    order = pd.Series(np.arange(len(quota)), index=quota.index)
-    pool = pool.assign(_crop=pool["crop"].map(order)).dropna(subset=["_crop"])
-    ranked = pool.sort_values(["_crop", *by, "_key"], ascending=[True, *ascending, True])
-    ranked["pick_round"] = ranked.groupby(["_crop", "block_x", "block_y"]).cumcount() + 1
-    if max_round is not None:
-        ranked = ranked.loc[ranked["pick_round"] <= max_round]
-    ranked = ranked.sort_values(["_crop", "pick_round", *by, "_key"], ascending=[True, True, *ascending, True])
-    taken = ranked.groupby("_crop").cumcount().to_numpy() < quota.to_numpy()[ranked["_crop"].to_numpy(int)]
-    return ranked.loc[taken].drop(columns=["_crop"])
-
-
 def _tie_keys(candidates: pd.DataFrame, seed: int) -> np.ndarray:
     """The seeded tie-break key of each candidate (made once by plan_selection, else here)."""
-    return candidates["_key"].to_numpy() if "_key" in candidates else _hash(candidates["field_id"], seed)
+    return candidates["_key"].to_numpy() if "_key" in candidates else seeded_hash(candidates["field_id"], seed)
 
 
 def fields_to_label(
@@ -292,7 +275,7 @@ def fields_to_label(
     pool = pool.assign(score=score, related_to=related_to, group=pool["crop"].map(group_of),
                        role=pool["crop"].map(role_of))
     quota = pd.Series(planned["quota"].to_numpy(), index=planned["crop"])
-    chosen = _in_rounds(pool, quota, by=["score"], ascending=[False], max_round=settings.max_per_block)
+    chosen = pick_in_rounds(pool, quota, by=["score"], ascending=[False], max_round=settings.max_per_block)
     if not len(chosen):
         return pd.DataFrame(columns=list(PICK_COLUMNS))
     picks = chosen.sort_values(["pick_round", "score", "_key"], ascending=[True, False, True])
@@ -325,12 +308,19 @@ def plan_selection(
     settings: DiagnosisSettings,
     seed: int,
     catalogue: Catalogue = U0C,
+    held_out: pd.Index | None = None,
 ) -> Selection:
     """The whole plan for one AOI: the held-back evaluation sample first (it depends on the clean fields and the
-    seed only, never on the plan), then groups, the split, quotas and the fields to label."""
+    seed only, never on the plan), then groups, the split, quotas and the fields to label.
+
+    `held_out`: fields (index labels) the plan must not use until someone has looked at them, the suspect labels
+    (analysis/suspects.py): they are no candidates, so they are neither picked to label nor in the evaluation
+    sample's frame."""
     grid = BlockGrid.for_points(fields["x"].to_numpy(float), fields["y"].to_numpy(float), block_km=settings.block_km)
     candidates = candidate_fields(fields, settings=settings, grid=grid, catalogue=catalogue)
-    candidates["_key"] = _hash(candidates["field_id"], seed)
+    if held_out is not None and len(held_out):
+        candidates = candidates.loc[~candidates.index.isin(held_out)]
+    candidates["_key"] = seeded_hash(candidates["field_id"], seed)
     in_eval_block, sample, design = draw_evaluation(candidates, settings=settings, seed=seed)
     candidates["split"] = spatial_split(candidates, in_eval_block, settings=settings, grid=grid)
     groups = plan_groups(flagged, confusion_df, settings=settings)

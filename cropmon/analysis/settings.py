@@ -51,6 +51,9 @@ class DiagnosisSettings:
     suspect_min_purity: float = 0.9  # share of the field's pixels in the predicted class, at least
     suspect_neighbours: int = 8  # nearest other labelled fields looked at
     suspect_neighbour_km: float = 1.0  # ... within this distance
+    exclude_suspects: bool = True  # suspects are neither labelled nor held back for evaluation until reviewed
+    # what the uncertainty ranking is worth where there is ground truth (analysis/ranking.py): the report's headline
+    ranking_k: int = 500  # "the top k uncertain fields hold x % errors, against y % at random"
 
     def __post_init__(self) -> None:
         for name in ("min_agreement", "min_f1", "critical_score", "absorbed_share", "min_precision", "mutual_share"):
@@ -76,6 +79,10 @@ class DiagnosisSettings:
         _check("suspect_min_confidence", self.suspect_min_confidence, low=0.0, high=100.0)
         _check("suspect_neighbours", self.suspect_neighbours, low=0, high=1000, integer=True)
         _check("suspect_neighbour_km", self.suspect_neighbour_km, low=0.0, high=1e4)
+        _check("ranking_k", self.ranking_k, low=1, high=10**9, integer=True)
+        if not isinstance(self.exclude_suspects, bool):
+            raise ConfigError(f"diagnosis setting exclude_suspects = {self.exclude_suspects!r} is invalid",
+                              fix="give true or false")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> DiagnosisSettings:

@@ -25,9 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from cropmon.analysis.blocks import BlockGrid
+from cropmon.analysis.blocks import BlockGrid, seeded_hash
 from cropmon.analysis.metrics import truth_and_prediction
-from cropmon.analysis.select import _hash
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C, Catalogue
 
@@ -94,7 +93,7 @@ def suspect_labels(fields: pd.DataFrame, *, settings: DiagnosisSettings, seed: i
     )
     out.loc[out.index[asked], "n_neighbours"] = found
     out.loc[out.index[asked], "neighbours_agree"] = agree
-    out = out.loc[suspect].assign(_key=_hash(out.loc[suspect, "field_id"], seed))
+    out = out.loc[suspect].assign(_key=seeded_hash(out.loc[suspect, "field_id"], seed))
     out = out.sort_values(["suspect_score", "neighbours_agree", "_key"], ascending=[False, False, True])
     out["rank"] = np.arange(1, len(out) + 1)
     return out[list(SUSPECT_COLUMNS)]

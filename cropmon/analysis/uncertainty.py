@@ -119,3 +119,25 @@ def field_uncertainty(fields: pd.DataFrame, class_counts: pd.DataFrame, *,
     out["band4_least_confidence"] = band4
     out["acquisition_score"] = acquisition_score(band4, votes["vote_margin_uncertainty"])
     return out[list(UNCERTAINTY_COLUMNS)]
+
+
+CLASS_COLUMNS: tuple[str, ...] = ("crop", "fields", "mean_confidence", "mean_purity", "mean_acquisition_score")
+
+
+def by_predicted_class(fields: pd.DataFrame, uncertainty: pd.DataFrame, *, catalogue: Catalogue = U0C) -> pd.DataFrame:
+    """Per predicted class (catalogue order; classes no field is predicted as left out), `CLASS_COLUMNS`: the fields
+    with a prediction, their mean band-4 confidence, purity and acquisition score. What a run can say of the
+    model's certainty without ground truth (small: one row per class)."""
+    scored = uncertainty["acquisition_score"].notna() & fields["majority_crop"].notna()
+    frame = pd.DataFrame({
+        "class_id": fields.loc[scored, "majority_crop"].astype(int),
+        "confidence": fields.loc[scored, "confidence_score"].astype(float),
+        "purity": uncertainty.loc[scored, "purity"],
+        "score": uncertainty.loc[scored, "acquisition_score"],
+    })
+    grouped = frame.groupby("class_id").agg(fields=("score", "size"), mean_confidence=("confidence", "mean"),
+                                            mean_purity=("purity", "mean"), mean_acquisition_score=("score", "mean"))
+    ids = [i for i in catalogue.ids if i in grouped.index]
+    grouped = grouped.reindex(ids)
+    return grouped.assign(crop=catalogue.names_of(np.asarray(ids, dtype=int))).reset_index(drop=True)[
+        list(CLASS_COLUMNS)]

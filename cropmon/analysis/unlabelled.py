@@ -14,7 +14,7 @@
   fields the class has to pick from, and what a capped class cannot use goes to the others in proportion to their
   weights, until the budget is spent or every class is exhausted. The predicted areas are an input (the engine's
   mapped area per predicted class, or any stand-in in one unit): only their shares count.
-- **Spread in space**: best-first in rounds over the GT plan's `block_km` blocks (`select._in_rounds`), at most
+- **Spread in space**: best-first in rounds over the GT plan's `block_km` blocks (`blocks.pick_in_rounds`), at most
   `max_per_block` fields of a predicted class in one block.
 
 Degenerate inputs give documented outputs, never an error: no field at all, or no unlabelled clean field, gives an
@@ -31,12 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis.blocks import BlockGrid, block_labels
-from cropmon.analysis.select import CLEAN_GEOMETRY, _hash, _in_rounds
+from cropmon.analysis.blocks import BlockGrid, block_labels, pick_in_rounds, seeded_hash
+from cropmon.analysis.select import CLEAN_GEOMETRY
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.analysis.uncertainty import field_uncertainty
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.quotas import apportion
+from cropmon.schema import has_field_id
 
 QUOTA_COLUMNS: tuple[str, ...] = ("crop", "area", "area_share", "weight", "wanted", "available", "quota", "status")
 PICK_COLUMNS: tuple[str, ...] = (
@@ -64,6 +65,7 @@ def unlabelled_pool(fields: pd.DataFrame, uncertainty: pd.DataFrame, *, settings
         & (fields["pixel_rule"] == "centre")
         & fields["geometry_status"].isin(CLEAN_GEOMETRY)
         & ~fields["duplicate_id"].astype(bool)
+        & has_field_id(fields["field_id"])
         & np.isfinite(fields["x"].astype(float))
         & np.isfinite(fields["y"].astype(float))
         & fields["majority_crop"].notna()
@@ -138,18 +140,21 @@ def class_quotas(areas: pd.Series, pool: pd.DataFrame, *, budget: int | None, se
 
 
 def select_unlabelled(fields: pd.DataFrame, class_counts: pd.DataFrame, areas: pd.Series, *,
-                      settings: DiagnosisSettings, seed: int, catalogue: Catalogue = U0C) -> UnlabelledSelection:
+                      settings: DiagnosisSettings, seed: int, catalogue: Catalogue = U0C,
+                      uncertainty: pd.DataFrame | None = None) -> UnlabelledSelection:
     """The fields to label among the unlabelled ones (module docstring). `areas`: mapped area per predicted class
-    (index: crop names); the budget is `settings.label_budget` (None: every field that can be picked)."""
+    (index: crop names); the budget is `settings.label_budget` (None: every field that can be picked);
+    `uncertainty`: the fields' `field_uncertainty` when the caller has it already."""
     x, y = fields["x"].to_numpy(float), fields["y"].to_numpy(float)
     grid = BlockGrid.for_points(x, y, block_km=settings.block_km)
-    uncertainty = field_uncertainty(fields, class_counts, catalogue=catalogue)
+    if uncertainty is None:
+        uncertainty = field_uncertainty(fields, class_counts, catalogue=catalogue)
     pool = unlabelled_pool(fields, uncertainty, settings=settings, grid=grid, catalogue=catalogue)
-    pool["_key"] = _hash(pool["field_id"], seed)
+    pool["_key"] = seeded_hash(pool["field_id"], seed)
     quotas = class_quotas(areas, pool, budget=settings.label_budget, settings=settings, catalogue=catalogue)
     quota = pd.Series(quotas["quota"].to_numpy(), index=quotas["crop"])
     quota = quota.loc[quota > 0]
-    chosen = _in_rounds(pool.rename(columns={"predicted": "crop"}), quota, by=["acquisition_score"],
+    chosen = pick_in_rounds(pool.rename(columns={"predicted": "crop"}), quota, by=["acquisition_score"],
                         ascending=[False], max_round=settings.max_per_block).rename(columns={"crop": "predicted"})
     if not len(chosen):
         return UnlabelledSelection(grid, pool, quotas, pd.DataFrame(columns=list(PICK_COLUMNS)))

@@ -53,8 +53,8 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-ENGINE_OPTIONS = ("layer", "label_column", "class_band", "confidence_band", "chunk_rows", "progress",
-                  "no_worker_timeout")
+ENGINE_OPTIONS = ("layer", "label_column", "no_labels", "class_band", "confidence_band", "chunk_rows", "progress",
+                  "no_worker_timeout", "gdal")
 CLUSTER_OPTIONS = ("workers", "threads_per_worker", "memory_limit", "dashboard_address", "tls_ca_file", "tls_cert",
                    "tls_key", "connect_timeout")
 
@@ -73,11 +73,15 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
     - `scheduler`: 'threads' (in-process), 'local' (a LocalCluster, the default unless DASK_SCHEDULER_ADDRESS is
       set) or 'tcp://HOST:PORT'; `client`: your own `distributed.Client`, used as it is and never closed.
     - `classes`: the model's class list (path to JSON/CSV, a {crop: [aliases]} mapping or a Catalogue); default u0c.
-    - `options`: the run's settings the engine uses (`layer`, `label_column`, `class_band`, `confidence_band`,
-      `chunk_rows`, `progress`, `no_worker_timeout`; for a local cluster `workers`, `threads_per_worker`,
-      `memory_limit`, `dashboard_address`; for an address `connect_timeout`, for tls:// `tls_ca_file`, `tls_cert`,
-      `tls_key`), checked as the CLI checks its flags. Only these arguments count: no config file, no CROPMON_*
-      variable (`run` reads those).
+    - `options`: the run's settings the engine uses (`layer`, `label_column`, `no_labels`, `class_band`,
+      `confidence_band`, `chunk_rows`, `progress`, `no_worker_timeout`, `gdal` (GDAL's options for object storage,
+      e.g. {"AWS_S3_ENDPOINT": "host:9000"}: set in this process and on every worker for the call,
+      docs/object-storage.md); for a local cluster `workers`, `threads_per_worker`, `memory_limit`,
+      `dashboard_address`; for an address `connect_timeout`, for tls:// `tls_ca_file`, `tls_cert`, `tls_key`),
+      checked as the CLI checks its flags. Only these arguments count: no config file, no CROPMON_* variable (`run`
+      reads those).
+    - Fields without labels (no `normalized_label` column, `no_labels=True`, or only some fields labelled) are
+      analysed as well: `diagnose` then ranks the fields without a label by the model's uncertainty.
 
     Returns FieldResults: `.table` (one row per field, the reference columns first), `.class_counts` (pixels per
     class and field, sparse), `.catalogue`, `.invalid_values`, `.timings`.
@@ -92,18 +96,18 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
     if scheduler is not None and client is not None:
         raise errors.ConfigError("scheduler= and client= exclude each other", fix="pass one of them")
     raster_path = _raster_path(raster)
-    with _fields_file(fields, options.get("label_column", "normalized_label")) as (fields_path, scratch):
+    with _fields_file(fields) as (fields_path, scratch):
         config = build_config({**options, "raster": raster_path, "fields": fields_path, "scheduler": scheduler,
                                "classes": classes}, environ={})
         if scratch is not None:
             config = dataclasses.replace(config, layer="fields")
-        with _cluster(config, client) as handle:
+        with config.gdal.applied(), _cluster(config, client) as handle:
             results = analyse_fields(
                 config.raster, config.fields, cluster=handle, chunk_rows=config.chunk_rows, layer=config.layer,
                 label_column=config.label_column, class_band=config.class_band,
                 confidence_band=config.confidence_band, progress=pipeline.want_progress(config),
                 no_worker_timeout=config.no_worker_timeout, catalogue=config.catalogue(),
-                tie_break=config.tie_break, scratch_dir=config.scratch_dir,
+                tie_break=config.tie_break, scratch_dir=config.scratch_dir, no_labels=config.no_labels,
             )
         if scratch is not None:
             results.keep_alive = weakref.finalize(results, shutil.rmtree, scratch, ignore_errors=True)
@@ -181,7 +185,7 @@ def _raster_path(raster: Any) -> str:
 
 
 @contextlib.contextmanager
-def _fields_file(fields: Any, label_column: str) -> Iterator[tuple[str, str | None]]:
+def _fields_file(fields: Any) -> Iterator[tuple[str, str | None]]:
     """(path, scratch directory or None): a path as given, or a GeoDataFrame written to a temporary GeoPackage.
 
     The scratch directory outlives this block when the analysis succeeds (the results read polygons from it); it
@@ -195,9 +199,6 @@ def _fields_file(fields: Any, label_column: str) -> Iterator[tuple[str, str | No
     if fields.crs is None:
         raise errors.MissingCRS("the GeoDataFrame of fields has no CRS",
                                 fix="set it, e.g. fields.set_crs('EPSG:4326') (the real ground truth is EPSG:4326)")
-    if label_column not in fields.columns:
-        raise errors.MissingColumn(f"the GeoDataFrame has no column {label_column!r} (columns: "
-                                   f"{', '.join(map(str, fields.columns))})", fix="pass label_column=NAME")
     if not len(fields):
         raise errors.EmptyInput("the GeoDataFrame of fields is empty", fix="pass fields with polygons")
     import pyogrio
@@ -225,5 +226,5 @@ def _cluster(config, client: Any) -> Iterator[ClusterHandle]:
     with connect(config.scheduler, workers=config.workers, threads_per_worker=config.threads_per_worker,
                  memory_limit=config.memory_limit, dashboard_address=config.dashboard_address,
                  tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key), warm_up=warm_up,
-                 timeout=config.connect_timeout) as handle:
+                 timeout=config.connect_timeout, environment=config.gdal.as_dict()) as handle:
         yield handle

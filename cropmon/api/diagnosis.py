@@ -15,8 +15,9 @@ from cropmon import errors, manifest
 from cropmon.analysis import diagnose as diagnose_mod
 from cropmon.analysis.accuracy import ASSESSMENT_COLUMNS
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.analysis.unlabelled import QUOTA_COLUMNS
 from cropmon.engine.analyse import FieldResults
-from cropmon.report import sections
+from cropmon.report import active, sections
 from cropmon.report.document import Document
 from cropmon.report.map_window import map_window
 from cropmon.report.single import report_document
@@ -30,10 +31,13 @@ class Diagnosis(diagnose_mod.Diagnosis):
     """The diagnosis of one AOI (every number of the run's report), as DataFrames, and its report.
 
     `crop_metrics`, `underperforming`, `label_plan`, `fields_to_label`, `evaluation_fields`, `confusion_matrix`,
-    `pixel_confusion_matrix`, `accuracy_assessment`, `error_matrix_area` are the tables of the CSV files of a run
-    (same columns, unrounded); `report()` is the HTML report, which a notebook cell displays; `overall` and
-    `caveats` hold the headline numbers; `accuracy` the whole assessment (analysis/accuracy.AccuracyAssessment:
-    also the standard errors of the matrix and the design).
+    `pixel_confusion_matrix`, `accuracy_assessment`, `error_matrix_area`, `suspect_labels`, `unlabelled_to_label`,
+    `unlabelled_quotas` and `field_uncertainty` are the tables of the files of a run (same columns, unrounded;
+    without any ground truth only the last three, `fields_to_label` and the mapped area are more than empty);
+    `has_labels` says which; `ranking` holds what the uncertainty ranking finds of the errors (with GT).
+    `report()` is the HTML report, which a notebook cell displays; `overall` and `caveats` hold the headline
+    numbers; `accuracy` the whole assessment (analysis/accuracy.AccuracyAssessment: also the standard errors of the
+    matrix and the design).
     """
 
     results: FieldResults | None = None
@@ -52,7 +56,34 @@ class Diagnosis(diagnose_mod.Diagnosis):
 
     @property
     def fields_to_label(self) -> pd.DataFrame:
+        """The fields to label next (fields_to_label.csv): the GT plan's picks; without any ground truth the
+        picks among the unlabelled fields, ranked by the acquisition score (`unlabelled_to_label`)."""
+        if not self.has_labels:
+            return self.unlabelled_to_label
         return with_reasons(self.selection.picks, self.settings)
+
+    @property
+    def unlabelled_to_label(self) -> pd.DataFrame:
+        """The picks among the fields without a usable label (empty when every field has one)."""
+        return active.unlabelled_picks(self)
+
+    @property
+    def unlabelled_quotas(self) -> pd.DataFrame:
+        """Per predicted class: area share, weight, quota and status of the plan without labels
+        (unlabelled_quotas.csv; empty when every field has a label)."""
+        return self.unlabelled.quotas if self.unlabelled is not None else pd.DataFrame(columns=list(QUOTA_COLUMNS))
+
+    @property
+    def field_uncertainty(self) -> pd.DataFrame:
+        """Every field's uncertainty scores (field_uncertainty.parquet; analysis/uncertainty.py)."""
+        if self.results is None:
+            return self.uncertainty
+        return active.field_uncertainty_table(self, self.results.table)
+
+    @property
+    def suspect_labels(self) -> pd.DataFrame:
+        """GT labels a confident, pure prediction disagrees with, ranked (suspect_labels.csv)."""
+        return self.suspects
 
     @property
     def evaluation_fields(self) -> pd.DataFrame:
@@ -92,6 +123,10 @@ class Diagnosis(diagnose_mod.Diagnosis):
 
     def _repr_html_(self) -> str:
         """In a notebook: the headline and the underperforming crops (the whole report: `.report()`)."""
+        if not self.has_labels:
+            blocks = active.headline_without_labels(self, self.settings, {})
+            return Document("Crop diagnosis without ground truth (summary; .report() for the whole report)",
+                            blocks).html
         blocks = [*sections.headline(self, self.settings), *sections.underperforming(self, self.settings)]
         return Document("Crop diagnosis (summary; .report() for the whole report)", blocks).html
 

@@ -75,12 +75,13 @@ class FieldJob:
         log.info("compute done in %.2f s (from submitting the graph)", self.timings["compute"])
 
 
-def prepare_fields_task(fields: str, *, layer: str | None, label_column: str, raster_crs: str, chunks: RowChunks,
-                        scratch_dir: str | None,
+def prepare_fields_task(fields: str, *, layer: str | None, label_column: str | None, raster_crs: str,
+                        chunks: RowChunks, scratch_dir: str | None,
                         catalogue: Catalogue = U0C) -> tuple[fields_mod.PreparedFields, FieldIndex]:
     """On a worker: read the fields' attributes and bounding boxes (through a GeoPackage copy in `scratch_dir` for
-    a format that cannot be read by feature id: io/convert), match labels, and lay the fields out over the raster's
-    chunks (numbered by first row, so each chunk's fields are a short local list)."""
+    a format that cannot be read by feature id: io/convert), match labels (none when `label_column` is None: a run
+    without ground truth), and lay the fields out over the raster's chunks (numbered by first row, so each chunk's
+    fields are a short local list)."""
     table = vector.read_field_table(fields, layer=layer, label_column=label_column, scratch_dir=scratch_dir)
     prepared = fields_mod.prepare_fields(table, raster_crs=raster_crs, label_column=label_column,
                                          catalogue=catalogue)
@@ -115,7 +116,7 @@ class FieldInputs:
     chunks: RowChunks
     bands: Any  # the lazy (2, y, x) class/confidence array (io/raster.open_prediction_bands)
     fields: vector.FieldsHeader
-    label_column: str
+    label_column: str | None  # None: no label is read (a run without ground truth: vector.label_column_to_read)
     tie_break: str
     scratch_dir: str | None  # where a GeoPackage copy of the fields goes when their format needs one
     catalogue: Catalogue  # the model's classes
@@ -126,9 +127,10 @@ def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | No
                  label_column: str = "normalized_label", class_band: int = 3, confidence_band: int = 4,
                  tie_break: str = "confidence", scratch_dir: str | Path | None = None,
                  catalogue: Catalogue | None = None, timer: StageTimer | None = None,
-                 mask: str | Path | None = None) -> FieldInputs:
+                 mask: str | Path | None = None, no_labels: bool = False) -> FieldInputs:
     """The client's side of one AOI (headers only, nothing on the cluster): can run while the cluster starts.
-    `mask`: the AOI mask file (engine/mapped.aoi_mask), read here whole: a few polygons."""
+    `mask`: the AOI mask file (engine/mapped.aoi_mask), read here whole: a few polygons. `no_labels`, or a file
+    without the label column: no label is read (vector.label_column_to_read)."""
     timer = timer or StageTimer()
     with timer.stage("inspect raster"):
         info = raster_io.inspect_raster(raster, class_band=class_band, confidence_band=confidence_band)
@@ -136,7 +138,9 @@ def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | No
         bands = raster_io.open_prediction_bands(info, chunk_rows=chunk_rows)  # lazy: reads the header only
         chunks = RowChunks(height=info.height, width=info.width, transform=_affine(info), chunk_rows=chunk_rows)
     with timer.stage("inspect fields"):
-        header = vector.inspect_fields(fields, layer=layer, label_column=label_column)
+        header = vector.inspect_fields(fields, layer=layer, label_column=None)
+        label_column = vector.label_column_to_read(header, label_column, no_labels=no_labels,
+                                                   catalogue=catalogue or U0C)
     population = None
     if mask is not None:
         with timer.stage("read AOI mask"):
@@ -200,6 +204,7 @@ def analyse_fields(
     scratch_dir: str | Path | None = None,
     catalogue: Catalogue | None = None,
     aoi_mask: str | Path | None = None,
+    no_labels: bool = False,
 ) -> FieldResults:
     """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute),
     with the per-field table brought back to the caller.
@@ -208,14 +213,16 @@ def analyse_fields(
     GeoParquet ...; io.convert); on a remote cluster every worker must see it at the same path. `catalogue`: the
     model's classes (default: the u0c catalogue); raises CatalogueMismatch when most field pixels hold values that
     are no class of it (the class list is not the raster's). `aoi_mask`: polygons that restrict the population of
-    the mapped area and of the accuracy assessment (engine/mapped.py).
+    the mapped area and of the accuracy assessment (engine/mapped.py). `no_labels`: read no label (the fields are
+    analysed without ground truth, as a file without the label column is).
     """
     timer = StageTimer(show=progress)
     handle_cm = (contextlib.nullcontext(cluster) if cluster is not None
                  else connect(scheduler, warm_up=warm_up, no_worker_timeout=no_worker_timeout))
     inputs = field_inputs(raster, fields, chunk_rows=chunk_rows, layer=layer, label_column=label_column,
                           class_band=class_band, confidence_band=confidence_band, tie_break=tie_break,
-                          scratch_dir=scratch_dir, catalogue=catalogue, timer=timer, mask=aoi_mask)
+                          scratch_dir=scratch_dir, catalogue=catalogue, timer=timer, mask=aoi_mask,
+                          no_labels=no_labels)
     with handle_cm as handle:
         job = submit_fields(handle, inputs, timer=timer)
         with timer.stage("compute", has_own_bar=True):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from cropmon import errors
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.schema import has_field_id, text_column
 
@@ -186,10 +187,11 @@ def reproject_bounds(bounds: np.ndarray, *, src: str, dst: str, edge_points: int
     return out
 
 
-def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_label",
+def prepare_fields(fields, *, raster_crs: str, label_column: str | None = "normalized_label",
                    catalogue: Catalogue = U0C) -> PreparedFields:
     """Match labels to the catalogue, flag duplicate ids, bring the bounding boxes into the raster's CRS (`fields`:
-    vector.FieldTable).
+    vector.FieldTable). `label_column` None: no label is read (a run without ground truth): `normalized_label` is
+    empty, whatever the file holds under that name.
 
     Geometry repair and overlaps are found later, where the polygons are read: by the rasterization.
     """
@@ -198,19 +200,27 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
     if "field_id" not in table.columns:
         table["field_id"] = [f"row-{i}" for i in range(len(table))]
         report.add("field_id_missing_generated", table["field_id"].head(EXAMPLES))
-    if label_column != "normalized_label":
+    if label_column is None:
+        table["normalized_label"] = pd.Series(pd.NA, index=table.index, dtype="object")
+    elif label_column != "normalized_label":
         table["normalized_label"] = table[label_column]
     # A few dozen distinct labels: one byte a field instead of a string.
     table["normalized_label"] = table["normalized_label"].astype("category")
+    if not len(table["normalized_label"].cat.categories):  # no label at all: text, not Arrow's null type (OGR has none)
+        table["normalized_label"] = table["normalized_label"].cat.set_categories(pd.Index([], dtype="str"))
 
     matched = match_labels(table["normalized_label"], catalogue)
     for name in matched.columns:
         table[name] = matched[name]
-    for case in ("unknown", "null", "variant"):
-        rows = table["label_status"] == case
-        report.add(f"label_{case}", table.loc[rows, "field_id"])
+    if label_column is not None:
+        for case in ("unknown", "null", "variant"):
+            rows = table["label_status"] == case
+            report.add(f"label_{case}", table.loc[rows, "field_id"])
     unknown = table.loc[table["label_status"] == "unknown", "normalized_label"]
     report.unknown_labels = {str(k): int(v) for k, v in unknown.value_counts().items() if v > 0}
+    if label_column is not None:
+        require_usable_labels(table["label_status"], report.unknown_labels, label_column=label_column,
+                              path=fields.table.attrs.get("source", {}).get("path"), catalogue=catalogue)
 
     bounds = fields.bounds
     if not same_crs(fields.source.crs, raster_crs):
@@ -225,6 +235,25 @@ def prepare_fields(fields, *, raster_crs: str, label_column: str = "normalized_l
     report.add("duplicate_field_id", table.loc[duplicated, "field_id"].drop_duplicates())
     report.add("field_id_null", [f"fid {fid}" for fid in np.asarray(fields.fids)[~has_id]])  # traceable by fid
     return PreparedFields(table=table, fids=fields.fids, raster_bounds=bounds, source=fields.source, report=report)
+
+
+def require_usable_labels(status: pd.Series, unknown: dict[str, int], *, label_column: str, path: str | None,
+                          catalogue: Catalogue) -> None:
+    """A label column that holds labels but not one of the catalogue is a bad input (NoUsableLabel: the wrong
+    column or the wrong class list), not a run without ground truth; one that holds no label at all is such a run
+    (logged)."""
+    usable = int(status.isin(["ok", "variant"]).sum())
+    if usable:
+        return
+    if unknown:
+        seen = ", ".join(f"{label!r} x {n:,}" for label, n in sorted(unknown.items(), key=lambda kv: -kv[1])[:3])
+        raise errors.NoUsableLabel(
+            f"none of the {sum(unknown.values()):,} labels in column {label_column!r} is a class of the"
+            f" {catalogue.describe()} ({seen})", path=path,
+            fix="pass the model's class list with --classes FILE, the right column with --label-column, or"
+            " --no-labels to analyse without ground truth")
+    log.warning("column %r holds no label: the %d fields are analysed without ground truth", label_column,
+                len(status))
 
 
 def crs_name(crs: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cropmon import errors
+from cropmon.io import store
 from cropmon.io.paths import is_gdal_virtual
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,12 @@ def is_geoparquet(path: str | Path) -> bool:
     text = str(path)
     if text.lower().endswith(SUFFIXES):
         return True
+    if store.is_object_store(text):
+        try:
+            with store.open_input(text) as f:
+                return f.read(4) == b"PAR1"
+        except errors.InputError:
+            return False  # GDAL's open says what is wrong
     if is_gdal_virtual(text) or not Path(text).is_file():
         return False
     with open(text, "rb") as f:
@@ -51,16 +58,20 @@ def is_geoparquet(path: str | Path) -> bool:
 
 
 def open_source(path: str | Path):
-    """A file pyarrow can read: a local path, or the member of a local zip archive (/vsizip/ARCHIVE.zip/MEMBER)."""
+    """A file pyarrow can read: a local path, an object in a bucket (s3://, gs://, az:// or their /vsi forms), or
+    the member of a local zip archive (/vsizip/ARCHIVE.zip/MEMBER)."""
     import pyarrow as pa
 
     text = str(path)
     if not is_gdal_virtual(text):
         return text
+    if store.is_object_store(text):  # pyarrow's own S3/GCS/Azure client: ranged reads of the footer and columns
+        return store.open_input(text)
     match = re.match(r"^/vsizip/+(.+?\.zip)/(.+)$", text, flags=re.IGNORECASE)
     if not match:
         raise errors.NotAVectorFile(
-            "a GeoParquet file can be read through /vsizip/ only (GDAL's Parquet driver is not in cropmon's wheels)",
+            "a GeoParquet file can be read from a local file, a bucket (s3://, gs://, az://) or /vsizip/ only (GDAL's"
+            " Parquet driver is not in cropmon's wheels)",
             path=path,
             fix="download the file first, or hand over a GeoPackage or FlatGeobuf (`ogr2ogr -f GPKG out.gpkg IN`)",
         )

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cropmon import errors
-from cropmon.io import paths
+from cropmon.io import paths, published, store
 from cropmon.io.paths import gdal_warnings_logged
 from cropmon.io.vector import FIELD_BATCH_ROWS, FieldSource
 
@@ -43,10 +43,12 @@ NEARLY_FULL_BYTES = 2**20  # a write that fails with less than this free failed 
 
 @dataclass(frozen=True)
 class Destination:
-    """Where the files a task writes go: renamed into `shared` (a staging directory every worker sees), or, when
-    `shared` is None, returned as bytes for the client to write."""
+    """Where the files a task writes go: renamed into `shared` (a staging directory every worker sees), uploaded
+    under `store` (the run's prefix in a bucket: io/published.py), or, when both are None, returned as bytes for
+    the client to write."""
 
     shared: str | None
+    store: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ def produce(write: Callable[..., Any], *args: Any, destination: Destination, **k
     first run's: the outputs are the same, and a killed task's scratch is removed with PARTS before the swap.
     """
     paths.pyogrio_errors_in_this_thread()
+    if destination.store:
+        return _produce_into_store(write, *args, url=destination.store, **kwargs)
     if destination.shared:
         scratch = Path(tempfile.mkdtemp(dir=Path(destination.shared) / PARTS))  # never creates the staging dir
     else:
@@ -94,6 +98,30 @@ def produce(write: Callable[..., Any], *args: Any, destination: Destination, **k
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _produce_into_store(write: Callable[..., Any], *args: Any, url: str, **kwargs: Any) -> Product:
+    """Write into a local scratch directory of this worker, then upload each file under `url` (a rerun uploads
+    the same files again, over the first run's)."""
+    scratch = Path(tempfile.mkdtemp(prefix="cropmon-product-"))
+    try:
+        write(*args, out_dir=scratch, **kwargs)
+        files = {p.name: p.stat().st_size for p in sorted(scratch.iterdir()) if p.is_file()}
+        target = store.parse(url)
+        for name in files:
+            try:
+                store.upload(scratch / name, target.join(name))
+            except OSError as exc:  # raised outside the chain: pyarrow's errors pickle, but say it in one line
+                raise store.problem(target.join(name), exc, what="output location") from None
+        return Product(files)
+    except Exception as exc:
+        if errors.is_disk_full(exc):
+            fs = paths.filesystem_of(scratch)
+            raise errors.DiskFull(scratch, device=fs.device, mount=fs.mount, free=fs.free, total=fs.total,
+                                  detail=errors.first_line(exc)) from None
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def product_files(product: Product) -> dict[str, int]:
     """A product's file names and sizes (what the client fetches; never the bytes)."""
     return product.files
@@ -118,15 +146,33 @@ def remove_parts(staging: Path) -> None:
 
 @dataclass
 class StagedOutput:
-    """A staging directory whose content replaces `final` only when the run succeeds."""
+    """A staging directory whose content replaces `final` only when the run succeeds. `final` in a bucket: the
+    run's own prefix is `remote` (io/published.py); the workers upload there, the client's files go from
+    `staging`."""
 
-    final: Path
+    final: Path | str
     staging: Path
     written: list[str] = field(default_factory=list)
+    remote: str | None = None  # the run's prefix in a bucket (s3://bucket/prefix/runs/RUN_ID)
+    run_id: str | None = None
 
     def path(self, name: str) -> Path:
         self.written.append(name)
         return self.staging / name
+
+    def remote_of(self, local_dir: Path) -> str | None:
+        """Where the files of `local_dir` (the staging directory or a folder in it) go in the bucket, or None."""
+        if self.remote is None:
+            return None
+        relative = Path(local_dir).relative_to(self.staging).as_posix()
+        return store.parse(self.remote).join("" if relative == "." else relative).url
+
+    def as_manifest(self) -> dict[str, Any] | None:
+        """run.json's `output` for a run into a bucket: which run this is and where its pointer is."""
+        if self.remote is None:
+            return None
+        return {"url": str(self.final), "run_id": self.run_id, "run_url": self.remote,
+                "pointer": store.parse(str(self.final)).join(published.POINTER).url}
 
 
 RESERVED_PREFIX = ".cropmon-"  # hidden entries of an output directory swapped in place: the swap leaves them alone
@@ -193,6 +239,11 @@ def atomic_output_dir(final: str | Path) -> Iterator[StagedOutput]:
     for the moment of the swap, never files of two runs; run.json is present only when the set is complete.
     SIGINT and SIGTERM wait until the swap is done. A full disk raises DiskFull (one line: device, space).
     """
+    if store.is_object_store(final):
+        url, run_id = store.url_of(final), published.new_run_id()
+        with published.staged_run(url, run_id, deferred=_signals_deferred) as staging:
+            yield StagedOutput(final=url, staging=staging, remote=published.run_url(url, run_id), run_id=run_id)
+        return
     final = Path(final).resolve()
     with contextlib.ExitStack() as stack:
         try:
@@ -385,7 +436,11 @@ def _disk_full(final: Path, exc: BaseException, *, written: int | None) -> error
 
 
 def check_writable(out_dir: str | Path) -> None:
-    """Fail before any work when the output directory cannot be written."""
+    """Fail before any work when the output directory cannot be written (in a bucket: no credentials, no bucket,
+    or a probe object that cannot be written)."""
+    if store.is_object_store(out_dir):
+        store.check_bucket(out_dir, writable=True)
+        return
     out_dir = Path(out_dir).resolve()
     parent = out_dir
     while not parent.exists():
@@ -401,6 +456,11 @@ def check_writable(out_dir: str | Path) -> None:
 def write_csv(frame: pd.DataFrame, path: Path, *, decimals: int | dict[str, int] = 2, index: bool = False) -> None:
     """CSV with floats rounded like the reference (1.0 is written '1', 0.99 '0.99')."""
     frame.round(decimals).to_csv(path, index=index, float_format="%.10g")
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """A plain (non-geo) Parquet table, without the index."""
+    frame.to_parquet(path, index=False)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -22,8 +22,11 @@ def is_gdal_virtual(path: str | Path) -> bool:
 
 
 def as_path(path: str | Path) -> str | Path:
-    """A Path for a local file; GDAL virtual paths stay strings (Path would fold the '//' of a URL)."""
-    return str(path) if is_gdal_virtual(path) else Path(path)
+    """A Path for a local file; GDAL virtual paths stay strings (Path would fold the '//' of a URL), and an
+    object-storage URL becomes GDAL's path for it (s3://bucket/key -> /vsis3/bucket/key; io/store.py)."""
+    from cropmon.io.store import gdal_path
+
+    return str(gdal_path(path)) if is_gdal_virtual(path) else Path(path)
 
 
 def size_bytes(path: str | Path) -> int | None:
@@ -32,6 +35,9 @@ def size_bytes(path: str | Path) -> int | None:
 
 def require_file(path: str | Path, what: str) -> None:
     if is_gdal_virtual(path):
+        from cropmon.io.store import require_credentials
+
+        require_credentials(path)
         return
     path = as_path(path)
     if not path.exists():
@@ -40,6 +46,17 @@ def require_file(path: str | Path, what: str) -> None:
         raise errors.MissingFile(f"{what} is a directory, not a file", path=path, fix=f"pass the {what} file itself")
     if not os.access(path, os.R_OK):
         raise errors.MissingFile(f"{what} is not readable", path=path, fix="fix its permissions")
+
+
+def vector_opens(path: str) -> bool:
+    """Whether GDAL opens the vector file `path` in this process (a worker's check of a /vsis3/ path)."""
+    import pyogrio
+
+    try:
+        pyogrio.read_info(path)
+    except Exception:  # pyogrio's DataSourceError and friends: the reason is told by the run's own reading
+        return False
+    return True
 
 
 def pyogrio_errors_in_this_thread() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from cropmon import errors
+from cropmon.io import store
 from cropmon.io.paths import as_path, require_file, size_bytes
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,8 @@ def inspect_raster(path: str | Path, *, class_band: int = 3, confidence_band: in
                 confidence_band=confidence_band,
             )
     except RasterioIOError as exc:
+        if store.is_object_store(path):
+            raise store.problem(path, exc, what="raster") from exc
         raise errors.NotARaster(
             f"not a readable GeoTIFF/raster ({errors.first_line(exc)})",
             path=path,

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from cropmon import errors
-from cropmon.io import convert, geoparquet
+from cropmon.catalogue import U0C, Catalogue
+from cropmon.io import convert, geoparquet, store
 from cropmon.io.paths import as_path, gdal_warnings_logged, require_file, size_bytes
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 FIELD_BATCH_ROWS = 50_000  # polygons read at once when the outputs stream them through
 NOT_POLYGONS = ("Point", "LineString", "MultiPoint", "MultiLineString")  # declared layer types that hold no field
 GEOPARQUET = "GeoParquet"
+LABEL_COLUMN = "normalized_label"  # the reference's label column (schema.REFERENCE_COLUMNS), the default to read
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ def list_vector_layers(path: str | Path) -> list[str]:
         with gdal_warnings_logged(path):
             return [str(name) for name in pyogrio.list_layers(path)[:, 0]]
     except Exception as exc:  # pyogrio raises DataSourceError and friends
+        if store.is_object_store(path):
+            raise store.problem(path, exc, what="fields file") from exc
         raise errors.NotAVectorFile(
             f"not a readable vector file ({errors.first_line(exc)})",
             path=path,
@@ -58,8 +62,9 @@ def list_vector_layers(path: str | Path) -> list[str]:
 
 
 def inspect_fields(path: str | Path, *, layer: str | None = None,
-                   label_column: str = "normalized_label") -> FieldsHeader:
-    """Check the fields file's layer, features, geometry, label column and CRS from its header."""
+                   label_column: str | None = LABEL_COLUMN) -> FieldsHeader:
+    """Check the fields file's layer, features, geometry, label column (None: no label is read) and CRS from its
+    header."""
     path = as_path(path)
     require_file(path, "fields file")
     header = _geoparquet_header(path) if geoparquet.is_geoparquet(path) else _ogr_header(path, layer)
@@ -74,7 +79,7 @@ def inspect_fields(path: str | Path, *, layer: str | None = None,
             fix="pass the layer of the field polygons (--layer), or keep only the polygon column of a file that has "
             "several (e.g. `ogr2ogr -sql`)",
         )
-    if label_column not in header.columns:
+    if label_column is not None and label_column not in header.columns:
         raise _missing_label_column(path, label_column, header.columns)
     if not header.crs:
         raise errors.MissingCRS(f"the fields have no CRS{_crs_hint(header.driver)}", path=path,
@@ -106,17 +111,80 @@ def _geoparquet_header(path: str | Path) -> FieldsHeader:
                         n_features=info.n_rows, geometry_type=info.geometry_type, reads_by_id=False)
 
 
-def _missing_label_column(path: str | Path, name: str, columns: tuple[str, ...]) -> errors.MissingColumn:
-    """The missing label column, with the column that looks like it: Shapefiles cut names to 10 characters."""
+LABEL_SAMPLE_ROWS = 500  # rows read to tell whether another column holds the labels
+
+
+def label_column_to_read(header: FieldsHeader, label_column: str, *, no_labels: bool = False,
+                         catalogue: Catalogue = U0C, warn: bool = True) -> str | None:
+    """The label column a run reads, or None for a run without ground truth: with `no_labels`, or when the file
+    lacks the reference's label column (`LABEL_COLUMN`, the default) and no other column looks like it (a parcel
+    register, boundaries without labels). A missing column the user named, one whose name a close match stands in
+    for (a Shapefile's cut name), or a text column whose first `LABEL_SAMPLE_ROWS` values are mostly labels of the
+    catalogue is a MissingColumn: the labels are there under another name."""
+    if no_labels:
+        return None
+    if label_column in header.columns:
+        return label_column
+    if label_column != LABEL_COLUMN or _close_columns(label_column, header.columns)[0]:
+        raise _missing_label_column(header.path, label_column, header.columns)
+    holder = _column_of_labels(header, catalogue)
+    if holder is not None:
+        name, example = holder
+        raise errors.MissingColumn(
+            f"label column {label_column!r} is missing; the columns are: {', '.join(header.columns)}; column"
+            f" {name!r} holds labels of the {catalogue.describe()} (e.g. {example!r})", path=header.path,
+            fix=f"pass --label-column {name} (or --no-labels to analyse without ground truth)")
+    if warn:
+        log.warning("%s has no label column %r: analysed without ground truth (pass --no-labels to say so, or "
+                    "--label-column NAME if the labels are in another column)", header.path, label_column)
+    return None
+
+
+def _column_of_labels(header: FieldsHeader, catalogue: Catalogue) -> tuple[str, str] | None:
+    """(a text column, one of its values) when most of its first non-empty values are labels of the catalogue."""
+    sample = _first_rows(header, LABEL_SAMPLE_ROWS)
+    for name in sample.columns:
+        values = sample[name].dropna()
+        if name == "field_id" or not len(values) or not (pd.api.types.is_string_dtype(values)
+                                                         or pd.api.types.is_object_dtype(values)):
+            continue
+        values = values.astype(str)
+        if catalogue.label_classes(values).notna().mean() > 0.5:
+            return str(name), str(values.iloc[0])
+    return None
+
+
+def _first_rows(header: FieldsHeader, n: int) -> pd.DataFrame:
+    """The first `n` rows of a fields file's attributes (no geometry)."""
+    if header.driver == GEOPARQUET:
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(geoparquet.open_source(header.path))
+        batch = next(parquet.iter_batches(batch_size=n, columns=list(header.columns)), None)
+        return batch.to_pandas() if batch is not None else pd.DataFrame(columns=list(header.columns))
+    import pyogrio
+
+    with gdal_warnings_logged(header.path):
+        return pyogrio.read_dataframe(header.path, layer=header.layer, read_geometry=False, max_features=n)
+
+
+def _close_columns(name: str, columns: tuple[str, ...]) -> tuple[list[str], bool]:
+    """The column that looks like `name` ([] when none), and whether it is a Shapefile's 10-character cut."""
     by_lower = {c.lower(): c for c in columns}
     cut = [by_lower[k] for k in by_lower if len(k) == 10 and name.lower().startswith(k)]
-    close = cut or difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
+    return (cut, True) if cut else (difflib.get_close_matches(name, columns, n=1, cutoff=0.6), False)
+
+
+def _missing_label_column(path: str | Path, name: str, columns: tuple[str, ...]) -> errors.MissingColumn:
+    """The missing label column, with the column that looks like it: Shapefiles cut names to 10 characters."""
+    close, cut = _close_columns(name, columns)
     problem = f"label column {name!r} is missing; the columns are: {', '.join(columns) or 'none'}"
     if not close:
-        return errors.MissingColumn(problem, path=path, fix="name the ground-truth label column with --label-column")
+        return errors.MissingColumn(problem, path=path, fix="name the ground-truth label column with --label-column"
+                                    " (or pass --no-labels to analyse without ground truth)")
     why = " (a Shapefile cuts column names to 10 characters)" if cut else ""
     return errors.MissingColumn(f"{problem}; {close[0]!r} looks like it{why}", path=path,
-                                fix=f"pass --label-column {close[0]}")
+                                fix=f"pass --label-column {close[0]} (or --no-labels to analyse without ground truth)")
 
 
 def _crs_hint(driver: str) -> str:
@@ -257,7 +325,7 @@ class FieldTable:
     source: FieldSource
 
 
-def read_field_table(path: str | Path, *, layer: str | None = None, label_column: str = "normalized_label",
+def read_field_table(path: str | Path, *, layer: str | None = None, label_column: str | None = LABEL_COLUMN,
                      scratch_dir: str | Path | None = None) -> FieldTable:
     """Read the fields' attributes and bounding boxes (not their polygons), after checking the header.
 

@@ -20,7 +20,7 @@ def caveats_section(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSetti
     if c["unknown_label"]:
         examples = ", ".join(f"'{k}' ({v})" for k, v in c["unknown_label_examples"].items())
         items.append(f"{c['unknown_label']:,} fields carry a label that is in no class and are not scored: {examples}.")
-    if c["null_label"]:
+    if c["null_label"] and d.has_labels:  # without any label the headline says so
         items.append(f"{c['null_label']:,} fields have no label and are not scored.")
     if c["variant_label"]:
         items.append(f"{c['variant_label']:,} labels matched a class only after case/space folding.")
@@ -32,7 +32,7 @@ def caveats_section(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSetti
     if c["tiny"]:
         items.append(f"{c['tiny']:,} scored fields have fewer than {s.min_pixels} pixels: never picked for labelling.")
     if c["ties"]:
-        items.append(_ties_sentence(c, lookup(run_info, "settings", "tie_break")))
+        items.append(_ties_sentence(c, lookup(run_info, "settings", "tie_break"), by_crop=d.has_labels))
     overlaps = _overlaps_sentence(run_info)
     if overlaps:
         items.append(overlaps)
@@ -91,9 +91,11 @@ TIE_RULES = {
 }
 
 
-def _ties_sentence(c: Mapping[str, Any], rule: object) -> str:
-    """How many fields had a tied majority, how the ties were broken, and how many of each crop's fields."""
-    by_crop = ", ".join(f"{crop or 'no known crop'} {n:,}" for crop, n in c["ties_by_crop"].items())
+def _ties_sentence(c: Mapping[str, Any], rule: object, *, by_crop: bool = True) -> str:
+    """How many fields had a tied majority, how the ties were broken, and (with GT) how many of each crop's."""
     broken = TIE_RULES.get(str(rule), "by the run's tie_break setting")
-    return (f"{c['ties']:,} fields had a tied majority (several classes with the top pixel count), broken {broken};"
-            f" by ground-truth crop: {by_crop}.")
+    text = f"{c['ties']:,} fields had a tied majority (several classes with the top pixel count), broken {broken}"
+    if not by_crop:
+        return text + "; the acquisition score ranks a tie among the least sure (margin 0)."
+    crops = ", ".join(f"{crop or 'no known crop'} {n:,}" for crop, n in c["ties_by_crop"].items())
+    return f"{text}; by ground-truth crop: {crops}."

@@ -100,6 +100,11 @@ def read_run(run_dir: str | Path) -> RunTables:
             fix=f"compare the directory of one AOI ({names}): {root}/NAME",
         )
 
+    if isinstance(manifest, dict) and (manifest.get("ground_truth") or {}).get("fields") == "none":
+        raise NotComparable("this run had no ground truth (no field carries a usable label): there is nothing to"
+                            " compare on", path=root,
+                            fix="compare runs whose fields carry labels (A's held-back evaluation fields need them)")
+
     def parquet(path: Path) -> pd.DataFrame:
         import pyarrow.parquet as pq
 

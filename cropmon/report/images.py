@@ -13,11 +13,15 @@ IMAGE_NAMES: tuple[str, ...] = (
     "confusion_heatmap.png", "agreement_by_crop.png", "f1_vs_confidence.png", "block_error_map.png", "map_window.png",
     "area_adjusted.png",
 )  # the tail (cropmon/tail.py) names them too: it submits one task each
+GROUND_TRUTH_IMAGES = frozenset(IMAGE_NAMES) - {"map_window.png"}  # each shows numbers only labelled fields give
 
 
 def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) -> Image | None:
-    """One picture of the report, by file name; None for the map window of a run without one."""
+    """One picture of the report, by file name; None for the map window of a run without one, and for the pictures
+    of the ground truth's numbers in a run without any (only the map window is left)."""
     if name == "map_window.png" and window is None:
+        return None
+    if name in GROUND_TRUTH_IMAGES and not d.has_labels:
         return None
     if name == "area_adjusted.png" and (d.accuracy is None or d.accuracy.design["n_fields"] == 0):
         return None
@@ -46,6 +50,9 @@ def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: plots.Ma
     elif name == "map_window.png":
         figure = plots.map_window(window, aspect=aspect)
         caption = f"A window of the AOI ({window.crs}): ground truth | prediction | confidence."
+        if not d.has_labels:
+            caption = (f"A window of the AOI ({window.crs}) where the fields are densest: prediction | confidence"
+                       " (no ground truth: the first panel is empty).")
     elif name == "area_adjusted.png":
         figure = plots.area_plot(d.accuracy.table, level=d.accuracy.level)
         caption = ("Mapped area (the map's pixel count) and error-adjusted area with its 95 % interval per crop,"

@@ -21,6 +21,7 @@ from cropmon.analysis.pooled import (
     pooled_accuracy,
     pooled_confusions,
     pooled_metrics,
+    with_labels,
 )
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.io.outputs import write_csv
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 MAX_SENTENCES = 8
 
 
-def _headline(overview: pd.DataFrame, pooled: pd.DataFrame, flagged: pd.DataFrame) -> list:
+def _headline(overview: pd.DataFrame, pooled: pd.DataFrame, flagged: pd.DataFrame, *,
+              unlabelled: list[str] | None = None) -> list:
     scored = int(overview["fields_scored"].sum())
     right = int(pooled["n_correct"].sum())
     agreement = right / scored if scored else float("nan")
@@ -55,7 +57,7 @@ def _headline(overview: pd.DataFrame, pooled: pd.DataFrame, flagged: pd.DataFram
         f"{len(overview)} AOIs, {int(overview['n_fields'].sum()):,} fields, {scored:,} scored. Pooled agreement"
         f" {pct(agreement)} (every scored field counts once: the field-weighted mean of the AOIs: {per_aoi})."
     )
-    if len(overview) > 1 and overview["agreement"].notna().any():
+    if overview["agreement"].notna().sum() > 1:
         worst = overview.loc[overview["agreement"].idxmin()]
         best = overview.loc[overview["agreement"].idxmax()]
         text += (
@@ -63,6 +65,8 @@ def _headline(overview: pd.DataFrame, pooled: pd.DataFrame, flagged: pd.DataFram
             f" easiest {best['aoi']} ({best['underperforming_crops']})."
         )
     text += f" Over all AOIs together {len(flagged)} crops fail the rule."
+    if unlabelled:
+        text += " " + _without_labels_sentence(unlabelled)
     shown = overview.drop(columns=["area_agreement", "pixel_agreement"])
     return [Heading("Headline"), Paragraph(text), Table(shown, "aoi_overview.csv")]
 
@@ -207,14 +211,18 @@ def write_pooled(
     for name, s in summaries.items():
         if s.settings != settings or s.seed != seed:
             log.warning("AOI %s was summarised with other diagnosis settings or seed than the pooled view", name)
-    confusion, _, _ = pooled_confusions(summaries)
-    pooled = pooled_metrics(summaries)
+    unlabelled = [name for name, s in summaries.items() if not s.has_labels]
+    labelled = with_labels(summaries)
+    if not labelled:
+        return _write_without_labels(summaries, out_dir, settings=settings, seed=seed)
+    confusion, _, _ = pooled_confusions(labelled)
+    pooled = pooled_metrics(labelled)
     flagged = underperforming_crops(pooled, confusion, settings)
-    by_aoi = metrics_by_aoi(summaries, pooled)
-    allocation = allocate_labels(allocation_rows(summaries), budget=settings.label_budget)
-    picks = with_reasons(labels_by_aoi(summaries, allocation), settings, drop=("correct",))
+    by_aoi = metrics_by_aoi(labelled, pooled)
+    allocation = allocate_labels(allocation_rows(labelled), budget=settings.label_budget)
+    picks = with_reasons(labels_by_aoi(labelled, allocation), settings, drop=("correct",))
     overview = aoi_overview(summaries, allocation)
-    figure = f1_heatmap(by_aoi, pooled, aois=list(summaries), min_f1=settings.min_f1)
+    figure = f1_heatmap(by_aoi, pooled, aois=list(labelled), min_f1=settings.min_f1)
     image = Image("f1_by_aoi.png", png(figure), "F1 per crop and AOI; last column: all AOIs pooled.")
     files = {
         "crop_metrics_pooled.csv": lambda p: write_csv(pooled, p, decimals=2),
@@ -226,7 +234,7 @@ def write_pooled(
         "fields_to_label_by_aoi.csv": lambda p: write_csv(picks, p, decimals=7),
         "f1_by_aoi.png": lambda p: p.write_bytes(image.png),
     }
-    assessment, accuracy_by_aoi = pooled_accuracy(summaries)
+    assessment, accuracy_by_aoi = pooled_accuracy(labelled)
     area_image = None
     if assessment is not None:
         area_image = Image("area_adjusted_pooled.png", png(area_plot(assessment.table, level=assessment.level)),
@@ -242,7 +250,7 @@ def write_pooled(
         write(out_dir / name)
     title = f"Pooled crop diagnosis: {len(summaries)} AOIs ({', '.join(summaries)})"
     blocks = [
-        *_headline(overview, pooled, flagged),
+        *_headline(overview, pooled, flagged, unlabelled=unlabelled),
         *_where_weak(by_aoi, flagged, image, settings),
         *(accuracy_blocks(assessment, area_image) if assessment is not None else []),
         *_allocation_blocks(allocation, picks, settings),
@@ -253,3 +261,29 @@ def write_pooled(
     (out_dir / "report.md").write_text(render_markdown(title, blocks), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(title, blocks), encoding="utf-8")
     return [*files, "report.md", "report.html"]
+
+
+def _without_labels_sentence(unlabelled: list[str]) -> str:
+    files = ", ".join(f"{name}/fields_to_label.csv" for name in unlabelled)
+    return (f"Without ground truth: {names(unlabelled)}. Their fields are ranked by the model's uncertainty in their"
+            f" own outputs ({files}); they enter no pooled metric, accuracy or label allocation, which need labelled"
+            " fields.")
+
+
+def _write_without_labels(summaries: dict[str, AOISummary], out_dir: Path, *, settings: DiagnosisSettings,
+                          seed: int) -> list[str]:
+    """The pooled view when no AOI has ground truth: the overview of the AOIs and a report that says so."""
+    overview = aoi_overview(summaries, allocate_labels(allocation_rows({}), budget=settings.label_budget))
+    write_csv(overview, out_dir / "aoi_overview.csv", decimals=3)
+    title = f"Pooled crop diagnosis: {len(summaries)} AOIs ({', '.join(summaries)}), without ground truth"
+    blocks = [
+        Heading("Headline"),
+        Paragraph(f"{len(summaries)} AOIs, {int(overview['n_fields'].sum()):,} fields, none with a usable label:"
+                  " nothing to pool. " + _without_labels_sentence(list(summaries))),
+        Table(overview[["aoi", "n_fields"]], "aoi_overview.csv"),
+        Heading("Settings"),
+        Table(_settings_table(settings, seed), "diagnosis settings"),
+    ]
+    (out_dir / "report.md").write_text(render_markdown(title, blocks), encoding="utf-8")
+    (out_dir / "report.html").write_text(render_html(title, blocks), encoding="utf-8")
+    return ["aoi_overview.csv", "report.md", "report.html"]

@@ -15,6 +15,7 @@ import pandas as pd
 from cropmon.analysis import metrics
 from cropmon.analysis.diagnose import CERTAINTIES, TIERS, Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.report import active
 from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, lookup, names, num, pct, strong
 from cropmon.report.wording import CERTAINTY_WORDS, interval_text, rule_text, with_reasons
 
@@ -47,6 +48,11 @@ def headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
         text += f" {len(d.flagged)} crops are underperforming ({', '.join(counts)}): {_certainty_counts(d.flagged)}."
     else:
         text += " No crop falls below the thresholds."
+    ranking = active.ranking_sentence(d)
+    if ranking:
+        text += " " + ranking
+    if len(d.suspects):
+        text += f" {len(d.suspects):,} GT labels are suspect (the model confidently says otherwise)."
     numbers = pd.DataFrame(
         {
             "measure": [

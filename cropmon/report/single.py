@@ -22,7 +22,7 @@ from cropmon.analysis.diagnose import Diagnosis, diagnose_run
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.io.outputs import write_csv
-from cropmon.report import plots, sections
+from cropmon.report import active, plots, sections
 from cropmon.report.accuracy import ACCURACY_FILES, accuracy_blocks, write_accuracy, write_mapped_area
 from cropmon.report.caveats import caveats_section
 from cropmon.report.document import Block, Document, Image, lookup, render_html, render_markdown
@@ -35,7 +35,7 @@ TABLE_FILES: tuple[str, ...] = (
 )
 FIELD_LIST_FILES: tuple[str, ...] = (
     "fields_to_label.csv", "fields_to_label.gpkg", "evaluation_fields.csv", "evaluation_fields.gpkg",
-)
+)  # with fields without a label also unlabelled_to_label.csv / .gpkg (report/active.py)
 
 
 @dataclass
@@ -59,6 +59,16 @@ def build_report(
     source = sections.input_path(run_info, "raster") or sections.input_path(run_info, "fields")
     twin = " (digital twin)" if lookup(run_info, "inputs", "digital_twin") is True else ""
     title = f"Crop diagnosis: {Path(source).name}{twin}" if source else "Crop diagnosis"
+    if not d.has_labels:
+        return f"{title}, without ground truth", [
+            *active.headline_without_labels(d, settings, run_info),
+            *active.predicted_blocks(d, settings),
+            *([images["map_window.png"]] if "map_window.png" in images else []),
+            *active.plan_without_labels(d, settings),
+            *active.cannot_tell_blocks(d),
+            *caveats_section(d, run_info, settings),
+            *sections.settings_blocks(run_info, settings, seed),
+        ]
     return title, [
         *sections.headline(d, settings),
         *sections.underperforming(d, settings),
@@ -66,6 +76,7 @@ def build_report(
         *sections.figures(d, images),
         *accuracy_blocks(d.accuracy, images.get("area_adjusted.png")),
         *sections.plan(d, settings),
+        *active.active_section(d, settings),
         *caveats_section(d, run_info, settings),
         *sections.settings_blocks(run_info, settings, seed),
     ]
@@ -80,8 +91,16 @@ def report_document(d: Diagnosis, *, run_info: Mapping[str, Any] | None = None,
 
 
 def write_tables(d: Diagnosis, settings: DiagnosisSettings, out_dir: Path) -> list[str]:
-    """The per-crop tables (TABLE_FILES)."""
+    """The per-crop tables (TABLE_FILES) and suspect_labels.csv; with fields without a label also their plan's
+    quotas (unlabelled_quotas.csv). A run without ground truth writes the quotas only: every other table needs
+    labelled fields."""
     out = Written(Path(out_dir))
+    if d.unlabelled is not None:
+        write_csv(d.unlabelled.quotas, out.path(active.QUOTAS_FILE), decimals=6)
+    if not d.has_labels:
+        return list(out.paths)
+    write_csv(d.suspects, out.path(active.SUSPECTS_FILE), decimals={"x": 7, "y": 7, "confidence_score": 2,
+                                                                       "purity": 4, "suspect_score": 4})
     write_csv(d.metrics, out.path("crop_metrics.csv"))
     write_csv(d.confusion, out.path("confusion_matrix.csv"), index=True)
     write_csv(d.pixel_confusion, out.path("confusion_matrix_pixels.csv"), index=True)
@@ -98,7 +117,11 @@ def write_field_lists(d: Diagnosis, settings: DiagnosisSettings, out_dir: Path, 
     `geometries` (FieldResults.geometries), else taken from `fields` when it is a GeoDataFrame, else points."""
     out = Written(Path(out_dir))
     sel = d.selection
-    for name, table in (("fields_to_label", with_reasons(sel.picks, settings)), ("evaluation_fields", sel.evaluation)):
+    lists = [("fields_to_label", with_reasons(sel.picks, settings)), ("evaluation_fields", sel.evaluation)] \
+        if d.has_labels else []
+    if d.unlabelled is not None:
+        lists.append((active.unlabelled_picks_file(d), d.unlabelled.picks))
+    for name, table in lists:
         write_csv(table, out.path(f"{name}.csv"), decimals=_field_decimals(table))
         _write_layer(table, fields, out.path(f"{name}.gpkg"), layer=name, crs=crs, geometries=geometries)
     return list(out.paths)
@@ -138,7 +161,8 @@ def _write_layer(table: pd.DataFrame, fields: pd.DataFrame | None, path: Path, *
         geometry, crs = fields.geometry.loc[table.index], fields.crs
     else:
         geometry = gpd.points_from_xy(table["x"].astype(float), table["y"].astype(float))
-    frame = gpd.GeoDataFrame(table.astype({"correct": bool}), geometry=geometry, crs=crs)
+    typed = table.astype({"correct": bool}) if "correct" in table else table
+    frame = gpd.GeoDataFrame(typed, geometry=geometry, crs=crs)
     with warnings.catch_warnings():
         # A plain table without any CRS is written as such, on purpose; pyogrio warns about it.
         warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
@@ -177,5 +201,6 @@ def write_diagnosis(
         *write_images(images, out_dir),
         *write_report(d, images, out_dir, settings=settings, run_info=run_info, seed=seed),
         *(write_mapped_area(mapped_area, out_dir) if mapped_area is not None else []),
+        *active.write_field_uncertainty(d, fields, out_dir),
     ]
     return {name: out_dir / name for name in names}
