@@ -102,7 +102,8 @@ def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid:
             "crop": truth,
             "predicted": pred,
             "runner_up": pd.Series(
-                np.where(runner.notna(), catalogue.names_of(runner.fillna(catalogue.ids[0]).astype(int)), None),
+                np.where(runner.notna(), catalogue.names_of(runner.fillna(catalogue.ids[0]).astype(int)),
+                         np.array(None, dtype=object)),
                 index=ev.index,
             ),
             "correct": truth == pred,

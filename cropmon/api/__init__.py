@@ -101,6 +101,8 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
                                "classes": classes}, environ={})
         if scratch is not None:
             config = dataclasses.replace(config, layer="fields")
+        if config.raster is None or config.fields is None:  # build_config was given both
+            raise RuntimeError("the configuration lost its raster or fields")
         with config.gdal.applied(), _cluster(config, client) as handle:
             results = analyse_fields(
                 config.raster, config.fields, cluster=handle, chunk_rows=config.chunk_rows, layer=config.layer,

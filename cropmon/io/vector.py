@@ -361,7 +361,7 @@ def read_field_table(path: str | Path, *, layer: str | None = None, label_column
     return FieldTable(table=table, fids=fids, bounds=aligned, source=source)
 
 
-def _fast_copy(header: FieldsHeader, scratch_dir: str | Path | None) -> Path:
+def _fast_copy(header: FieldsHeader, scratch_dir: str | Path | None) -> str | Path:
     """The GeoPackage copy of a file that cannot be read by feature id (made once by streaming its batches)."""
     path = header.path
     if header.driver == GEOPARQUET:

@@ -51,8 +51,8 @@ def caveats_section(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSetti
     if extra:
         items.append(f"Predicted, but never for one of its own fields: {names(extra)}.")
     if c["predicted_not_in_gt"]:
-        seen = [f"{k} ({v:,} fields)" for k, v in c["predicted_not_in_gt"].items()]
-        items.append(f"Predicted although absent from the GT: {names(seen)}.")
+        absent = [f"{k} ({v:,} fields)" for k, v in c["predicted_not_in_gt"].items()]
+        items.append(f"Predicted although absent from the GT: {names(absent)}.")
     if c["too_few_fields"]:
         items.append(f"Fewer than {s.min_fields} GT fields (noisy numbers): {names(c['too_few_fields'])}.")
     if c["invalid_class_pixels"] or c["invalid_confidence_pixels"]:
