@@ -156,7 +156,7 @@ class Catalogue:
 
     def label_classes(self, labels: Iterable[object]) -> pd.Series:
         """Class id of each label (case/whitespace-insensitive alias match), nullable Int16; <NA> when unknown."""
-        import pandas as pd  # here: the CLI reads the catalogue before any work, and pandas costs ~0.3 s to import
+        import pandas as pd  # here: the CLI reads the catalogue before any work, and importing pandas is slow
 
         series = labels if isinstance(labels, pd.Series) else pd.Series(list(labels), dtype="object")
         return series.astype("object").map(fold).map(self._folded).astype("Int16")

@@ -52,7 +52,7 @@ EVAL_COLUMNS: tuple[str, ...] = (
 
 
 # The per-field columns `candidate_fields` reads: it copies these columns of the clean rows only, not the whole
-# table (two copies of all columns were ~0.2 GB of the diagnosis's peak at 615k fields).
+# table, whose copies would weigh on the diagnosis's peak memory.
 CANDIDATE_INPUTS: tuple[str, ...] = (
     "field_id", "n_pixels", "pixel_rule", "geometry_status", "duplicate_id", "x", "y", "confidence_score",
     "vote_margin", "runner_up_crop", "purity", "area_m2",

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Comparison", "Diagnosis", "analyse", "compare", "diagnose", "run"]
 
-# The diagnosis and the comparison load scikit-learn and matplotlib (~0.7 s): `run`, which the CLI calls, needs
+# The diagnosis and the comparison load scikit-learn and matplotlib (slow imports): `run`, which the CLI calls, needs
 # neither on the client (the tail runs them on the workers), so they load on first use (PEP 562).
 _LAZY = {"Diagnosis": "cropmon.api.diagnosis", "diagnose": "cropmon.api.diagnosis",
          "Comparison": "cropmon.report.compare"}

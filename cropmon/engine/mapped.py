@@ -104,7 +104,7 @@ def row_pixel_areas(transform, crs: str, height: int) -> np.ndarray:
     lon = [c, c + a, c + a, c]
     edges = f + e * np.arange(height + 1)
     areas = np.empty(height)
-    for row in range(height):  # one Geod call per row: ~3 us each, 16 ms for the real file's 5,218 rows
+    for row in range(height):  # one Geod call per row (a row's pixels share their area)
         top, bottom = float(edges[row]), float(edges[row + 1])
         areas[row] = abs(geod.polygon_area_perimeter(lon, [top, top, bottom, bottom])[0])
     return areas
