@@ -131,7 +131,7 @@ class Catalogue:
 
     @cached_property
     def _folded(self) -> dict[str, int]:
-        return {fold(a): i for i, aliases in zip(self.ids, self.aliases, strict=True) for a in aliases}
+        return {a.strip().casefold(): i for i, aliases in zip(self.ids, self.aliases, strict=True) for a in aliases}
 
     @cached_property
     def _exact(self) -> frozenset[str]:
@@ -151,15 +151,12 @@ class Catalogue:
             raise ValueError(f"class id(s) {bad[:5]} are not in the catalogue ({self.source})")
         return self.name_array[positions]
 
-    def id_of(self, name: str) -> int:
-        return self.ids[self.names.index(name)]
-
     def is_exact_alias(self, label: object) -> bool:
         return isinstance(label, str) and label in self._exact
 
     def label_classes(self, labels: Iterable[object]) -> pd.Series:
         """Class id of each label (case/whitespace-insensitive alias match), nullable Int16; <NA> when unknown."""
-        import pandas as pd  # here: the CLI reads the catalogue before any work, and pandas costs ~0.3 s to import
+        import pandas as pd  # here: the CLI reads the catalogue before any work, and importing pandas is slow
 
         series = labels if isinstance(labels, pd.Series) else pd.Series(list(labels), dtype="object")
         return series.astype("object").map(fold).map(self._folded).astype("Int16")

@@ -13,7 +13,7 @@ import numbers
 import os
 import tomllib
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,7 +206,8 @@ def _is_a(value: Any, kind: type) -> bool:
     """bool: a bool; int: an integer (numpy's too), not a bool; float: any real number, not a bool; str: a str."""
     if kind is bool or isinstance(value, bool):
         return isinstance(value, bool) and kind is bool
-    return isinstance(value, {int: numbers.Integral, float: numbers.Real}.get(kind, kind))
+    abstract: dict[type, type] = {int: numbers.Integral, float: numbers.Real}
+    return isinstance(value, abstract.get(kind, kind))
 
 
 def parse_aoi(item: Any, source: str) -> tuple[str, ...]:
@@ -239,8 +240,8 @@ def parse_aoi(item: Any, source: str) -> tuple[str, ...]:
     if not (sep and comma and name and raster and fields):
         raise errors.ConfigError(f"{source}: {item!r} is not NAME=RASTER,FIELDS[,MASK]",
                                  fix="e.g. --aoi u0c=u0c.tif,u0c.gpkg (or u0c=u0c.tif,u0c.gpkg,u0c_mask.gpkg)")
-    parts = (name.strip(), raster.strip(), fields.strip())
-    return (*parts, mask.strip()) if mask.strip() else parts
+    texts = (name.strip(), raster.strip(), fields.strip())
+    return (*texts, mask.strip()) if mask.strip() else texts
 
 
 def aoi_parts(aoi: tuple[str, ...]) -> tuple[str, str, str, str | None]:
@@ -272,16 +273,16 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 GDAL_PREFIX = "CROPMON_GDAL_"
 
 
-def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """CROPMON_<SETTING> variables, e.g. CROPMON_RASTER, CROPMON_CHUNK_ROWS; CROPMON_GDAL_<OPTION> sets a GDAL
     option (CROPMON_GDAL_AWS_S3_ENDPOINT=host:9000)."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     out: dict[str, Any] = {}
     for name in SETTINGS:
         key = f"CROPMON_{name.upper()}"
-        if name not in ("diagnosis", "aois", "gdal", "cluster") and environ.get(key):
-            out[name] = _coerce(name, environ[key], key)
-    gdal = {k.removeprefix(GDAL_PREFIX): v for k, v in environ.items() if k.startswith(GDAL_PREFIX) and v}
+        if name not in ("diagnosis", "aois", "gdal", "cluster") and env.get(key):
+            out[name] = _coerce(name, env[key], key)
+    gdal = {k.removeprefix(GDAL_PREFIX): v for k, v in env.items() if k.startswith(GDAL_PREFIX) and v}
     if gdal:
         out["gdal"] = StorageSettings.from_mapping(gdal, source="CROPMON_GDAL_* variables")
     return out

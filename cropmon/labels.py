@@ -1,17 +1,11 @@
 """The 32-class catalogue of the crop model: class id <-> crop name <-> `normalized_label` aliases.
 
 The raster's class value is the position of the crop in `LABELS_DICT` (0 = Grassland Cultivated, 7 = Winter Wheat,
-31 = Vineyard). Ground-truth labels are matched to a class case- and whitespace-insensitively; a label that matches
-no alias (e.g. `radish`) maps to no class and is kept, counted and reported, never guessed.
+31 = Vineyard). The data only: `cropmon.catalogue.U0C` is this catalogue as a `Catalogue`, which matches
+ground-truth labels to classes.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 LABELS_DICT: dict[str, list[str]] = {
     "Grassland Cultivated": ["grassland_cultivated"],
@@ -50,26 +44,4 @@ LABELS_DICT: dict[str, list[str]] = {
 
 CROP_NAMES: tuple[str, ...] = tuple(LABELS_DICT)
 N_CLASSES: int = len(CROP_NAMES)  # 32
-INVALID_CLASS: int = N_CLASSES  # histogram slot for raster values outside 0..31
 CLASS_IDS: dict[str, int] = {name: i for i, name in enumerate(CROP_NAMES)}
-
-ALIAS_CLASS: dict[str, int] = {
-    alias: CLASS_IDS[name] for name, aliases in LABELS_DICT.items() for alias in aliases
-}
-_FOLDED_ALIAS_CLASS: dict[str, int] = {_a.strip().casefold(): _c for _a, _c in ALIAS_CLASS.items()}
-
-
-def label_class(label: object) -> int | None:
-    """Class id of a `normalized_label` value (case/whitespace-insensitive); None when unknown or null."""
-    if not isinstance(label, str):
-        return None
-    return _FOLDED_ALIAS_CLASS.get(label.strip().casefold())
-
-
-def label_classes(labels: Iterable[object]) -> pd.Series:
-    """Vectorised `label_class`: a nullable Int16 Series of class ids (<NA> for unknown or null labels)."""
-    import pandas as pd
-
-    series = pd.Series(list(labels) if not isinstance(labels, pd.Series) else labels, dtype="object")
-    folded = series.map(lambda v: v.strip().casefold() if isinstance(v, str) else None)
-    return folded.map(_FOLDED_ALIAS_CLASS).astype("Int16")

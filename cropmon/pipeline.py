@@ -161,10 +161,10 @@ def run_many(config: RunConfig) -> RunOutcome:
                 in_flight.append(aoi)
                 while len(in_flight) > window:  # the oldest AOI's tail runs beside the newer AOIs' computes
                     done = in_flight.popleft()
-                    aois[done.name] = _finish_many(handle, done, summaries, progress)
+                    _finish_many(handle, done, aois, summaries, progress)
             while in_flight:
                 done = in_flight.popleft()
-                aois[done.name] = _finish_many(handle, done, summaries, progress)
+                _finish_many(handle, done, aois, summaries, progress)
             destination = _destination(handle, staged, staged.staging, config)
             pooled = submit_pooled(handle, summaries, settings=config.diagnosis, seed=config.seed,
                                    destination=destination)
@@ -213,14 +213,18 @@ def aois_in_flight(n_workers: int) -> int:
     return max(2, n_workers // 8)
 
 
-def _finish_many(handle: ClusterHandle, aoi: AOIRun, summaries: dict[str, Any], progress: bool) -> dict[str, Any]:
+def _finish_many(handle: ClusterHandle, aoi: AOIRun, aois: dict[str, Any], summaries: dict[str, Any],
+                 progress: bool) -> None:
+    """Wait for one AOI of a multi-AOI run; its summary and its line of the pooled run.json are filled in."""
+    if aoi.name is None:
+        raise RuntimeError("an AOI of a multi-AOI run has no name")
     summaries[aoi.name] = aoi.tail.summary
     run_json = _finish_aoi(handle, aoi, progress=progress)
-    return {"raster": run_json["inputs"]["raster"]["path"], "fields": run_json["inputs"]["fields"]["path"],
+    aois[aoi.name] = {"raster": run_json["inputs"]["raster"]["path"], "fields": run_json["inputs"]["fields"]["path"],
             "n_fields": run_json["fields"]["n_input"], "timings_s": run_json["timings_s"]}
 
 
-def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer, *, out_dir: Path,
+def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer, *, out_dir: str | Path,
                   mask: str | None = None) -> FieldInputs:
     return field_inputs(raster, fields, chunk_rows=config.chunk_rows, layer=config.layer,
                         label_column=config.label_column, class_band=config.class_band,
@@ -242,7 +246,7 @@ def scratch_dir_for(config: RunConfig, out_dir: Path | str) -> Path | str:
         return store.url_of(config.scratch_dir) if store.is_object_store(config.scratch_dir) \
             else Path(config.scratch_dir)
     if store.is_object_store(out_dir):
-        return store.parse(out_dir).join(SCRATCH_NAME).url
+        return store.object_url(out_dir).join(SCRATCH_NAME).url
     out = Path(out_dir).resolve()
     return out / SCRATCH_NAME if outputs.swaps_in_place(out) else out.parent / SCRATCH_NAME
 

@@ -76,18 +76,6 @@ def result_bar(total: int):
     return tqdm(total=total, desc="compute", unit="chunk", file=sys.stderr)
 
 
-@contextlib.contextmanager
-def threads_progress(show: bool) -> Iterator[None]:
-    """Dask's own bar for an in-process (threads) computation."""
-    if not show:
-        yield
-        return
-    from dask.diagnostics import ProgressBar
-
-    with ProgressBar(out=sys.stderr):
-        yield
-
-
 def twin_progress() -> Callable[[str, float], None]:
     """A bar for making the digital twin: `update(step, fraction)` as twin.make_twin reports it."""
     from tqdm import tqdm

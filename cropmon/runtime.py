@@ -152,7 +152,11 @@ def _quiet_error(text: str) -> bool:
     InputError or DiskFull of cropmon, an error the client turns into one, or a full disk in any words."""
 
     def kinds(cls: type) -> set[str]:
-        return {cls.__name__}.union(*(kinds(sub) for sub in cls.__subclasses__()))
+        names = {cls.__name__}
+        subclasses: list[type] = cls.__subclasses__()
+        for sub in subclasses:
+            names |= kinds(sub)
+        return names
 
     names = kinds(errors.InputError) | {errors.DiskFull.__name__, *QUIET_WORKER_ERRORS}
     name = text.strip("\"'").split("(", 1)[0].rsplit(".", 1)[-1]

@@ -233,8 +233,8 @@ def submit_tail(handle: ClusterHandle, job: FieldJob, *, settings: DiagnosisSett
     `places` (ClusterHandle.places; the first is the worker that assembles the table): the diagnosis, first in
     line, runs on the table's worker; the two per-field files on the others, side by side with it."""
     results = job.results
-    home, *others = places or [None]
-    files_on = others or [home]
+    home = places[0] if places else None  # None: no placement (any worker)
+    files_on: list[str | None] = [*places[1:]] if places and len(places) > 1 else [home]
 
     def product(stage: str, write, *args: Any, **kwargs: Any):
         return handle.submit(outputs.produce, write, *args, destination=destination, stage=stage, **kwargs)

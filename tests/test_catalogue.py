@@ -13,13 +13,23 @@ from hypothesis import strategies as st
 from cropmon.catalogue import U0C, Catalogue, as_catalogue, fold, read_catalogue
 from cropmon.config import build_config
 from cropmon.errors import BadCatalogue, MissingFile
-from cropmon.labels import CROP_NAMES, LABELS_DICT, label_class
+from cropmon.labels import CROP_NAMES, LABELS_DICT
+
+
+def _u0c_class_of(label: object) -> int | None:
+    """The oracle: the position in LABELS_DICT of the crop one of whose aliases equals `label`, folded by hand."""
+    if not isinstance(label, str):
+        return None
+    for position, aliases in enumerate(LABELS_DICT.values()):
+        if any(alias.strip().casefold() == label.strip().casefold() for alias in aliases):
+            return position
+    return None
 
 
 def test_the_default_is_the_u0c_catalogue():
     assert U0C.names == CROP_NAMES and U0C.ids == tuple(range(32)) and as_catalogue(None) is U0C
     labels = ["wheat_winter", " Beets ", "SORGHUM", "radish", None, 3, "orchards"]
-    expected = [label_class(v) for v in labels]
+    expected = [_u0c_class_of(v) for v in labels]
     got = U0C.label_classes(labels)
     assert [None if pd.isna(v) else int(v) for v in got] == expected == [7, 23, 14, None, None, None, 30]
     assert U0C.is_exact_alias("beets") and not U0C.is_exact_alias(" Beets ")

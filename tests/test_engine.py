@@ -485,7 +485,7 @@ def test_chunk_summaries_hold_only_their_own_bytes(tmp_path):
     graph = field_graph(raster_io.open_prediction_bands(info, chunk_rows=8), prepared.source, index, chunks,
                         index.owner_spans(), raster_crs=info.crs, nodata=info.nodata)
     summaries = dask.compute(*graph, scheduler="sync")
-    arrays = [(name, value) for summary in summaries for name, value in summary.items()
-              if isinstance(value, np.ndarray)]
+    arrays = [(name, value) for summary in summaries
+              for name, value in [*vars(summary).items(), *summary.columns.items()] if isinstance(value, np.ndarray)]
     assert arrays and sum(len(value) for name, value in arrays if name == "label") == index.layout.n_labels
     assert [name for name, value in arrays if value.base is not None] == []

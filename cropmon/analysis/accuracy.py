@@ -217,8 +217,8 @@ class ErrorMatrix:
                           sp.csc_matrix((lin.totals.size - offset - k * k, C.shape[1]))], format="csc")
         v = variances(lin, full)
         parts = np.split(v, np.cumsum([k * k, k, k, k, k, k, 1, 1]))
-        return cls(lin.totals[offset:offset + k * k].reshape(k, k), parts[0].reshape(k, k), *parts[1:6],
-                   float(parts[6][0]), float(parts[7][0]), float(parts[8][0]))
+        return cls(lin.totals[offset:offset + k * k].reshape(k, k), parts[0].reshape(k, k), parts[1], parts[2],
+                   parts[3], parts[4], parts[5], float(parts[6][0]), float(parts[7][0]), float(parts[8][0]))
 
     def __add__(self, other: ErrorMatrix) -> ErrorMatrix:
         return ErrorMatrix(*(a + b for a, b in zip(self._fields(), other._fields(), strict=True)))

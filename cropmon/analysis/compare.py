@@ -296,7 +296,7 @@ def design_sample(set_: EvaluationSet, evaluation: pd.DataFrame | None = None, *
     a = set_.a
     probability = (set_.source == "evaluation_fields" and evaluation is not None
                    and {"inclusion_probability", "block"} <= set(evaluation.columns))
-    if probability:
+    if probability and evaluation is not None:
         held = evaluation.drop_duplicates("field_id").set_index(evaluation["field_id"].drop_duplicates().astype(str))
         pi = held["inclusion_probability"].reindex(a["field_id"]).to_numpy(float)
         psu = held["block"].astype(str).reindex(a["field_id"]).to_numpy()
@@ -368,7 +368,7 @@ def design_comparison(ds: DesignSample, *, order: tuple[str, ...] = U0C.names, l
         estimates[("oa", model, 0)] = _ratio_coefficients(model, k, [(i, i) for i in range(k)],
                                                           [(i, j) for i in range(k) for j in range(k)],
                                                           diag.sum(), whole)
-    keys = []
+    keys: list[tuple[str, int | str, int]] = []
     for measure, count in (("pa", k), ("ua", k), ("oa", 1)):
         for j in range(count):
             for model in (0, 1):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -174,7 +174,7 @@ class Diagnosis:
     selection: select.Selection
     blocks: pd.DataFrame
     overall: dict[str, float]
-    caveats: dict[str, Any]
+    caveats: Caveats
     sums: pd.DataFrame  # metrics.crop_sums: the additive per-crop statistics (for a pooled view of many AOIs)
     settings: DiagnosisSettings = field(default_factory=DiagnosisSettings)
     seed: int = 0
@@ -274,7 +274,35 @@ def ties_by_crop(fields: pd.DataFrame) -> dict[str, int]:
     return {str(crop): int(n) for crop, n in tied.items() if n > 0}
 
 
-def caveats(fields: pd.DataFrame, crop_table: pd.DataFrame, *, settings: DiagnosisSettings) -> dict[str, Any]:
+class Caveats(TypedDict):
+    """What limits the numbers (`caveats`): counts of fields, by the reason they are left out or odd, and the
+    crops seen on one side only. A dict (it is written to run.json as it is), with its keys checked."""
+
+    n_fields: int
+    n_scored: int  # fields the metrics score (metrics.evaluable)
+    no_pixel: int
+    no_pixel_by_geometry: dict[str, int]  # geometry status -> fields with no pixel
+    unknown_label: int  # fields whose label is no alias of the catalogue
+    unknown_label_examples: dict[str, int]  # the five most frequent such labels -> fields
+    null_label: int
+    variant_label: int  # labels matched only case- or whitespace-insensitively
+    all_touched: int  # fields scored on GDAL's all-touched pixels (no pixel centre inside)
+    tiny: int  # fields with pixels, fewer than settings.min_pixels
+    ties: int
+    ties_by_crop: dict[str, int]
+    duplicate_id: int
+    null_id: int
+    repaired_geometry: int
+    invalid_class_pixels: int
+    invalid_confidence_pixels: int
+    never_predicted: list[str]  # crops in the ground truth never predicted
+    never_right: list[str]
+    predicted_not_in_gt: dict[str, int]  # crop -> fields predicted so
+    too_few_fields: list[str]  # crops with fewer ground-truth fields than settings.min_fields
+    unlabelled_pool: NotRequired[int]  # fields without a label the plan may pick (set by `diagnose`)
+
+
+def caveats(fields: pd.DataFrame, crop_table: pd.DataFrame, *, settings: DiagnosisSettings) -> Caveats:
     """What limits the numbers: fields left out of the metrics or of the plan, odd labels, crops seen on one side."""
     n_pixels = fields["n_pixels"]
     unknown = fields.loc[fields["label_status"] == "unknown", "normalized_label"].astype(str).value_counts()

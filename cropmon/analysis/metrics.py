@@ -262,7 +262,7 @@ def _mistakes(confusion: pd.DataFrame) -> pd.DataFrame:
     columns: dict[str, object] = {}
     for k in range(TOP_MISTAKES):
         share = np.take_along_axis(shares, order[:, k : k + 1], axis=1)[:, 0]
-        columns[f"mistaken_for_{k + 1}"] = np.where(share > 0, names[order[:, k]], None)
+        columns[f"mistaken_for_{k + 1}"] = np.where(share > 0, names[order[:, k]], np.array(None, dtype=object))
         columns[f"mistaken_for_{k + 1}_share"] = np.where(share > 0, share, np.nan)
     return pd.DataFrame(columns, index=confusion.index)
 

@@ -52,7 +52,7 @@ EVAL_COLUMNS: tuple[str, ...] = (
 
 
 # The per-field columns `candidate_fields` reads: it copies these columns of the clean rows only, not the whole
-# table (two copies of all columns were ~0.2 GB of the diagnosis's peak at 615k fields).
+# table, whose copies would weigh on the diagnosis's peak memory.
 CANDIDATE_INPUTS: tuple[str, ...] = (
     "field_id", "n_pixels", "pixel_rule", "geometry_status", "duplicate_id", "x", "y", "confidence_score",
     "vote_margin", "runner_up_crop", "purity", "area_m2",
@@ -102,7 +102,8 @@ def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid:
             "crop": truth,
             "predicted": pred,
             "runner_up": pd.Series(
-                np.where(runner.notna(), catalogue.names_of(runner.fillna(catalogue.ids[0]).astype(int)), None),
+                np.where(runner.notna(), catalogue.names_of(runner.fillna(catalogue.ids[0]).astype(int)),
+                         np.array(None, dtype=object)),
                 index=ev.index,
             ),
             "correct": truth == pred,

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Comparison", "Diagnosis", "analyse", "compare", "diagnose", "run"]
 
-# The diagnosis and the comparison load scikit-learn and matplotlib (~0.7 s): `run`, which the CLI calls, needs
+# The diagnosis and the comparison load scikit-learn and matplotlib (slow imports): `run`, which the CLI calls, needs
 # neither on the client (the tail runs them on the workers), so they load on first use (PEP 562).
 _LAZY = {"Diagnosis": "cropmon.api.diagnosis", "diagnose": "cropmon.api.diagnosis",
          "Comparison": "cropmon.report.compare"}
@@ -101,6 +101,8 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
                                "classes": classes}, environ={})
         if scratch is not None:
             config = dataclasses.replace(config, layer="fields")
+        if config.raster is None or config.fields is None:  # build_config was given both
+            raise RuntimeError("the configuration lost its raster or fields")
         with config.gdal.applied(), _cluster(config, client) as handle:
             results = analyse_fields(
                 config.raster, config.fields, cluster=handle, chunk_rows=config.chunk_rows, layer=config.layer,

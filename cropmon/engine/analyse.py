@@ -139,14 +139,14 @@ def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | No
         chunks = RowChunks(height=info.height, width=info.width, transform=_affine(info), chunk_rows=chunk_rows)
     with timer.stage("inspect fields"):
         header = vector.inspect_fields(fields, layer=layer, label_column=None)
-        label_column = vector.label_column_to_read(header, label_column, no_labels=no_labels,
-                                                   catalogue=catalogue or U0C)
+        column_read = vector.label_column_to_read(header, label_column, no_labels=no_labels,
+                                                  catalogue=catalogue or U0C)
     population = None
     if mask is not None:
         with timer.stage("read AOI mask"):
             population = aoi_mask(str(mask), raster_crs=info.crs, transform=chunks.transform, height=info.height,
                                   width=info.width)
-    return FieldInputs(raster=info, chunks=chunks, bands=bands, fields=header, label_column=label_column,
+    return FieldInputs(raster=info, chunks=chunks, bands=bands, fields=header, label_column=column_read,
                        tie_break=tie_break, scratch_dir=None if scratch_dir is None else str(scratch_dir),
                        catalogue=catalogue or U0C, aoi_mask=population)
 

@@ -18,7 +18,7 @@ import pandas as pd
 from cropmon import errors, runtime
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.engine import fields as fields_mod
-from cropmon.engine.graph import GEOMETRY_STATUSES, FieldIndex
+from cropmon.engine.graph import GEOMETRY_STATUSES, ChunkSummary, FieldIndex
 from cropmon.engine.mapped import AOIMask, MappedPixels, mapped_area_table
 from cropmon.engine.rasterize import FieldLayout, Overlaps
 from cropmon.engine.zonal import PIXEL_RULES
@@ -78,24 +78,24 @@ class FieldColumns:
         self._shared_pixels = 0
         self._mapped: MappedPixels | None = None
 
-    def add(self, summary: dict[str, np.ndarray]) -> None:
+    def add(self, summary: ChunkSummary) -> None:
         """Take one chunk's summary (engine/graph.finish_chunk) into the columns."""
         if self._columns is None:
             raise RuntimeError("FieldColumns.add after finish()")
-        rows = self.layout.row_of_label[summary["label"] - 1]
-        self._histogram_parts.append((rows[summary["counts_field"]].astype(np.int32),
-                                      summary["counts_class"].astype(np.int32), summary["counts_pixels"]))
-        for value, pixels in summary["invalid_values"].T.tolist():
+        rows = self.layout.row_of_label[summary.label - 1]
+        self._histogram_parts.append((rows[summary.counts_field].astype(np.int32),
+                                      summary.counts_class.astype(np.int32), summary.counts_pixels))
+        for value, pixels in summary.invalid_values.T.tolist():
             self._invalid_values[value] = self._invalid_values.get(value, 0) + pixels
         for name, values in self._columns.items():
             if name in self.DECODE:
-                values[rows] = self.DECODE[name][summary[name]]  # shared string references, not copies
-            elif name in summary:
-                values[rows] = summary[name]
-        if len(summary["overlaps"].pairs):
-            self._overlaps.append(summary["overlaps"])
-        self._shared_pixels += int(summary["n_shared_pixels_in_chunk"])
-        mapped = summary.get("mapped")
+                values[rows] = self.DECODE[name][summary.columns[name]]  # shared string references, not copies
+            elif name in summary.columns:
+                values[rows] = summary.columns[name]
+        if len(summary.overlaps.pairs):
+            self._overlaps.append(summary.overlaps)
+        self._shared_pixels += int(summary.n_shared_pixels_in_chunk)
+        mapped = summary.mapped
         if mapped is not None:
             self._mapped = mapped if self._mapped is None else self._mapped + mapped
 
@@ -260,7 +260,7 @@ class FieldResults:
 
 
 def assemble_results(prepared: fields_mod.PreparedFields, index: FieldIndex, raster: RasterInfo, catalogue: Catalogue,
-                     *summaries: dict[str, np.ndarray], aoi_mask: AOIMask | None = None) -> FieldResults:
+                     *summaries: ChunkSummary, aoi_mask: AOIMask | None = None) -> FieldResults:
     """The chunk summaries of one AOI into its FieldResults (runs on a worker; the table stays there).
     `aoi_mask`: the population's boundary; each field is in it when its point (x, y) lies inside."""
     columns = FieldColumns(len(prepared.table), index.layout, catalogue)

@@ -126,11 +126,11 @@ def repair_geometries(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     multi = (status == "ok") & (shapely.get_type_id(geometry) == shapely.GeometryType.MULTIPOLYGON)
     status[multi] = "multipolygon"
     usable = np.isin(status, ["ok", "repaired", "multipolygon"])
-    out = np.where(usable, geometry, None)
+    out = np.where(usable, geometry, np.array(None, dtype=object))
     return out, status
 
 
-def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry:
+def _polygonal_part(geom: shapely.geometry.base.BaseGeometry) -> shapely.geometry.base.BaseGeometry:
     """The polygons of a make_valid result (which may be a collection with lines and points)."""
     if geom.geom_type in ("Polygon", "MultiPolygon"):
         return geom

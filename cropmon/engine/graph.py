@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from cropmon.catalogue import U0C
-from cropmon.engine.mapped import chunk_spans, mask_inside, row_pixel_areas
-from cropmon.engine.rasterize import BlockExtras, ChunkFields, FieldLayout, RowChunks, rasterize_chunk_fields
+from cropmon.engine.mapped import MappedPixels, chunk_spans, mask_inside, row_pixel_areas
+from cropmon.engine.rasterize import BlockExtras, ChunkFields, FieldLayout, Overlaps, RowChunks, rasterize_chunk_fields
 from cropmon.engine.scanline import Spans
 from cropmon.engine.zonal import PIXEL_RULES, ChunkPartial, chunk_partial, finish_owned_fields
 
@@ -59,23 +60,44 @@ def chunk_partial_of(bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, i
                          inside=inside)
 
 
+@dataclass(frozen=True)
+class ChunkSummary:
+    """The fields chunk k owns, compact for the trip to the assembling worker (engine/assemble.FieldColumns)."""
+
+    label: np.ndarray  # int64 field numbers in the label grid that the chunk owns
+    columns: dict[str, np.ndarray]  # per-field table columns by name, per label; pixel_rule and geometry_status
+    #                                 as int8 codes into PIXEL_RULES / GEOMETRY_STATUSES
+    counts_field: np.ndarray  # the class histograms as sparse triplets: int32 position in `label`,
+    counts_class: np.ndarray  # int8 class slot,
+    counts_pixels: np.ndarray  # int32 pixels
+    invalid_values: np.ndarray  # (2, values): raster value that is no class, pixels holding it
+    overlaps: Overlaps
+    n_shared_pixels_in_chunk: int
+    mapped: MappedPixels | None
+
+
 def finish_chunk(index: FieldIndex, k: int, partials: list[ChunkPartial], extras: BlockExtras, *,
-                 class_ids: np.ndarray, tie_break: str) -> dict[str, np.ndarray]:
+                 class_ids: np.ndarray, tie_break: str) -> ChunkSummary:
     """The summary of the fields chunk k owns, compact for the trip to the assembling worker: text as int8 codes
     into PIXEL_RULES / GEOMETRY_STATUSES, class histograms as sparse (field, class, pixels) triplets."""
     first, last = index.layout.owned(k)
-    summary = finish_owned_fields(first, last, partials, class_ids, extras, tie_break=tie_break)
-    counts = summary.pop("class_counts")
+    owned = finish_owned_fields(first, last, partials, class_ids, extras, tie_break=tie_break)
+    counts = owned.statistics.class_counts
     field, crop = np.nonzero(counts)
-    summary["counts_field"], summary["counts_class"] = field.astype(np.int32), crop.astype(np.int8)
-    summary["counts_pixels"] = counts[field, crop].astype(np.int32)
-    summary["pixel_rule"] = _codes(summary["pixel_rule"], PIXEL_RULES)
-    if "geometry_status" in summary:
-        summary["geometry_status"] = _codes(summary["geometry_status"], GEOMETRY_STATUSES)
-    return summary
+    columns = owned.statistics.columns()
+    columns["pixel_rule"] = _codes(owned.pixel_rule, PIXEL_RULES)
+    columns["n_pixels_shared"] = owned.n_pixels_shared
+    if owned.shapes is not None:
+        columns["geometry_status"] = _codes(owned.shapes.status, GEOMETRY_STATUSES)
+        columns["x"], columns["y"] = owned.shapes.x, owned.shapes.y
+    return ChunkSummary(
+        label=owned.label, columns=columns, counts_field=field.astype(np.int32), counts_class=crop.astype(np.int8),
+        counts_pixels=counts[field, crop].astype(np.int32), invalid_values=owned.invalid_values,
+        overlaps=owned.overlaps, n_shared_pixels_in_chunk=owned.n_shared_pixels_in_chunk, mapped=owned.mapped,
+    )
 
 
-def _codes(values: np.ndarray, names) -> np.ndarray:
+def _codes(values: np.ndarray, names: Iterable[str]) -> np.ndarray:
     lookup = {name: i for i, name in enumerate(names)}
     return np.fromiter((lookup[v] for v in values), dtype=np.int8, count=len(values))
 
@@ -94,7 +116,7 @@ def field_graph(bands, source, index, chunks: RowChunks, spans: list[tuple[int, 
     token = uuid.uuid4().hex
     class_ids = U0C.id_array if class_ids is None else np.asarray(class_ids, dtype=np.int64)
     band_blocks = bands.data.to_delayed().ravel()
-    row_areas = row_pixel_areas(chunks.transform, raster_crs, chunks.height)  # 16 ms for the real file's rows
+    row_areas = row_pixel_areas(chunks.transform, raster_crs, chunks.height)  # one Geod call per row: cheap
     blocks, extras = [], []
     for k in range(chunks.n_chunks):
         start, stop = chunks.rows(k)

@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
+
+if TYPE_CHECKING:
+    from cropmon.engine.scanline import Spans
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +99,12 @@ def row_pixel_areas(transform, crs: str, height: int) -> np.ndarray:
         unit = parsed.axis_info[0].unit_conversion_factor if parsed.axis_info else 1.0
         return np.full(height, abs(a * e) * unit * unit)
     geod = parsed.get_geod()
+    if geod is None:
+        raise ValueError(f"the geographic CRS {crs!r} has no ellipsoid to measure pixel areas on")
     lon = [c, c + a, c + a, c]
     edges = f + e * np.arange(height + 1)
     areas = np.empty(height)
-    for row in range(height):  # one Geod call per row: ~3 us each, 16 ms for the real file's 5,218 rows
+    for row in range(height):  # one Geod call per row (a row's pixels share their area)
         top, bottom = float(edges[row]), float(edges[row + 1])
         areas[row] = abs(geod.polygon_area_perimeter(lon, [top, top, bottom, bottom])[0])
     return areas
@@ -110,7 +116,7 @@ class AOIMask:
 
     path: str
     geometry: np.ndarray  # shapely polygons, raster CRS, repaired
-    spans: object  # scanline.Spans, owner 0
+    spans: Spans  # owner 0
 
     def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Which points (raster CRS) lie inside the mask (NaN points do not)."""
@@ -149,7 +155,7 @@ def aoi_mask(path: str, *, raster_crs: str, transform, height: int, width: int) 
     return mask
 
 
-def population_spans(geometry: np.ndarray, transform, *, height: int, width: int):
+def population_spans(geometry: np.ndarray, transform, *, height: int, width: int) -> Spans:
     """The pixel-centre spans (scanline.Spans, owner 0) of the AOI mask's polygons (in the raster's CRS) over the
     whole raster: made once on the client, each chunk task gets the spans of its own rows (`chunk_spans`)."""
     from cropmon.engine.rasterize import PolygonBatch
@@ -159,12 +165,12 @@ def population_spans(geometry: np.ndarray, transform, *, height: int, width: int
     return type(spans)(np.zeros(len(spans), np.int64), spans.row, spans.start, spans.stop)
 
 
-def chunk_spans(spans, row_start: int, row_stop: int):
+def chunk_spans(spans: Spans, row_start: int, row_stop: int) -> Spans:
     """The spans of rows [row_start, row_stop) (small: what one chunk task is sent)."""
     return spans.select((spans.row >= row_start) & (spans.row < row_stop))
 
 
-def mask_inside(spans, *, row_start: int, rows: int, width: int) -> np.ndarray:
+def mask_inside(spans: Spans, *, row_start: int, rows: int, width: int) -> np.ndarray:
     """(rows, width) bool: the pixels of one row chunk whose centre lies inside the AOI mask (its `chunk_spans`)."""
     from cropmon.engine.scanline import fill
 

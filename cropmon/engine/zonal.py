@@ -17,13 +17,13 @@ name them), slot n + 1 = nodata (excluded). For the u0c model: 0..31, 32 and 33.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
 
 from cropmon.engine.mapped import MappedPixels, count_mapped
-from cropmon.engine.rasterize import BlockExtras, Overlaps
+from cropmon.engine.rasterize import BlockExtras, FieldShapes, Overlaps
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +229,50 @@ def chunk_partial(
                         LabelCounts.of(shared.labels), invalid, mapped)
 
 
+@dataclass(frozen=True)
+class FieldStatistics:
+    """Per-field results of the histogram sums (`summarize_histograms`), one value per field; every attribute but
+    `class_counts` is the per-field table's column of the same name."""
+
+    n_pixels: np.ndarray
+    n_invalid: np.ndarray
+    n_nodata: np.ndarray
+    majority_crop: np.ndarray  # class id, NaN without pixels
+    purity: np.ndarray
+    runner_up_crop: np.ndarray
+    runner_up_share: np.ndarray
+    vote_margin: np.ndarray
+    tie: np.ndarray
+    confidence_score: np.ndarray
+    confidence_std: np.ndarray
+    confidence_majority: np.ndarray
+    n_conf_invalid: np.ndarray
+    class_counts: np.ndarray  # int32 (fields x classes) pixel histograms, in slot order
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-field table's columns by name (all but the histograms)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "class_counts"}
+
+
+@dataclass(frozen=True)
+class OwnedFields:
+    """The fields a chunk owns (labels first..last), finished: their statistics and what travels with them."""
+
+    label: np.ndarray  # int64 field numbers in the label grid, first..last
+    statistics: FieldStatistics
+    pixel_rule: np.ndarray  # per field, one of PIXEL_RULES (shared strings)
+    n_pixels_shared: np.ndarray  # per field, its pixel centres inside another field too
+    invalid_values: np.ndarray  # (2, values): raster value that is no class, pixels of the owning chunk holding it
+    mapped: MappedPixels | None  # the owning chunk's whole map, counted once (None: no map counted)
+    overlaps: Overlaps  # the owning chunk's overlapping pairs
+    n_shared_pixels_in_chunk: int
+    shapes: FieldShapes | None  # geometry status and point of each owned field (None: the chunk read no shapes)
+
+
 def finish_owned_fields(
     first: int, last: int, partials: list[ChunkPartial], class_ids: np.ndarray, extras: BlockExtras | None = None,
     *, tie_break: str = "confidence",
-) -> dict[str, np.ndarray]:
+) -> OwnedFields:
     """Add the partials of labels first..last (the chunk's own fields) and summarise them.
 
     `partials[0]` is the owning chunk's own: its tally of values outside the catalogue and its mapped area travel
@@ -252,21 +292,21 @@ def finish_owned_fields(
     has_centre = total[0].sum(axis=1) > 0
     use_fallback = ~has_centre & (fallback[0].sum(axis=1) > 0)
     total[:, use_fallback] = fallback[:, use_fallback]
-    pixel_rule = PIXEL_RULES[np.where(has_centre, 0, np.where(use_fallback, 1, 2))]
-    summary = summarize_histograms(total, class_ids, tie_break=tie_break)
-    summary["invalid_values"] = partials[0].invalid_values if partials else np.zeros((2, 0), np.int64)
-    summary["mapped"] = partials[0].mapped if partials else None  # the owning chunk's whole map, counted once
-    summary["label"] = np.arange(first, last + 1, dtype=np.int64)
-    summary["pixel_rule"] = pixel_rule
-    summary["n_pixels_shared"] = shared
-    summary["overlaps"] = extras.overlaps if extras is not None else Overlaps.empty()
-    summary["n_shared_pixels_in_chunk"] = extras.shared.n_pixels() if extras is not None else 0
-    if extras is not None and extras.shapes is not None:
-        shapes = extras.shapes
-        if not np.array_equal(shapes.labels, summary["label"]):
-            raise RuntimeError(f"chunk owning labels {first}..{last} read other fields ({len(shapes.labels)})")
-        summary["geometry_status"], summary["x"], summary["y"] = shapes.status, shapes.x, shapes.y
-    return summary
+    label = np.arange(first, last + 1, dtype=np.int64)
+    shapes = extras.shapes if extras is not None else None
+    if shapes is not None and not np.array_equal(shapes.labels, label):
+        raise RuntimeError(f"chunk owning labels {first}..{last} read other fields ({len(shapes.labels)})")
+    return OwnedFields(
+        label=label,
+        statistics=summarize_histograms(total, class_ids, tie_break=tie_break),
+        pixel_rule=PIXEL_RULES[np.where(has_centre, 0, np.where(use_fallback, 1, 2))],
+        n_pixels_shared=shared,
+        invalid_values=partials[0].invalid_values if partials else np.zeros((2, 0), np.int64),
+        mapped=partials[0].mapped if partials else None,
+        overlaps=extras.overlaps if extras is not None else Overlaps.empty(),
+        n_shared_pixels_in_chunk=extras.shared.n_pixels() if extras is not None else 0,
+        shapes=shapes,
+    )
 
 
 def top_class(counts: np.ndarray, conf_sums: np.ndarray, *, tie_break: str) -> np.ndarray:
@@ -282,7 +322,7 @@ def top_class(counts: np.ndarray, conf_sums: np.ndarray, *, tie_break: str) -> n
 
 
 def summarize_histograms(total: np.ndarray, class_ids: np.ndarray, *,
-                         tie_break: str = "confidence") -> dict[str, np.ndarray]:
+                         tie_break: str = "confidence") -> FieldStatistics:
     """Per-field results from the (4, fields, n + 2) sums: majority (ties: `top_class`), purity, runner-up, means.
 
     Majority and runner-up are class ids (`class_ids[slot]`); the histograms stay in slot order.
@@ -310,24 +350,24 @@ def summarize_histograms(total: np.ndarray, class_ids: np.ndarray, *,
         majority_conf = total[2][rows, majority] / total[1][rows, majority]
         purity = top / n_pixels
         runner_share = second / n_pixels
-    return {
-        "n_pixels": n_pixels,
+    return FieldStatistics(
+        n_pixels=n_pixels,
         # copies: a column view would keep the whole (4, fields, slots) sums alive while the summary waits on its
-        # worker for the table's assembly (~8 MB per chunk held, 0.3 GB per worker on a 4x twin)
-        "n_invalid": pixels[:, n_classes].copy(),
-        "n_nodata": pixels[:, n_classes + 1].copy(),
-        "majority_crop": np.where(has, class_ids[majority], np.nan),
-        "purity": np.where(has, purity, np.nan),
-        "runner_up_crop": np.where(has & (second > 0), class_ids[runner], np.nan),
-        "runner_up_share": np.where(has, runner_share, np.nan),
-        "vote_margin": np.where(has, purity - runner_share, np.nan),
-        "tie": has & (second == top),
-        "confidence_score": np.where(has & (conf_n > 0), mean, np.nan),
-        "confidence_std": np.where(has & (conf_n > 0), std, np.nan),
-        "confidence_majority": np.where(has & (total[1][rows, majority] > 0), majority_conf, np.nan),
-        "n_conf_invalid": (total[0, :, :n_classes].sum(axis=1) - conf_n),
-        "class_counts": class_counts.astype(np.int32),
-    }
+        # worker for the table's assembly
+        n_invalid=pixels[:, n_classes].copy(),
+        n_nodata=pixels[:, n_classes + 1].copy(),
+        majority_crop=np.where(has, class_ids[majority], np.nan),
+        purity=np.where(has, purity, np.nan),
+        runner_up_crop=np.where(has & (second > 0), class_ids[runner], np.nan),
+        runner_up_share=np.where(has, runner_share, np.nan),
+        vote_margin=np.where(has, purity - runner_share, np.nan),
+        tie=has & (second == top),
+        confidence_score=np.where(has & (conf_n > 0), mean, np.nan),
+        confidence_std=np.where(has & (conf_n > 0), std, np.nan),
+        confidence_majority=np.where(has & (total[1][rows, majority] > 0), majority_conf, np.nan),
+        n_conf_invalid=(total[0, :, :n_classes].sum(axis=1) - conf_n),
+        class_counts=class_counts.astype(np.int32),
+    )
 
 
 def warm_up() -> None:

@@ -89,7 +89,7 @@ def fast_copy(path: str, *, layer: str, driver: str, open_batches: Callable[[], 
     if scratch_dir is not None and store.is_object_store(scratch_dir):
         return _fast_copy_to_store(path, layer=layer, driver=driver, open_batches=open_batches,
                                    geometry_name=geometry_name, geometry_type=geometry_type, crs=crs,
-                                   scratch=store.parse(scratch_dir))
+                                   scratch=store.object_url(scratch_dir))
     scratch = Path(scratch_dir) if scratch_dir is not None else default_scratch_dir()
     target = scratch / copy_name(path, layer)
     if target.exists() and _local_file_of(path) is not None:

@@ -92,7 +92,8 @@ def produce(write: Callable[..., Any], *args: Any, destination: Destination, **k
             raise
         # Said where it happened (this worker's view of the device); the chain stays here: GDAL's errors do not
         # always unpickle on the client.
-        where = {"device": fs.device, "mount": fs.mount, "free": fs.free, "total": fs.total} if fs else {}
+        where: dict[str, Any] = ({"device": fs.device, "mount": fs.mount, "free": fs.free, "total": fs.total}
+                                 if fs else {})
         raise errors.DiskFull(destination.shared or scratch, detail=errors.first_line(exc), **where) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -105,7 +106,7 @@ def _produce_into_store(write: Callable[..., Any], *args: Any, url: str, **kwarg
     try:
         write(*args, out_dir=scratch, **kwargs)
         files = {p.name: p.stat().st_size for p in sorted(scratch.iterdir()) if p.is_file()}
-        target = store.parse(url)
+        target = store.object_url(url)
         for name in files:
             try:
                 store.upload(scratch / name, target.join(name))
@@ -165,14 +166,14 @@ class StagedOutput:
         if self.remote is None:
             return None
         relative = Path(local_dir).relative_to(self.staging).as_posix()
-        return store.parse(self.remote).join("" if relative == "." else relative).url
+        return store.object_url(self.remote).join("" if relative == "." else relative).url
 
     def as_manifest(self) -> dict[str, Any] | None:
         """run.json's `output` for a run into a bucket: which run this is and where its pointer is."""
         if self.remote is None:
             return None
         return {"url": str(self.final), "run_id": self.run_id, "run_url": self.remote,
-                "pointer": store.parse(str(self.final)).join(published.POINTER).url}
+                "pointer": store.object_url(str(self.final)).join(published.POINTER).url}
 
 
 RESERVED_PREFIX = ".cropmon-"  # hidden entries of an output directory swapped in place: the swap leaves them alone

@@ -39,7 +39,7 @@ def require_file(path: str | Path, what: str) -> None:
 
         require_credentials(path)
         return
-    path = as_path(path)
+    path = Path(path)  # a local file: what as_path gives it
     if not path.exists():
         raise errors.MissingFile(f"{what} does not exist", path=path, fix=f"check the path of the {what}")
     if path.is_dir() and path.suffix.lower() not in {".gdb", ".parquet"}:
@@ -74,7 +74,7 @@ def pyogrio_errors_in_this_thread() -> None:
 
 
 @contextlib.contextmanager
-def gdal_warnings_logged(path: Path) -> Iterator[None]:
+def gdal_warnings_logged(path: str | Path) -> Iterator[None]:
     """Turn GDAL's warnings (which pyogrio raises as RuntimeWarning) into log lines naming the file."""
     import warnings
 

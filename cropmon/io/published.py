@@ -48,16 +48,16 @@ def new_run_id() -> str:
 
 
 def run_url(out: str, run_id: str) -> str:
-    return store.parse(out).join(RUNS, run_id).url
+    return store.object_url(out).join(RUNS, run_id).url
 
 
 def pointer(out: str) -> dict[str, Any] | None:
     """The pointer object of an output prefix (which run is the current one), or None before the first run."""
-    data = store.read_bytes(store.parse(out).join(POINTER))
+    data = store.read_bytes(store.object_url(out).join(POINTER))
     try:
         return json.loads(data) if data else None
     except ValueError:  # not written by cropmon: the next pointer replaces it
-        log.warning("%s is not a pointer cropmon wrote; it is replaced", store.parse(out).join(POINTER).url)
+        log.warning("%s is not a pointer cropmon wrote; it is replaced", store.object_url(out).join(POINTER).url)
         return None
 
 
@@ -69,7 +69,7 @@ def staged_run(
     under the run's prefix and the pointer is written (inside `deferred()`: signals wait until it is done); on
     failure (any exception, Ctrl-C, SIGTERM) the run's prefix is removed and the pointer left as it was."""
     staging = Path(tempfile.mkdtemp(prefix="cropmon-staging-"))
-    target = store.parse(run_url(out, run_id))
+    target = store.object_url(run_url(out, run_id))
     try:
         yield staging
         with deferred():
@@ -87,14 +87,14 @@ def staged_run(
 def publish(out: str, run_id: str, staging: Path) -> None:
     """Upload the client's files (run.json last, the top-level one after every AOI's), then the pointer, then
     remove the runs no reader needs any more."""
-    target = store.parse(run_url(out, run_id))
+    target = store.object_url(run_url(out, run_id))
     files = sorted(
         (p for p in staging.rglob("*") if p.is_file() and ".parts" not in p.relative_to(staging).parts),
         key=lambda p: (p.name == "run.json", -len(p.relative_to(staging).parts), str(p)),
     )
     for path in files:
         store.upload(path, target.join(path.relative_to(staging).as_posix()))
-    base = store.parse(out)
+    base = store.object_url(out)
     before = pointer(out)
     record = {
         "run_id": run_id,

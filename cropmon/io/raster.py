@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from cropmon import errors
+
+if TYPE_CHECKING:
+    import xarray as xr
 from cropmon.io import store
 from cropmon.io.paths import as_path, require_file, size_bytes
 
@@ -164,7 +167,8 @@ def open_prediction_bands(info: RasterInfo, *, chunk_rows: int):
         # and cropmon never applies a scale to class ids.
         warnings.filterwarnings("ignore", message="(Scales|Offsets) differ across bands", category=UserWarning)
         arr = rioxarray.open_rasterio(info.path, lock=False, cache=False, masked=False, mask_and_scale=False)
-    arr = arr.isel(band=[info.class_band - 1, info.confidence_band - 1])
+    # open_rasterio's list and Dataset are for files with subdatasets (HDF, netCDF); a GeoTIFF is one DataArray
+    arr = cast("xr.DataArray", arr).isel(band=[info.class_band - 1, info.confidence_band - 1])
     return arr.chunk({"band": 2, "y": chunk_rows, "x": -1})
 
 

@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,14 @@ def parse(path: str | Path | ObjectURL) -> ObjectURL | None:
         if scheme in GDAL_PREFIXES:
             return ObjectURL(scheme, match["bucket"], match["key"])
     return None
+
+
+def object_url(path: str | Path | ObjectURL) -> ObjectURL:
+    """The object `path` names, where the caller knows it is an object-storage path (`parse` says whether)."""
+    target = parse(path)
+    if target is None:
+        raise ValueError(f"{path} is no object-storage path (s3://, gs://, az:// or /vsis3/, /vsigs/, /vsiaz/)")
+    return target
 
 
 def is_object_store(path: str | Path) -> bool:
@@ -207,7 +215,7 @@ class StorageSettings:
 OBJECT_STORAGE_DEFAULTS = (("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"),)
 
 
-def defaults_for(paths: list[str | Path | None]) -> StorageSettings:
+def defaults_for(paths: Sequence[str | Path | None]) -> StorageSettings:
     """The settings a run gets beneath its own when any of `paths` is in object storage (else none)."""
     return (
         StorageSettings(OBJECT_STORAGE_DEFAULTS) if any(p and is_object_store(p) for p in paths) else StorageSettings()
@@ -455,7 +463,7 @@ def list_objects(prefix: str | Path | ObjectURL) -> list[tuple[ObjectURL, int, i
     """(object, size, modification time in ns) of every object under `prefix` ([] when there is none)."""
     import pyarrow.fs as pafs
 
-    target = parse(prefix)
+    target = object_url(prefix)
     fs, key = _fs_and_path(prefix)
     selector = pafs.FileSelector(key, recursive=True, allow_not_found=True)
     out = []
@@ -481,7 +489,7 @@ def check_bucket(path: str | Path | ObjectURL, *, writable: bool) -> None:
     object is written and deleted."""
     import pyarrow.fs as pafs
 
-    target = parse(path)
+    target = object_url(path)
     require_credentials(target.url)
     fs = filesystem(target.scheme)
     try:

@@ -296,11 +296,6 @@ class FieldSource:
             # Sequential reads follow file order; a driver that orders differently is read by id instead.
             yield wkb if np.array_equal(got, expected) else self.read_wkb(expected)
 
-    def iter_geometries(self, fids: np.ndarray, *, batch_rows: int) -> Iterator[np.ndarray]:
-        """The geometries of `fids` (all features, file order) in batches of `batch_rows`, read sequentially."""
-        for wkb in self.iter_wkb(fids, batch_rows=batch_rows):
-            yield _from_wkb(wkb)
-
     def total_bounds(self, fids: np.ndarray) -> list[float] | None:
         """minx, miny, maxx, maxy over the features `fids` (GDAL's per-feature envelopes; None when all are null)."""
         import pyogrio
@@ -366,7 +361,7 @@ def read_field_table(path: str | Path, *, layer: str | None = None, label_column
     return FieldTable(table=table, fids=fids, bounds=aligned, source=source)
 
 
-def _fast_copy(header: FieldsHeader, scratch_dir: str | Path | None) -> Path:
+def _fast_copy(header: FieldsHeader, scratch_dir: str | Path | None) -> str | Path:
     """The GeoPackage copy of a file that cannot be read by feature id (made once by streaming its batches)."""
     path = header.path
     if header.driver == GEOPARQUET:

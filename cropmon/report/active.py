@@ -17,7 +17,8 @@ from cropmon.analysis.diagnose import Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.analysis.unlabelled import PICK_COLUMNS as UNLABELLED_PICK_COLUMNS
 from cropmon.io.outputs import write_parquet
-from cropmon.report.document import Block, Bullets, Heading, Paragraph, Table, lookup, names, num, pct, strong
+from cropmon.report.document import Block, Bullets, Heading, Paragraph, Table, names, num, pct, strong
+from cropmon.report.run_facts import RunFacts
 
 QUOTAS_FILE = "unlabelled_quotas.csv"
 SUSPECTS_FILE = "suspect_labels.csv"
@@ -46,11 +47,11 @@ def unlabelled_picks_file(d: Diagnosis) -> str:
 
 def why_no_labels(run_info: Mapping[str, Any]) -> str:
     """Why a run has no ground truth, from run_info (the settings and the fields as read)."""
-    if lookup(run_info, "settings", "no_labels") is True:
+    facts = RunFacts.of(run_info)
+    if facts.no_labels:
         return "--no-labels: the labels were not read"
-    read = lookup(run_info, "inputs", "fields")
-    if isinstance(read, Mapping) and "label_column" in read and read["label_column"] is None:
-        wanted = lookup(run_info, "settings", "label_column") or "normalized_label"
+    if facts.label_column_absent:
+        wanted = facts.label_column or "normalized_label"
         return f"the fields file has no label column {wanted!r}"
     return "no field carries a label"
 

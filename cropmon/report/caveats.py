@@ -8,11 +8,12 @@ from typing import Any
 
 from cropmon.analysis.diagnose import Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.report.document import Block, Bullets, Heading, lookup, names
+from cropmon.report.document import Block, Bullets, Heading, names
+from cropmon.report.run_facts import RunFacts
 
 
 def caveats_section(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSettings) -> list[Block]:
-    c = d.caveats
+    c, facts = d.caveats, RunFacts.of(run_info)
     items = []
     if c["no_pixel"]:
         where = ", ".join(f"{k}: {v:,}" for k, v in c["no_pixel_by_geometry"].items())
@@ -32,8 +33,8 @@ def caveats_section(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSetti
     if c["tiny"]:
         items.append(f"{c['tiny']:,} scored fields have fewer than {s.min_pixels} pixels: never picked for labelling.")
     if c["ties"]:
-        items.append(_ties_sentence(c, lookup(run_info, "settings", "tie_break"), by_crop=d.has_labels))
-    overlaps = _overlaps_sentence(run_info)
+        items.append(_ties_sentence(c, facts.tie_break, by_crop=d.has_labels))
+    overlaps = _overlaps_sentence(facts)
     if overlaps:
         items.append(overlaps)
     if c["repaired_geometry"]:
@@ -41,7 +42,7 @@ def caveats_section(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSetti
     if c["duplicate_id"]:
         items.append(f"{c['duplicate_id']:,} fields share their field_id with another: scored, never picked.")
     if c.get("null_id"):
-        fids = lookup(run_info, "fields", "examples", "field_id_null")
+        fids = facts.null_field_ids
         seen = f" ({', '.join(fids[:5])} in the fields file)" if fids else ""
         items.append(f"{c['null_id']:,} fields have no field_id{seen}: scored, never picked, since nobody could"
                      " trace them back to the ground truth.")
@@ -51,34 +52,32 @@ def caveats_section(d: Diagnosis, run_info: Mapping[str, Any], s: DiagnosisSetti
     if extra:
         items.append(f"Predicted, but never for one of its own fields: {names(extra)}.")
     if c["predicted_not_in_gt"]:
-        seen = [f"{k} ({v:,} fields)" for k, v in c["predicted_not_in_gt"].items()]
-        items.append(f"Predicted although absent from the GT: {names(seen)}.")
+        absent = [f"{k} ({v:,} fields)" for k, v in c["predicted_not_in_gt"].items()]
+        items.append(f"Predicted although absent from the GT: {names(absent)}.")
     if c["too_few_fields"]:
         items.append(f"Fewer than {s.min_fields} GT fields (noisy numbers): {names(c['too_few_fields'])}.")
     if c["invalid_class_pixels"] or c["invalid_confidence_pixels"]:
-        values = lookup(run_info, "fields", "invalid_class_values")
+        values = facts.invalid_class_values
         seen = (": " + ", ".join(f"{k} ({v:,} px)" for k, v in list(values.items())[:8])) if values else ""
         items.append(
             f"{c['invalid_class_pixels']:,} pixels held a class value that is no class of the"
             f" {d.catalogue.describe()}{seen}, and {c['invalid_confidence_pixels']:,} a confidence outside 0..100;"
             " they are counted, not used."
         )
-    dropped = lookup(run_info, "fields", "counts")
-    if isinstance(dropped, Mapping) and dropped:
+    dropped = facts.engine_counts
+    if dropped:
         counts = ", ".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in dropped.items())
         items.append(f"The engine reported: {counts}.")
     return [Heading("Caveats"), Bullets(items or ["None: every field was scored and every label matched a class."])]
 
 
-def _overlaps_sentence(run_info: Mapping[str, Any]) -> str | None:
-    """Overlapping and duplicated fields, from the engine's report in run_info (None when there are none)."""
-    pairs = lookup(run_info, "fields", "overlapping_pairs")
+def _overlaps_sentence(facts: RunFacts) -> str | None:
+    """Overlapping and duplicated fields, from the engine's report in run.json (None when there are none)."""
+    pairs = facts.overlapping_pairs
     if not pairs:
         return None
-    same = lookup(run_info, "fields", "duplicate_geometry_pairs") or 0
-    shared = lookup(run_info, "fields", "shared_pixels") or 0
-    counts = lookup(run_info, "fields", "counts")
-    inside = counts.get("fully_inside_other_fields", 0) if isinstance(counts, Mapping) else 0
+    same, shared = facts.duplicate_geometry_pairs, facts.shared_pixels
+    inside = facts.engine_counts.get("fully_inside_other_fields", 0)
     return (f"{pairs:,} pairs of fields overlap: {shared:,} pixels lie in more than one field, {same:,} pairs are the"
             f" same polygon twice and {inside:,} fields lie wholly inside others. Each field is scored on every pixel"
             " centre inside it, so a shared pixel counts in each field that holds it (as exactextract and rasterstats"

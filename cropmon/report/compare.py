@@ -26,8 +26,9 @@ from cropmon.analysis.compare import (
 from cropmon.catalogue import U0C
 from cropmon.errors import NotComparable
 from cropmon.io.outputs import atomic_output_dir, check_writable, write_csv
-from cropmon.report.document import Bullets, Document, Heading, Image, Paragraph, Table, lookup, png
+from cropmon.report.document import Bullets, Document, Heading, Image, Paragraph, Table, png
 from cropmon.report.plots import delta_plot
+from cropmon.report.run_facts import RunFacts
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ class RunTables:
     @property
     def crop_order(self) -> tuple[str, ...]:
         """The run's class catalogue, in order (run.json inputs.classes; the u0c one for older runs)."""
-        names = lookup(self.manifest, "inputs", "classes", "names")
-        return tuple(names) if isinstance(names, list) else U0C.names
+        names = RunFacts.of(self.manifest).class_names
+        return names if names is not None else U0C.names
 
 
 

@@ -14,7 +14,6 @@ import base64
 import html
 import io
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,15 +85,6 @@ def _inline_parts(text: str) -> list[tuple[bool, str]]:
     """(bold?, text) pieces of a block's text."""
     return [(part.startswith(_STRONG[0]), part.strip("".join(_STRONG)))
             for part in _STRONG_PART.split(text) if part]
-
-
-def lookup(info: Mapping[str, Any], *keys: str) -> Any:
-    """info[k1][k2]..., or None when a level is missing or not a mapping."""
-    for key in keys:
-        if not isinstance(info, Mapping) or key not in info:
-            return None
-        info = info[key]
-    return info
 
 
 

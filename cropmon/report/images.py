@@ -47,13 +47,13 @@ def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: plots.Ma
         figure = plots.block_map(d.blocks, picks=d.selection.picks, evaluation=d.selection.evaluation, aspect=aspect,
                                  crs=crs)
         caption = f"Error rate per {s.block_km:g} km block; crosses: fields to label, circles: held back."
-    elif name == "map_window.png":
+    elif name == "map_window.png" and window is not None:
         figure = plots.map_window(window, aspect=aspect)
         caption = f"A window of the AOI ({window.crs}): ground truth | prediction | confidence."
         if not d.has_labels:
             caption = (f"A window of the AOI ({window.crs}) where the fields are densest: prediction | confidence"
                        " (no ground truth: the first panel is empty).")
-    elif name == "area_adjusted.png":
+    elif name == "area_adjusted.png" and d.accuracy is not None:
         figure = plots.area_plot(d.accuracy.table, level=d.accuracy.level)
         caption = ("Mapped area (the map's pixel count) and error-adjusted area with its 95 % interval per crop,"
                    " largest first: where the interval misses the grey bar, the pixel count is biased by the map's"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -39,7 +40,9 @@ def class_colours(catalogue: Catalogue) -> list[str]:
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    spare = [to_hex(c) for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
+    # tab20* are ListedColormaps, but the registry is typed as returning the base Colormap, which has no colours
+    tab20 = [colormaps[name] for name in ("tab20", "tab20b", "tab20c")]
+    spare = [to_hex(c) for cmap in tab20 for c in cmap.colors]  # type: ignore[attr-defined]
     spare = [c for c in spare if c not in set(_U0C_COLOUR.values())]
     colours, k = [], 0
     for name in catalogue.names:
@@ -164,7 +167,7 @@ def f1_vs_confidence(
         fontsize=9,
     )
     shown = [c for c in CERTAINTY_STYLE if c in sure] if certainty else []
-    handles = [Line2D([], [], ls="", marker="o", markersize=9, markerfacecolor=CERTAINTY_STYLE[c][0],
+    handles: list[Artist] = [Line2D([], [], ls="", marker="o", markersize=9, markerfacecolor=CERTAINTY_STYLE[c][0],
                       markeredgecolor=CERTAINTY_STYLE[c][1], label=CERTAINTY_STYLE[c][2]) for c in shown]
     if not shown:
         handles = [Patch(color=FLAGGED_COLOUR, alpha=0.6, label="underperforming")]

@@ -27,6 +27,7 @@ from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.io.outputs import write_csv
 from cropmon.report.accuracy import accuracy_blocks, error_matrix_table
 from cropmon.report.document import (
+    Block,
     Bullets,
     Heading,
     Image,
@@ -276,7 +277,7 @@ def _write_without_labels(summaries: dict[str, AOISummary], out_dir: Path, *, se
     overview = aoi_overview(summaries, allocate_labels(allocation_rows({}), budget=settings.label_budget))
     write_csv(overview, out_dir / "aoi_overview.csv", decimals=3)
     title = f"Pooled crop diagnosis: {len(summaries)} AOIs ({', '.join(summaries)}), without ground truth"
-    blocks = [
+    blocks: list[Block] = [
         Heading("Headline"),
         Paragraph(f"{len(summaries)} AOIs, {int(overview['n_fields'].sum()):,} fields, none with a usable label:"
                   " nothing to pool. " + _without_labels_sentence(list(summaries))),

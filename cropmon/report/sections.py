@@ -16,7 +16,7 @@ from cropmon.analysis import metrics
 from cropmon.analysis.diagnose import CERTAINTIES, TIERS, Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.report import active
-from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, lookup, names, num, pct, strong
+from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, names, num, pct, strong
 from cropmon.report.wording import CERTAINTY_WORDS, interval_text, rule_text, with_reasons
 
 MAX_SENTENCES = 8  # per section; the tables hold the rest
@@ -246,13 +246,6 @@ def plan(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
         top = top[["rank", "field_id", "crop", "predicted", "confidence_score", "vote_margin", "reason"]]
         blocks.append(Table(top, f"first {len(top)} of {len(picks):,} fields in fields_to_label.csv / .gpkg"))
     return blocks
-
-
-def input_path(run_info: Mapping[str, Any], name: str) -> str | None:
-    """run_info's inputs.<name>: a path, or a mapping with a path."""
-    value = lookup(run_info, "inputs", name)
-    path = value.get("path") if isinstance(value, Mapping) else value
-    return path if isinstance(path, str) and path else None
 
 
 def _flatten(info: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:

@@ -25,8 +25,9 @@ from cropmon.io.outputs import write_csv
 from cropmon.report import active, plots, sections
 from cropmon.report.accuracy import ACCURACY_FILES, accuracy_blocks, write_accuracy, write_mapped_area
 from cropmon.report.caveats import caveats_section
-from cropmon.report.document import Block, Document, Image, lookup, render_html, render_markdown
+from cropmon.report.document import Block, Document, Image, render_html, render_markdown
 from cropmon.report.images import render_images
+from cropmon.report.run_facts import RunFacts
 from cropmon.report.wording import plan_table, with_reasons, with_rule
 
 TABLE_FILES: tuple[str, ...] = (
@@ -56,8 +57,9 @@ def build_report(
     d: Diagnosis, images: dict[str, Image], *, settings: DiagnosisSettings, run_info: Mapping[str, Any], seed: int
 ) -> tuple[str, list[Block]]:
     """The report's title and blocks, in reading order."""
-    source = sections.input_path(run_info, "raster") or sections.input_path(run_info, "fields")
-    twin = " (digital twin)" if lookup(run_info, "inputs", "digital_twin") is True else ""
+    facts = RunFacts.of(run_info)
+    source = facts.raster_path or facts.fields_path
+    twin = " (digital twin)" if facts.digital_twin else ""
     title = f"Crop diagnosis: {Path(source).name}{twin}" if source else "Crop diagnosis"
     if not d.has_labels:
         return f"{title}, without ground truth", [
@@ -193,7 +195,7 @@ def write_diagnosis(
     out_dir.mkdir(parents=True, exist_ok=True)
     d = diagnose_run(fields, class_counts, settings=settings, seed=seed, catalogue=catalogue,
                      mapped_area=mapped_area)
-    crs = map_window.crs if map_window is not None else lookup(run_info, "inputs", "raster", "crs")
+    crs = map_window.crs if map_window is not None else RunFacts.of(run_info).raster_crs
     images = render_images(d, settings, map_window)
     names = [
         *write_tables(d, settings, out_dir),

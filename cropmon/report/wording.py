@@ -141,7 +141,7 @@ def allocation_derivation(allocation: pd.DataFrame, s: DiagnosisSettings) -> pd.
             continue
         own = plan_derivation(row.to_frame().T, s, own_budget=False).iloc[0]
         wanted, quota = int(row["wanted"]), int(row["quota"])
-        if binding:
+        if binding and budget is not None:
             scale = budget / total
             note = f"; pooled budget {budget:,} over {total:,} wanted in all AOIs: {wanted} x {scale:.3f} -> {quota}"
         else:

@@ -114,7 +114,7 @@ def _tally(src: rasterio.DatasetReader, geoms: np.ndarray, layer: np.ndarray, ca
         reach = (top < r0 + window.height) & (bottom >= r0)
         grids = [_burn(geoms, np.flatnonzero(reach & (layer == k)), src.window_transform(window), cls.shape)
                  for k in range(int(layer.max()) + 1)]  # fmt: skip
-        coverage = sum((g > 0).astype(np.int8) for g in grids)
+        coverage = np.count_nonzero(np.stack(grids), axis=0)
         for grid in grids:
             inside = grid > 0
             field, votes = grid[inside] - 1, position[inside] >= 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -432,7 +433,7 @@ def _tiny_plot(rng: np.random.Generator) -> shapely.Polygon:
     rotation = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
     corners = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)]) * half
     rectangle = shapely.Polygon(corners @ rotation + rng.uniform(0.3, 0.7, 2))
-    return shapely.intersection(rectangle, shapely.box(m, m, 1 - m, 1 - m))
+    return cast(shapely.Polygon, shapely.intersection(rectangle, shapely.box(m, m, 1 - m, 1 - m)))  # convex: a polygon
 
 
 def _pixel_to_lonlat(xy: np.ndarray, transform: Affine) -> np.ndarray:

@@ -207,7 +207,7 @@ def _plan_blocks(blocks: np.ndarray, kind: np.ndarray, rng: np.random.Generator)
         to_world=np.linalg.inv(to_local),
         strips=strips,
         parcel_area=_parcel_areas(kind, rng),
-        aspect=np.exp(rng.uniform(*np.log(STRIP_ASPECT), n_blocks)),
+        aspect=np.exp(rng.uniform(np.log(STRIP_ASPECT[0]), np.log(STRIP_ASPECT[1]), n_blocks)),
         jitter=rng.uniform(0.25, 0.5, n_blocks),
         half_gap=rng.uniform(*HEDGE_HALF_GAP_M, n_blocks),
     )
@@ -234,7 +234,7 @@ def _local_cells(plan: _BlockPlan, batch: np.ndarray, rng: np.random.Generator) 
     """The parcels of a batch of blocks in their local frames (strip quads, then Voronoi cells), with block index."""
     strip_blocks, voronoi_blocks = batch[plan.strips[batch]], batch[~plan.strips[batch]]
     quads = [_strip_fields(plan.local[b], plan.parcel_area[b], plan.aspect[b], rng) for b in strip_blocks]
-    cells = [shapely.polygons(q) for q in quads]
+    cells: list[np.ndarray] = [np.asarray(shapely.polygons(q)) for q in quads]
     owners = [np.full(len(q), b) for q, b in zip(quads, strip_blocks, strict=True)]
     if voronoi_blocks.size:
         spacing = np.sqrt(plan.parcel_area[voronoi_blocks])

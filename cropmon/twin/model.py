@@ -180,13 +180,13 @@ def shared_outcome(remaining: np.ndarray, rows: tuple[int, ...], rng: np.random.
     neither exists, which a `quality` far from the real model can cause (no common outcome left).
     """
     need = np.bincount(rows, minlength=N_CLASSES)
-    crops = np.flatnonzero(need)
-    cost = np.array([sum(_shortfall_cost(remaining[r], r, p, need[r]) for r in crops) for p in range(N_CLASSES)])
+    crops = np.flatnonzero(need).tolist()
+    cost = np.array([sum(_shortfall_cost(remaining[r], r, p, int(need[r])) for r in crops) for p in range(N_CLASSES)])
     cheapest = cost == cost.min()
     weight = np.prod(remaining[crops].astype(np.float64), axis=0) * cheapest
     p = int(rng.choice(N_CLASSES, p=weight / weight.sum() if weight.sum() > 0 else cheapest / cheapest.sum()))
     for r in crops:
-        _take(remaining[r], r, p, need[r])
+        _take(remaining[r], r, p, int(need[r]))
     return p
 
 

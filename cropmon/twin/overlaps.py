@@ -113,7 +113,8 @@ def make_contained(
     """
     metric, lonlat = to_metric(), to_lonlat()
     wkb, region, centre_px, busy = parcels.wkb, parcels.region, parcels.centre_px, parcels.busy
-    parts, containers, container_pixels = [], [], []
+    parts: list[bytes] = []
+    containers, container_pixels = [], []
     candidates = np.flatnonzero(~busy & (centre_px >= MIN_CONTAINER_PX))
     for c in candidates[size_biased_order(centre_px[candidates].astype(np.float64), rng)]:
         if len(parts) == n:
@@ -185,7 +186,9 @@ def make_strips(
     left, right = left[left < right], right[left < right]
     flip = rng.random(len(left)) < 0.5
     first, second = np.where(flip, right, left), np.where(flip, left, right)
-    reaching, pixel_lists, moved = [], [], []
+    reaching: list[int] = []
+    pixel_lists: list[np.ndarray] = []
+    moved: list[shapely.Geometry] = []
     for k in rng.permutation(len(first)):
         if len(reaching) == n:
             break
