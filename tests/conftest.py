@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -147,3 +151,23 @@ def write_random_inputs(directory: Path, rng: np.random.Generator, height: int, 
     confidence = rng.integers(0, 101, size=(height, width)).astype(np.int16)
     raster = write_prediction_raster(directory / "p.tif", classes, confidence)
     return raster, write_fields(directory / "f.gpkg", random_fields(rng, height, width, n_cells))
+
+
+def cli_process(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """`python -m cropmon run ARGS` in its own process, stdout and stderr in one text stream."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cropmon", "run", "--progress", "off", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+    )
+
+
+@pytest.fixture
+def restore_cropmon_logging():
+    """main() points cropmon's logger at the test's captured stderr; later library calls must not log there."""
+    logger = logging.getLogger("cropmon")
+    handlers, level = logger.handlers[:], logger.level
+    yield
+    logger.handlers[:], logger.level = handlers, level

@@ -19,16 +19,7 @@ import cropmon
 from cropmon import errors
 from cropmon.cli import EXIT_OK, main
 
-
-@pytest.fixture(autouse=True)
-def _library_logging():
-    """main() points cropmon's logger at this test's captured stderr; a library call must not log there later."""
-    import logging
-
-    logger = logging.getLogger("cropmon")
-    handlers, level = logger.handlers[:], logger.level
-    yield
-    logger.handlers[:], logger.level = handlers, level
+pytestmark = pytest.mark.usefixtures("restore_cropmon_logging")
 
 
 @pytest.fixture(scope="module")

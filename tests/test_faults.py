@@ -8,14 +8,13 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cluster_procs import start_cluster, worker_pids
+from conftest import cli_process as cli
 from conftest import write_random_inputs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -26,16 +25,6 @@ def medium_inputs(tmp_path_factory):
     """Big enough that a run takes a few seconds with small chunks, so it can be hit mid-run."""
     tmp = tmp_path_factory.mktemp("medium")
     return write_random_inputs(tmp, np.random.default_rng(21), 900, 700, n_classes=8, n_cells=3000)
-
-
-def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cropmon", "run", "--progress", "off", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
-    )
 
 
 def digest(directory: Path) -> dict[str, str]:

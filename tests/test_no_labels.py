@@ -31,15 +31,7 @@ NO_LABEL_FILES = {"fields.gpkg", "fields.parquet", "field_class_counts.parquet",
                   "map_window.png", "report.md", "report.html", "run.json"}
 
 
-@pytest.fixture(autouse=True)
-def _library_logging():
-    """main() points cropmon's logger at the test's captured stderr; later library calls must not log there."""
-    import logging
-
-    logger = logging.getLogger("cropmon")
-    handlers, level = logger.handlers[:], logger.level
-    yield
-    logger.handlers[:], logger.level = handlers, level
+pytestmark = pytest.mark.usefixtures("restore_cropmon_logging")
 
 
 @pytest.fixture(scope="module")

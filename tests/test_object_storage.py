@@ -9,8 +9,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cluster_procs import start_cluster, wait_for_workers
-from conftest import overlapping_fields, random_fields, write_fields, write_prediction_raster
+from conftest import cli_process, overlapping_fields, random_fields, write_fields, write_prediction_raster
 from s3_server import NO_INSTANCE_METADATA, S3Server
 from test_formats import by_field, write_as
 
@@ -357,16 +355,6 @@ def test_outputs_in_the_bucket_are_a_local_run_s_files_under_a_pointer(s3_env, i
     # The current run and the one before it stay (a reader may be in it); the oldest is gone.
     assert run_ids(s3_env, f"{out}/runs") == set(ids[1:])
     assert json.loads(s3_env.read(f"{BUCKET}/runs-test/v1/latest.json"))["previous_run_id"] == ids[1]
-
-
-def cli_process(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cropmon", "run", "--progress", "off", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
-    )
 
 
 @pytest.mark.slow

@@ -512,6 +512,13 @@ def _bucket_fix(target: ObjectURL) -> str:
     return f"create it{where}, or check its name and the endpoint/region settings (AWS_S3_ENDPOINT, AWS_REGION)"
 
 
+# How GDAL's and pyarrow's messages (and the services' error codes in them) say what went wrong, lower-cased.
+NO_BUCKET_TEXTS = ("bucket does not exist", "no_such_bucket", "nosuchbucket", "bucketnotfound")
+ACCESS_DENIED_TEXTS = ("access denied", "access_denied", "accessdenied", "forbidden", "invalidaccesskeyid",
+                       "signaturedoesnotmatch")
+NO_OBJECT_TEXTS = ("does not exist in the file system", "not found", "no such key", "nosuchkey", "key does not exist")
+
+
 def problem(path: str | Path | ObjectURL, exc: BaseException, *, what: str) -> errors.InputError:
     """The one-line error for a failed object-storage access, from GDAL's or pyarrow's words: no credentials, no
     bucket, no such object, access denied; else a generic one naming the service's message."""
@@ -524,38 +531,19 @@ def problem(path: str | Path | ObjectURL, exc: BaseException, *, what: str) -> e
         return errors.MissingCredentials(
             f"no {KIND[scheme]} credentials found ({text[:160]})", path=shown, fix=CREDENTIALS_FIX[scheme]
         )
-    if (
-        "bucket does not exist" in lower
-        or "no_such_bucket" in lower
-        or "nosuchbucket" in lower
-        or "bucketnotfound" in lower
-    ):
+    if any(t in lower for t in NO_BUCKET_TEXTS):
         return errors.MissingBucket(
             f"the bucket {target.bucket if target else '?'!r} does not exist",
             path=shown,
             fix=_bucket_fix(target) if target else "check the bucket's name",
         )
-    if (
-        "access denied" in lower
-        or "access_denied" in lower
-        or "accessdenied" in lower
-        or "forbidden" in lower
-        or "invalidaccesskeyid" in lower
-        or "signaturedoesnotmatch" in lower
-    ):
+    if any(t in lower for t in ACCESS_DENIED_TEXTS):
         return errors.ObjectStoreError(
             f"access denied ({text[:200]})",
             path=shown,
             fix="check the credentials and that they may read (and, for --out, write) it",
         )
-    if (
-        isinstance(exc, FileNotFoundError)
-        or "does not exist in the file system" in lower
-        or "not found" in lower
-        or "no such key" in lower
-        or "nosuchkey" in lower
-        or "key does not exist" in lower
-    ):
+    if isinstance(exc, FileNotFoundError) or any(t in lower for t in NO_OBJECT_TEXTS):
         return errors.MissingFile(
             f"no such object (the {what} does not exist in the bucket)",
             path=shown,
