@@ -265,6 +265,34 @@ def test_all_touched_fallback_does_not_depend_on_the_chunking():
         np.testing.assert_array_equal(mask, whole, err_msg=f"chunk_rows={chunk_rows}")
 
 
+def test_a_sliver_in_the_raster_corner_is_burnt_without_the_identity_transform(monkeypatch):
+    """rasterio warns about an identity transform from inside a warnings filter that is not thread-safe, so on a
+    two-thread worker the warning escaped (CI under Python 3.13 turned it into an error). A sliver in pixel (0, 0)
+    is burnt through a window widened one column left: the same pixels as GDAL on the whole raster, and no window
+    is ever given the identity (or its flipped counterpart)."""
+    import rasterio.features
+
+    transforms = []
+    burn = rasterio.features.rasterize
+
+    def recording_rasterize(shapes, **kwargs):
+        transforms.append(kwargs["transform"])
+        return burn(shapes, **kwargs)
+
+    monkeypatch.setattr(rasterio.features, "rasterize", recording_rasterize)
+    transform = Affine(PIXEL, 0, ORIGIN[0], 0, -PIXEL, ORIGIN[1])
+    corners = np.array([(0.1, 0.1), (0.3, 0.1), (0.2, 0.3)])
+    sliver = shapely.Polygon(np.column_stack(pixel_to_lonlat(corners[:, 0], corners[:, 1])))
+    batch = PolygonBatch.from_geometries(np.array([sliver], dtype=object), np.array([5]))
+    _, extras = rasterize_block(batch, transform=transform, row_start=0, rows=4, width=4, height=4)
+    mask = np.zeros((4, 4), bool)
+    mask.flat[extras.fallback.pixels] = True
+    np.testing.assert_array_equal(mask, gdal_all_touched(sliver, transform, 4, 4))
+    assert extras.fallback.labels.tolist() == [5]
+    assert transforms, "the sliver went through rasterio's all-touched burn"
+    assert all([abs(v) for v in t.to_gdal()] != [0, 1, 0, 0, 0, 1] for t in transforms)
+
+
 def test_ties_go_to_the_more_confident_class_unless_lowest_id_is_asked(tmp_path):
     """A 4 x 4 field, half class 28 at confidence 90 and half class 3 at 40: a tie that the confidence sum breaks
     to 28, and the lowest-id rule to 3; both flag it. A 3-way tie with equal sums goes to the lowest id."""

@@ -274,17 +274,21 @@ def _all_touched_pixels(
         c0, c1 = int(max(c0, 0)), int(min(c1, width))
         if min(r1, row_start + rows) <= max(r0, row_start) or c1 <= c0:
             continue
+        # A window at the raster's corner would have the identity transform, which rasterio warns about from
+        # inside a warnings filter that is not thread-safe (it escapes on busy workers): widen it one column left.
+        w0 = c0 - 1 if (r0, c0) == (0, 0) else c0
         sub = rasterize(
             [(batch.shape(i, coords=pixel_coords), 1)],
-            out_shape=(r1 - r0, c1 - c0),
-            transform=Affine(1, 0, c0, 0, 1, r0),
+            out_shape=(r1 - r0, c1 - w0),
+            transform=Affine(1, 0, w0, 0, 1, r0),
             all_touched=True,
             dtype=np.uint8,
         )
         rr, cc = np.nonzero(sub)
         rr = rr + (r0 - row_start)
-        in_chunk = (rr >= 0) & (rr < rows)
-        out_pixels.append(rr[in_chunk].astype(np.int64) * width + (cc[in_chunk] + c0))
+        cc = cc + w0
+        in_chunk = (rr >= 0) & (rr < rows) & (cc >= 0)
+        out_pixels.append(rr[in_chunk].astype(np.int64) * width + cc[in_chunk])
         out_labels.append(np.full(int(in_chunk.sum()), batch.labels[i], dtype=np.int32))
     if not out_pixels:
         return FallbackPixels.empty()
