@@ -20,7 +20,7 @@ from typing import Any
 
 from cropmon import errors
 from cropmon.catalogue import U0C, Catalogue
-from cropmon.cluster import ClusterHandle, connect
+from cropmon.cluster import connect
 from cropmon.engine import fields as fields_mod
 from cropmon.engine.assemble import FieldResults, assemble_results
 from cropmon.engine.graph import FieldIndex, field_graph
@@ -30,6 +30,7 @@ from cropmon.engine.zonal import warm_up
 from cropmon.io import raster as raster_io
 from cropmon.io import vector
 from cropmon.progress import StageTimer, result_bar
+from cropmon.tasks import ClusterHandle
 
 log = logging.getLogger(__name__)
 
