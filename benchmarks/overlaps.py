@@ -5,7 +5,7 @@ some with another label; fields wholly inside others; partial overlaps: a copy o
 its size), then:
   - times cropmon's engine (in-process, CPU seconds and wall) on the twin as it is and on the copy, alternated;
   - counts what the engine reports (pairs, shared pixels, duplicated polygons, fields wholly inside others) and the
-    side channel's size (the claims the label grid does not hold);
+    side channel's size (the claims the zone grid does not hold);
   - checks every field involved in an overlap against rasterstats (GDAL's pixel-centre rule, one field at a time):
     pixel count and mean confidence;
   - with --base PYTHON:SRC, runs another checkout on the copy and counts the fields it leaves without pixels.

@@ -6,7 +6,7 @@ when right / wrong, median field size; then the overall agreement, the traps and
 Pass criteria: overall agreement within 0.01 of the real 0.829, and per-crop agreement within 0.05 for every crop
 with >= 300 real fields (exit code 1 otherwise). The twin's fields overlap like the real ones (duplicates, fields
 inside another, neighbours sharing a strip): its outcomes are designed for every pixel centre of a field counting
-for it, whatever its neighbours; an engine that burns all fields into one label grid scores covered fields wrong.
+for it, whatever its neighbours; an engine that burns all fields into one zone grid scores covered fields wrong.
 
 The real figures are read at run time from ../shared/reference (or $CROPMON_REFERENCE_DIR); without them the
 benchmark says so and exits 0.
@@ -174,9 +174,9 @@ def main() -> int:
         f"`radish`: {(votes['normalized_label'] == 'radish').sum()} (real 2); with no pixel centre: "
         f"{(~centre).sum()} (real ~{REAL_NO_CENTRE_FIELDS}, issue 13).",
         f"- Overlapping polygons: {votes['overlaps'].sum():,} fields share pixel centres with another field; "
-        f"{(single_grid_empty & centre).sum()} hold pixel centres alone but none in one label grid burnt in file order"
+        f"{(single_grid_empty & centre).sum()} hold pixel centres alone but none in one zone grid burnt in file order"
         f" (real ~{REAL_COVERED_FIELDS}: duplicates and fields inside another); {single_grid_empty.sum()} get no pixel"
-        f" in one label grid (real ~{REAL_SINGLE_GRID_EMPTY_FIELDS}: the published"
+        f" in one zone grid (real ~{REAL_SINGLE_GRID_EMPTY_FIELDS}: the published"
         f" {calibration['fields_with_no_pixel_centre_approx']} 'with no pixel centre' counted these).",
         "- Field size, native pixel centres (twin) vs real x 0.91 ("
         + ", ".join(quantiles)

@@ -23,15 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cropmon import errors, manifest, tail
-from cropmon.cluster import (
-    ClusterHandle,
-    TLSFiles,
-    connect,
-    performance_report,
-    place_profile,
-    profile_scratch,
-    resolve_scheduler,
-)
+from cropmon.cluster import TLSFiles, connect, resolve_scheduler
 from cropmon.config import RunConfig, aoi_parts
 from cropmon.engine.analyse import FieldInputs, FieldJob, field_inputs, submit_fields
 from cropmon.engine.mapped import aoi_mask
@@ -41,6 +33,7 @@ from cropmon.io.raster import inspect_raster
 from cropmon.io.vector import inspect_fields, label_column_to_read
 from cropmon.progress import StageTimer, twin_progress
 from cropmon.tail import Tail, collect_tail, receive, submit_pooled, submit_tail
+from cropmon.tasks import ClusterHandle, performance_report, place_profile, profile_scratch
 
 log = logging.getLogger(__name__)
 

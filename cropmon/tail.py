@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from cropmon import runtime
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.cluster import ClusterHandle
 from cropmon.io import outputs
 from cropmon.io.outputs import Destination
+from cropmon.tasks import ClusterHandle
 
 if TYPE_CHECKING:
     from cropmon.analysis.diagnose import Diagnosis

@@ -67,7 +67,7 @@ def brute_force(fields: gpd.GeoDataFrame, classes, confidence, nodata, *, origin
     A field with no pixel centre gets what rasterstats' `all_touched=True` gives it: rasterio's burn of that field
     alone on the whole raster. GDAL's all-touched rule is not exact box intersection (it ignores an edge that
     reaches less than 1e-4 pixel past a pixel boundary, see `test_all_touched_fallback_follows_gdal_tolerance`),
-    so shapely cannot stand in for it; the engine's own windows, chunks and labels are still checked against it.
+    so shapely cannot stand in for it; the engine's own windows, chunks and zones are still checked against it.
     """
     height, width = classes.shape
     rows, cols = np.mgrid[0:height, 0:width]
@@ -260,7 +260,7 @@ def test_all_touched_fallback_does_not_depend_on_the_chunking():
         for row_start in range(0, 9, chunk_rows):
             rows = min(chunk_rows, 9 - row_start)
             _, extras = rasterize_block(batch, transform=transform, row_start=row_start, rows=rows, width=9, height=9)
-            assert (extras.fallback.labels == 3).all()
+            assert (extras.fallback.zones == 3).all()
             mask.flat[row_start * 9 + extras.fallback.pixels] = True
         np.testing.assert_array_equal(mask, whole, err_msg=f"chunk_rows={chunk_rows}")
 
@@ -289,7 +289,7 @@ def test_a_sliver_in_the_raster_corner_is_burnt_without_the_identity_transform(m
     mask = np.zeros((4, 4), bool)
     mask.flat[extras.fallback.pixels] = True
     np.testing.assert_array_equal(mask, whole)
-    assert extras.fallback.labels.tolist() == [5]
+    assert extras.fallback.zones.tolist() == [5]
     assert transforms, "the sliver went through rasterio's all-touched burn"
     assert all([abs(v) for v in t.to_gdal()] != [0, 1, 0, 0, 0, 1] for t in transforms)
 
@@ -436,7 +436,7 @@ def test_building_the_graph_computes_nothing(tmp_path):
     with dask.config.set(scheduler=refuse):
         graph = field_graph(raster_io.open_prediction_bands(info, chunk_rows=8), prepared.source, index, chunks,
                             index.owner_spans(), raster_crs=info.crs, nodata=info.nodata)
-    assert len(graph) == chunks.n_chunks == 4 and index.layout.n_labels > 0
+    assert len(graph) == chunks.n_chunks == 4 and index.layout.n_zones > 0
 
 
 def test_fields_outside_and_unknown_labels_keep_their_rows(tmp_path):
@@ -480,7 +480,7 @@ def test_real_clip_matches_rasterstats():
 
 
 def test_every_chunk_is_rasterized_once(tmp_path, monkeypatch):
-    """The label grid's blocks and the chunk extras share one task per chunk (an optimised graph once fused the
+    """The zone grid's blocks and the chunk extras share one task per chunk (an optimised graph once fused the
     rasterization into the grid's blocks and ran it twice)."""
     import cropmon.engine.graph as graph_mod
 
@@ -516,5 +516,5 @@ def test_chunk_summaries_hold_only_their_own_bytes(tmp_path):
     summaries = dask.compute(*graph, scheduler="sync")
     arrays = [(name, value) for summary in summaries
               for name, value in [*vars(summary).items(), *summary.columns.items()] if isinstance(value, np.ndarray)]
-    assert arrays and sum(len(value) for name, value in arrays if name == "label") == index.layout.n_labels
+    assert arrays and sum(len(value) for name, value in arrays if name == "zone") == index.layout.n_zones
     assert [name for name, value in arrays if value.base is not None] == []

@@ -154,8 +154,9 @@ def test_geoparquet_crs84_is_the_rasters_epsg4326(inputs, tmp_path):
 def test_a_copy_the_workers_cannot_open_is_refused_before_the_compute(inputs, tmp_path, monkeypatch):
     """On a remote cluster whose workers do not see the scratch directory: one line naming the fix, before the
     graph is computed (the copy is made by the worker that reads the fields; the others must open it)."""
-    from cropmon.cluster import ClusterHandle, connect
+    from cropmon.cluster import connect
     from cropmon.errors import MissingFile
+    from cropmon.tasks import ClusterHandle
 
     def no_compute(self, *args, **kwargs):
         raise AssertionError("nothing may be computed")

@@ -24,7 +24,7 @@ def our_masks(geoms, height, width, transform=TRANSFORM):
     spans = batch.spans(transform, height=height, width=width)
     masks = []
     for i in range(len(geoms)):
-        grid, _ = fill(spans.select(spans.owner == i), batch.labels, row_start=0, rows=height, width=width)
+        grid, _ = fill(spans.select(spans.owner == i), batch.zones, row_start=0, rows=height, width=width)
         masks.append(grid > 0)
     return masks
 
@@ -81,16 +81,16 @@ def test_fill_equals_gdal(data, height, width):
         assert np.array_equal(ours, theirs), geom.wkt
 
 
-def test_overlaps_go_to_the_higher_label_and_every_claim_is_kept():
+def test_overlaps_go_to_the_higher_zone_and_every_claim_is_kept():
     a = shapely.transform(shapely.box(1.2, 1.2, 6.8, 6.8), to_geo)
     b = shapely.transform(shapely.box(4.2, 4.2, 9.8, 9.8), to_geo)
     batch = PolygonBatch.from_geometries(np.array([b, a, a], dtype=object), np.array([9, 4, 2]))
-    grid, shared = fill(batch.spans(TRANSFORM, height=12, width=12), batch.labels, row_start=0, rows=12, width=12)
+    grid, shared = fill(batch.spans(TRANSFORM, height=12, width=12), batch.zones, row_start=0, rows=12, width=12)
     assert (grid[4:7, 4:7] == 9).all() and (grid[1:4, 1:4] == 4).all()
     a_pixels = [r * 12 + c for r in range(1, 7) for c in range(1, 7)]
     in_block = [4 <= p // 12 < 7 and 4 <= p % 12 < 7 for p in a_pixels]
-    expected = [(p, label) for p, b in zip(a_pixels, in_block, strict=True) for label in ([2, 4, 9] if b else [2, 4])]
-    assert list(zip(shared.pixels.tolist(), shared.labels.tolist(), strict=True)) == expected
+    expected = [(p, zone) for p, b in zip(a_pixels, in_block, strict=True) for zone in ([2, 4, 9] if b else [2, 4])]
+    assert list(zip(shared.pixels.tolist(), shared.zones.tolist(), strict=True)) == expected
     assert shared.n_pixels() == 36
     pairs, pixels = shared.pairs()
     assert pairs.tolist() == [[2, 4], [2, 9], [4, 9]] and pixels.tolist() == [36, 9, 9]
@@ -104,12 +104,12 @@ def test_grid_plus_shared_claims_give_every_polygon_its_own_mask(data, height, w
     if duplicate:
         geoms.append(geoms[0])
     batch = PolygonBatch.from_geometries(np.array(geoms, dtype=object), np.arange(1, len(geoms) + 1))
-    grid, shared = fill(batch.spans(TRANSFORM, height=height, width=width), batch.labels, row_start=0,
+    grid, shared = fill(batch.spans(TRANSFORM, height=height, width=width), batch.zones, row_start=0,
                         rows=height, width=width)
-    for label, alone in zip(batch.labels, gdal_masks(geoms, height, width), strict=True):
-        mine = (grid.ravel() == label)
-        mine[shared.pixels[shared.labels == label]] = True
-        assert np.array_equal(mine.reshape(height, width), alone), geoms[label - 1].wkt
+    for zone, alone in zip(batch.zones, gdal_masks(geoms, height, width), strict=True):
+        mine = (grid.ravel() == zone)
+        mine[shared.pixels[shared.zones == zone]] = True
+        assert np.array_equal(mine.reshape(height, width), alone), geoms[zone - 1].wkt
     claims_per_pixel = np.bincount(shared.pixels, minlength=height * width)
     all_masks = np.sum(gdal_masks(geoms, height, width), axis=0).ravel()
     np.testing.assert_array_equal(claims_per_pixel, np.where(all_masks > 1, all_masks, 0))
@@ -121,8 +121,8 @@ def test_chunked_fill_equals_whole_fill():
              for _ in range(15)]
     batch = PolygonBatch.from_geometries(np.array(geoms, dtype=object), np.arange(1, 16))
     spans = batch.spans(TRANSFORM, height=40, width=40)
-    whole, _ = fill(spans, batch.labels, row_start=0, rows=40, width=40)
-    pieces = [fill(spans, batch.labels, row_start=r, rows=min(7, 40 - r), width=40)[0] for r in range(0, 40, 7)]
+    whole, _ = fill(spans, batch.zones, row_start=0, rows=40, width=40)
+    pieces = [fill(spans, batch.zones, row_start=r, rows=min(7, 40 - r), width=40)[0] for r in range(0, 40, 7)]
     assert np.array_equal(np.vstack(pieces), whole)
 
 

@@ -289,7 +289,7 @@ def test_field_counts_per_crop_are_the_real_ones_at_scale_1() -> None:
     np.testing.assert_array_equal(crop_field_counts(1.0), REAL.sum(axis=1))
     plan = overlap_plan(1.0)
     assert no_centre_field_count(1.0) == plan.no_centre == 67  # issue 13: ~67 real fields hold no pixel centre
-    assert plan.covered == 138  # ~138 real fields lose every pixel to overlapping polygons in one label grid
+    assert plan.covered == 138  # ~138 real fields lose every pixel to overlapping polygons in one zone grid
     assert plan.duplicates > plan.contained > 0 and plan.same_label_duplicates > plan.other_label_duplicates > 0
     assert plan.partial_pairs == 400
 
@@ -381,9 +381,9 @@ def test_some_fields_hold_no_pixel_centre(votes) -> None:
     np.testing.assert_array_equal(crops, no_centre_crop_counts(SCALE))
 
 
-def test_covered_fields_hold_pixels_alone_but_lose_them_in_one_label_grid(votes) -> None:
+def test_covered_fields_hold_pixels_alone_but_lose_them_in_one_zone_grid(votes) -> None:
     """Like the real file (issue 13): rasterized alone, duplicates and fields inside another hold pixel centres,
-    all of them shared; burnt into one label grid in file order, exactly the planned number get no pixel."""
+    all of them shared; burnt into one zone grid in file order, exactly the planned number get no pixel."""
     centre = votes["pixel_rule"] == "centre"
     all_shared = centre & (votes["n_shared_pixels"] == votes["n_pixels"])
     assert all_shared.sum() == 2 * PLAN.duplicates + PLAN.contained  # both copies of a duplicate, and every part
@@ -483,7 +483,7 @@ def test_field_votes_count_every_pixel_centre_of_overlapping_fields(tmp_path: Pa
     shared = (inside & (inside.sum(axis=0) > 1)).sum(axis=(1, 2))
     np.testing.assert_array_equal(votes["n_shared_pixels"], shared)
     assert (shared == n_pixels)[[0, 1, n - 5, n - 4, n - 3]].all() and (shared > 0).sum() >= 12
-    # one label grid burnt in file order: the last field holding a pixel centre keeps it (rasterio's own burn)
+    # one zone grid burnt in file order: the last field holding a pixel centre keeps it (rasterio's own burn)
     one_grid = rasterio.features.rasterize(zip(geoms, range(1, n + 1), strict=True), out_shape=(height, width),
                                            transform=transform, dtype="int32")  # fmt: skip
     last_holder = np.where(inside.any(axis=0), np.argmax(inside[::-1], axis=0), -1)
@@ -640,7 +640,7 @@ def test_full_twin_has_the_real_counts_and_traps(tmp_path: Path) -> None:
     centre = votes["pixel_rule"] == "centre"
     assert (~centre).sum() == plan.no_centre == 67
     assert ((votes["n_single_grid_pixels"] == 0) & centre).sum() == plan.covered == 138
-    assert (votes["n_single_grid_pixels"] == 0).sum() == 205  # the real ~205 fields empty in one label grid
+    assert (votes["n_single_grid_pixels"] == 0).sum() == 205  # the real ~205 fields empty in one zone grid
     assert votes["overlaps"].sum() == 2 * (plan.covered + plan.partial_pairs)
     table = agreement_by_crop(votes)
     np.testing.assert_array_equal(table["num_fields"], REAL.sum(axis=1)[[CLASS_IDS[c] for c in table.index]])

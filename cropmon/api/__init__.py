@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 from cropmon import errors, pipeline
 from cropmon.analysis.compare import DEFAULT_BOOTSTRAP
 from cropmon.catalogue import Catalogue
-from cropmon.cluster import ClusterHandle, TLSFiles, connect, use_client
+from cropmon.cluster import TLSFiles, connect
 from cropmon.config import RunConfig, build_config
 from cropmon.engine.analyse import FieldResults, analyse_fields
 from cropmon.engine.zonal import warm_up
+from cropmon.tasks import ClusterHandle, use_client
 
 if TYPE_CHECKING:
     from cropmon.api.diagnosis import Diagnosis, diagnose

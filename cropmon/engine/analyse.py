@@ -20,7 +20,7 @@ from typing import Any
 
 from cropmon import errors
 from cropmon.catalogue import U0C, Catalogue
-from cropmon.cluster import ClusterHandle, connect
+from cropmon.cluster import connect
 from cropmon.engine import fields as fields_mod
 from cropmon.engine.assemble import FieldResults, assemble_results
 from cropmon.engine.graph import FieldIndex, field_graph
@@ -30,6 +30,7 @@ from cropmon.engine.zonal import warm_up
 from cropmon.io import raster as raster_io
 from cropmon.io import vector
 from cropmon.progress import StageTimer, result_bar
+from cropmon.tasks import ClusterHandle
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def prepare_fields_task(fields: str, *, layer: str | None, label_column: str | N
                                          catalogue=catalogue)
     prepared.table.attrs["source"] = table.table.attrs.get("source", {})
     layout = layout_fields(prepared.raster_bounds, chunks)
-    return prepared, FieldIndex(prepared.fids[layout.row_of_label], layout)
+    return prepared, FieldIndex(prepared.fids[layout.row_of_zone], layout)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class LayoutFacts:
     """What the client needs of the worker's reading to wire the graph (small: no field in it)."""
 
     n_fields: int
-    n_labels: int  # fields laid out on the raster
+    n_zones: int  # fields laid out on the raster
     spans: list[tuple[int, int]]  # FieldIndex.owner_spans
     source: vector.FieldSource  # where the polygons are read from (the input, or its GeoPackage copy)
     attrs: dict[str, Any]  # the fields file as read (path, layer, format, size, read_from)
@@ -103,7 +104,7 @@ class LayoutFacts:
 
 def layout_facts(prepared_and_index: tuple[fields_mod.PreparedFields, FieldIndex]) -> LayoutFacts:
     prepared, index = prepared_and_index
-    return LayoutFacts(len(index.layout.label_of_row), index.layout.n_labels, index.owner_spans(), prepared.source,
+    return LayoutFacts(len(index.layout.zone_of_row), index.layout.n_zones, index.owner_spans(), prepared.source,
                        dict(prepared.table.attrs.get("source", {})))
 
 
@@ -166,7 +167,7 @@ def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTim
         index = handle.submit(operator.itemgetter(1), prepared_and_index, stage="field-index")
         facts = handle.result(handle.submit(layout_facts, prepared_and_index, stage="field-layout"))
         del prepared_and_index
-    if facts.n_labels == 0:
+    if facts.n_zones == 0:
         raise errors.NoOverlap(
             f"none of the {facts.n_fields} fields overlaps the raster (raster bounds in {info.crs}:"
             f" {_raster_bounds(info)})",

@@ -40,7 +40,7 @@ class FieldColumnResults:
 
     columns: MappingProxyType  # name -> read-only np.ndarray, one value per input row
     class_counts: pd.DataFrame  # sparse (fields x catalogue's crops), index = input row
-    overlaps: Overlaps  # unique label pairs (low, high) that share pixel centres, their shared pixels over all chunks
+    overlaps: Overlaps  # unique zone pairs (low, high) that share pixel centres, their shared pixels over all chunks
     shared_pixels: int  # distinct pixels inside more than one field
     invalid_values: MappingProxyType  # raster value that is no class -> pixels in fields holding it
     mapped: MappedPixels | None = None  # every chunk's mapped area added (None: the summaries carried none)
@@ -71,7 +71,7 @@ class FieldColumns:
             "n_pixels_shared": np.zeros(n, np.int64),
             "tie": np.zeros(n, bool),
             "pixel_rule": text_column(n, "none"),
-            "geometry_status": text_column(n, "empty"),  # null geometries get no label: never read
+            "geometry_status": text_column(n, "empty"),  # null geometries get no zone: never read
             **{name: np.full(n, np.nan) for name in self.FLOATS},
         }
         self._overlaps: list[Overlaps] = []
@@ -82,7 +82,7 @@ class FieldColumns:
         """Take one chunk's summary (engine/graph.finish_chunk) into the columns."""
         if self._columns is None:
             raise RuntimeError("FieldColumns.add after finish()")
-        rows = self.layout.row_of_label[summary.label - 1]
+        rows = self.layout.row_of_zone[summary.zone - 1]
         self._histogram_parts.append((rows[summary.counts_field].astype(np.int32),
                                       summary.counts_class.astype(np.int32), summary.counts_pixels))
         for value, pixels in summary.invalid_values.T.tolist():
@@ -149,7 +149,7 @@ def report_overlaps(prepared: fields_mod.PreparedFields, layout: FieldLayout, re
     if not len(overlaps.pairs):
         return
     field_id = prepared.table["field_id"]
-    rows = layout.row_of_label[overlaps.pairs - 1]  # (k, 2) input rows
+    rows = layout.row_of_zone[overlaps.pairs - 1]  # (k, 2) input rows
     report.add("overlapping_fields", field_id.iloc[np.unique(rows.ravel())])
     report.add("duplicate_geometry", field_id.iloc[np.unique(rows[overlaps.same_geometry].ravel())])
     centre_pixels = columns["n_pixels"] + columns["n_invalid"] + columns["n_nodata"]
@@ -186,7 +186,7 @@ def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, res
     """Per-field table in input order (the reference columns first, then the extras) and its class histograms."""
     table = prepared.table
     n = len(table)
-    unread = np.flatnonzero((layout.label_of_row == 0) & np.isfinite(prepared.raster_bounds).all(axis=1))
+    unread = np.flatnonzero((layout.zone_of_row == 0) & np.isfinite(prepared.raster_bounds).all(axis=1))
     geometry_status = results.columns["geometry_status"].copy()
     geometry_status[unread] = classify_unread_geometries(prepared, unread, raster_crs)
     for name, values in results.columns.items():
@@ -198,7 +198,7 @@ def assemble_table(prepared: fields_mod.PreparedFields, layout: FieldLayout, res
         report.add(f"geometry_{case}", table.loc[status == case, "field_id"])
     report.add("outside_raster", table.loc[status == "outside", "field_id"])
     no_pixel = (table["n_pixels"] == 0) & (status != "outside")
-    report.add("no_pixel", table.loc[no_pixel & (layout.label_of_row > 0), "field_id"])
+    report.add("no_pixel", table.loc[no_pixel & (layout.zone_of_row > 0), "field_id"])
     report.add("all_touched_fallback", table.loc[table["pixel_rule"] == "all_touched", "field_id"])
     report.add("majority_tie", table.loc[table["tie"], "field_id"])
 

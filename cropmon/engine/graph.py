@@ -28,14 +28,14 @@ GEOMETRY_STATUSES = ("ok", "repaired", "multipolygon", "empty", "not_polygon", "
 
 @dataclass(frozen=True)
 class FieldIndex:
-    """Which fields each chunk reads and owns: the layout and the feature id of every label."""
+    """Which fields each chunk reads and owns: the layout and the feature id of every zone."""
 
-    fid_of_label: np.ndarray  # int64 feature id of label l at index l - 1
+    fid_of_zone: np.ndarray  # int64 feature id of zone z at index z - 1
     layout: FieldLayout
 
     def chunk_fields(self, k: int) -> ChunkFields:
-        labels = self.layout.touching(k)
-        return ChunkFields(fids=self.fid_of_label[labels - 1], labels=labels, owned=self.layout.owned(k))
+        zones = self.layout.touching(k)
+        return ChunkFields(fids=self.fid_of_zone[zones - 1], zones=zones, owned=self.layout.owned(k))
 
     def owner_spans(self) -> list[tuple[int, int]]:
         """Per chunk, the chunks [k, k_last] that hold pixels of the fields it owns (small: goes to the client)."""
@@ -43,7 +43,7 @@ class FieldIndex:
 
 
 def rasterize_chunk(source, index: FieldIndex, k: int, **grid) -> tuple[np.ndarray, BlockExtras]:
-    """Chunk k's label grid and extras (engine/rasterize.rasterize_chunk_fields on the chunk's own fields)."""
+    """Chunk k's zone grid and extras (engine/rasterize.rasterize_chunk_fields on the chunk's own fields)."""
     return rasterize_chunk_fields(source, index.chunk_fields(k), **grid)
 
 
@@ -64,10 +64,10 @@ def chunk_partial_of(bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, i
 class ChunkSummary:
     """The fields chunk k owns, compact for the trip to the assembling worker (engine/assemble.FieldColumns)."""
 
-    label: np.ndarray  # int64 field numbers in the label grid that the chunk owns
-    columns: dict[str, np.ndarray]  # per-field table columns by name, per label; pixel_rule and geometry_status
+    zone: np.ndarray  # int64 field numbers in the zone grid that the chunk owns
+    columns: dict[str, np.ndarray]  # per-field table columns by name, per zone; pixel_rule and geometry_status
     #                                 as int8 codes into PIXEL_RULES / GEOMETRY_STATUSES
-    counts_field: np.ndarray  # the class histograms as sparse triplets: int32 position in `label`,
+    counts_field: np.ndarray  # the class histograms as sparse triplets: int32 position in `zone`,
     counts_class: np.ndarray  # int8 class slot,
     counts_pixels: np.ndarray  # int32 pixels
     invalid_values: np.ndarray  # (2, values): raster value that is no class, pixels holding it
@@ -91,7 +91,7 @@ def finish_chunk(index: FieldIndex, k: int, partials: list[ChunkPartial], extras
         columns["geometry_status"] = _codes(owned.shapes.status, GEOMETRY_STATUSES)
         columns["x"], columns["y"] = owned.shapes.x, owned.shapes.y
     return ChunkSummary(
-        label=owned.label, columns=columns, counts_field=field.astype(np.int32), counts_class=crop.astype(np.int8),
+        zone=owned.zone, columns=columns, counts_field=field.astype(np.int32), counts_class=crop.astype(np.int8),
         counts_pixels=counts[field, crop].astype(np.int32), invalid_values=owned.invalid_values,
         overlaps=owned.overlaps, n_shared_pixels_in_chunk=owned.n_shared_pixels_in_chunk, mapped=owned.mapped,
     )

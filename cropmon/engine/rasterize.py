@@ -1,8 +1,8 @@
-"""Fields -> a lazy int32 label grid with the raster's own chunks (full-width row bands).
+"""Fields -> a lazy int32 zone grid with the raster's own chunks (full-width row bands).
 
 Fields are numbered 1..M in the order of their first raster row, so the fields of one chunk are a short, local list
 (`FieldLayout.touching(k)`): per chunk only the polygons that touch it are rasterized, and every per-chunk
-intermediate downstream is sized by the fields of that chunk, never by all fields of the AOI. Label 0 = no field.
+intermediate downstream is sized by the fields of that chunk, never by all fields of the AOI. Zone 0 = no field.
 
 Pixel rule: pixel centres, as GDAL's default (cropmon.scanline). A field with no pixel centre anywhere gets its
 all-touched pixels instead (`FallbackPixels`, burnt by GDAL through rasterio). Where fields overlap, the grid holds
@@ -50,27 +50,27 @@ class RowChunks:
 
 @dataclass(frozen=True)
 class FieldLayout:
-    """Which field gets which label, which rows it spans, and which chunks it touches and is owned by."""
+    """Which field gets which zone, which rows it spans, and which chunks it touches and is owned by."""
 
-    label_of_row: np.ndarray  # int32 label per input row; 0 = never rasterized (unusable or outside the raster)
-    row_of_label: np.ndarray  # input row of label l at index l - 1
-    row0: np.ndarray  # first raster row a field's bounding box touches, per label (index l - 1)
+    zone_of_row: np.ndarray  # int32 zone per input row; 0 = never rasterized (unusable or outside the raster)
+    row_of_zone: np.ndarray  # input row of zone z at index z - 1
+    row0: np.ndarray  # first raster row a field's bounding box touches, per zone (index z - 1)
     row1: np.ndarray  # one past its last row
     chunks: RowChunks
 
     @property
-    def n_labels(self) -> int:
-        return len(self.row_of_label)
+    def n_zones(self) -> int:
+        return len(self.row_of_zone)
 
     def touching(self, k: int) -> np.ndarray:
-        """Labels of the fields whose bounding box touches chunk k, ascending."""
+        """Zones of the fields whose bounding box touches chunk k, ascending."""
         start, stop = self.chunks.rows(k)
         end = np.searchsorted(self.row0, stop, side="left")  # row0 is sorted: fields starting before `stop`
         candidates = np.arange(1, end + 1, dtype=np.int64)
         return candidates[self.row1[:end] > start]
 
     def owned(self, k: int) -> tuple[int, int]:
-        """Label range [first, last] of the fields owned by chunk k (their first row falls in it); may be empty."""
+        """Zone range [first, last] of the fields owned by chunk k (their first row falls in it); may be empty."""
         start, stop = self.chunks.rows(k)
         first = np.searchsorted(self.row0, start, side="left") + 1
         last = np.searchsorted(self.row0, stop, side="left")
@@ -112,7 +112,7 @@ def pixel_spans(geometry_or_bounds: np.ndarray, transform: Affine) -> tuple[np.n
 def layout_fields(bounds: np.ndarray, chunks: RowChunks) -> FieldLayout:
     """Number the fields whose (n, 4) bounds, in the raster's CRS, can touch the raster 1..M by first row (stable).
 
-    NaN bounds (null geometries) get no label; chunks then get local ids.
+    NaN bounds (null geometries) get no zone; chunks then get local ids.
     """
     row0, row1, col0, col1 = pixel_spans(bounds, chunks.transform)
     usable = np.isfinite(row0) & np.isfinite(row1)
@@ -122,36 +122,36 @@ def layout_fields(bounds: np.ndarray, chunks: RowChunks) -> FieldLayout:
     r0 = np.clip(row0[rows], 0, chunks.height).astype(np.int32)
     r1 = np.clip(row1[rows], 0, chunks.height).astype(np.int32)
     order = np.argsort(r0, kind="stable")
-    label_of_row = np.zeros(len(bounds), dtype=np.int32)
-    label_of_row[rows[order]] = np.arange(1, len(rows) + 1, dtype=np.int32)
+    zone_of_row = np.zeros(len(bounds), dtype=np.int32)
+    zone_of_row[rows[order]] = np.arange(1, len(rows) + 1, dtype=np.int32)
     return FieldLayout(
-        label_of_row=label_of_row, row_of_label=rows[order].astype(np.int32), row0=r0[order], row1=r1[order],
+        zone_of_row=zone_of_row, row_of_zone=rows[order].astype(np.int32), row0=r0[order], row1=r1[order],
         chunks=chunks,
     )
 
 
 @dataclass(frozen=True)
 class PolygonBatch:
-    """Polygons as compact ragged coordinate arrays (cheap to pickle into a task) and their labels.
+    """Polygons as compact ragged coordinate arrays (cheap to pickle into a task) and their zones.
 
     `shapely.to_ragged_array` layout: `coords` (n, 2); `offsets` = ring, polygon (and, for MultiPolygons, part)
     offsets, which the vectorised scanline fill (cropmon.scanline) reads directly.
     """
 
-    labels: np.ndarray  # int32, one per polygon
+    zones: np.ndarray  # int32, one per polygon
     kind: int  # shapely.GeometryType.POLYGON or MULTIPOLYGON
     coords: np.ndarray
     offsets: tuple[np.ndarray, ...]
 
     @classmethod
-    def from_geometries(cls, geometry: np.ndarray, labels: np.ndarray) -> PolygonBatch:
+    def from_geometries(cls, geometry: np.ndarray, zones: np.ndarray) -> PolygonBatch:
         if len(geometry) == 0:
-            return cls(labels.astype(np.int32), int(shapely.GeometryType.POLYGON), np.empty((0, 2)), ())
+            return cls(zones.astype(np.int32), int(shapely.GeometryType.POLYGON), np.empty((0, 2)), ())
         kind, coords, offsets = shapely.to_ragged_array(geometry)
-        return cls(labels.astype(np.int32), int(kind), coords, tuple(offsets))
+        return cls(zones.astype(np.int32), int(kind), coords, tuple(offsets))
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.zones)
 
     def shape(self, i: int, *, coords: np.ndarray | None = None) -> dict:
         """The GeoJSON-like mapping of polygon i (for rasterio's all-touched burn of the rare fallbacks), in the
@@ -188,9 +188,9 @@ class PolygonBatch:
 
 @dataclass(frozen=True)
 class FallbackPixels:
-    """All-touched pixels of fields with no pixel centre anywhere: (label, flat pixel index in the chunk) pairs."""
+    """All-touched pixels of fields with no pixel centre anywhere: (zone, flat pixel index in the chunk) pairs."""
 
-    labels: np.ndarray  # int32
+    zones: np.ndarray  # int32
     pixels: np.ndarray  # int64 (row * width + col)
 
     @classmethod
@@ -202,7 +202,7 @@ class FallbackPixels:
 class FieldShapes:
     """What reading a chunk's own fields found: each field's geometry status and a point inside it (x, y)."""
 
-    labels: np.ndarray  # int64, ascending
+    zones: np.ndarray  # int64, ascending
     status: np.ndarray  # object: ok | repaired | multipolygon | empty | not_polygon
     x: np.ndarray
     y: np.ndarray
@@ -210,7 +210,7 @@ class FieldShapes:
 
 @dataclass(frozen=True)
 class Overlaps:
-    """Pairs of fields (labels low, high) sharing pixel centres in one chunk: how many, and whether the two are the
+    """Pairs of fields (zones low, high) sharing pixel centres in one chunk: how many, and whether the two are the
     same polygon (a duplicated field)."""
 
     pairs: np.ndarray  # (k, 2) int32
@@ -224,7 +224,7 @@ class Overlaps:
 
 @dataclass(frozen=True)
 class BlockExtras:
-    """What a chunk's rasterization found besides its label grid."""
+    """What a chunk's rasterization found besides its zone grid."""
 
     fallback: FallbackPixels
     shared: SharedPixels  # every claim on the pixels inside more than one field
@@ -235,15 +235,15 @@ class BlockExtras:
 def rasterize_block(
     batch: PolygonBatch, *, transform: Affine, row_start: int, rows: int, width: int, height: int
 ) -> tuple[np.ndarray, BlockExtras]:
-    """Label grid of one row chunk (pixel centres) plus fallbacks and overlaps found there.
+    """Zone grid of one row chunk (pixel centres) plus fallbacks and overlaps found there.
 
-    Pure: polygons in the raster's CRS with their labels in, numpy out. Each polygon is scanned over its whole
+    Pure: polygons in the raster's CRS with their zones in, numpy out. Each polygon is scanned over its whole
     extent (it is small), so whether it has a pixel centre anywhere is known here; one that has none gets its
-    all-touched pixels in this chunk as fallback. Where fields overlap, the grid holds the highest label and the
+    all-touched pixels in this chunk as fallback. Where fields overlap, the grid holds the highest zone and the
     other claims are returned with the pairs (`same_geometry` is filled in by `rasterize_chunk_fields`).
     """
     spans = batch.spans(transform, height=height, width=width)
-    grid, shared = fill(spans, batch.labels, row_start=row_start, rows=rows, width=width)
+    grid, shared = fill(spans, batch.zones, row_start=row_start, rows=rows, width=width)
     no_centre = np.flatnonzero(spans.pixels_per_owner(len(batch)) == 0)
     fallback = _all_touched_pixels(batch, no_centre, transform, row_start=row_start, rows=rows, width=width,
                                    height=height)
@@ -268,7 +268,7 @@ def _all_touched_pixels(
         return FallbackPixels.empty()
     row0, row1, col0, col1 = pixel_spans(batch.bounds()[which], transform)
     pixel_coords = np.column_stack(to_pixel_space(batch.coords, transform))
-    out_labels, out_pixels = [], []
+    out_zones, out_pixels = [], []
     for i, r0, r1, c0, c1 in zip(which, row0, row1, col0, col1, strict=True):
         r0, r1 = int(max(r0, 0)), int(min(r1, height))
         c0, c1 = int(max(c0, 0)), int(min(c1, width))
@@ -289,28 +289,28 @@ def _all_touched_pixels(
         cc = cc + w0
         in_chunk = (rr >= 0) & (rr < rows) & (cc >= 0)
         out_pixels.append(rr[in_chunk].astype(np.int64) * width + cc[in_chunk])
-        out_labels.append(np.full(int(in_chunk.sum()), batch.labels[i], dtype=np.int32))
+        out_zones.append(np.full(int(in_chunk.sum()), batch.zones[i], dtype=np.int32))
     if not out_pixels:
         return FallbackPixels.empty()
-    return FallbackPixels(np.concatenate(out_labels), np.concatenate(out_pixels))
+    return FallbackPixels(np.concatenate(out_zones), np.concatenate(out_pixels))
 
 
 def burn_values(geometry: np.ndarray, values: np.ndarray, *, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
     """A small int32 grid of positive `values` burnt by pixel centre (0 where no polygon), e.g. a map's GT classes."""
     keep = ~shapely.is_missing(geometry)
     batch = PolygonBatch.from_geometries(geometry[keep], values[keep])
-    grid, _ = fill(batch.spans(transform, height=shape[0], width=shape[1]), batch.labels, row_start=0,
+    grid, _ = fill(batch.spans(transform, height=shape[0], width=shape[1]), batch.zones, row_start=0,
                    rows=shape[0], width=shape[1])  # a map: the highest value keeps a shared pixel
     return grid
 
 
 @dataclass(frozen=True)
 class ChunkFields:
-    """The fields of one chunk, by reference: which features to read, their labels, and which the chunk owns."""
+    """The fields of one chunk, by reference: which features to read, their zones, and which the chunk owns."""
 
-    fids: np.ndarray  # feature ids in the fields file, one per label
-    labels: np.ndarray  # int64, ascending
-    owned: tuple[int, int]  # label range [first, last] owned by the chunk
+    fids: np.ndarray  # feature ids in the fields file, one per zone
+    zones: np.ndarray  # int64, ascending
+    owned: tuple[int, int]  # zone range [first, last] owned by the chunk
 
 
 def rasterize_chunk_fields(
@@ -327,16 +327,16 @@ def rasterize_chunk_fields(
         source.read_geometries(fields.fids), fields_crs=source.crs, raster_crs=raster_crs
     )
     usable = ~shapely.is_missing(geometry)
-    batch = PolygonBatch.from_geometries(geometry[usable], fields.labels[usable])
+    batch = PolygonBatch.from_geometries(geometry[usable], fields.zones[usable])
     grid, extras = rasterize_block(batch, transform=transform, row_start=row_start, rows=rows, width=width,
                                    height=height)
     first, last = fields.owned
-    own = (fields.labels >= first) & (fields.labels <= last)
+    own = (fields.zones >= first) & (fields.zones <= last)
     x, y = field_points(geometry[own])
-    shapes = FieldShapes(fields.labels[own], status[own], x, y)
+    shapes = FieldShapes(fields.zones[own], status[own], x, y)
     overlaps = extras.overlaps
     if len(overlaps.pairs):
-        position = np.searchsorted(fields.labels, overlaps.pairs)  # labels are ascending
+        position = np.searchsorted(fields.zones, overlaps.pairs)  # zones are ascending
         same = shapely.equals(geometry[position[:, 0]], geometry[position[:, 1]])
         overlaps = Overlaps(overlaps.pairs, overlaps.pixels, np.asarray(same, dtype=bool))
     return grid, BlockExtras(extras.fallback, extras.shared, overlaps, shapes)

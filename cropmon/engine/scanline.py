@@ -142,13 +142,13 @@ def _horizontal_spans(owner, xa, ya, xb, yb, clockwise, height: int) -> Spans:
 
 @dataclass(frozen=True)
 class SharedPixels:
-    """The pixels of a chunk that lie inside more than one polygon, as every (label, pixel) claim on them.
+    """The pixels of a chunk that lie inside more than one polygon, as every (zone, pixel) claim on them.
 
-    The label grid holds one label per pixel (the highest); these claims carry the others, so that every field
-    gets every pixel centre inside it. Sorted by pixel, then label; empty when no polygons overlap.
+    The zone grid holds one zone per pixel (the highest); these claims carry the others, so that every field
+    gets every pixel centre inside it. Sorted by pixel, then zone; empty when no polygons overlap.
     """
 
-    labels: np.ndarray  # int32 label of each claim
+    zones: np.ndarray  # int32 zone of each claim
     pixels: np.ndarray  # int64 flat index (row * width + col) in the chunk
 
     @classmethod
@@ -156,14 +156,14 @@ class SharedPixels:
         return cls(np.empty(0, np.int32), np.empty(0, np.int64))
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.zones)
 
     def n_pixels(self) -> int:
         """Distinct pixels inside more than one polygon."""
         return int(np.count_nonzero(np.diff(self.pixels))) + 1 if len(self) else 0
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """Label pairs (low, high) that share pixels, unique, and the number of pixels each pair shares."""
+        """Zone pairs (low, high) that share pixels, unique, and the number of pixels each pair shares."""
         if len(self) == 0:
             return np.empty((0, 2), np.int32), np.empty(0, np.int64)
         found = []
@@ -171,17 +171,17 @@ class SharedPixels:
             same = self.pixels[step:] == self.pixels[:-step]
             if not same.any():
                 break
-            found.append(np.column_stack([self.labels[:-step][same], self.labels[step:][same]]))
+            found.append(np.column_stack([self.zones[:-step][same], self.zones[step:][same]]))
         pairs, counts = np.unique(np.concatenate(found), axis=0, return_counts=True)
         return pairs.astype(np.int32), counts.astype(np.int64)
 
 
 def fill(
-    spans: Spans, labels: np.ndarray, *, row_start: int, rows: int, width: int
+    spans: Spans, zones: np.ndarray, *, row_start: int, rows: int, width: int
 ) -> tuple[np.ndarray, SharedPixels]:
     """Burn spans into a (rows, width) int32 grid of rows [row_start, row_start + rows); returns (grid, shared).
 
-    Where polygons share a pixel the grid holds the highest label, whatever the order of the spans, and `shared`
+    Where polygons share a pixel the grid holds the highest zone, whatever the order of the spans, and `shared`
     lists every polygon's claim on it (a pixel reached twice by one polygon's own spans is no shared pixel). When
     no pixel is reached twice, which is the usual case, this costs one bincount over the chunk.
     """
@@ -190,7 +190,7 @@ def fill(
     spans = spans.select(in_rows)
     lengths = spans.stop - spans.start
     flat = np.repeat((spans.row - row_start) * width + spans.start, lengths) + ragged_arange(lengths)
-    values = np.repeat(labels[spans.owner], lengths).astype(np.int32)
+    values = np.repeat(zones[spans.owner], lengths).astype(np.int32)
     if len(flat) == 0:
         return grid, SharedPixels.empty()
     hits = np.bincount(flat, minlength=grid.size)
@@ -200,10 +200,10 @@ def fill(
         return grid, SharedPixels.empty()
     again = hits[flat] > 1
     base = np.int64(values.max()) + 1
-    claim = np.unique(flat[again] * base + values[again])  # distinct (pixel, label), sorted by pixel then label
-    pixel, label = claim // base, (claim % base).astype(np.int32)
+    claim = np.unique(flat[again] * base + values[again])  # distinct (pixel, zone), sorted by pixel then zone
+    pixel, zone = claim // base, (claim % base).astype(np.int32)
     last_of_pixel = np.append(pixel[1:] != pixel[:-1], True)
-    out[pixel[last_of_pixel]] = label[last_of_pixel]  # the highest label keeps the grid's pixel
+    out[pixel[last_of_pixel]] = zone[last_of_pixel]  # the highest zone keeps the grid's pixel
     group = np.cumsum(np.insert(last_of_pixel[:-1], 0, True)) - 1
     several = np.bincount(group)[group] > 1
-    return grid, SharedPixels(label[several], pixel[several])
+    return grid, SharedPixels(zone[several], pixel[several])

@@ -36,39 +36,39 @@ TIE_BREAKS = ("confidence", "lowest_id")
 class SparseSums:
     """Histogram sums as one entry per (field, class slot) that has pixels: a field covers ~2 of the 34 slots."""
 
-    labels: np.ndarray  # int64 field label of each entry
+    zones: np.ndarray  # int64 zone of each entry
     slots: np.ndarray  # int8 class slot of each entry
     values: np.ndarray  # (4 channels, entries) int64
 
     @classmethod
-    def from_dense(cls, labels: np.ndarray, sums: np.ndarray) -> SparseSums:
-        """From (4, fields, 34) sums of the fields `labels`; a (field, slot) without pixels has no entry."""
+    def from_dense(cls, zones: np.ndarray, sums: np.ndarray) -> SparseSums:
+        """From (4, fields, 34) sums of the fields `zones`; a (field, slot) without pixels has no entry."""
         field, slot = np.nonzero(sums[0])
-        return cls(labels[field].astype(np.int64), slot.astype(np.int8), sums[:, field, slot])
+        return cls(zones[field].astype(np.int64), slot.astype(np.int8), sums[:, field, slot])
 
     def add_into(self, total: np.ndarray, first: int, last: int) -> None:
-        """Add the entries of labels first..last into (4, last - first + 1, 34) `total`."""
-        sel = (self.labels >= first) & (self.labels <= last)
-        if sel.any():  # (label, slot) pairs are unique within one chunk's sums: fancy-index addition is exact
-            total[:, self.labels[sel] - first, self.slots[sel]] += self.values[:, sel]
+        """Add the entries of zones first..last into (4, last - first + 1, 34) `total`."""
+        sel = (self.zones >= first) & (self.zones <= last)
+        if sel.any():  # (zone, slot) pairs are unique within one chunk's sums: fancy-index addition is exact
+            total[:, self.zones[sel] - first, self.slots[sel]] += self.values[:, sel]
 
 
 @dataclass(frozen=True)
-class LabelCounts:
-    """A count per field label, for the labels that have one (e.g. pixels a field shares with another)."""
+class ZoneCounts:
+    """A count per zone, for the zones that have one (e.g. pixels a field shares with another)."""
 
-    labels: np.ndarray  # int64, unique
+    zones: np.ndarray  # int64, unique
     counts: np.ndarray  # int64
 
     @classmethod
-    def of(cls, labels: np.ndarray) -> LabelCounts:
-        unique, counts = np.unique(labels, return_counts=True)
+    def of(cls, zones: np.ndarray) -> ZoneCounts:
+        unique, counts = np.unique(zones, return_counts=True)
         return cls(unique.astype(np.int64), counts.astype(np.int64))
 
     def add_into(self, total: np.ndarray, first: int, last: int) -> None:
-        """Add the counts of labels first..last into `total` (index 0 = label `first`)."""
-        sel = (self.labels >= first) & (self.labels <= last)
-        total[self.labels[sel] - first] += self.counts[sel]
+        """Add the counts of zones first..last into `total` (index 0 = zone `first`)."""
+        sel = (self.zones >= first) & (self.zones <= last)
+        total[self.zones[sel] - first] += self.counts[sel]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class ChunkPartial:
 
     sums: SparseSums
     fallback: SparseSums  # fields with no pixel centre anywhere, on their all-touched pixels
-    shared: LabelCounts
+    shared: ZoneCounts
     invalid_values: np.ndarray  # (2, k) int64: raster values that are no class, and their pixels in fields
     mapped: MappedPixels | None = None  # every pixel of the chunk, inside fields or not (engine/mapped.py)
 
@@ -185,7 +185,7 @@ def chunk_partial(
     bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, touching: np.ndarray, nodata: float | None,
     class_ids: np.ndarray, *, row_area_m2: np.ndarray | None = None, inside: np.ndarray | None = None,
 ) -> ChunkPartial:
-    """Sums of one chunk. `bands` is (2, rows, cols): class then confidence; `grid` holds the field labels;
+    """Sums of one chunk. `bands` is (2, rows, cols): class then confidence; `grid` holds the zones;
     `class_ids` the catalogue's ids (ascending). The tally of values that are no class covers the pixel centres of
     the chunk's fields (the all-touched fallback pixels are left out of it).
 
@@ -194,39 +194,39 @@ def chunk_partial(
     slots_of = ClassSlots.of(class_ids)
     classes = bands[0].ravel()
     confidence = bands[1].ravel()
-    labels = grid.ravel()
+    zones = grid.ravel()
     mapped = None
     if row_area_m2 is not None:
         mapped = count_mapped(bands[0], bands[1], row_area_m2, slots_of, nodata=nodata, inside=inside)
     if len(touching) == 0:
         empty = SparseSums.from_dense(touching, np.zeros((len(CHANNELS), 0, slots_of.n_slots), dtype=np.int64))
-        return ChunkPartial(empty, empty, LabelCounts.of(np.empty(0, np.int64)), np.zeros((2, 0), np.int64), mapped)
+        return ChunkPartial(empty, empty, ZoneCounts.of(np.empty(0, np.int64)), np.zeros((2, 0), np.int64), mapped)
     lo, hi = int(touching[0]), int(touching[-1])
-    lookup = np.full(hi - lo + 2, -1, dtype=np.int64)  # last slot: labels outside [lo, hi] (0 = no field)
+    lookup = np.full(hi - lo + 2, -1, dtype=np.int64)  # last slot: zones outside [lo, hi] (0 = no field)
     lookup[touching - lo] = np.arange(len(touching))
 
-    def local_codes(of_labels: np.ndarray) -> np.ndarray:
-        index = of_labels.astype(np.int64) - lo
+    def local_codes(of_zones: np.ndarray) -> np.ndarray:
+        index = of_zones.astype(np.int64) - lo
         index[(index < 0) | (index > hi - lo)] = hi - lo + 1
         return lookup[index]
 
-    sums, invalid = _grouped_sums(classes, confidence, local_codes(labels), len(touching), nodata, slots_of)
+    sums, invalid = _grouped_sums(classes, confidence, local_codes(zones), len(touching), nodata, slots_of)
     shared = extras.shared
     if len(shared):  # the claims on shared pixels that the grid does not hold: counted in their fields too
-        other = shared.labels != labels[shared.pixels]
+        other = shared.zones != zones[shared.pixels]
         pixels = shared.pixels[other]
-        more, _ = _grouped_sums(classes[pixels], confidence[pixels], local_codes(shared.labels[other]),
+        more, _ = _grouped_sums(classes[pixels], confidence[pixels], local_codes(shared.zones[other]),
                                 len(touching), nodata, slots_of)
         sums += more
 
     fallback = extras.fallback
-    fb_labels, fb_codes = np.unique(fallback.labels, return_inverse=True)
+    fb_zones, fb_codes = np.unique(fallback.zones, return_inverse=True)
     fb_sums, _ = _grouped_sums(
-        classes[fallback.pixels], confidence[fallback.pixels], fb_codes.astype(np.int64), len(fb_labels), nodata,
+        classes[fallback.pixels], confidence[fallback.pixels], fb_codes.astype(np.int64), len(fb_zones), nodata,
         slots_of,
     )
-    return ChunkPartial(SparseSums.from_dense(touching, sums), SparseSums.from_dense(fb_labels, fb_sums),
-                        LabelCounts.of(shared.labels), invalid, mapped)
+    return ChunkPartial(SparseSums.from_dense(touching, sums), SparseSums.from_dense(fb_zones, fb_sums),
+                        ZoneCounts.of(shared.zones), invalid, mapped)
 
 
 @dataclass(frozen=True)
@@ -256,9 +256,9 @@ class FieldStatistics:
 
 @dataclass(frozen=True)
 class OwnedFields:
-    """The fields a chunk owns (labels first..last), finished: their statistics and what travels with them."""
+    """The fields a chunk owns (zones first..last), finished: their statistics and what travels with them."""
 
-    label: np.ndarray  # int64 field numbers in the label grid, first..last
+    zone: np.ndarray  # int64 field numbers in the zone grid, first..last
     statistics: FieldStatistics
     pixel_rule: np.ndarray  # per field, one of PIXEL_RULES (shared strings)
     n_pixels_shared: np.ndarray  # per field, its pixel centres inside another field too
@@ -273,7 +273,7 @@ def finish_owned_fields(
     first: int, last: int, partials: list[ChunkPartial], class_ids: np.ndarray, extras: BlockExtras | None = None,
     *, tie_break: str = "confidence",
 ) -> OwnedFields:
-    """Add the partials of labels first..last (the chunk's own fields) and summarise them.
+    """Add the partials of zones first..last (the chunk's own fields) and summarise them.
 
     `partials[0]` is the owning chunk's own: its tally of values outside the catalogue and its mapped area travel
     with the summary.
@@ -292,12 +292,12 @@ def finish_owned_fields(
     has_centre = total[0].sum(axis=1) > 0
     use_fallback = ~has_centre & (fallback[0].sum(axis=1) > 0)
     total[:, use_fallback] = fallback[:, use_fallback]
-    label = np.arange(first, last + 1, dtype=np.int64)
+    zone = np.arange(first, last + 1, dtype=np.int64)
     shapes = extras.shapes if extras is not None else None
-    if shapes is not None and not np.array_equal(shapes.labels, label):
-        raise RuntimeError(f"chunk owning labels {first}..{last} read other fields ({len(shapes.labels)})")
+    if shapes is not None and not np.array_equal(shapes.zones, zone):
+        raise RuntimeError(f"chunk owning zones {first}..{last} read other fields ({len(shapes.zones)})")
     return OwnedFields(
-        label=label,
+        zone=zone,
         statistics=summarize_histograms(total, class_ids, tie_break=tie_break),
         pixel_rule=PIXEL_RULES[np.where(has_centre, 0, np.where(use_fallback, 1, 2))],
         n_pixels_shared=shared,

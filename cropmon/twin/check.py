@@ -11,8 +11,8 @@ majority (ties go to the lowest class id); fields holding no pixel centre fall b
 the catalogue given (u0c by default): a raster value that is no class of it is no vote.
 
 Per field it also reports the pixel centres shared with another field, and the pixels the field keeps when every
-field is burnt into ONE label grid in file order (later fields over earlier ones), which is what an engine with a
-single label grid sees. Tests and the fidelity benchmark use it to check the generator's design and to cross-check
+field is burnt into ONE zone grid in file order (later fields over earlier ones), which is what an engine with a
+single zone grid sees. Tests and the fidelity benchmark use it to check the generator's design and to cross-check
 the engine.
 """
 
@@ -43,7 +43,7 @@ class _Tally:
     counts: np.ndarray  # int64 (n, classes): pixel centres per (field, class position in the catalogue)
     conf_sum: np.ndarray  # float64 (n,): band-4 sum over the field's pixel centres
     shared: np.ndarray  # int64 (n,): pixel centres also inside another field
-    single_grid: np.ndarray  # int64 (n,): pixels the field keeps in one label grid burnt in file order
+    single_grid: np.ndarray  # int64 (n,): pixels the field keeps in one zone grid burnt in file order
 
 
 def field_votes(raster_path: str | Path, fields_path: str | Path, catalogue: Catalogue = U0C) -> pd.DataFrame:
@@ -100,7 +100,7 @@ def overlap_layers(geoms: np.ndarray) -> np.ndarray:
 
 
 def _tally(src: rasterio.DatasetReader, geoms: np.ndarray, layer: np.ndarray, catalogue: Catalogue) -> _Tally:
-    """Per-field counts over row chunks: one label grid per layer and chunk, holding field index + 1."""
+    """Per-field counts over row chunks: one zone grid per layer and chunk, holding field index + 1."""
     n, n_classes = len(geoms), catalogue.n
     tally = _Tally(np.zeros((n, n_classes), dtype=np.int64), np.zeros(n), *np.zeros((2, n), dtype=np.int64))
     counts = tally.counts.reshape(-1)  # a view: bincounts of field * n_classes + position land in tally.counts

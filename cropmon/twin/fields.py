@@ -297,7 +297,7 @@ def _labels(crop: np.ndarray, original: np.ndarray, rng: np.random.Generator) ->
 
 def file_order(n: int, containers: np.ndarray, parts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A shuffle (file order carries no spatial locality, like a uuid-keyed export) with every container after the
-    part inside it: burnt into one label grid in file order, the part loses every pixel, as the real ones did."""
+    part inside it: burnt into one zone grid in file order, the part loses every pixel, as the real ones did."""
     rank = rng.permutation(n)
     late = rank[containers] < rank[parts]
     rank[containers[late]], rank[parts[late]] = rank[parts[late]], rank[containers[late]]

@@ -34,7 +34,7 @@ BAND_DESCRIPTIONS: tuple[str, ...] = (
 GT_LAYER: str = "u0c_gt_filtered_2022"
 GT_YEAR: int = 2022
 N_RADISH_FIELDS: int = 2  # fields labelled `radish` (in no class); kept at every scale so the trap always exists
-# Overlapping polygons, measured on the real u0c file (issue 13): in ONE label grid (all fields burnt together) ~205
+# Overlapping polygons, measured on the real u0c file (issue 13): in ONE zone grid (all fields burnt together) ~205
 # fields get no pixel. The published "170-206 fields with no pixel centre" counted those. Rasterized alone, ~138 of
 # them DO hold pixel centres (median 64 px, up to 9.9 ha): they lost every pixel to overlapping polygons (exact
 # duplicates of another field, with another field_id and the same or another label; fields lying inside a larger
