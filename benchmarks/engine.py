@@ -37,11 +37,11 @@ RESULTS = HERE / "results"
 
 ENGINE = """
 import json, sys, time
-from cropmon.cluster import connect
+from cropmon.cluster import ClusterSettings, connect
 from cropmon.engine.analyse import analyse_fields
 from cropmon.engine.zonal import warm_up
 raster, fields = sys.argv[1], sys.argv[2]
-with connect("local", workers=2, dashboard_address="127.0.0.1:0", warm_up=warm_up) as handle:
+with connect(ClusterSettings("local", workers=2, dashboard_address="127.0.0.1:0"), warm_up=warm_up) as handle:
     result = analyse_fields(raster, fields, cluster=handle)
 t = result.timings
 # The engine stage: reading the fields' attributes and laying them out (on a worker), the graph, the compute and
