@@ -20,16 +20,18 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from cropmon import errors, pipeline
 from cropmon.analysis.compare import DEFAULT_BOOTSTRAP
+from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import Catalogue
-from cropmon.cluster import ClusterHandle, connect, use_client
-from cropmon.config import Progress, RunConfig, build_config
+from cropmon.cluster import ClusterHandle, ClusterSpec, connect, use_client
+from cropmon.config import OutputsVia, Progress, RunConfig, build_config
 from cropmon.engine.analyse import FieldResults, analyse_fields
+from cropmon.engine.settings import TieBreak
 from cropmon.engine.zonal import warm_up
 from cropmon.io.store import StorageSettings
 
@@ -85,6 +87,24 @@ class AnalyseOptions(TypedDict, total=False):
 ANALYSE_OPTIONS: tuple[str, ...] = tuple(AnalyseOptions.__annotations__)
 
 
+class RunOptions(AnalyseOptions, total=False):
+    """The settings `run` takes besides raster, fields and out: all of RunConfig's, typed as it types them (a
+    table may also be given as a mapping, as a config file's table)."""
+
+    scheduler: str | None
+    classes: str | Catalogue | Mapping[str, list[str]] | None
+    aois: Sequence[tuple[str, ...] | str | Mapping[str, str]]  # (NAME, RASTER, FIELDS[, MASK]), as --aoi, or a table
+    aoi_mask: str | None
+    twin_scale: float
+    scratch_dir: str | None
+    profile: str | None
+    outputs_via: OutputsVia
+    tie_break: TieBreak
+    seed: int
+    diagnosis: DiagnosisSettings | Mapping[str, Any]
+    cluster: ClusterSpec | Mapping[str, Any] | None
+
+
 def analyse(raster: str | os.PathLike[str] | xarray.DataArray,
             fields: str | os.PathLike[str] | geopandas.GeoDataFrame, *, scheduler: str | None = None,
             client: DaskClient | None = None, classes: Catalogue | Mapping[str, list[str]] | str | Path | None = None,
@@ -137,12 +157,13 @@ def analyse(raster: str | os.PathLike[str] | xarray.DataArray,
 
 
 def run(*, raster: str | Path | None = None, fields: str | Path | None = None, out: str | Path | None = None,
-        config: str | Path | None = None, **options: Any) -> pipeline.RunOutcome:
+        config: str | Path | None = None, **options: Unpack[RunOptions]) -> pipeline.RunOutcome:
     """What `python -m cropmon run` does: analyse, write every output atomically into `out`, return the outcome.
 
     Settings as the CLI takes them: defaults < `config` (a TOML file) < CROPMON_* environment < these arguments;
-    `options` are the flags' names with underscores (`scheduler`, `workers`, `chunk_rows`, `classes`, `seed`,
-    `aois`, `diagnosis` = a mapping or DiagnosisSettings ...). Without raster and fields: the digital twin.
+    `options` (`RunOptions`) are the flags' names with underscores (`scheduler`, `workers`, `chunk_rows`,
+    `classes`, `seed`, `aois`, `diagnosis` = a mapping or DiagnosisSettings ...). Without raster and fields: the
+    digital twin.
 
     Returns the RunOutcome: `.out_dir`, `.paths` (files by name), `.counts` (fields read, scored, dropped and why),
     `.timings` (seconds per stage) and `.manifest` (run.json). The per-field table is in `out` (fields.parquet);
