@@ -35,9 +35,9 @@ raster, fields = sys.argv[1], sys.argv[2]
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-analyse_fields(raster, fields, scheduler="threads")  # warm: imports, first calls, page cache
+analyse_fields(raster, fields)  # warm: imports, first calls, page cache
 c0, t0 = cpu(), time.perf_counter()
-result = analyse_fields(raster, fields, scheduler="threads")
+result = analyse_fields(raster, fields)
 t = result.timings
 print(json.dumps({"engine_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "stages": t,
                   "n_fields": len(result.table)}))

@@ -156,7 +156,7 @@ def main() -> None:
     header = f"Machine: {machine()}. In-process, one session; {args.repeats} timed repeats after a warm one."
     print(header, flush=True)
     raster, fields = twin_inputs(1.0)
-    results = analyse_fields(raster, fields, scheduler="threads")
+    results = analyse_fields(raster, fields)
     sections = [header, f"Inputs: {raster} + {fields} ({len(results.table):,} fields).", "",
                 "## Cost on the full twin", "", *cost(results, args.repeats), "",
                 f"## Coverage of the adjusted-area interval (simulation, {args.seeds} seeds)", "",

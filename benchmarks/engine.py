@@ -41,7 +41,13 @@ from cropmon.cluster import connect
 from cropmon.engine.analyse import analyse_fields
 from cropmon.engine.zonal import warm_up
 raster, fields = sys.argv[1], sys.argv[2]
-with connect("local", workers=2, dashboard_address="127.0.0.1:0", warm_up=warm_up) as handle:
+local = dict(workers=2, dashboard_address="127.0.0.1:0")
+try:
+    from cropmon.cluster import ClusterSettings
+    cluster = connect(ClusterSettings("local", **local), warm_up=warm_up)
+except ImportError:  # a checkout from before ClusterSettings, e.g. the base of an A/B (ab_engine.py)
+    cluster = connect("local", **local, warm_up=warm_up)
+with cluster as handle:
     result = analyse_fields(raster, fields, cluster=handle)
 t = result.timings
 # The engine stage: reading the fields' attributes and laying them out (on a worker), the graph, the compute and

@@ -42,7 +42,7 @@ def frame_of_twin():
     from cropmon.engine.analyse import analyse_fields
 
     raster, fields = twin_inputs(1.0)
-    results = analyse_fields(raster, fields, scheduler="threads")
+    results = analyse_fields(raster, fields)
     s = DiagnosisSettings()
     table = results.table
     grid = BlockGrid.for_points(table["x"].to_numpy(float), table["y"].to_numpy(float), block_km=s.block_km)

@@ -13,8 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from cropmon import twin
-from cropmon.cluster import connect
-from cropmon.engine.analyse import analyse_fields
+from cropmon.cluster import ClusterSettings, connect
+from cropmon.engine.analyse import EngineSettings, analyse_fields
 
 
 def main() -> None:
@@ -24,16 +24,17 @@ def main() -> None:
     args = parser.parse_args()
     inputs = [twin.ensure_twin(scale=args.scale, seed=100 + i) for i in range(args.aois)]
 
-    with connect("local", workers=2, dashboard_address="127.0.0.1:0") as handle:
+    with connect(ClusterSettings("local", workers=2, dashboard_address="127.0.0.1:0")) as handle:
         solo, solo_s = [], []
         for paths in inputs:
             start = time.perf_counter()
-            solo.append(analyse_fields(paths.raster, paths.fields, cluster=handle, chunk_rows=64))
+            solo.append(analyse_fields(paths.raster, paths.fields, settings=EngineSettings(chunk_rows=64),
+                                       cluster=handle))
             solo_s.append(time.perf_counter() - start)
 
         def concurrent_run(paths):
             start = time.perf_counter()
-            result = analyse_fields(paths.raster, paths.fields, cluster=handle, chunk_rows=64)
+            result = analyse_fields(paths.raster, paths.fields, settings=EngineSettings(chunk_rows=64), cluster=handle)
             return result, time.perf_counter() - start
 
         start = time.perf_counter()

@@ -39,9 +39,9 @@ raster, fields, warm_raster, warm_fields = sys.argv[1:5]
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-analyse_fields(warm_raster, warm_fields, scheduler="threads")  # imports and first calls, on other (tiny) files
+analyse_fields(warm_raster, warm_fields)  # imports and first calls, on other (tiny) files
 c0, t0 = cpu(), time.perf_counter()
-result = analyse_fields(raster, fields, scheduler="threads")
+result = analyse_fields(raster, fields)
 print(json.dumps({"engine_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "n_fields": len(result.table),
                   "majority": int(result.table["majority_crop"].fillna(-1).sum())}))
 """

@@ -40,7 +40,7 @@ PER_FIELD = """
 import json, sys
 from cropmon.engine.analyse import analyse_fields
 raster, fields, out = sys.argv[1], sys.argv[2], sys.argv[3]
-result = analyse_fields(raster, fields, scheduler="threads")
+result = analyse_fields(raster, fields)
 columns = [c for c in ("field_id", "n_pixels", "confidence_score", "n_pixels_shared") if c in result.table]
 result.table[columns].to_parquet(out)
 print(json.dumps({"report": {k: v for k, v in vars(result.report).items() if k != "examples"}}, default=str))

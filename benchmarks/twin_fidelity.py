@@ -63,7 +63,7 @@ def engine_table(raster: Path, fields: Path, engine: str) -> tuple[pd.DataFrame 
               file=sys.stderr)
         return None, 0.0
     started = time.perf_counter()
-    table = analyse_fields(raster, fields, scheduler="threads").table
+    table = analyse_fields(raster, fields).table
     return table, time.perf_counter() - started
 
 

@@ -12,10 +12,13 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cropmon import errors, runtime
 from cropmon.tasks import ClusterHandle
+
+if TYPE_CHECKING:
+    from distributed import Client as DaskClient  # noqa: F401 (the public API's type of a caller's own client)
 
 log = logging.getLogger(__name__)
 
@@ -194,30 +197,40 @@ def resolve_scheduler(scheduler: str | None) -> str:
     return scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or "local"
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Which cluster a run uses and how it connects: `RunConfig.cluster_settings` derives it once from the run's
+    settings. `scheduler`: an address, 'local' or 'threads' (None: DASK_SCHEDULER_ADDRESS, else 'local');
+    `spec`: a cluster to create from its class (the config's [cluster] table) instead."""
+
+    scheduler: str | None = None
+    workers: int | None = None  # of a local cluster (default: cores, at most 4)
+    threads_per_worker: int | None = None  # of a local cluster (default 1; in-process: every core)
+    memory_limit: str | None = "auto"  # per local worker
+    dashboard_address: str = "127.0.0.1:8787"  # of a local cluster
+    tls: TLSFiles = field(default_factory=TLSFiles)  # client TLS files for a tls:// scheduler
+    connect_timeout: float = 30.0  # seconds a remote scheduler may take to answer
+    no_worker_timeout: float = 60.0  # seconds the cluster may have no worker before the run fails
+    spec: ClusterSpec | None = None
+    # Variables every worker sets (the run's storage settings: runtime.settings_plugin); secrets: never shown.
+    environment: dict[str, str] = field(default_factory=dict, repr=False, hash=False)
+
+
+Warmup = Callable[[], None] | Sequence[Callable[[], None]] | None
+
+
 @contextlib.contextmanager
-def connect(
-    scheduler: str | None,
-    *,
-    workers: int | None = None,
-    threads_per_worker: int | None = None,
-    memory_limit: str | None = "auto",
-    dashboard_address: str = "127.0.0.1:8787",
-    tls: TLSFiles | None = None,
-    timeout: float = 30.0,
-    warm_up: Callable[[], None] | Sequence[Callable[[], None]] | None = None,
-    no_worker_timeout: float = 60.0,
-    spec: ClusterSpec | None = None,
-    environment: dict[str, str] | None = None,
-) -> Iterator[ClusterHandle]:
+def connect(settings: ClusterSettings, *, warm_up: Warmup = None) -> Iterator[ClusterHandle]:
     """Yield a ClusterHandle for the chosen backend and close what this function started (never a remote one).
 
-    `timeout`: seconds a remote scheduler may take to answer (a slow network); a port that refuses connections
+    A remote scheduler may take `connect_timeout` s to answer (a slow network); a port that refuses connections
     fails after REFUSED_GRACE_S instead. `warm_up` (one function or several, in priority order) runs once on every
     worker while the caller goes on (e.g. the engine's imports and first calls, then the tail's imports).
-    `spec`: a cluster to create from its class (the config's [cluster] table) instead of `scheduler`.
-    `environment`: variables every worker sets (the run's storage settings: runtime.settings_plugin), workers that
-    join later included; taken off a remote cluster's workers again when the run ends.
+    `environment` is set on every worker, workers that join later included, and taken off a remote cluster's
+    workers again when the run ends.
     """
+    scheduler, spec, environment = settings.scheduler, settings.spec, settings.environment
+    no_worker_timeout, tls, timeout = settings.no_worker_timeout, settings.tls, settings.connect_timeout
     choice = resolve_scheduler(scheduler)
     import distributed  # noqa: F401 (it sets up its log handlers, on which the noise filter goes)
 
@@ -228,15 +241,16 @@ def connect(
                           cluster_class=spec.class_path)
         return
     if choice in ("threads", "local"):
-        with _local_client(choice, workers=workers, threads_per_worker=threads_per_worker,
-                           memory_limit=memory_limit, dashboard_address=dashboard_address) as (client, address):
+        with _local_client(choice, workers=settings.workers, threads_per_worker=settings.threads_per_worker,
+                           memory_limit=settings.memory_limit,
+                           dashboard_address=settings.dashboard_address) as (client, address):
             yield _handle(choice, client, address, warm_up, no_worker_timeout, environment=environment)
         return
     if "://" not in choice and ":" not in choice:
         raise errors.ConfigError(
             f"--scheduler {choice!r} is not an address", fix="use tcp://HOST:PORT, tls://HOST:PORT, local or threads"
         )
-    security = tls.security() if tls else None
+    security = tls.security()
     if choice.startswith("tls://") and security is None:
         import dask
 

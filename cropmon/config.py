@@ -15,14 +15,19 @@ import tomllib
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cropmon import errors
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import Catalogue, as_catalogue
-from cropmon.cluster import ClusterSpec
+from cropmon.cluster import ClusterSettings, ClusterSpec, TLSFiles
+from cropmon.engine.settings import TIE_BREAK_CHOICES, EngineSettings, TieBreak
 from cropmon.io.store import StorageSettings, forwarded_environment
+
+Progress = Literal["auto", "on", "off"]
+OutputsVia = Literal["auto", "shared", "client"]
 
 
 def setting(default: Any = None, *, help: str, group: str = "run", flag: str | None = None,
@@ -64,7 +69,7 @@ class RunConfig:
         "label column, or whose labels are all empty, is analysed so anyway)")
     class_band: int = setting(3, group="inputs", help="1-based band of the class ids")
     confidence_band: int = setting(4, group="inputs", help="1-based band of the confidence")
-    classes: str | Catalogue | None = setting(  # noqa: RUF009 (setting() is a dataclasses.field)
+    classes: str | Catalogue | None = setting(
         group="inputs", metavar="FILE",
         help="the model's class list: JSON {crop: [label aliases]} (raster value = position) or CSV"
         " class_id,crop,aliases (aliases separated by ';'); default: the u0c model's 32 classes")
@@ -97,8 +102,8 @@ class RunConfig:
     tls_ca_file: str | None = setting(group="cluster", help="CA certificate for a tls:// scheduler")
     tls_cert: str | None = setting(group="cluster", help="client certificate for a tls:// scheduler")
     tls_key: str | None = setting(group="cluster", help="client private key for a tls:// scheduler")
-    outputs_via: str = setting(
-        "auto", group="cluster", choices=("auto", "shared", "client"),
+    outputs_via: OutputsVia = setting(
+        "auto", group="cluster", choices=typing.get_args(OutputsVia),
         help="how the workers' output files reach the output directory: 'shared' (they write into it: a local "
         "cluster, or workers that mount it at the same path), 'client' (they send them and the client writes "
         "them: a cluster without a shared filesystem), 'auto' (shared when every worker sees the directory)")
@@ -107,11 +112,11 @@ class RunConfig:
     connect_timeout: float = setting(
         30.0, group="cluster",
         help="seconds a remote scheduler may take to answer (a slow network); a refused connection fails in 2 s")
-    tie_break: str = setting(
-        "confidence", choices=("confidence", "lowest_id"),
+    tie_break: TieBreak = setting(
+        "confidence", choices=TIE_BREAK_CHOICES,
         help="how a field's tied majority is broken: 'confidence' (the tied class with the larger confidence sum, then "
         "the lowest id) or 'lowest_id' (as rasterstats does; for comparing with such tools)")
-    progress: str = setting("auto", choices=("auto", "on", "off"), help="progress bar (auto: on a terminal)")
+    progress: Progress = setting("auto", choices=typing.get_args(Progress), help="progress bar (auto: on a terminal)")
     seed: int = setting(0, help="seed of the active-learning selection (the plan is deterministic for a seed)")
     diagnosis: DiagnosisSettings = field(default_factory=DiagnosisSettings)  # the file's [diagnosis] table
     # The file's [gdal] table, CROPMON_GDAL_<OPTION> variables and the client's forwarded AWS_*/GDAL_*/CPL_* ...
@@ -131,6 +136,24 @@ class RunConfig:
         """The model's classes these settings name (the u0c catalogue when `classes` is unset)."""
         return as_catalogue(self.classes)
 
+    @cached_property
+    def engine_settings(self) -> EngineSettings:
+        """What the engine needs of these settings (an AOI of a multi-AOI run replaces `aoi_mask`; a run puts its
+        default scratch directory in `scratch_dir`: pipeline.scratch_dir_for)."""
+        return EngineSettings(
+            chunk_rows=self.chunk_rows, layer=self.layer, label_column=self.label_column, no_labels=self.no_labels,
+            class_band=self.class_band, confidence_band=self.confidence_band, tie_break=self.tie_break,
+            scratch_dir=self.scratch_dir, catalogue=self.catalogue(), aoi_mask=self.aoi_mask)
+
+    @cached_property
+    def cluster_settings(self) -> ClusterSettings:
+        """Which cluster these settings choose and how to connect to it; its workers get the storage settings."""
+        return ClusterSettings(
+            scheduler=self.scheduler, workers=self.workers, threads_per_worker=self.threads_per_worker,
+            memory_limit=self.memory_limit, dashboard_address=self.dashboard_address,
+            tls=TLSFiles(self.tls_ca_file, self.tls_cert, self.tls_key), connect_timeout=self.connect_timeout,
+            no_worker_timeout=self.no_worker_timeout, spec=self.cluster, environment=self.gdal.as_dict())
+
 
 SETTINGS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
 TYPES: dict[str, Any] = typing.get_type_hints(RunConfig)
@@ -138,7 +161,10 @@ FLAG_SETTINGS: tuple[str, ...] = tuple(name for name, f in SETTINGS.items() if "
 
 
 def scalar_type(name: str) -> type:
-    """bool, int, float or str: the type a setting's text is read as (from its annotation, None removed)."""
+    """bool, int, float or str: the type a setting's text is read as (from its annotation, None removed; a Literal:
+    the type of its choices)."""
+    if typing.get_origin(TYPES[name]) is Literal:
+        return type(typing.get_args(TYPES[name])[0])
     kinds = [t for t in typing.get_args(TYPES[name]) or (TYPES[name],) if t is not type(None)]
     return kinds[0] if kinds and kinds[0] in (bool, int, float, str) else str
 
@@ -342,9 +368,9 @@ def validate(config: RunConfig) -> None:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise errors.ConfigError(f"{flag_name(name)} must be >= 1, got {value}")
-    for name in ("progress", "tie_break"):
+    for name in FLAG_SETTINGS:
         choices = SETTINGS[name].metadata["choices"]
-        if getattr(config, name) not in choices:
+        if choices and getattr(config, name) not in choices:
             raise errors.ConfigError(f"{name} = {getattr(config, name)!r}", fix=f"use {', '.join(choices)}")
     if config.twin_scale <= 0:
         raise errors.ConfigError("twin_scale must be > 0")

@@ -10,12 +10,10 @@ import time
 from typing import Any
 
 from cropmon import __version__
-from cropmon.catalogue import U0C, Catalogue
+from cropmon.engine.analyse import FieldInputs, FieldJob
 from cropmon.engine.assemble import FieldResults
 from cropmon.engine.fields import crs_name
 from cropmon.io.paths import size_bytes
-from cropmon.io.raster import RasterInfo
-from cropmon.io.vector import FieldSource
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +42,27 @@ def started_at(started: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))
 
 
-def run_header(*, raster: RasterInfo, source: FieldSource, n_fields: int, settings: dict[str, Any],
-               is_twin: bool, started: float, fields_read: dict[str, Any] | None = None,
-               catalogue: Catalogue = U0C, label_column: str | None = "normalized_label") -> dict[str, Any]:
+def run_header(job: FieldJob, inputs: FieldInputs, *, settings: dict[str, Any], is_twin: bool,
+               started: float) -> dict[str, Any]:
     """run.json of one AOI before its tail: inputs, versions, settings (the cluster, the field counts, the timings
-    and the outputs are added when they are known). `fields_read`: the fields file as the worker read it (path,
-    layer, format, size; `read_from` when through a GeoPackage copy); `label_column`: the column the labels were
-    read from (None: none, a run without ground truth)."""
+    and the outputs are added when they are known). The fields file as the worker read it (`job.fields_read`:
+    path, layer, format, size; `read_from` when through a GeoPackage copy); the label column is the one read
+    (`inputs.label_column`; None: none, a run without ground truth)."""
+    source = job.source
     return {
         "cropmon_version": __version__,
         "started": started_at(started),
         "inputs": {
-            "raster": raster.as_manifest(),
+            "raster": job.raster.as_manifest(),
             "fields": {
-                **(fields_read or {"path": source.path, "layer": source.layer, "size_bytes": size_bytes(source.path)}),
+                **(job.fields_read
+                   or {"path": source.path, "layer": source.layer, "size_bytes": size_bytes(source.path)}),
                 "crs": crs_name(source.crs),
-                "n_fields": n_fields,
-                "label_column": label_column,
+                "n_fields": job.n_fields,
+                "label_column": inputs.label_column,
             },
             "digital_twin": is_twin,
-            "classes": catalogue.as_manifest(),
+            "classes": inputs.catalogue.as_manifest(),
         },
         "settings": settings,
         "versions": versions(),

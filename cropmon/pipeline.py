@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from cropmon import errors, manifest, tail
-from cropmon.cluster import TLSFiles, connect, resolve_scheduler
-from cropmon.config import RunConfig, aoi_parts
+from cropmon.cluster import connect, resolve_scheduler
+from cropmon.config import OutputsVia, RunConfig, aoi_parts
 from cropmon.engine.analyse import FieldInputs, FieldJob, field_inputs, submit_fields
 from cropmon.engine.mapped import aoi_mask
 from cropmon.engine.zonal import warm_up
@@ -65,6 +65,18 @@ class RunOutcome:
     def timings(self) -> dict[str, float]:
         """Seconds per stage and in total (run.json `timings_s`)."""
         return self.manifest["timings_s"]
+
+
+@dataclass
+class AOIStart:
+    """One AOI as the client has it before the cluster works on it."""
+
+    name: str | None  # None: a single-AOI run
+    inputs: FieldInputs
+    timer: StageTimer
+    started: float  # time.time() when its work began
+    is_twin: bool = False
+    paths: list = dataclasses.field(default_factory=list)  # its inputs and outputs (run.json's object_storage)
 
 
 @dataclass
@@ -112,8 +124,8 @@ def _run_one(config: RunConfig) -> RunOutcome:
                                mask=config.aoi_mask)  # while the cluster starts
         handle = started_cluster()
         with performance_report(handle, profile):
-            aoi = _submit_aoi(handle, None, inputs, config, staged, is_twin=is_twin, timer=timer,
-                              started=started, paths=[raster, fields, out_dir])
+            start = AOIStart(None, inputs, timer, started, is_twin=is_twin, paths=[raster, fields, out_dir])
+            aoi = _submit_aoi(handle, start, config, staged)
             run_json = _finish_aoi(handle, aoi, progress=progress)
         place_profile(config.profile, profile, out_dir, staged.staging)
         outputs.remove_parts(staged.staging)
@@ -149,8 +161,8 @@ def run_many(config: RunConfig) -> RunOutcome:
                 log.info("AOI %s: %s + %s%s", name, raster, fields, f" (mask {mask})" if mask else "")
                 timer = StageTimer(show=progress)
                 inputs = _field_inputs(raster, fields, config, timer, out_dir=out_dir, mask=mask)
-                aoi = _submit_aoi(handle, name, inputs, config, staged, is_twin=False, timer=timer,
-                                  started=time.time(), summarise=True, paths=[raster, fields, out_dir])
+                start = AOIStart(name, inputs, timer, time.time(), paths=[raster, fields, out_dir])
+                aoi = _submit_aoi(handle, start, config, staged, summarise=True)
                 in_flight.append(aoi)
                 while len(in_flight) > window:  # the oldest AOI's tail runs beside the newer AOIs' computes
                     done = in_flight.popleft()
@@ -158,7 +170,7 @@ def run_many(config: RunConfig) -> RunOutcome:
             while in_flight:
                 done = in_flight.popleft()
                 _finish_many(handle, done, aois, summaries, progress)
-            destination = _destination(handle, staged, staged.staging, config)
+            destination = _destination(handle, staged, staged.staging, outputs_via=config.outputs_via)
             pooled = submit_pooled(handle, summaries, settings=config.diagnosis, seed=config.seed,
                                    destination=destination)
             handle.wait([pooled])
@@ -219,11 +231,9 @@ def _finish_many(handle: ClusterHandle, aoi: AOIRun, aois: dict[str, Any], summa
 
 def _field_inputs(raster: str, fields: str, config: RunConfig, timer: StageTimer, *, out_dir: str | Path,
                   mask: str | None = None) -> FieldInputs:
-    return field_inputs(raster, fields, chunk_rows=config.chunk_rows, layer=config.layer,
-                        label_column=config.label_column, class_band=config.class_band,
-                        confidence_band=config.confidence_band, tie_break=config.tie_break,
-                        scratch_dir=scratch_dir_for(config, out_dir), catalogue=config.catalogue(), timer=timer,
-                        mask=mask, no_labels=config.no_labels)
+    settings = dataclasses.replace(config.engine_settings, scratch_dir=scratch_dir_for(config, out_dir),
+                                   aoi_mask=mask)
+    return field_inputs(raster, fields, settings, timer=timer)
 
 
 SCRATCH_NAME = f"{outputs.RESERVED_PREFIX}scratch"
@@ -244,26 +254,24 @@ def scratch_dir_for(config: RunConfig, out_dir: Path | str) -> Path | str:
     return out / SCRATCH_NAME if outputs.swaps_in_place(out) else out.parent / SCRATCH_NAME
 
 
-def _submit_aoi(handle: ClusterHandle, name: str | None, inputs: FieldInputs, config: RunConfig,
-                staged: outputs.StagedOutput, *, is_twin: bool, timer: StageTimer, started: float,
-                summarise: bool = False, paths: list | None = None) -> AOIRun:
+def _submit_aoi(handle: ClusterHandle, start: AOIStart, config: RunConfig, staged: outputs.StagedOutput, *,
+                summarise: bool = False) -> AOIRun:
     """Put one AOI's engine and tail on the cluster; returns once both are submitted."""
+    name, timer = start.name, start.timer
     out_dir = staged.staging / name if name else staged.staging
     out_dir.mkdir(exist_ok=True)
-    destination = _destination(handle, staged, out_dir, config)
+    destination = _destination(handle, staged, out_dir, outputs_via=config.outputs_via)
     places = handle.places(3)  # the table's worker, and two others for its files
     with handle.scoped(name):
-        job = submit_fields(handle, inputs, timer=timer, home=places[0] if places else None)
-        header = manifest.run_header(raster=job.raster, source=job.source, n_fields=job.n_fields,
-                                     settings=config.as_manifest(), is_twin=is_twin, started=started,
-                                     fields_read=job.fields_read, catalogue=inputs.catalogue,
-                                     label_column=inputs.label_column)
-        header.update(_storage_manifest(staged, paths or []))
+        job = submit_fields(handle, start.inputs, timer=timer, home=places[0] if places else None)
+        header = manifest.run_header(job, start.inputs, settings=config.as_manifest(), is_twin=start.is_twin,
+                                     started=start.started)
+        header.update(_storage_manifest(staged, start.paths))
         tail = submit_tail(handle, job, settings=config.diagnosis, seed=config.seed, destination=destination,
                            header={**header, "timings_s": dict(timer.seconds)}, summarise=summarise,
                            places=places)
     return AOIRun(name=name, out_dir=out_dir, destination=destination, header=header, job=job, tail=tail,
-                  timer=timer, started=started)
+                  timer=timer, started=start.started)
 
 
 def _finish_aoi(handle: ClusterHandle, aoi: AOIRun, *, progress: bool) -> dict[str, Any]:
@@ -291,16 +299,16 @@ def _finish_aoi(handle: ClusterHandle, aoi: AOIRun, *, progress: bool) -> dict[s
     return run_json
 
 
-def _destination(handle: ClusterHandle, staged: outputs.StagedOutput, staging: Path,
-                 config: RunConfig) -> outputs.Destination:
+def _destination(handle: ClusterHandle, staged: outputs.StagedOutput, staging: Path, *,
+                 outputs_via: OutputsVia) -> outputs.Destination:
     """Into the bucket when the outputs go to one (the workers upload), else shared when the workers see the
     staging directory (tested by a probe file on a remote cluster), else through the client."""
     outputs.prepare_parts(staging)
     if staged.remote is not None:
         return outputs.Destination(shared=None, store=staged.remote_of(staging))
-    if config.outputs_via == "client":
+    if outputs_via == "client":
         return outputs.Destination(shared=None)
-    if config.outputs_via == "shared" or handle.kind in ("threads", "local"):
+    if outputs_via == "shared" or handle.kind in ("threads", "local"):
         return outputs.Destination(shared=str(staging))
     probe = staging / outputs.PARTS / "probe"
     probe.write_text("cropmon\n")
@@ -348,19 +356,7 @@ def _inspect_inputs(raster: str, fields: str, config: RunConfig, *, mask: str | 
 def _cluster(config: RunConfig, timer: StageTimer | None = None) -> Iterator[ClusterHandle]:
     with contextlib.ExitStack() as stack:
         with (timer or StageTimer()).stage("start cluster"):
-            handle = stack.enter_context(connect(
-                config.scheduler,
-                workers=config.workers,
-                threads_per_worker=config.threads_per_worker,
-                memory_limit=config.memory_limit,
-                dashboard_address=config.dashboard_address,
-                tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key),
-                warm_up=(warm_up, tail.warm_up),
-                no_worker_timeout=config.no_worker_timeout,
-                timeout=config.connect_timeout,
-                spec=config.cluster,
-                environment=config.gdal.as_dict(),
-            ))
+            handle = stack.enter_context(connect(config.cluster_settings, warm_up=(warm_up, tail.warm_up)))
         if handle.dashboard_link:
             print(f"Dask dashboard: {handle.dashboard_link}", file=sys.stderr)
         yield handle

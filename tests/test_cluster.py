@@ -13,8 +13,8 @@ from cluster_procs import start_cluster
 from conftest import write_random_inputs
 
 from cropmon.cli import main
-from cropmon.cluster import TLSFiles, connect
-from cropmon.engine.analyse import analyse_fields
+from cropmon.cluster import ClusterSettings, TLSFiles, connect
+from cropmon.engine.analyse import EngineSettings, analyse_fields
 from cropmon.errors import ConfigError
 
 pytestmark = [pytest.mark.cluster]
@@ -27,11 +27,11 @@ def small_inputs(tmp_path):
 
 def test_scheduler_and_two_worker_processes_match_threads(tmp_path, small_inputs):
     raster, fields = small_inputs
-    expected = analyse_fields(raster, fields, scheduler="threads", chunk_rows=16)
+    expected = analyse_fields(raster, fields, settings=EngineSettings(chunk_rows=16))
     cluster = start_cluster(tmp_path, n_workers=2)
     try:
-        with connect(cluster.address) as handle:
-            got = analyse_fields(raster, fields, cluster=handle, chunk_rows=16)
+        with connect(ClusterSettings(cluster.address)) as handle:
+            got = analyse_fields(raster, fields, settings=EngineSettings(chunk_rows=16), cluster=handle)
             info = handle.describe()
         for profile in (tmp_path / "profile.html", tmp_path / "out" / "profile.html"):  # beside and inside the outputs
             code = main(["run", "--raster", str(raster), "--fields", str(fields), "--out", str(tmp_path / "out"),
@@ -63,7 +63,7 @@ def test_outputs_sent_to_the_client_equal_outputs_written_by_the_workers(tmp_pat
             code = main(["run", "--raster", str(raster), "--fields", str(fields), "--out", str(runs[via]),
                          "--scheduler", cluster.address, "--outputs-via", via, "--progress", "off"])
             assert code == 0
-        with connect(cluster.address) as handle:
+        with connect(ClusterSettings(cluster.address)) as handle:
             assert handle.workers_see(runs["shared"] / "run.json")
             assert not handle.workers_see(tmp_path / "no-such-file")
     finally:
@@ -105,14 +105,14 @@ def make_throwaway_tls(directory) -> dict[str, str]:
 
 def test_tls_scheduler_and_worker_give_the_same_results(tmp_path, small_inputs):
     raster, fields = small_inputs
-    expected = analyse_fields(raster, fields, scheduler="threads", chunk_rows=16)
+    expected = analyse_fields(raster, fields, settings=EngineSettings(chunk_rows=16))
     tls = make_throwaway_tls(tmp_path)
     cluster = start_cluster(tmp_path, n_workers=1, tls=tls)
     try:
         assert cluster.address.startswith("tls://127.0.0.1:")
-        with connect(cluster.address, tls=TLSFiles(tls["ca"], tls["cert"], tls["key"])) as handle:
-            got = analyse_fields(raster, fields, cluster=handle, chunk_rows=16)
-        with pytest.raises(ConfigError, match="needs TLS certificates"), connect(cluster.address):
+        with connect(ClusterSettings(cluster.address, tls=TLSFiles(tls["ca"], tls["cert"], tls["key"]))) as handle:
+            got = analyse_fields(raster, fields, settings=EngineSettings(chunk_rows=16), cluster=handle)
+        with pytest.raises(ConfigError, match="needs TLS certificates"), connect(ClusterSettings(cluster.address)):
             pass
     finally:
         cluster.stop()
@@ -127,14 +127,15 @@ def test_a_converted_fields_file_is_read_by_remote_workers(tmp_path, small_input
     raster, fields = small_inputs
     geojson = tmp_path / "fields.geojson"
     pyogrio.write_dataframe(pyogrio.read_dataframe(fields), geojson, driver="GeoJSON")
-    expected = analyse_fields(raster, fields, scheduler="threads", chunk_rows=16)
+    expected = analyse_fields(raster, fields, settings=EngineSettings(chunk_rows=16))
     cluster = start_cluster(tmp_path, n_workers=1)
     try:
-        with connect(cluster.address) as handle:
+        with connect(ClusterSettings(cluster.address)) as handle:
             workers = sorted(handle.client.scheduler_info()["workers"])
             assert handle.workers_that_cannot_read(str(tmp_path / "nowhere.gpkg")) == workers
             assert handle.workers_that_cannot_read(str(raster)) == []
-            got = analyse_fields(raster, geojson, cluster=handle, chunk_rows=16, scratch_dir=tmp_path / "scratch")
+            settings = EngineSettings(chunk_rows=16, scratch_dir=tmp_path / "scratch")
+            got = analyse_fields(raster, geojson, settings=settings, cluster=handle)
     finally:
         cluster.stop()
     assert got.source.path.startswith(str(tmp_path / "scratch"))
@@ -150,7 +151,7 @@ def test_clusters_listen_on_loopback_only(scheduler):
 
     import psutil
 
-    with connect(scheduler, workers=1, dashboard_address="127.0.0.1:0") as handle:
+    with connect(ClusterSettings(scheduler, workers=1, dashboard_address="127.0.0.1:0")) as handle:
         processes = [psutil.Process(os.getpid()), *psutil.Process(os.getpid()).children(recursive=True)]
         listening = {c.laddr.ip for p in processes for c in p.net_connections("inet") if c.status == "LISTEN"}
         assert handle.n_workers() == 1
@@ -176,7 +177,7 @@ def test_workers_reuse_freed_memory(tmp_path):
 
     cluster = start_cluster(tmp_path, n_workers=1)
     try:
-        with connect(cluster.address) as handle:
+        with connect(ClusterSettings(cluster.address)) as handle:
             faults = handle.client.submit(page_faults_of_reallocations, pure=False).result()
     finally:
         cluster.stop()

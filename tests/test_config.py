@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import pytest
 
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.config import RunConfig, build_config
+from cropmon.api import ANALYSE_OPTIONS, AnalyseOptions, RunOptions
+from cropmon.catalogue import Catalogue
+from cropmon.cluster import ClusterSettings, TLSFiles
+from cropmon.config import SETTINGS, TYPES, RunConfig, build_config
+from cropmon.engine.settings import EngineSettings
+from cropmon.engine.zonal import TIE_BREAKS
 from cropmon.errors import ConfigError
+from cropmon.io.store import StorageSettings
 
 
 def test_precedence(tmp_path):
@@ -80,3 +89,73 @@ def test_no_labels_from_file_environment_and_flag(tmp_path):
         assert build_config({}, environ={"CROPMON_NO_LABELS": text}).no_labels is value, text
     assert build_config({"no_labels": False}, config_file=str(path), environ={}).no_labels is False  # a flag wins
     assert build_config({}, environ={}).no_labels is False
+
+
+# -- the objects the layers get, derived once from RunConfig --------------------------------------------------------
+
+# A value other than the default for every setting the engine and the cluster settings carry.
+CHANGED = {"chunk_rows": 64, "layer": "2022", "label_column": "crop", "no_labels": True, "class_band": 1,
+           "confidence_band": 2, "tie_break": "lowest_id", "scratch_dir": "/scratch", "aoi_mask": "mask.gpkg",
+           "scheduler": "threads", "workers": 3, "threads_per_worker": 2, "memory_limit": "2GiB",
+           "dashboard_address": "127.0.0.1:0", "connect_timeout": 2.5, "no_worker_timeout": 5.0,
+           "tls_ca_file": "ca.pem", "tls_cert": "c.pem", "tls_key": "k.pem"}
+
+
+def test_engine_and_cluster_settings_default_to_runconfigs():
+    config = RunConfig()
+    assert config.engine_settings == EngineSettings()
+    assert config.cluster_settings == ClusterSettings()
+
+
+def test_every_engine_setting_comes_from_runconfig():
+    """A new EngineSettings field needs its RunConfig setting and its line in RunConfig.engine_settings."""
+    config = RunConfig(**{k: v for k, v in CHANGED.items() if k in SETTINGS})
+    derived = config.engine_settings
+    for f in dataclasses.fields(EngineSettings):
+        if f.name == "catalogue":
+            continue
+        assert f.name in SETTINGS and getattr(derived, f.name) == getattr(config, f.name) != f.default, f.name
+    two = Catalogue.from_mapping({"wheat": ["wheat"], "rye": ["rye"]}, source="test")
+    other = RunConfig(no_labels=True, classes=two).engine_settings
+    assert other.no_labels and other.catalogue == two != EngineSettings().catalogue
+
+
+def test_every_cluster_setting_comes_from_runconfig():
+    config = RunConfig(**CHANGED, gdal=StorageSettings.from_mapping({"GDAL_CACHEMAX": "64"}, source="test"))
+    derived = config.cluster_settings
+    for f in dataclasses.fields(ClusterSettings):
+        if f.name in ("tls", "spec", "environment"):
+            continue
+        assert getattr(derived, f.name) == getattr(config, f.name) != f.default, f.name
+    assert derived.tls == TLSFiles("ca.pem", "c.pem", "k.pem")
+    assert derived.environment == {"GDAL_CACHEMAX": "64"} and "64" not in repr(derived)
+
+
+def test_the_apis_options_are_runconfig_settings_of_the_same_type():
+    hints = typing.get_type_hints(AnalyseOptions)
+    assert tuple(hints) == ANALYSE_OPTIONS and set(hints) <= set(SETTINGS)
+    for name, kind in hints.items():
+        if name != "gdal":  # the API also takes GDAL's options as a plain mapping
+            assert kind == TYPES[name], name
+
+
+def test_run_takes_every_runconfig_setting_typed_as_runconfig_types_it():
+    hints = typing.get_type_hints(RunOptions)
+    assert set(hints) | {"raster", "fields", "out"} == set(SETTINGS)
+    tables = {"gdal", "classes", "aois", "diagnosis", "cluster"}  # also taken as mappings, as a config file's tables
+    for name in set(hints) - tables:
+        assert hints[name] == TYPES[name], name
+
+
+def test_choices_are_declared_once_as_literal_types():
+    assert SETTINGS["tie_break"].metadata["choices"] == typing.get_args(TYPES["tie_break"]) == TIE_BREAKS
+    for name in ("progress", "outputs_via"):
+        assert SETTINGS[name].metadata["choices"] == typing.get_args(TYPES[name])
+    assert typing.get_args(typing.get_type_hints(EngineSettings)["tie_break"]) == TIE_BREAKS
+
+
+def test_a_choice_outside_its_literal_fails_up_front(tmp_path):
+    path = tmp_path / "cropmon.toml"
+    path.write_text('outputs_via = "nfs"\n')
+    with pytest.raises(ConfigError, match=r"outputs_via = 'nfs'.*use auto, shared, client"):
+        build_config({}, config_file=str(path), environ={})

@@ -24,13 +24,15 @@ from conftest import (
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cropmon.engine.analyse import analyse_fields, prepare_fields_task
+from cropmon.catalogue import U0C
+from cropmon.engine.analyse import EngineSettings, analyse_fields, prepare_fields_task
 from cropmon.engine.assemble import MISMATCH_SHARE
-from cropmon.engine.graph import field_graph
+from cropmon.engine.graph import FieldInputs, field_graph
 from cropmon.engine.rasterize import PolygonBatch, RowChunks, rasterize_block
 from cropmon.engine.zonal import TIE_BREAKS
 from cropmon.errors import CatalogueMismatch, NoOverlap, NoUsableLabel
 from cropmon.io import raster as raster_io
+from cropmon.io import vector
 
 GDAL_VERSION = tuple(int(part) for part in rasterio.__gdal_version__.split(".")[:2])
 
@@ -179,7 +181,7 @@ def engine_against_oracle(tmp, fields: gpd.GeoDataFrame, classes, confidence, *,
     labels = fields["normalized_label"].dropna()
     no_usable_label = len(labels) > 0 and (labels == UNKNOWN_LABEL).all()  # LABEL_POOL: radish is no class
     try:
-        result = analyse_fields(raster, path, chunk_rows=chunk_rows, tie_break=tie_break)
+        result = analyse_fields(raster, path, settings=EngineSettings(chunk_rows=chunk_rows, tie_break=tie_break))
     except NoUsableLabel:
         assert no_usable_label, "NoUsableLabel raised although some label is a class"
         return None
@@ -238,7 +240,7 @@ def test_all_touched_fallback_follows_gdal_tolerance(tmp_path, reach, n_pixels, 
         # walk of near-vertical edges was reworked (OSGeo/gdal#12195, merged before 3.11's release)
         assert (by_gdal[0]["count"], by_gdal[0]["mean"]) == (2, 60.0)
     for chunk_rows in (1, 7, 14):
-        table = analyse_fields(raster, path, chunk_rows=chunk_rows).table
+        table = analyse_fields(raster, path, settings=EngineSettings(chunk_rows=chunk_rows)).table
         assert table["pixel_rule"].tolist() == ["all_touched"]
         assert table["n_pixels"].tolist() == [by_gdal[0]["count"]]
         assert table["confidence_score"].tolist() == [by_gdal[0]["mean"]]
@@ -310,7 +312,7 @@ def test_ties_go_to_the_more_confident_class_unless_lowest_id_is_asked(tmp_path)
                               crs="EPSG:4326")
     path = write_fields(tmp_path / "f.gpkg", fields)
     by_confidence = analyse_fields(raster, path).table
-    by_lowest_id = analyse_fields(raster, path, tie_break="lowest_id").table
+    by_lowest_id = analyse_fields(raster, path, settings=EngineSettings(tie_break="lowest_id")).table
     assert by_confidence["majority_crop"].tolist() == [28, 9] and by_confidence["tie"].all()
     assert by_lowest_id["majority_crop"].tolist() == [3, 9] and by_lowest_id["tie"].all()
     assert by_confidence["runner_up_crop"].tolist() == [3, 12]
@@ -377,7 +379,7 @@ def test_a_duplicated_field_is_scored_twice_and_reported(tmp_path):
         {"field_id": ["big", "big-again", "small"], "normalized_label": ["wheat_winter", "fallow", "fallow"]},
         geometry=[big, big, small], crs="EPSG:4326",
     )
-    result = analyse_fields(raster, write_fields(tmp_path / "f.gpkg", fields), chunk_rows=5)
+    result = analyse_fields(raster, write_fields(tmp_path / "f.gpkg", fields), settings=EngineSettings(chunk_rows=5))
     table = result.table.set_index("field_id")
     assert table["n_pixels"].tolist() == [144, 144, 4]
     assert table["majority_crop"].tolist() == [7, 7, 28] and table["n_pixels_shared"].tolist() == [144, 144, 4]
@@ -395,7 +397,7 @@ def test_chunkings_agree_and_fields_cross_chunk_edges(tmp_path):
     fields = random_fields(rng, 90, 70, 30)
     path = write_fields(tmp_path / "f.gpkg", fields)
     oracle = brute_force(fields, classes, confidence, None, origin=ORIGIN)
-    results = [analyse_fields(raster, path, chunk_rows=rows) for rows in (1, 7, 32, 90)]
+    results = [analyse_fields(raster, path, settings=EngineSettings(chunk_rows=rows)) for rows in (1, 7, 32, 90)]
     layout = results[1].layout
     crossing = int((layout.row0 // 7 != (layout.row1 - 1) // 7).sum())
     assert crossing > 5, "the test must include fields that cross chunk edges"
@@ -419,6 +421,13 @@ def test_crs_mismatch_reprojects_fields_not_raster(tmp_path):
     np.testing.assert_array_equal(in_3857.table["n_pixels"], in_4326.table["n_pixels"])
 
 
+def graph_inputs(info: raster_io.RasterInfo, chunks: RowChunks, path) -> FieldInputs:
+    """What field_graph is built from, for `chunks` of the raster `info` (u0c classes, the confidence tie break)."""
+    return FieldInputs(raster=info, chunks=chunks, bands=raster_io.open_prediction_bands(info, chunk_rows=8),
+                       fields=vector.inspect_fields(path, layer=None, label_column=None),
+                       label_column="normalized_label", tie_break="confidence", scratch_dir=None, catalogue=U0C)
+
+
 def test_building_the_graph_computes_nothing(tmp_path):
     rng = np.random.default_rng(1)
     classes = rng.integers(0, 4, size=(30, 30)).astype(np.int16)
@@ -434,8 +443,7 @@ def test_building_the_graph_computes_nothing(tmp_path):
         raise AssertionError("building the graph ran a dask computation")
 
     with dask.config.set(scheduler=refuse):
-        graph = field_graph(raster_io.open_prediction_bands(info, chunk_rows=8), prepared.source, index, chunks,
-                            index.owner_spans(), raster_crs=info.crs, nodata=info.nodata)
+        graph = field_graph(graph_inputs(info, chunks, path), prepared.source, index, index.owner_spans())
     assert len(graph) == chunks.n_chunks == 4 and index.layout.n_zones > 0
 
 
@@ -469,7 +477,7 @@ def test_real_clip_matches_rasterstats():
 
     ref = shared_reference() / "real_clip"
     raster, fields = ref / "u0c_clip.tif", ref / "u0c_clip_fields.gpkg"
-    result = analyse_fields(raster, fields, chunk_rows=16)
+    result = analyse_fields(raster, fields, settings=EngineSettings(chunk_rows=16))
     majority = zonal_stats(str(fields), str(raster), band=3, stats=["majority", "count"], nodata=-32768)
     mean = zonal_stats(str(fields), str(raster), band=4, stats=["mean"], nodata=-32768)
     np.testing.assert_array_equal(result.table["n_pixels"], [m["count"] for m in majority])
@@ -496,7 +504,7 @@ def test_every_chunk_is_rasterized_once(tmp_path, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(graph_mod, "rasterize_chunk_fields", counted)
-    analyse_fields(raster, path, chunk_rows=8)
+    analyse_fields(raster, path, settings=EngineSettings(chunk_rows=8))
     assert sorted(calls) == [0, 8, 16, 24, 32]
 
 
@@ -511,8 +519,7 @@ def test_chunk_summaries_hold_only_their_own_bytes(tmp_path):
     chunks = RowChunks(height=info.height, width=info.width, transform=Affine(*info.transform), chunk_rows=8)
     prepared, index = prepare_fields_task(str(path), layer=None, label_column="normalized_label",
                                           raster_crs=info.crs, chunks=chunks, scratch_dir=None)
-    graph = field_graph(raster_io.open_prediction_bands(info, chunk_rows=8), prepared.source, index, chunks,
-                        index.owner_spans(), raster_crs=info.crs, nodata=info.nodata)
+    graph = field_graph(graph_inputs(info, chunks, path), prepared.source, index, index.owner_spans())
     summaries = dask.compute(*graph, scheduler="sync")
     arrays = [(name, value) for summary in summaries
               for name, value in [*vars(summary).items(), *summary.columns.items()] if isinstance(value, np.ndarray)]

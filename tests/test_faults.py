@@ -252,14 +252,15 @@ def test_a_scheduler_that_does_not_answer_waits_for_the_connect_timeout():
     import socket
 
     from cropmon import errors
-    from cropmon.cluster import connect
+    from cropmon.cluster import ClusterSettings, connect
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel completes the handshake; nobody ever answers
         address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
-        with pytest.raises(errors.ClusterError, match="cannot reach the Dask scheduler"), connect(address, timeout=2):
+        with pytest.raises(errors.ClusterError, match="cannot reach the Dask scheduler"), \
+                connect(ClusterSettings(address, connect_timeout=2)):
             pass
         assert 1.5 < time.monotonic() - started < 12
 

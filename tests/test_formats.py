@@ -12,7 +12,7 @@ import pytest
 import shapely
 from conftest import overlapping_fields, random_fields, write_fields, write_prediction_raster
 
-from cropmon.engine.analyse import analyse_fields
+from cropmon.engine.analyse import EngineSettings, analyse_fields
 from cropmon.io import vector
 
 RESULTS = ["n_pixels", "n_invalid", "majority_crop", "purity", "confidence_score", "runner_up_crop", "tie",
@@ -28,7 +28,8 @@ def inputs(tmp_path_factory):
     confidence = rng.integers(5, 99, size=(60, 80)).astype(np.int16)
     raster = write_prediction_raster(tmp / "p.tif", classes, confidence)
     fields = pd.concat([random_fields(rng, 60, 80, 30), overlapping_fields(rng, 60, 80, 6)], ignore_index=True)
-    reference = analyse_fields(raster, write_fields(tmp / "fields.gpkg", fields), chunk_rows=16)
+    reference = analyse_fields(raster, write_fields(tmp / "fields.gpkg", fields),
+                               settings=EngineSettings(chunk_rows=16))
     assert reference.report.overlapping_pairs > 0, "the data must exercise overlaps in every format"
     return tmp, raster, fields, by_field(reference)
 
@@ -89,7 +90,7 @@ def test_each_format_gives_the_geopackage_results(inputs, tmp_path, caplog, kind
     path, options = write_as(fields, tmp_path, kind)
     scratch = tmp_path / "scratch"
     with caplog.at_level(logging.INFO, logger="cropmon"):
-        result = analyse_fields(raster, path, chunk_rows=16, scratch_dir=scratch, **options)
+        result = analyse_fields(raster, path, settings=EngineSettings(chunk_rows=16, scratch_dir=scratch, **options))
     pd.testing.assert_frame_equal(by_field(result), expected, check_dtype=False)
     assert result.report.overlapping_pairs > 0
     copies = list(scratch.glob("*.gpkg")) if scratch.exists() else []
@@ -115,7 +116,8 @@ def test_the_same_through_vsizip(inputs, tmp_path, kind):
         virtual = zipped(tmp_path / "shp" / "fields.shp", *members)
     else:
         virtual = zipped(tmp_path / path.rsplit("/", 1)[1])
-    result = analyse_fields(raster, virtual, chunk_rows=16, scratch_dir=tmp_path / "scratch", **options)
+    settings = EngineSettings(chunk_rows=16, scratch_dir=tmp_path / "scratch", **options)
+    result = analyse_fields(raster, virtual, settings=settings)
     pd.testing.assert_frame_equal(by_field(result), expected, check_dtype=False)
 
 
@@ -123,14 +125,14 @@ def test_a_copy_is_made_once_and_remade_when_the_input_changes(inputs, tmp_path,
     _, raster, fields, _ = inputs
     path, _ = write_as(fields, tmp_path, "geojson")
     scratch = tmp_path / "scratch"
-    first = analyse_fields(raster, path, scratch_dir=scratch)
+    first = analyse_fields(raster, path, settings=EngineSettings(scratch_dir=scratch))
     stamp = (scratch / first.source.path).stat().st_mtime_ns
     with caplog.at_level(logging.INFO, logger="cropmon"):
-        again = analyse_fields(raster, path, scratch_dir=scratch)
+        again = analyse_fields(raster, path, settings=EngineSettings(scratch_dir=scratch))
     assert again.source.path == first.source.path and (scratch / again.source.path).stat().st_mtime_ns == stamp
     assert "reused" in caplog.text
     pyogrio.write_dataframe(fields.iloc[:10], path, driver="GeoJSON")  # the user fixes the file
-    changed = analyse_fields(raster, path, scratch_dir=scratch)
+    changed = analyse_fields(raster, path, settings=EngineSettings(scratch_dir=scratch))
     assert changed.source.path != first.source.path and len(changed.table) == 10
     assert not list(scratch.glob(".*partial*")), "no half-written copy left"
 
@@ -146,7 +148,7 @@ def test_geoparquet_crs84_is_the_rasters_epsg4326(inputs, tmp_path):
     pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"geo": geo}), tmp_path / "crs84.parquet")
     header = vector.inspect_fields(tmp_path / "crs84.parquet")
     assert header.crs == "OGC:CRS84" and header.driver == "GeoParquet"
-    result = analyse_fields(raster, tmp_path / "crs84.parquet", scratch_dir=tmp_path / "s")
+    result = analyse_fields(raster, tmp_path / "crs84.parquet", settings=EngineSettings(scratch_dir=tmp_path / "s"))
     assert "reprojected_from" not in result.report.counts
     pd.testing.assert_frame_equal(by_field(result), expected, check_dtype=False)
 
@@ -154,7 +156,7 @@ def test_geoparquet_crs84_is_the_rasters_epsg4326(inputs, tmp_path):
 def test_a_copy_the_workers_cannot_open_is_refused_before_the_compute(inputs, tmp_path, monkeypatch):
     """On a remote cluster whose workers do not see the scratch directory: one line naming the fix, before the
     graph is computed (the copy is made by the worker that reads the fields; the others must open it)."""
-    from cropmon.cluster import connect
+    from cropmon.cluster import ClusterSettings, connect
     from cropmon.errors import MissingFile
     from cropmon.tasks import ClusterHandle
 
@@ -163,10 +165,10 @@ def test_a_copy_the_workers_cannot_open_is_refused_before_the_compute(inputs, tm
 
     _, raster, fields, _ = inputs
     path, _ = write_as(fields, tmp_path, "geojson")
-    with connect("threads") as handle:
+    with connect(ClusterSettings("threads")) as handle:
         with monkeypatch.context() as patch:
             patch.setattr(ClusterHandle, "workers_that_cannot_read", lambda self, p: ["tcp://10.0.0.7:40000"])
             patch.setattr(ClusterHandle, "compute", no_compute)
             with pytest.raises(MissingFile, match=r"cannot be opened on 1 worker.*tcp://10\.0\.0\.7:40000.*--scratch-dir"):
-                analyse_fields(raster, path, cluster=handle, scratch_dir=tmp_path / "s")
+                analyse_fields(raster, path, settings=EngineSettings(scratch_dir=tmp_path / "s"), cluster=handle)
         analyse_fields(raster, write_as(fields, tmp_path, "fgb")[0], cluster=handle)

@@ -12,7 +12,7 @@ from conftest import ORIGIN, PIXEL, write_fields, write_prediction_raster
 
 from cropmon.catalogue import Catalogue
 from cropmon.cli import EXIT_INPUT, main
-from cropmon.engine.analyse import analyse_fields
+from cropmon.engine.analyse import EngineSettings, analyse_fields
 from cropmon.engine.mapped import count_mapped, row_pixel_areas
 from cropmon.engine.zonal import ClassSlots
 from cropmon.errors import NoOverlap
@@ -99,7 +99,7 @@ def test_the_aoi_mask_restricts_the_population(tmp_path):
                                 (x0 + 8.1 * PIXEL, y0 - 27.4 * PIXEL)])
     hole = shapely.box(x0 + 15 * PIXEL, y0 - 29 * PIXEL, x0 + 24 * PIXEL, y0 - 20 * PIXEL)
     mask = _mask_file(tmp_path, [triangle, hole])
-    result = analyse_fields(raster, fields, chunk_rows=7, aoi_mask=mask)
+    result = analyse_fields(raster, fields, settings=EngineSettings(chunk_rows=7, aoi_mask=mask))
     inside = rasterize([triangle, hole], out_shape=(height, width),
                        transform=Affine(PIXEL, 0, x0, 0, -PIXEL, y0)).astype(bool)  # pixel centres, as GDAL
     np.testing.assert_array_equal(result.mapped.pixels, np.bincount(classes[inside], minlength=32))
@@ -117,7 +117,7 @@ def test_a_mask_that_misses_the_raster_is_refused_in_one_line(tmp_path, capsys):
     fields = write_fields(tmp_path / "f.gpkg", _fields(10, 10).iloc[:1])
     far = _mask_file(tmp_path, [shapely.box(10, 10, 11, 11)])
     with pytest.raises(NoOverlap, match="covers no pixel centre"):
-        analyse_fields(raster, fields, aoi_mask=far)
+        analyse_fields(raster, fields, settings=EngineSettings(aoi_mask=far))
     code = main(["run", "--raster", str(raster), "--fields", str(fields), "--aoi-mask", str(far), "--out",
                  str(tmp_path / "out"), "--scheduler", "threads", "--progress", "off"])
     err = capsys.readouterr().err
@@ -133,7 +133,7 @@ def test_mapped_area_follows_another_catalogue(tmp_path):
     fields = _fields(2, 4).iloc[:1]
     fields.geometry = [shapely.box(ORIGIN[0], ORIGIN[1] - 2 * PIXEL, ORIGIN[0] + 2 * PIXEL, ORIGIN[1])]
     cat = Catalogue.from_rows([(1, "Wheat", ["wheat_winter"]), (5, "Barley", ["barley"]), (7, "Beet", ["beet"])])
-    result = analyse_fields(raster, write_fields(tmp_path / "f.gpkg", fields), catalogue=cat)
+    result = analyse_fields(raster, write_fields(tmp_path / "f.gpkg", fields), settings=EngineSettings(catalogue=cat))
     table = result.mapped_area.set_index("crop")
     assert table["pixels"].to_dict() == {"Wheat": 3, "Barley": 3, "Beet": 1}
     assert result.mapped.invalid == 1  # the 9

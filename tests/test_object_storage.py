@@ -22,7 +22,7 @@ from test_formats import by_field, write_as
 
 from cropmon import cli, errors
 from cropmon.config import build_config
-from cropmon.engine.analyse import analyse_fields
+from cropmon.engine.analyse import EngineSettings, analyse_fields
 from cropmon.io import published, store
 
 BUCKET = "cropmon"
@@ -78,7 +78,7 @@ def inputs(s3, tmp_path_factory):
         remote[kind] = (f"s3://{BUCKET}/in/{kind}/{path.name}", kwargs)
     s3.upload(raster, f"{BUCKET}/in/p.tif")
     s3.upload(cog, f"{BUCKET}/in/p_cog.tif")
-    reference = by_field(analyse_fields(raster, gpkg, chunk_rows=32))
+    reference = by_field(analyse_fields(raster, gpkg, settings=EngineSettings(chunk_rows=32)))
     return {
         "tmp": tmp,
         "raster": raster,
@@ -207,9 +207,11 @@ def test_credentials_are_looked_for_where_gdal_and_the_sdks_look(tmp_path):
 @pytest.mark.parametrize("kind", ["gpkg", "geoparquet", "geojson", "fgb", "shp"])
 def test_fields_from_the_bucket_give_the_local_results(s3_env, inputs, kind, tmp_path):
     path, kwargs = inputs["remote"][kind]
-    got = by_field(analyse_fields(inputs["raster_url"], path, chunk_rows=32, scratch_dir=tmp_path / "r", **kwargs))
+    remote = EngineSettings(chunk_rows=32, scratch_dir=tmp_path / "r", **kwargs)
+    got = by_field(analyse_fields(inputs["raster_url"], path, settings=remote))
     local = by_field(
-        analyse_fields(inputs["raster"], inputs["local"][kind][0], chunk_rows=32, scratch_dir=tmp_path / "l", **kwargs)
+        analyse_fields(inputs["raster"], inputs["local"][kind][0],
+                       settings=EngineSettings(chunk_rows=32, scratch_dir=tmp_path / "l", **kwargs))
     )
     pd.testing.assert_frame_equal(got, local)  # the same file, here or in the bucket: identical
     pd.testing.assert_frame_equal(got, inputs["reference"], check_dtype=False)  # any format: the GeoPackage's
@@ -219,7 +221,7 @@ def test_fields_from_the_bucket_give_the_local_results(s3_env, inputs, kind, tmp
 def test_striped_and_cog_rasters_from_the_bucket_give_the_local_results(s3_env, inputs, which):
     local = inputs["raster"] if which == "striped" else inputs["tmp"] / "p_cog.tif"
     url = s3_env.upload(local, f"{BUCKET}/in/{which}-{os.urandom(4).hex()}.tif")  # a key no GDAL cache has seen
-    got = analyse_fields(url, inputs["remote"]["gpkg"][0], chunk_rows=32)
+    got = analyse_fields(url, inputs["remote"]["gpkg"][0], settings=EngineSettings(chunk_rows=32))
     pd.testing.assert_frame_equal(by_field(got), inputs["reference"])
     reads = [r for r in s3_env.requests() if r["path"] == "/" + url.removeprefix("s3://") and r["method"] == "GET"]
     assert reads and all(r["range"] for r in reads), "GDAL read the raster in ranged requests"
@@ -465,10 +467,10 @@ def test_workers_sharing_nothing_get_the_settings_and_no_secret_is_written(s3, i
 def test_a_worker_that_joins_later_gets_the_settings(s3, bare_cluster, tmp_path):
     from cluster_procs import DASK, _spawn
 
-    from cropmon.cluster import connect
+    from cropmon.cluster import ClusterSettings, connect
 
     settings = s3.settings(secret=SECRET)
-    with connect(bare_cluster.address, environment=settings) as handle:
+    with connect(ClusterSettings(bare_cluster.address, environment=settings)) as handle:
         late = _spawn(
             [
                 *DASK,
@@ -491,7 +493,7 @@ def test_a_worker_that_joins_later_gets_the_settings(s3, bare_cluster, tmp_path)
         assert len(seen) == 3 and set(seen.values()) == {s3.endpoint}
         opened = handle.client.run(store.info, f"s3://{BUCKET}/in/p.tif")
         assert len({tuple(v) for v in opened.values()}) == 1
-    with connect(bare_cluster.address) as handle:
+    with connect(ClusterSettings(bare_cluster.address)) as handle:
         assert set(handle.client.run(os.getenv, "AWS_S3_ENDPOINT").values()) == {None}
 
 

@@ -12,7 +12,7 @@ import rasterio.shutil
 from affine import Affine
 from conftest import random_fields, write_fields, write_prediction_raster
 
-from cropmon.engine.analyse import analyse_fields
+from cropmon.engine.analyse import EngineSettings, analyse_fields
 from cropmon.errors import RotatedRaster
 from cropmon.io import raster as raster_io
 
@@ -46,7 +46,7 @@ def test_cloud_optimized_geotiff_reads_in_whole_tiles(tmp_path, striped):
         assert bands.shape == (2, 70, 90), "full resolution, not an overview"
     expected = analyse_fields(raster, fields).table[PER_FIELD]
     for rows in (None, 20):
-        got = analyse_fields(cog, fields, chunk_rows=rows).table[PER_FIELD]
+        got = analyse_fields(cog, fields, settings=EngineSettings(chunk_rows=rows)).table[PER_FIELD]
         assert got.equals(expected)
 
 
@@ -72,7 +72,7 @@ def test_scale_offset_and_colour_table_leave_class_ids_raw(tmp_path, striped):
         dst.write_colormap(1, {i: (i * 8, 255 - i * 8, 0, 255) for i in range(32)})
     with rasterio.open(paletted) as src:
         assert src.colorinterp[0] == rasterio.enums.ColorInterp.palette and src.colormap(1)[7][0] == 56
-    got = analyse_fields(paletted, fields, class_band=1, confidence_band=2).table[PER_FIELD]
+    got = analyse_fields(paletted, fields, settings=EngineSettings(class_band=1, confidence_band=2)).table[PER_FIELD]
     assert got.equals(expected)
 
 

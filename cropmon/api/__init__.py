@@ -16,24 +16,32 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from cropmon import errors, pipeline
 from cropmon.analysis.compare import DEFAULT_BOOTSTRAP
+from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import Catalogue
-from cropmon.cluster import TLSFiles, connect
-from cropmon.config import RunConfig, build_config
+from cropmon.cluster import ClusterSpec, connect
+from cropmon.config import OutputsVia, Progress, RunConfig, build_config
 from cropmon.engine.analyse import FieldResults, analyse_fields
+from cropmon.engine.settings import TieBreak
 from cropmon.engine.zonal import warm_up
+from cropmon.io.store import StorageSettings
 from cropmon.tasks import ClusterHandle, use_client
 
 if TYPE_CHECKING:
+    import geopandas
+    import xarray
+
     from cropmon.api.diagnosis import Diagnosis, diagnose
+    from cropmon.cluster import DaskClient
     from cropmon.report.compare import Comparison
 
 __all__ = ["Comparison", "Diagnosis", "analyse", "compare", "diagnose", "run"]
@@ -54,14 +62,54 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-ENGINE_OPTIONS = ("layer", "label_column", "no_labels", "class_band", "confidence_band", "chunk_rows", "progress",
-                  "no_worker_timeout", "gdal")
-CLUSTER_OPTIONS = ("workers", "threads_per_worker", "memory_limit", "dashboard_address", "tls_ca_file", "tls_cert",
-                   "tls_key", "connect_timeout")
+class AnalyseOptions(TypedDict, total=False):
+    """The run's settings `analyse` takes, each as RunConfig declares it (its help: docs' settings page): what the
+    engine reads and how, then the cluster's. Checked as the CLI checks its flags."""
+
+    layer: str | None
+    label_column: str
+    no_labels: bool
+    class_band: int
+    confidence_band: int
+    chunk_rows: int | None
+    progress: Progress
+    no_worker_timeout: float
+    gdal: StorageSettings | Mapping[str, str]  # GDAL's options, e.g. {"AWS_S3_ENDPOINT": "host:9000"}
+    workers: int | None  # a local cluster's
+    threads_per_worker: int | None
+    memory_limit: str
+    dashboard_address: str
+    connect_timeout: float  # a scheduler's address
+    tls_ca_file: str | None  # a tls:// scheduler's
+    tls_cert: str | None
+    tls_key: str | None
 
 
-def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: Any = None,
-            classes: Catalogue | Mapping[str, list[str]] | str | Path | None = None, **options: Any) -> FieldResults:
+ANALYSE_OPTIONS: tuple[str, ...] = tuple(AnalyseOptions.__annotations__)
+
+
+class RunOptions(AnalyseOptions, total=False):
+    """The settings `run` takes besides raster, fields and out: all of RunConfig's, typed as it types them (a
+    table may also be given as a mapping, as a config file's table)."""
+
+    scheduler: str | None
+    classes: str | Catalogue | Mapping[str, list[str]] | None
+    aois: Sequence[tuple[str, ...] | str | Mapping[str, str]]  # (NAME, RASTER, FIELDS[, MASK]), as --aoi, or a table
+    aoi_mask: str | None
+    twin_scale: float
+    scratch_dir: str | None
+    profile: str | None
+    outputs_via: OutputsVia
+    tie_break: TieBreak
+    seed: int
+    diagnosis: DiagnosisSettings | Mapping[str, Any]
+    cluster: ClusterSpec | Mapping[str, Any] | None
+
+
+def analyse(raster: str | os.PathLike[str] | xarray.DataArray,
+            fields: str | os.PathLike[str] | geopandas.GeoDataFrame, *, scheduler: str | None = None,
+            client: DaskClient | None = None, classes: Catalogue | Mapping[str, list[str]] | str | Path | None = None,
+            **options: Unpack[AnalyseOptions]) -> FieldResults:
     """Per-field class histograms, majority class, purity and confidence of `fields` on `raster`, on Dask.
 
     - `raster`: the prediction GeoTIFF's path, or a rioxarray DataArray opened from a file
@@ -74,13 +122,10 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
     - `scheduler`: 'threads' (in-process), 'local' (a LocalCluster, the default unless DASK_SCHEDULER_ADDRESS is
       set) or 'tcp://HOST:PORT'; `client`: your own `distributed.Client`, used as it is and never closed.
     - `classes`: the model's class list (path to JSON/CSV, a {crop: [aliases]} mapping or a Catalogue); default u0c.
-    - `options`: the run's settings the engine uses (`layer`, `label_column`, `no_labels`, `class_band`,
-      `confidence_band`, `chunk_rows`, `progress`, `no_worker_timeout`, `gdal` (GDAL's options for object storage,
-      e.g. {"AWS_S3_ENDPOINT": "host:9000"}: set in this process and on every worker for the call,
-      docs/object-storage.md); for a local cluster `workers`, `threads_per_worker`, `memory_limit`,
-      `dashboard_address`; for an address `connect_timeout`, for tls:// `tls_ca_file`, `tls_cert`, `tls_key`),
-      checked as the CLI checks its flags. Only these arguments count: no config file, no CROPMON_* variable (`run`
-      reads those).
+    - `options`: the run's settings of `AnalyseOptions`, named and typed as RunConfig declares them (the settings
+      page says what each does). `gdal`'s options for object storage are set in this process and on every worker
+      for the call (docs/object-storage.md). Only these arguments count: no config file, no CROPMON_* variable
+      (`run` reads those).
     - Fields without labels (no `normalized_label` column, `no_labels=True`, or only some fields labelled) are
       analysed as well: `diagnose` then ranks the fields without a label by the model's uncertainty.
 
@@ -90,10 +135,10 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
     >>> results = cropmon.analyse("predictions.tif", "fields.gpkg", scheduler="threads")  # doctest: +SKIP
     >>> results.table[["field_id", "gt_label", "majority_crop_label", "confidence_score"]].head()  # doctest: +SKIP
     """
-    unknown = sorted(set(options) - set(ENGINE_OPTIONS) - set(CLUSTER_OPTIONS))
+    unknown = sorted(set(options) - set(ANALYSE_OPTIONS))
     if unknown:
         raise errors.ConfigError(f"analyse() has no option {', '.join(unknown)}",
-                                 fix=f"use {', '.join(ENGINE_OPTIONS + CLUSTER_OPTIONS)} (or cropmon.run for a run)")
+                                 fix=f"use {', '.join(ANALYSE_OPTIONS)} (or cropmon.run for a run)")
     if scheduler is not None and client is not None:
         raise errors.ConfigError("scheduler= and client= exclude each other", fix="pass one of them")
     raster_path = _raster_path(raster)
@@ -105,25 +150,21 @@ def analyse(raster: Any, fields: Any, *, scheduler: str | None = None, client: A
         if config.raster is None or config.fields is None:  # build_config was given both
             raise RuntimeError("the configuration lost its raster or fields")
         with config.gdal.applied(), _cluster(config, client) as handle:
-            results = analyse_fields(
-                config.raster, config.fields, cluster=handle, chunk_rows=config.chunk_rows, layer=config.layer,
-                label_column=config.label_column, class_band=config.class_band,
-                confidence_band=config.confidence_band, progress=pipeline.want_progress(config),
-                no_worker_timeout=config.no_worker_timeout, catalogue=config.catalogue(),
-                tie_break=config.tie_break, scratch_dir=config.scratch_dir, no_labels=config.no_labels,
-            )
+            results = analyse_fields(config.raster, config.fields, settings=config.engine_settings, cluster=handle,
+                                     progress=pipeline.want_progress(config))
         if scratch is not None:
             results.keep_alive = weakref.finalize(results, shutil.rmtree, scratch, ignore_errors=True)
     return results
 
 
 def run(*, raster: str | Path | None = None, fields: str | Path | None = None, out: str | Path | None = None,
-        config: str | Path | None = None, **options: Any) -> pipeline.RunOutcome:
+        config: str | Path | None = None, **options: Unpack[RunOptions]) -> pipeline.RunOutcome:
     """What `python -m cropmon run` does: analyse, write every output atomically into `out`, return the outcome.
 
     Settings as the CLI takes them: defaults < `config` (a TOML file) < CROPMON_* environment < these arguments;
-    `options` are the flags' names with underscores (`scheduler`, `workers`, `chunk_rows`, `classes`, `seed`,
-    `aois`, `diagnosis` = a mapping or DiagnosisSettings ...). Without raster and fields: the digital twin.
+    `options` (`RunOptions`) are the flags' names with underscores (`scheduler`, `workers`, `chunk_rows`,
+    `classes`, `seed`, `aois`, `diagnosis` = a mapping or DiagnosisSettings ...). Without raster and fields: the
+    digital twin.
 
     Returns the RunOutcome: `.out_dir`, `.paths` (files by name), `.counts` (fields read, scored, dropped and why),
     `.timings` (seconds per stage) and `.manifest` (run.json). The per-field table is in `out` (fields.parquet);
@@ -165,8 +206,8 @@ def _str(value: str | Path | None) -> str | None:
 
 def _raster_path(raster: Any) -> str:
     """The file behind `raster`: a path as given, or the source file of a rioxarray DataArray (checked whole)."""
-    if isinstance(raster, str | Path):
-        return str(raster)
+    if isinstance(raster, str | os.PathLike):
+        return os.fspath(raster)
     source = getattr(raster, "encoding", {}).get("source") if hasattr(raster, "dims") else None
     if not source:
         raise errors.InputError(
@@ -193,8 +234,8 @@ def _fields_file(fields: Any) -> Iterator[tuple[str, str | None]]:
 
     The scratch directory outlives this block when the analysis succeeds (the results read polygons from it); it
     is removed at once when the analysis fails."""
-    if isinstance(fields, str | Path):
-        yield str(fields), None
+    if isinstance(fields, str | os.PathLike):
+        yield os.fspath(fields), None
         return
     if not (hasattr(fields, "geometry") and hasattr(fields, "crs")):
         raise errors.InputError(f"fields is a {type(fields).__name__}",
@@ -222,12 +263,9 @@ def _fields_file(fields: Any) -> Iterator[tuple[str, str | None]]:
 
 
 @contextlib.contextmanager
-def _cluster(config, client: Any) -> Iterator[ClusterHandle]:
+def _cluster(config: RunConfig, client: DaskClient | None) -> Iterator[ClusterHandle]:
     if client is not None:
         yield use_client(client)
         return
-    with connect(config.scheduler, workers=config.workers, threads_per_worker=config.threads_per_worker,
-                 memory_limit=config.memory_limit, dashboard_address=config.dashboard_address,
-                 tls=TLSFiles(config.tls_ca_file, config.tls_cert, config.tls_key), warm_up=warm_up,
-                 timeout=config.connect_timeout, environment=config.gdal.as_dict()) as handle:
+    with connect(config.cluster_settings, warm_up=warm_up) as handle:
         yield handle

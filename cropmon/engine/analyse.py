@@ -20,12 +20,13 @@ from typing import Any
 
 from cropmon import errors
 from cropmon.catalogue import U0C, Catalogue
-from cropmon.cluster import connect
+from cropmon.cluster import ClusterSettings, connect
 from cropmon.engine import fields as fields_mod
 from cropmon.engine.assemble import FieldResults, assemble_results
-from cropmon.engine.graph import FieldIndex, field_graph
-from cropmon.engine.mapped import AOIMask, aoi_mask
+from cropmon.engine.graph import FieldIndex, FieldInputs, field_graph
+from cropmon.engine.mapped import aoi_mask
 from cropmon.engine.rasterize import RowChunks, layout_fields
+from cropmon.engine.settings import EngineSettings
 from cropmon.engine.zonal import warm_up
 from cropmon.io import raster as raster_io
 from cropmon.io import vector
@@ -34,7 +35,8 @@ from cropmon.tasks import ClusterHandle
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FieldInputs", "FieldJob", "FieldResults", "analyse_fields", "field_inputs", "submit_fields"]
+__all__ = ["EngineSettings", "FieldInputs", "FieldJob", "FieldResults", "analyse_fields", "field_inputs",
+           "submit_fields"]
 
 
 @dataclass
@@ -108,48 +110,31 @@ def layout_facts(prepared_and_index: tuple[fields_mod.PreparedFields, FieldIndex
                        dict(prepared.table.attrs.get("source", {})))
 
 
-@dataclass(frozen=True)
-class FieldInputs:
-    """What the client knows of one AOI's inputs before the cluster does anything: the raster's header, its
-    chunking and lazy bands, the fields file's header, and how to read and score it."""
-
-    raster: raster_io.RasterInfo
-    chunks: RowChunks
-    bands: Any  # the lazy (2, y, x) class/confidence array (io/raster.open_prediction_bands)
-    fields: vector.FieldsHeader
-    label_column: str | None  # None: no label is read (a run without ground truth: vector.label_column_to_read)
-    tie_break: str
-    scratch_dir: str | None  # where a GeoPackage copy of the fields goes when their format needs one
-    catalogue: Catalogue  # the model's classes
-    aoi_mask: AOIMask | None = None  # the population of the mapped area and the accuracy assessment (None: all)
-
-
-def field_inputs(raster: str | Path, fields: str | Path, *, chunk_rows: int | None = None, layer: str | None = None,
-                 label_column: str = "normalized_label", class_band: int = 3, confidence_band: int = 4,
-                 tie_break: str = "confidence", scratch_dir: str | Path | None = None,
-                 catalogue: Catalogue | None = None, timer: StageTimer | None = None,
-                 mask: str | Path | None = None, no_labels: bool = False) -> FieldInputs:
+def field_inputs(raster: str | Path, fields: str | Path, settings: EngineSettings, *,
+                 timer: StageTimer | None = None) -> FieldInputs:
     """The client's side of one AOI (headers only, nothing on the cluster): can run while the cluster starts.
-    `mask`: the AOI mask file (engine/mapped.aoi_mask), read here whole: a few polygons. `no_labels`, or a file
-    without the label column: no label is read (vector.label_column_to_read)."""
+    The AOI mask (`settings.aoi_mask`, engine/mapped.aoi_mask) is read here whole: a few polygons. `no_labels`, or
+    a file without the label column: no label is read (vector.label_column_to_read)."""
     timer = timer or StageTimer()
     with timer.stage("inspect raster"):
-        info = raster_io.inspect_raster(raster, class_band=class_band, confidence_band=confidence_band)
-        chunk_rows = raster_io.chunk_rows_for(info, chunk_rows)
+        info = raster_io.inspect_raster(raster, class_band=settings.class_band,
+                                        confidence_band=settings.confidence_band)
+        chunk_rows = raster_io.chunk_rows_for(info, settings.chunk_rows)
         bands = raster_io.open_prediction_bands(info, chunk_rows=chunk_rows)  # lazy: reads the header only
         chunks = RowChunks(height=info.height, width=info.width, transform=_affine(info), chunk_rows=chunk_rows)
     with timer.stage("inspect fields"):
-        header = vector.inspect_fields(fields, layer=layer, label_column=None)
-        column_read = vector.label_column_to_read(header, label_column, no_labels=no_labels,
-                                                  catalogue=catalogue or U0C)
+        header = vector.inspect_fields(fields, layer=settings.layer, label_column=None)
+        column_read = vector.label_column_to_read(header, settings.label_column, no_labels=settings.no_labels,
+                                                  catalogue=settings.catalogue)
     population = None
-    if mask is not None:
+    if settings.aoi_mask is not None:
         with timer.stage("read AOI mask"):
-            population = aoi_mask(str(mask), raster_crs=info.crs, transform=chunks.transform, height=info.height,
-                                  width=info.width)
+            population = aoi_mask(str(settings.aoi_mask), raster_crs=info.crs, transform=chunks.transform,
+                                  height=info.height, width=info.width)
+    scratch_dir = settings.scratch_dir
     return FieldInputs(raster=info, chunks=chunks, bands=bands, fields=header, label_column=column_read,
-                       tie_break=tie_break, scratch_dir=None if scratch_dir is None else str(scratch_dir),
-                       catalogue=catalogue or U0C, aoi_mask=population)
+                       tie_break=settings.tie_break, scratch_dir=None if scratch_dir is None else str(scratch_dir),
+                       catalogue=settings.catalogue, aoi_mask=population)
 
 
 def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTimer | None = None,
@@ -176,10 +161,7 @@ def submit_fields(handle: ClusterHandle, inputs: FieldInputs, *, timer: StageTim
         )
     _require_copy_on_workers(handle, facts.source, header.path)
     with timer.stage("build graph"):
-        graph = field_graph(inputs.bands, facts.source, index, inputs.chunks, facts.spans, raster_crs=info.crs,
-                            nodata=info.nodata, tie_break=inputs.tie_break,
-                            class_ids=inputs.catalogue.id_array,
-                            population=None if inputs.aoi_mask is None else inputs.aoi_mask.spans)
+        graph = field_graph(inputs, facts.source, index, facts.spans)
         submitted = time.perf_counter()
         summaries = handle.compute(graph)
         results = handle.submit(assemble_results, prepared, index, info, inputs.catalogue, *summaries,
@@ -192,38 +174,25 @@ def analyse_fields(
     raster: str | Path,
     fields: str | Path,
     *,
-    scheduler: str | None = "threads",
-    cluster: ClusterHandle | None = None,
-    chunk_rows: int | None = None,
-    layer: str | None = None,
-    label_column: str = "normalized_label",
-    class_band: int = 3,
-    confidence_band: int = 4,
+    settings: EngineSettings | None = None,
+    cluster: ClusterHandle | ClusterSettings | None = None,
     progress: bool = False,
-    no_worker_timeout: float = 60.0,
-    tie_break: str = "confidence",
-    scratch_dir: str | Path | None = None,
-    catalogue: Catalogue | None = None,
-    aoi_mask: str | Path | None = None,
-    no_labels: bool = False,
 ) -> FieldResults:
     """Per-field majority class, purity, runner-up and confidence of `fields` on `raster` (one Dask compute),
     with the per-field table brought back to the caller.
 
+    `settings`: what to read and how to score it (default: `EngineSettings()`, RunConfig's defaults). Its
     `scratch_dir` holds the GeoPackage copy of a fields file that cannot be read by feature id (GeoJSON,
-    GeoParquet ...; io.convert); on a remote cluster every worker must see it at the same path. `catalogue`: the
-    model's classes (default: the u0c catalogue); raises CatalogueMismatch when most field pixels hold values that
-    are no class of it (the class list is not the raster's). `aoi_mask`: polygons that restrict the population of
-    the mapped area and of the accuracy assessment (engine/mapped.py). `no_labels`: read no label (the fields are
-    analysed without ground truth, as a file without the label column is).
+    GeoParquet ...; io.convert); on a remote cluster every worker must see it at the same path. Raises
+    CatalogueMismatch when most field pixels hold values that are no class of `settings.catalogue` (the class list
+    is not the raster's). `cluster`: a connected ClusterHandle (used as it is), or the settings to connect with
+    (default: an in-process cluster, `ClusterSettings(scheduler="threads")`).
     """
+    settings = settings or EngineSettings()
     timer = StageTimer(show=progress)
-    handle_cm = (contextlib.nullcontext(cluster) if cluster is not None
-                 else connect(scheduler, warm_up=warm_up, no_worker_timeout=no_worker_timeout))
-    inputs = field_inputs(raster, fields, chunk_rows=chunk_rows, layer=layer, label_column=label_column,
-                          class_band=class_band, confidence_band=confidence_band, tie_break=tie_break,
-                          scratch_dir=scratch_dir, catalogue=catalogue, timer=timer, mask=aoi_mask,
-                          no_labels=no_labels)
+    handle_cm = (contextlib.nullcontext(cluster) if isinstance(cluster, ClusterHandle)
+                 else connect(cluster or ClusterSettings(scheduler="threads"), warm_up=warm_up))
+    inputs = field_inputs(raster, fields, settings, timer=timer)
     with handle_cm as handle:
         job = submit_fields(handle, inputs, timer=timer)
         with timer.stage("compute", has_own_bar=True):

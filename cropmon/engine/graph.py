@@ -12,18 +12,53 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from cropmon.catalogue import U0C
-from cropmon.engine.mapped import MappedPixels, chunk_spans, mask_inside, row_pixel_areas
+from cropmon.catalogue import Catalogue
+from cropmon.engine.mapped import AOIMask, MappedPixels, chunk_spans, mask_inside, row_pixel_areas
 from cropmon.engine.rasterize import BlockExtras, ChunkFields, FieldLayout, Overlaps, RowChunks, rasterize_chunk_fields
 from cropmon.engine.scanline import Spans
+from cropmon.engine.settings import TieBreak
 from cropmon.engine.zonal import PIXEL_RULES, ChunkPartial, chunk_partial, finish_owned_fields
+from cropmon.io import raster as raster_io
+from cropmon.io import vector
 
 log = logging.getLogger(__name__)
 
 GEOMETRY_STATUSES = ("ok", "repaired", "multipolygon", "empty", "not_polygon", "outside")
+
+
+@dataclass(frozen=True)
+class FieldInputs:
+    """What the client knows of one AOI's inputs before the cluster does anything: the raster's header, its
+    chunking and lazy bands, the fields file's header, and how to read and score it (engine/analyse.field_inputs);
+    the graph is built from it."""
+
+    raster: raster_io.RasterInfo
+    chunks: RowChunks
+    bands: Any  # the lazy (2, y, x) class/confidence array (io/raster.open_prediction_bands)
+    fields: vector.FieldsHeader
+    label_column: str | None  # None: no label is read (a run without ground truth: vector.label_column_to_read)
+    tie_break: TieBreak
+    scratch_dir: str | None  # where a GeoPackage copy of the fields goes when their format needs one
+    catalogue: Catalogue  # the model's classes
+    aoi_mask: AOIMask | None = None  # the population of the mapped area and the accuracy assessment (None: all)
+
+
+@dataclass(frozen=True)
+class ChunkRules:
+    """What every chunk task of one AOI applies: the raster's nodata, the catalogue's class ids (ascending) and
+    how a tied majority is broken."""
+
+    nodata: float | None
+    class_ids: np.ndarray  # int64
+    tie_break: TieBreak = "confidence"
+
+    @classmethod
+    def of(cls, inputs: FieldInputs) -> ChunkRules:
+        return cls(inputs.raster.nodata, np.asarray(inputs.catalogue.id_array, dtype=np.int64), inputs.tie_break)
 
 
 @dataclass(frozen=True)
@@ -48,7 +83,7 @@ def rasterize_chunk(source, index: FieldIndex, k: int, **grid) -> tuple[np.ndarr
 
 
 def chunk_partial_of(bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, index: FieldIndex, k: int,
-                     nodata: float | None, class_ids: np.ndarray, row_area_m2: np.ndarray | None = None,
+                     rules: ChunkRules, row_area_m2: np.ndarray | None = None,
                      population: Spans | None = None) -> ChunkPartial:
     """Chunk k's sums over the fields touching it and its mapped area (engine/zonal.chunk_partial); `population`:
     the AOI mask's pixel-centre spans in the chunk's rows (engine/mapped.chunk_spans; None: the whole raster)."""
@@ -56,8 +91,8 @@ def chunk_partial_of(bands: np.ndarray, grid: np.ndarray, extras: BlockExtras, i
     if population is not None:
         start, stop = index.layout.chunks.rows(k)
         inside = mask_inside(population, row_start=start, rows=stop - start, width=index.layout.chunks.width)
-    return chunk_partial(bands, grid, extras, index.layout.touching(k), nodata, class_ids, row_area_m2=row_area_m2,
-                         inside=inside)
+    return chunk_partial(bands, grid, extras, index.layout.touching(k), rules.nodata, rules.class_ids,
+                         row_area_m2=row_area_m2, inside=inside)
 
 
 @dataclass(frozen=True)
@@ -76,12 +111,12 @@ class ChunkSummary:
     mapped: MappedPixels | None
 
 
-def finish_chunk(index: FieldIndex, k: int, partials: list[ChunkPartial], extras: BlockExtras, *,
-                 class_ids: np.ndarray, tie_break: str) -> ChunkSummary:
+def finish_chunk(index: FieldIndex, k: int, partials: list[ChunkPartial], extras: BlockExtras,
+                 rules: ChunkRules) -> ChunkSummary:
     """The summary of the fields chunk k owns, compact for the trip to the assembling worker: text as int8 codes
     into PIXEL_RULES / GEOMETRY_STATUSES, class histograms as sparse (field, class, pixels) triplets."""
     first, last = index.layout.owned(k)
-    owned = finish_owned_fields(first, last, partials, class_ids, extras, tie_break=tie_break)
+    owned = finish_owned_fields(first, last, partials, rules.class_ids, extras, tie_break=rules.tie_break)
     counts = owned.statistics.class_counts
     field, crop = np.nonzero(counts)
     columns = owned.statistics.columns()
@@ -102,20 +137,19 @@ def _codes(values: np.ndarray, names: Iterable[str]) -> np.ndarray:
     return np.fromiter((lookup[v] for v in values), dtype=np.int8, count=len(values))
 
 
-def field_graph(bands, source, index, chunks: RowChunks, spans: list[tuple[int, int]], *, raster_crs: str,
-                nodata: float | None, tie_break: str = "confidence", class_ids: np.ndarray | None = None,
-                population: Spans | None = None) -> list:
-    """One delayed summary per chunk (nothing is computed here). `bands` is the lazy (2, y, x) class/confidence
-    array (io/raster.open_prediction_bands), `index` the AOI's FieldIndex or a future of it, `spans` its
-    owner_spans(). A chunk that owns no field still has a summary (empty), which carries its overlapping pairs
-    and its mapped area; `population`: the AOI mask's spans over the whole raster (engine/mapped.population_spans),
-    None for the whole raster."""
+def field_graph(inputs: FieldInputs, source: vector.FieldSource, index: Any,
+                spans: list[tuple[int, int]]) -> list:
+    """One delayed summary per chunk of `inputs` (nothing is computed here). `source`: where the workers read the
+    polygons; `index`: the AOI's FieldIndex or a future of it, `spans` its owner_spans(). A chunk that owns no field
+    still has a summary (empty), which carries its overlapping pairs and its mapped area; the AOI mask's spans
+    (engine/mapped.population_spans) restrict the mapped area when `inputs` has one."""
     import dask
     import dask.array as da
 
     token = uuid.uuid4().hex
-    class_ids = U0C.id_array if class_ids is None else np.asarray(class_ids, dtype=np.int64)
-    band_blocks = bands.data.to_delayed().ravel()
+    chunks, raster_crs, rules = inputs.chunks, inputs.raster.crs, ChunkRules.of(inputs)
+    population = None if inputs.aoi_mask is None else inputs.aoi_mask.spans
+    band_blocks = inputs.bands.data.to_delayed().ravel()
     row_areas = row_pixel_areas(chunks.transform, raster_crs, chunks.height)  # one Geod call per row: cheap
     blocks, extras = [], []
     for k in range(chunks.n_chunks):
@@ -130,15 +164,14 @@ def field_graph(bands, source, index, chunks: RowChunks, spans: list[tuple[int, 
     # task's second output) would then rasterize the chunk a second time.
     grid_blocks = da.concatenate(blocks, axis=0).to_delayed(optimize_graph=False).ravel()
     partials = [
-        dask.delayed(chunk_partial_of)(band_blocks[k], grid_blocks[k], extras[k], index, k, nodata, class_ids,
+        dask.delayed(chunk_partial_of)(band_blocks[k], grid_blocks[k], extras[k], index, k, rules,
                                        row_areas[slice(*chunks.rows(k))],
                                        None if population is None else chunk_spans(population, *chunks.rows(k)),
                                        dask_key_name=f"chunk-partial-{token}-{k}")
         for k in range(chunks.n_chunks)
     ]
     summaries = [
-        dask.delayed(finish_chunk)(index, k, partials[k0 : k1 + 1], extras[k], class_ids=class_ids,
-                                   tie_break=tie_break,
+        dask.delayed(finish_chunk)(index, k, partials[k0 : k1 + 1], extras[k], rules,
                                    dask_key_name=f"chunk-summary-{token}-{k}")
         for k, (k0, k1) in enumerate(spans)
     ]
