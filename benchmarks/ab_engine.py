@@ -30,7 +30,10 @@ RESULTS = HERE / "results"
 # shared machine perturbs much less than wall time.
 ENGINE_CPU = """
 import json, resource, sys, time
-from cropmon.engine.analyse import analyse_fields
+try:
+    from cropmon.engine.job import analyse_fields
+except ImportError:  # a checkout from before engine/job.py, e.g. the base of an A/B
+    from cropmon.engine.analyse import analyse_fields
 raster, fields = sys.argv[1], sys.argv[2]
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)

@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=400)
     args = parser.parse_args()
-    from cropmon.engine.analyse import analyse_fields
+    from cropmon.engine.job import analyse_fields
 
     header = f"Machine: {machine()}. In-process, one session; {args.repeats} timed repeats after a warm one."
     print(header, flush=True)

@@ -38,7 +38,10 @@ RESULTS = HERE / "results"
 ENGINE = """
 import json, sys, time
 from cropmon.cluster import connect
-from cropmon.engine.analyse import analyse_fields
+try:
+    from cropmon.engine.job import analyse_fields
+except ImportError:  # a checkout from before engine/job.py, e.g. the base of an A/B
+    from cropmon.engine.analyse import analyse_fields
 from cropmon.engine.zonal import warm_up
 raster, fields = sys.argv[1], sys.argv[2]
 local = dict(workers=2, dashboard_address="127.0.0.1:0")

@@ -39,7 +39,7 @@ def frame_of_twin():
     from cropmon.analysis.blocks import BlockGrid
     from cropmon.analysis.select import candidate_fields
     from cropmon.analysis.settings import DiagnosisSettings
-    from cropmon.engine.analyse import analyse_fields
+    from cropmon.engine.job import analyse_fields
 
     raster, fields = twin_inputs(1.0)
     results = analyse_fields(raster, fields)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cropmon import twin
 from cropmon.cluster import ClusterSettings, connect
-from cropmon.engine.analyse import EngineSettings, analyse_fields
+from cropmon.engine.job import EngineSettings, analyse_fields
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ BUCKET = "bench"
 
 ENGINE_ONCE = """
 import json, resource, sys, time
-from cropmon.engine.analyse import analyse_fields
+from cropmon.engine.job import analyse_fields
 raster, fields, warm_raster, warm_fields = sys.argv[1:5]
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)

@@ -38,7 +38,7 @@ RESULTS = HERE / "results"
 
 PER_FIELD = """
 import json, sys
-from cropmon.engine.analyse import analyse_fields
+from cropmon.engine.job import analyse_fields
 raster, fields, out = sys.argv[1], sys.argv[2], sys.argv[3]
 result = analyse_fields(raster, fields)
 columns = [c for c in ("field_id", "n_pixels", "confidence_score", "n_pixels_shared") if c in result.table]

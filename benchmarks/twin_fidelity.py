@@ -55,11 +55,11 @@ def engine_table(raster: Path, fields: Path, engine: str) -> tuple[pd.DataFrame 
     if engine == "none":
         return None, 0.0
     try:
-        from cropmon.engine.analyse import analyse_fields
+        from cropmon.engine.job import analyse_fields
     except ImportError:
         if engine == "cropmon":
             raise
-        print("cropmon.engine.analyse.analyse_fields is not available: only the independent check runs",
+        print("cropmon.engine.job.analyse_fields is not available: only the independent check runs",
               file=sys.stderr)
         return None, 0.0
     started = time.perf_counter()

@@ -46,7 +46,7 @@ _LAZY = {
     "compare": "cropmon.api",
     "Diagnosis": "cropmon.api",
     "Comparison": "cropmon.report.compare",
-    "FieldResults": "cropmon.engine.analyse",
+    "FieldResults": "cropmon.engine.job",
     "RunOutcome": "cropmon.pipeline",
     "DiagnosisSettings": "cropmon.analysis.settings",
     "Catalogue": "cropmon.catalogue",

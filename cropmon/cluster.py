@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cropmon import errors, runtime
-from cropmon.tasks import ClusterHandle
+from cropmon.tasks import ClusterHandle, HandleKind
 
 if TYPE_CHECKING:
     from distributed import Client as DaskClient  # noqa: F401 (the public API's type of a caller's own client)
@@ -244,7 +244,8 @@ def connect(settings: ClusterSettings, *, warm_up: Warmup = None) -> Iterator[Cl
         with _local_client(choice, workers=settings.workers, threads_per_worker=settings.threads_per_worker,
                            memory_limit=settings.memory_limit,
                            dashboard_address=settings.dashboard_address) as (client, address):
-            yield _handle(choice, client, address, warm_up, no_worker_timeout, environment=environment)
+            kind: HandleKind = "threads" if choice == "threads" else "local"
+            yield _handle(kind, client, address, warm_up, no_worker_timeout, environment=environment)
         return
     if "://" not in choice and ":" not in choice:
         raise errors.ConfigError(
@@ -368,7 +369,7 @@ def _dashboard_link(client) -> str | None:
     return client.dashboard_link
 
 
-def _handle(kind: str, client, address: str, warm_up, no_worker_timeout: float, *,
+def _handle(kind: HandleKind, client, address: str, warm_up, no_worker_timeout: float, *,
             dashboard: str | None = None, environment: dict[str, str] | None = None,
             cluster_class: str | None = None) -> ClusterHandle:
     """Tune every worker's process (runtime.worker_plugin; waits: fast) and give it the run's storage settings

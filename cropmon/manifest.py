@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 from cropmon import __version__
-from cropmon.engine.analyse import FieldInputs, FieldJob
 from cropmon.engine.assemble import FieldResults
 from cropmon.engine.fields import crs_name
+from cropmon.engine.job import FieldInputs, FieldJob
 from cropmon.io.paths import size_bytes
 
 log = logging.getLogger(__name__)

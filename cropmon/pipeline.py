@@ -1,7 +1,7 @@
 """run(config): the whole job, orchestrated. Inputs -> cluster -> engine -> tail (outputs, diagnosis, report) ->
 run.json, with the outputs swapped in atomically.
 
-Orchestration only: the engine puts one AOI's per-field table on the cluster (engine/analyse.submit_fields), the
+Orchestration only: the engine puts one AOI's per-field table on the cluster (engine/job.submit_fields), the
 tail puts everything after it there too (tail.submit_tail: files, diagnosis, pictures, report), the manifest module
 builds run.json, io swaps the outputs in. The client submits, waits, and writes run.json; it holds nothing per
 field, so its memory does not grow with the fields or the AOIs.
@@ -25,7 +25,7 @@ from typing import Any
 from cropmon import errors, manifest, tail
 from cropmon.cluster import connect, resolve_scheduler
 from cropmon.config import OutputsVia, RunConfig, aoi_parts
-from cropmon.engine.analyse import FieldInputs, FieldJob, field_inputs, submit_fields
+from cropmon.engine.job import FieldInputs, FieldJob, field_inputs, submit_fields
 from cropmon.engine.mapped import aoi_mask
 from cropmon.engine.zonal import warm_up
 from cropmon.io import outputs, store

@@ -143,7 +143,7 @@ def settings_plugin(environment: dict[str, str]):
     return StorageSettingsOnWorker(environment)
 
 
-# A worker's RasterioIOError reading pixels is turned into NotARaster by the client (engine/analyse.py).
+# A worker's RasterioIOError reading pixels is turned into NotARaster by the client (engine/job.py).
 QUIET_WORKER_ERRORS: tuple[str, ...] = ("RasterioIOError",)
 
 

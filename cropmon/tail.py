@@ -36,8 +36,8 @@ from cropmon.tasks import ClusterHandle
 if TYPE_CHECKING:
     from cropmon.analysis.diagnose import Diagnosis
     from cropmon.analysis.pooled import AOISummary
-    from cropmon.engine.analyse import FieldJob
     from cropmon.engine.assemble import FieldResults
+    from cropmon.engine.job import FieldJob
     from cropmon.report.document import Image
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,15 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cropmon import errors
 
 log = logging.getLogger(__name__)
+
+# "remote": a scheduler address; "deployed": a cluster made from the [cluster] table; "client": the caller's own
+# Client, used as it is and never closed (use_client).
+HandleKind = Literal["threads", "local", "remote", "deployed", "client"]
 
 
 @dataclass
@@ -29,7 +33,7 @@ class ClusterHandle:
     """A connected Dask client and what run.json says about it. Tasks are submitted under a stage name (their key
     prefix), so the task stream tells which worker ran which stage."""
 
-    kind: str  # "threads" | "local" | "remote" | "client" (the caller's own Client, see use_client)
+    kind: HandleKind
     client: Any
     address: str | None = None
     dashboard_link: str | None = None

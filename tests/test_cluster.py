@@ -14,7 +14,7 @@ from conftest import write_random_inputs
 
 from cropmon.cli import main
 from cropmon.cluster import ClusterSettings, TLSFiles, connect
-from cropmon.engine.analyse import EngineSettings, analyse_fields
+from cropmon.engine.job import EngineSettings, analyse_fields
 from cropmon.errors import ConfigError
 
 pytestmark = [pytest.mark.cluster]

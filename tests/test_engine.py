@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cropmon.catalogue import U0C
-from cropmon.engine.analyse import EngineSettings, analyse_fields, prepare_fields_task
 from cropmon.engine.assemble import MISMATCH_SHARE
 from cropmon.engine.graph import FieldInputs, field_graph
+from cropmon.engine.job import EngineSettings, analyse_fields, prepare_fields_task
 from cropmon.engine.rasterize import PolygonBatch, RowChunks, rasterize_block
 from cropmon.engine.zonal import TIE_BREAKS
 from cropmon.errors import CatalogueMismatch, NoOverlap, NoUsableLabel

@@ -12,7 +12,7 @@ import pytest
 import shapely
 from conftest import overlapping_fields, random_fields, write_fields, write_prediction_raster
 
-from cropmon.engine.analyse import EngineSettings, analyse_fields
+from cropmon.engine.job import EngineSettings, analyse_fields
 from cropmon.io import vector
 
 RESULTS = ["n_pixels", "n_invalid", "majority_crop", "purity", "confidence_score", "runner_up_crop", "tie",

@@ -12,7 +12,7 @@ from conftest import ORIGIN, PIXEL, write_fields, write_prediction_raster
 
 from cropmon.catalogue import Catalogue
 from cropmon.cli import EXIT_INPUT, main
-from cropmon.engine.analyse import EngineSettings, analyse_fields
+from cropmon.engine.job import EngineSettings, analyse_fields
 from cropmon.engine.mapped import count_mapped, row_pixel_areas
 from cropmon.engine.zonal import ClassSlots
 from cropmon.errors import NoOverlap

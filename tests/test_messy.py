@@ -7,7 +7,7 @@ import numpy as np
 import shapely
 from conftest import pixel_to_lonlat, write_fields, write_prediction_raster
 
-from cropmon.engine.analyse import analyse_fields
+from cropmon.engine.job import analyse_fields
 
 
 def px_box(c0: float, r0: float, c1: float, r1: float) -> shapely.Polygon:

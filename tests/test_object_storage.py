@@ -22,7 +22,7 @@ from test_formats import by_field, write_as
 
 from cropmon import cli, errors
 from cropmon.config import build_config
-from cropmon.engine.analyse import EngineSettings, analyse_fields
+from cropmon.engine.job import EngineSettings, analyse_fields
 from cropmon.io import published, store
 
 BUCKET = "cropmon"

@@ -12,7 +12,7 @@ import pyogrio
 import shapely
 from conftest import pixel_to_lonlat, write_fields, write_prediction_raster
 
-from cropmon.engine.analyse import analyse_fields
+from cropmon.engine.job import analyse_fields
 from cropmon.io import outputs
 from cropmon.io.vector import FieldSource
 

@@ -12,7 +12,7 @@ import rasterio.shutil
 from affine import Affine
 from conftest import random_fields, write_fields, write_prediction_raster
 
-from cropmon.engine.analyse import EngineSettings, analyse_fields
+from cropmon.engine.job import EngineSettings, analyse_fields
 from cropmon.errors import RotatedRaster
 from cropmon.io import raster as raster_io
 

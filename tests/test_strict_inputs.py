@@ -25,7 +25,7 @@ from cropmon.analysis.diagnose import diagnose_run
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.cli import EXIT_INPUT, EXIT_OK, main
 from cropmon.config import build_config
-from cropmon.engine.analyse import analyse_fields
+from cropmon.engine.job import analyse_fields
 from cropmon.io import outputs
 from cropmon.report.caveats import caveats_section
 from cropmon.report.document import Bullets, Heading, Paragraph, Table, render_markdown, strong

@@ -30,7 +30,7 @@ from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import Catalogue
 from cropmon.cluster import ClusterSpec, connect
 from cropmon.config import OutputsVia, Progress, RunConfig, build_config
-from cropmon.engine.analyse import FieldResults, analyse_fields
+from cropmon.engine.job import FieldResults, analyse_fields
 from cropmon.engine.settings import TieBreak
 from cropmon.engine.zonal import warm_up
 from cropmon.io.store import StorageSettings

@@ -16,7 +16,7 @@ from cropmon.analysis import diagnose as diagnose_mod
 from cropmon.analysis.accuracy import ASSESSMENT_COLUMNS
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.analysis.unlabelled import QUOTA_COLUMNS
-from cropmon.engine.analyse import FieldResults
+from cropmon.engine.job import FieldResults
 from cropmon.report import active, sections
 from cropmon.report.document import Document
 from cropmon.report.map_window import map_window

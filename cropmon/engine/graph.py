@@ -33,7 +33,7 @@ GEOMETRY_STATUSES = ("ok", "repaired", "multipolygon", "empty", "not_polygon", "
 @dataclass(frozen=True)
 class FieldInputs:
     """What the client knows of one AOI's inputs before the cluster does anything: the raster's header, its
-    chunking and lazy bands, the fields file's header, and how to read and score it (engine/analyse.field_inputs);
+    chunking and lazy bands, the fields file's header, and how to read and score it (engine/job.field_inputs);
     the graph is built from it."""
 
     raster: raster_io.RasterInfo

@@ -1,6 +1,7 @@
 """What the engine needs to know of a run, as one frozen object: which file layer and bands to read, how to chunk
-and score, where a GeoPackage copy goes. `RunConfig.engine` derives it once from the run's settings (config.py may
-import the engine; the engine never imports config), so a new engine setting is declared in RunConfig and read here.
+and score, where a GeoPackage copy goes. `RunConfig.engine_settings` derives it once from the run's settings
+(config.py may import the engine; the engine never imports config), so a new engine setting is declared in RunConfig
+and read here.
 """
 
 from __future__ import annotations

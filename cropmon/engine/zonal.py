@@ -24,12 +24,13 @@ import pandas as pd
 
 from cropmon.engine.mapped import MappedPixels, count_mapped
 from cropmon.engine.rasterize import BlockExtras, FieldShapes, Overlaps
+from cropmon.engine.settings import TIE_BREAK_CHOICES
 
 log = logging.getLogger(__name__)
 
 CHANNELS = ("pixels", "conf_count", "conf_sum", "conf_sq_sum")
 PIXEL_RULES = np.array(["centre", "all_touched", "none"], dtype=object)  # indexed: shared strings, not copies
-TIE_BREAKS = ("confidence", "lowest_id")
+TIE_BREAKS = TIE_BREAK_CHOICES  # declared once, as the TieBreak type (engine/settings.py)
 
 
 @dataclass(frozen=True)

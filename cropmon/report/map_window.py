@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from affine import Affine
 
-from cropmon.engine.analyse import FieldResults
 from cropmon.engine.fields import prepare_geometries
+from cropmon.engine.job import FieldResults
 from cropmon.engine.rasterize import burn_values
 from cropmon.io.raster import read_raster_window
 from cropmon.report.plots import MapWindow
