@@ -17,6 +17,7 @@ from cropmon.analysis.diagnose import Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.analysis.unlabelled import PICK_COLUMNS as UNLABELLED_PICK_COLUMNS
 from cropmon.io.outputs import write_parquet
+from cropmon.report.accuracy import accuracy_manifest
 from cropmon.report.document import Block, Bullets, Heading, Paragraph, Table, names, num, pct, strong
 from cropmon.report.run_facts import RunFacts
 
@@ -103,6 +104,18 @@ def unlabelled_manifest(d: Diagnosis) -> dict[str, Any]:
             "budget": d.settings.label_budget, "classes": {str(k): int(v) for k, v in statuses.items()},
             "files": [f"{unlabelled_picks_file(d)}.csv", f"{unlabelled_picks_file(d)}.gpkg", QUOTAS_FILE]}
 
+
+
+def accuracy_assessment_manifest(d: Diagnosis) -> dict[str, Any]:
+    """run.json `accuracy_assessment`: the map's accuracy and areas (report/accuracy.py), or why there is none."""
+    if not d.has_labels:
+        return {"estimated": False, "why": NO_ACCURACY}
+    return accuracy_manifest(d.accuracy)
+
+
+def evaluation_design_manifest(d: Diagnosis) -> dict[str, Any]:
+    """run.json `evaluation_design`: how the held-back probability sample was drawn (analysis/evaluation.py)."""
+    return d.selection.design.as_manifest() if d.selection.design is not None else {}
 
 # -- tables -----------------------------------------------------------------------------------------------------
 

@@ -129,19 +129,21 @@ def write_field_lists(d: Diagnosis, settings: DiagnosisSettings, out_dir: Path, 
     return list(out.paths)
 
 
-def write_images(images: Mapping[str, Image], out_dir: Path) -> list[str]:
-    """The report's pictures as PNG files."""
+def write_images(images: Mapping[str, Image | None], out_dir: Path) -> list[str]:
+    """The report's pictures as PNG files (None: a picture this run has not got)."""
     out = Written(Path(out_dir))
     for name, image in images.items():
-        out.path(name).write_bytes(image.png)
+        if image is not None:
+            out.path(name).write_bytes(image.png)
     return list(out.paths)
 
 
-def write_report(d: Diagnosis, images: Mapping[str, Image], out_dir: Path, *, settings: DiagnosisSettings,
+def write_report(d: Diagnosis, images: Mapping[str, Image | None], out_dir: Path, *, settings: DiagnosisSettings,
                  run_info: Mapping[str, Any], seed: int) -> list[str]:
-    """report.md (pictures beside it) and report.html (pictures inside)."""
+    """report.md (pictures beside it) and report.html (pictures inside; None: a picture this run has not got)."""
     out = Written(Path(out_dir))
-    title, blocks = build_report(d, dict(images), settings=settings, run_info=run_info or {}, seed=seed)
+    pictures = {name: image for name, image in images.items() if image is not None}
+    title, blocks = build_report(d, pictures, settings=settings, run_info=run_info or {}, seed=seed)
     out.path("report.md").write_text(render_markdown(title, blocks), encoding="utf-8")
     out.path("report.html").write_text(render_html(title, blocks), encoding="utf-8")
     return list(out.paths)
