@@ -218,7 +218,8 @@ def diagnose_run(
     confusion = metrics.confusion_matrix(fields, catalogue)
     pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts, catalogue)
     sums = metrics.crop_sums(fields, catalogue)
-    crop_table = metrics.crop_table(confusion, pixel_confusion, sums, field=metrics.field_scores_of(fields, catalogue))
+    crop_table = metrics.crop_metrics(fields, class_counts, confusion=confusion, pixel_confusion=pixel_confusion,
+                                      sums=sums, catalogue=catalogue)
     flagged = underperforming_crops(crop_table, confusion, settings)
     uncertainty = field_uncertainty(fields, class_counts, catalogue=catalogue)
     suspects = suspect_labels(fields, settings=settings, seed=seed, catalogue=catalogue)

@@ -367,27 +367,6 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-
-
-FIELD_FILES = ("fields.gpkg", "fields.parquet", "field_class_counts.parquet")
-
-
-def write_field_outputs(
-    table: pd.DataFrame,
-    class_counts: pd.DataFrame,
-    source: FieldSource,
-    fids: np.ndarray,
-    staged: StagedOutput,
-    *,
-    batch_rows: int = FIELD_BATCH_ROWS,
-) -> None:
-    """fields.gpkg (layer `fields`), fields.parquet (GeoParquet 1.0) and field_class_counts.parquet: the
-    GeoPackage and the Parquet files, which a run writes in two tasks side by side."""
-    write_fields_gpkg(table, source, fids, staged.path("fields.gpkg"), batch_rows=batch_rows)
-    write_fields_parquet(table, class_counts, source, fids, staged.path("fields.parquet"),
-                         staged.path("field_class_counts.parquet"), batch_rows=batch_rows)
-
-
 def _field_batches(table: pd.DataFrame, source: FieldSource, fids: np.ndarray, *, batch_rows: int, schema=None):
     """(start, Arrow table of the attributes + WKB `geometry`) batch by batch: the input polygons (the fields' own
     CRS, their WKB copied as read) stream from `source`, so one batch of polygons is in memory at a time."""
