@@ -15,7 +15,6 @@ import pandas as pd
 
 from cropmon.analysis.diagnose import Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.analysis.unlabelled import PICK_COLUMNS as UNLABELLED_PICK_COLUMNS
 from cropmon.io.outputs import write_parquet
 from cropmon.report.accuracy import accuracy_manifest
 from cropmon.report.document import Block, Bullets, Heading, Paragraph, Table, names, num, pct, strong
@@ -129,11 +128,6 @@ def suspects_by_crop(suspects: pd.DataFrame) -> pd.DataFrame:
     table = suspects["gt_label"].value_counts().rename("suspects").rename_axis("gt_label").reset_index()
     table = table.merge(top[["gt_label", "predicted"]].rename(columns={"predicted": "predicted_as"}), on="gt_label")
     return table.sort_values(["suspects", "gt_label"], ascending=[False, True]).reset_index(drop=True)
-
-
-def unlabelled_picks(d: Diagnosis) -> pd.DataFrame:
-    """The unlabelled plan's picks (empty with their columns when there is no such plan)."""
-    return d.unlabelled.picks if d.unlabelled is not None else pd.DataFrame(columns=list(UNLABELLED_PICK_COLUMNS))
 
 
 def field_uncertainty_table(d: Diagnosis, table: pd.DataFrame) -> pd.DataFrame:
