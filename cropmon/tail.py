@@ -27,14 +27,18 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import methodcaller
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from cropmon import runtime
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.cluster import ClusterHandle
+from cropmon.engine.mapped import MappedPixels
 from cropmon.io import outputs, products
 from cropmon.io.products import Destination
 from cropmon.report.images import IMAGE_NAMES
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
     from cropmon.engine.assemble import FieldResults
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class Tail:
@@ -68,11 +73,15 @@ class Lazy:
 
     target: str
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def load(self) -> Callable[..., Any]:
         module, name = self.target.split(":")
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+        return getattr(importlib.import_module(module), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.load()(*args, **kwargs)
 
 
+DIAGNOSE_RUN = Lazy("cropmon.analysis.diagnose:diagnose_run")
 RENDER_IMAGE = Lazy("cropmon.report.images:render_image")
 MAP_WINDOW = Lazy("cropmon.report.map_window:map_window")
 FIELD_COUNTS = Lazy("cropmon.manifest:field_counts")
@@ -95,20 +104,23 @@ DIAGNOSIS_MANIFESTS: dict[str, tuple[str, Lazy]] = {
 }
 
 
+TASKS: tuple[Lazy, ...] = (DIAGNOSE_RUN, RENDER_IMAGE, MAP_WINDOW, FIELD_COUNTS, WRITE_MAPPED_AREA,
+                            WRITE_FIELD_UNCERTAINTY, WRITE_TABLES, WRITE_FIELD_LISTS, WRITE_IMAGES, WRITE_REPORT,
+                            SUMMARISE, WRITE_POOLED, *(lazy for _, lazy in DIAGNOSIS_MANIFESTS.values()))
+
+
 def warm_up() -> None:
     """Import what the tail's tasks run (matplotlib, scikit-learn, geopandas ...), on a worker that has nothing
     better to do yet (pipeline submits it at a low priority)."""
-    for lazy in (RENDER_IMAGE, MAP_WINDOW, WRITE_TABLES, SUMMARISE, WRITE_POOLED):
-        importlib.import_module(lazy.target.split(":")[0])
+    for lazy in TASKS:
+        lazy.load()
 
 
 # The tail's own steps: each takes the FieldResults (a future on the client) apart for a function of the layers below.
 
 
 def diagnose_results(results: FieldResults, *, settings: DiagnosisSettings, seed: int) -> Diagnosis:
-    from cropmon.analysis.diagnose import diagnose_run
-
-    diagnosis = diagnose_run(results.table, results.class_counts, settings=settings, seed=seed,
+    diagnosis = DIAGNOSE_RUN(results.table, results.class_counts, settings=settings, seed=seed,
                              catalogue=results.catalogue, mapped_area=results.mapped_area,
                              in_population=results.in_population)
     runtime.trim_freed_memory()
@@ -140,8 +152,7 @@ class Polygons:
     fids: Any
 
     def __call__(self, rows):
-        import geopandas as gpd
-        import numpy as np
+        import geopandas as gpd  # on the worker: the client never imports geopandas
 
         rows = np.asarray(rows, dtype=np.int64)
         return gpd.GeoSeries(self.source.read_geometries(self.fids[rows]), index=rows, crs=self.source.crs)
@@ -153,8 +164,6 @@ def polygons_of(results: FieldResults) -> Polygons:
 
 def mapped_area_manifest_task(results: FieldResults) -> dict[str, Any]:
     """run.json `mapped_area`: the map's census (valid, invalid, nodata, outside-mask pixels, ha) and the mask."""
-    from cropmon.engine.mapped import MappedPixels
-
     mapped = results.mapped if results.mapped is not None else MappedPixels.zeros(results.catalogue.n)
     table = results.mapped_area
     return {**mapped.as_manifest(),
