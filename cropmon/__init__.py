@@ -5,8 +5,9 @@ From a notebook or a script (the names load on first use, so `import cropmon` st
     import cropmon
 
     results = cropmon.analyse("predictions.tif", "fields.gpkg", scheduler="threads")  # FieldResults
-    d = cropmon.diagnose(results)                        # Diagnosis: DataFrames and .report()
-    d.underperforming                                    # the crops to worry about, and how sure that is
+    d = cropmon.diagnose(results)                        # Diagnosis: its numbers as DataFrames
+    d.flagged                                            # the crops to worry about, and how sure that is
+    cropmon.report_of(d, results)                        # the report (a notebook cell shows it); tables_of(d)
     outcome = cropmon.run(raster="predictions.tif", fields="fields.gpkg", out="outputs/v1")  # the CLI's job
     cropmon.compare("outputs/v1", "outputs/v2").table    # two runs, per crop, on held-back fields
 
@@ -35,7 +36,9 @@ __all__ = [
     "diagnose",
     "errors",
     "read_catalogue",
+    "report_of",
     "run",
+    "tables_of",
 ]
 
 # name -> module that defines it; imported on first access (PEP 562), so the CLI's start does not pay for Dask.
@@ -44,7 +47,9 @@ _LAZY = {
     "diagnose": "cropmon.api",
     "run": "cropmon.api",
     "compare": "cropmon.api",
-    "Diagnosis": "cropmon.api",
+    "report_of": "cropmon.api",
+    "tables_of": "cropmon.api",
+    "Diagnosis": "cropmon.analysis.diagnose",
     "Comparison": "cropmon.report.compare",
     "FieldResults": "cropmon.engine.job",
     "RunOutcome": "cropmon.pipeline",

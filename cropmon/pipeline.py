@@ -28,7 +28,7 @@ from cropmon.config import OutputsVia, RunConfig, aoi_parts
 from cropmon.engine.job import FieldInputs, FieldJob, field_inputs, submit_fields
 from cropmon.engine.mapped import aoi_mask
 from cropmon.engine.zonal import warm_up
-from cropmon.io import outputs, store
+from cropmon.io import outputs, products, store
 from cropmon.io.raster import inspect_raster
 from cropmon.io.vector import inspect_fields, label_column_to_read
 from cropmon.progress import StageTimer, twin_progress
@@ -85,7 +85,7 @@ class AOIRun:
 
     name: str | None
     out_dir: Path  # its directory in the staging directory
-    destination: outputs.Destination
+    destination: products.Destination
     header: dict[str, Any]
     job: FieldJob
     tail: Tail
@@ -128,7 +128,7 @@ def _run_one(config: RunConfig) -> RunOutcome:
             aoi = _submit_aoi(handle, start, config, staged)
             run_json = _finish_aoi(handle, aoi, progress=progress)
         place_profile(config.profile, profile, out_dir, staged.staging)
-        outputs.remove_parts(staged.staging)
+        products.remove_parts(staged.staging)
     log.info("outputs in %s (%.1f s)", staged.remote or out_dir, run_json["timings_s"]["total"])
     return RunOutcome(out_dir=staged.remote or Path(out_dir), manifest=run_json)
 
@@ -182,7 +182,7 @@ def run_many(config: RunConfig) -> RunOutcome:
         run_json.update(_storage_manifest(staged, [p for aoi in config.aois for p in aoi_parts(aoi)[1:3]]
                                           + [out_dir]))
         outputs.write_json(staged.path("run.json"), run_json)
-        outputs.remove_parts(staged.staging)
+        products.remove_parts(staged.staging)
     log.info("outputs of %d AOIs in %s (%.1f s)", len(config.aois), staged.remote or out_dir,
              run_json["timings_s"]["total"])
     return RunOutcome(out_dir=staged.remote or out_dir, manifest=run_json)
@@ -293,30 +293,30 @@ def _finish_aoi(handle: ClusterHandle, aoi: AOIRun, *, progress: bool) -> dict[s
         "outputs": sorted([*aoi.tail.files, "run.json"]),
     }
     outputs.write_json(aoi.out_dir / "run.json", run_json)
-    outputs.remove_parts(aoi.out_dir)
+    products.remove_parts(aoi.out_dir)
     aoi.job.results = None  # the per-field table leaves the cluster once its tail is done
     aoi.tail.products.clear()
     return run_json
 
 
 def _destination(handle: ClusterHandle, staged: outputs.StagedOutput, staging: Path, *,
-                 outputs_via: OutputsVia) -> outputs.Destination:
+                 outputs_via: OutputsVia) -> products.Destination:
     """Into the bucket when the outputs go to one (the workers upload), else shared when the workers see the
     staging directory (tested by a probe file on a remote cluster), else through the client."""
-    outputs.prepare_parts(staging)
+    products.prepare_parts(staging)
     if staged.remote is not None:
-        return outputs.Destination(shared=None, store=staged.remote_of(staging))
+        return products.Destination(shared=None, store=staged.remote_of(staging))
     if outputs_via == "client":
-        return outputs.Destination(shared=None)
+        return products.Destination(shared=None)
     if outputs_via == "shared" or handle.kind in ("threads", "local"):
-        return outputs.Destination(shared=str(staging))
-    probe = staging / outputs.PARTS / "probe"
+        return products.Destination(shared=str(staging))
+    probe = staging / products.PARTS / "probe"
     probe.write_text("cropmon\n")
     seen = handle.workers_see(probe)
     probe.unlink()
     if not seen:
         log.info("the workers do not see %s: the client writes the outputs they send", staging)
-    return outputs.Destination(shared=str(staging) if seen else None)
+    return products.Destination(shared=str(staging) if seen else None)
 
 
 def resolve_inputs(config: RunConfig, *, progress: bool) -> tuple[str, str, bool]:

@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 from shapely.geometry import box
 
-from cropmon.analysis import metrics
+from cropmon.analysis import metrics, pooled
+from cropmon.analysis.diagnose import diagnose_run
+from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.labels import CLASS_IDS, CROP_NAMES, LABELS_DICT
 from cropmon.schema import FIELD_TABLE_COLUMNS
 
@@ -212,3 +214,12 @@ def table_from_confusion(
 def overall_of(fields: pd.DataFrame, counts: pd.DataFrame) -> dict[str, float]:
     """metrics.overall of a table, from its per-crop table and pixel confusion."""
     return metrics.overall(metrics.crop_metrics(fields, counts), metrics.pixel_confusion_matrix(fields, counts))
+
+
+def aoi_summary(fields: pd.DataFrame, counts: pd.DataFrame, *, settings: DiagnosisSettings | None = None,
+                seed: int = 0) -> pooled.AOISummary:
+    """One AOI's summary the way a run makes it (the tail's aoi-summary task): analysis.pooled.summarise_diagnosis
+    of the AOI's diagnosis."""
+    settings = settings or DiagnosisSettings()
+    return pooled.summarise_diagnosis(diagnose_run(fields, counts, settings=settings, seed=seed), settings=settings,
+                                      seed=seed)

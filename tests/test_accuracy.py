@@ -329,7 +329,7 @@ def test_pooled_aois_add_as_strata_of_one_population():
 
 def test_a_run_writes_the_assessment_its_report_and_manifest(tmp_path):
     """End to end on a small twin: the files, the overall row, the report's section and figure, run.json, and the
-    API's Diagnosis.accuracy_assessment equal to the CSV."""
+    Diagnosis.accuracy_assessment (what cropmon.diagnose returns) equal to the CSV."""
     import json
 
     import rasterio

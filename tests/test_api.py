@@ -131,8 +131,9 @@ def test_the_diagnosis_has_the_tables_of_the_cli_files(inputs, results, tmp_path
     code = main(["run", "--raster", str(raster), "--fields", str(fields), "--out", str(tmp_path / "o"), "--scheduler",
                  "threads", "--progress", "off", "--seed", "2", "--config", str(config)])
     assert code == EXIT_OK, capsys.readouterr().err
-    for name, table in (("crop_metrics", d.crop_metrics), ("underperforming_crops", d.underperforming),
-                        ("label_plan", d.label_plan), ("fields_to_label", d.fields_to_label),
+    tables = cropmon.tables_of(d, results)
+    for name, table in (("crop_metrics", d.crop_metrics), ("underperforming_crops", tables["underperforming_crops"]),
+                        ("label_plan", tables["label_plan"]), ("fields_to_label", tables["fields_to_label"]),
                         ("evaluation_fields", d.evaluation_fields)):
         written = pd.read_csv(tmp_path / "o" / f"{name}.csv")
         assert list(written.columns) == list(table.columns), name
@@ -143,7 +144,7 @@ def test_the_diagnosis_has_the_tables_of_the_cli_files(inputs, results, tmp_path
     np.testing.assert_array_equal(confusion.to_numpy(), d.confusion_matrix.to_numpy())
     assert d.pixel_confusion_matrix.to_numpy().sum() == results.table.loc[
         results.table["gt_class"].notna(), "n_pixels"].sum()
-    report = d.report()
+    report = cropmon.report_of(d, results)
     assert "<nav class='toc'" in report.html and report._repr_html_() == report.html
     assert report.title == f"Crop diagnosis: {os.path.basename(raster)}"
     assert "Underperforming crops" in d._repr_html_() and "Active-learning plan" not in d._repr_html_()

@@ -50,7 +50,7 @@ def test_scheduler_and_two_worker_processes_match_threads(tmp_path, small_inputs
 def test_outputs_sent_to_the_client_equal_outputs_written_by_the_workers(tmp_path, small_inputs, monkeypatch):
     """A cluster without a shared filesystem: the workers send their files and the client writes them, piece by
     piece (pieces made tiny here so every file takes several); the outputs equal those the workers write."""
-    from cropmon.io import outputs
+    from cropmon.io import products
 
     raster, fields = small_inputs
     cluster = start_cluster(tmp_path, n_workers=2)
@@ -58,7 +58,7 @@ def test_outputs_sent_to_the_client_equal_outputs_written_by_the_workers(tmp_pat
         runs = {}
         for via in ("shared", "client"):
             if via == "client":
-                monkeypatch.setattr(outputs, "PIECE_BYTES", 4096)
+                monkeypatch.setattr(products, "PIECE_BYTES", 4096)
             runs[via] = tmp_path / via
             code = main(["run", "--raster", str(raster), "--fields", str(fields), "--out", str(runs[via]),
                          "--scheduler", cluster.address, "--outputs-via", via, "--progress", "off"])

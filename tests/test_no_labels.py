@@ -214,17 +214,18 @@ def test_the_api_without_labels(twin, unlabelled_run):
     results = cropmon.analyse(raster, fields.drop(columns="normalized_label"), scheduler="threads")
     d = cropmon.diagnose(results)
     assert not d.has_labels and d.ranking is None and d.accuracy is None
-    assert d.accuracy_assessment.empty and d.suspect_labels.empty and d.label_plan.empty
+    tables = cropmon.tables_of(d, results)
+    assert d.accuracy_assessment.empty and d.suspect_labels.empty and tables["label_plan"].empty
     written = pd.read_csv(unlabelled_run / "fields_to_label.csv")
-    assert d.fields_to_label["field_id"].tolist() == written["field_id"].tolist()
+    assert tables["fields_to_label"]["field_id"].tolist() == written["field_id"].tolist()
     assert d.unlabelled_to_label["field_id"].tolist() == written["field_id"].tolist()
     assert d.unlabelled_quotas["quota"].sum() == len(written)
-    uncertainty = d.field_uncertainty
+    uncertainty = tables["field_uncertainty"]
     assert len(uncertainty) == len(fields) and uncertainty["field_id"].tolist() == fields["field_id"].tolist()
-    page = d.report()
+    page = cropmon.report_of(d, results)
     assert "without ground truth" in page.html and "without ground truth" in d._repr_html_()
     hidden = cropmon.diagnose(cropmon.analyse(raster, fields_path, scheduler="threads", no_labels=True))
-    assert hidden.fields_to_label["field_id"].tolist() == written["field_id"].tolist()
+    assert cropmon.tables_of(hidden)["fields_to_label"]["field_id"].tolist() == written["field_id"].tolist()
 
 
 def _plant(table: pd.DataFrame, n: int, seed: int = 0) -> dict[str, str]:

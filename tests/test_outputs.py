@@ -32,8 +32,12 @@ def _messy_fields(crs: str) -> gpd.GeoDataFrame:
 def _write(result, out, batch_rows: int):
     out.mkdir()
     staged = outputs.StagedOutput(final=out, staging=out)
-    outputs.write_field_outputs(result.table, result.class_counts, result.source, result.fids, staged,
-                            batch_rows=batch_rows)
+    # what the tail's field-gpkg and field-parquet tasks write, side by side in a run
+    outputs.write_fields_gpkg(result.table, result.source, result.fids, staged.path("fields.gpkg"),
+                              batch_rows=batch_rows)
+    outputs.write_fields_parquet(result.table, result.class_counts, result.source, result.fids,
+                                 staged.path("fields.parquet"), staged.path("field_class_counts.parquet"),
+                                 batch_rows=batch_rows)
     return staged
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from diagnosis_fixtures import hand_example, make_table, table_from_confusion
+from diagnosis_fixtures import aoi_summary, hand_example, make_table, table_from_confusion
 
 from cropmon.analysis import metrics, pooled, select
 from cropmon.analysis.diagnose import underperforming_crops
@@ -42,7 +42,7 @@ def _concat(*tables: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[pd.DataFrame, p
 def test_one_aoi_from_sums_is_crop_metrics():
     """A summary's matrices and sums rebuild metrics.crop_metrics exactly (messy hand example included)."""
     fields, counts = make_table(hand_example())
-    s = pooled.summarise_aoi(fields, counts)
+    s = aoi_summary(fields, counts)
     rebuilt = metrics.crop_table(s.confusion, s.pixel_confusion, s.sums)
     pd.testing.assert_frame_equal(rebuilt, metrics.crop_metrics(fields, counts), check_dtype=False)
 
@@ -55,7 +55,7 @@ def test_pooled_metrics_equal_crop_metrics_of_all_fields_together():
         cells = {(gt, pred): int(rng.integers(0, 40)) for gt in (WW, WB, SB, GC) for pred in (WW, WB, SB, GC)}
         tables.append(_aoi(cells, seed=seed))
     tables.append(make_table(hand_example()))
-    summaries = {f"aoi{i}": pooled.summarise_aoi(f, c) for i, (f, c) in enumerate(tables)}
+    summaries = {f"aoi{i}": aoi_summary(f, c) for i, (f, c) in enumerate(tables)}
     expected = metrics.crop_metrics(*_concat(*tables))
     pd.testing.assert_frame_equal(pooled.pooled_metrics(summaries), expected, check_dtype=False)
 
@@ -65,7 +65,7 @@ def test_pooled_numbers_by_hand():
     10 of 10 in both. Confidence is 80 when right, 45 when wrong (table_from_confusion)."""
     east = _aoi({(WW, WW): 9, (WW, WB): 1, (WB, WB): 10}, seed=1)
     west = _aoi({(WW, WW): 15, (WW, WB): 15, (WB, WB): 10}, seed=2)
-    summaries = {"east": pooled.summarise_aoi(*east), "west": pooled.summarise_aoi(*west)}
+    summaries = {"east": aoi_summary(*east), "west": aoi_summary(*west)}
     table = pooled.pooled_metrics(summaries).set_index("crop")
     assert table.at[WW, "num_fields"] == 40
     assert table.at[WW, "agreement_score"] == pytest.approx(24 / 40)
@@ -155,7 +155,7 @@ def weak_in_b():
     """Spring Barley is fine in AOI a (57 of 60 right) and weak in b (24 of 60, the rest -> Winter Barley)."""
     a = _aoi({(SB, SB): 57, (SB, WB): 3, (WB, WB): 200, (WW, WW): 300}, seed=5)
     b = _aoi({(SB, SB): 24, (SB, WB): 36, (WB, WB): 200, (WW, WW): 300}, seed=6)
-    summaries = {"a": pooled.summarise_aoi(*a), "b": pooled.summarise_aoi(*b)}
+    summaries = {"a": aoi_summary(*a), "b": aoi_summary(*b)}
     return summaries, {"a": a, "b": b}
 
 
@@ -189,7 +189,7 @@ def test_allocation_labels_the_weak_crop_where_it_is_weak(weak_in_b):
 def test_summary_is_compact():
     """No per-field table in the summary: per-crop tables, 32 x 32 matrices, and candidates bounded by the plan."""
     big = _aoi({(WW, WW): 6000, (WW, WB): 2000, (WB, WB): 3000, (SB, SB): 500, (SB, WB): 1500}, seed=7)
-    s = pooled.summarise_aoi(*big)
+    s = aoi_summary(*big)
     assert len(big[0]) == 13_000
     assert len(s.crop_table) <= 32 and s.sums.shape == (32, len(metrics.SUM_COLUMNS))
     assert s.confusion.shape == s.pixel_confusion.shape == (32, 32)

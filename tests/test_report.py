@@ -1,4 +1,5 @@
-"""write_diagnosis: every file, the reference CSV format, the report built from the run's numbers, the HTML page."""
+"""The files of one AOI, written by the functions a run's tail calls: every file, the reference CSV format, the report
+built from the run's numbers, the HTML page."""
 
 from __future__ import annotations
 
@@ -20,10 +21,14 @@ from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from cropmon.analysis import metrics
+from cropmon.analysis.diagnose import diagnose_run
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
+from cropmon.report.active import write_field_uncertainty
+from cropmon.report.images import IMAGE_NAMES, render_image
 from cropmon.report.plots import MapWindow
-from cropmon.report.single import write_diagnosis
+from cropmon.report.run_facts import RunFacts
+from cropmon.report.single import write_field_lists, write_images, write_report, write_tables
 from cropmon.report.wording import rule_text
 
 FILES = {
@@ -41,6 +46,25 @@ RUN_INFO = {
     "timings_s": {"total": 12.5},
     "cluster": None,
 }
+
+
+def write_aoi_files(fields: pd.DataFrame, counts: pd.DataFrame, out_dir: Path, *, settings: DiagnosisSettings,
+                    run_info: dict, map_window: MapWindow | None = None, seed: int = 0) -> dict[str, Path]:
+    """What a run's tail (cropmon/tail.py) writes of one AOI's diagnosis, by the same functions: the diagnosis,
+    slimmed for the pictures, tables, field lists and report; every field's uncertainty from the whole one. The
+    field lists' polygons come from `fields` when it is a GeoDataFrame (a run reads them by feature id)."""
+    out_dir = Path(out_dir)
+    d = diagnose_run(fields, counts, settings=settings, seed=seed)
+    slim = d.without_candidates()
+    images = {name: render_image(name, slim, settings, map_window) for name in IMAGE_NAMES}
+    geometries = (lambda rows: fields.geometry.loc[rows]) if isinstance(fields, gpd.GeoDataFrame) else None
+    crs = map_window.crs if map_window is not None else RunFacts.of(run_info).raster_crs
+    names = [*write_tables(slim, settings, out_dir),
+             *write_field_lists(slim, settings, out_dir, crs=crs, geometries=geometries),
+             *write_images(images, out_dir),
+             *write_report(slim, images, out_dir, settings=settings, run_info=run_info, seed=seed),
+             *write_field_uncertainty(d, fields, out_dir)]
+    return {name: out_dir / name for name in names}
 
 
 def aoi_specs(seed: int = 0, *, spring_barley_right: float = 0.3) -> list[dict]:
@@ -76,7 +100,7 @@ def run(tmp_path_factory):
     fields, counts = make_table(aoi_specs())
     geo = as_geo(fields)
     out = tmp_path_factory.mktemp("diagnosis")
-    paths = write_diagnosis(geo, counts, out, settings=SETTINGS, run_info=RUN_INFO, map_window=_window(), seed=3)
+    paths = write_aoi_files(geo, counts, out, settings=SETTINGS, run_info=RUN_INFO, map_window=_window(), seed=3)
     return fields, counts, out, paths
 
 
@@ -89,7 +113,7 @@ def test_every_file_is_written(run):
 
 def test_crop_metrics_csv_has_the_reference_format(tmp_path):
     fields, counts = make_table(hand_example())
-    write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(min_fields=3), run_info={})
+    write_aoi_files(fields, counts, tmp_path, settings=DiagnosisSettings(min_fields=3), run_info={})
     lines = (tmp_path / "crop_metrics.csv").read_text().splitlines()
     assert lines[0].startswith("crop,num_fields,agreement_score,weighted_f1_score,agreement_ci_low,agreement_ci_high,")
     reference = [",".join(line.split(",")[:4]) for line in lines]
@@ -173,7 +197,7 @@ def test_report_is_built_from_the_numbers(run):
 
 def test_other_numbers_give_other_sentences(tmp_path):
     fields, counts = make_table(aoi_specs(seed=1, spring_barley_right=0.95))
-    write_diagnosis(fields, counts, tmp_path, settings=SETTINGS, run_info={})
+    write_aoi_files(fields, counts, tmp_path, settings=SETTINGS, run_info={})
     text = _report(tmp_path)
     assert "**Spring Barley**" not in text  # now fine
     assert "# Crop diagnosis\n" in text and "The pipeline passed no run information." in text
@@ -184,7 +208,7 @@ def test_other_numbers_give_other_sentences(tmp_path):
 def test_nothing_to_plan(tmp_path):
     specs = [field("Winter Wheat", "Winter Wheat", conf=90.0, x=2.0 + 0.001 * i) for i in range(40)]
     fields, counts = make_table(specs)
-    paths = write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(), run_info={"inputs": None})
+    paths = write_aoi_files(fields, counts, tmp_path, settings=DiagnosisSettings(), run_info={"inputs": None})
     text = _report(tmp_path)
     assert "No crop falls below the thresholds." in text and "Nothing to plan" in text
     assert "None: every field was scored" in text
@@ -199,7 +223,7 @@ def test_a_crop_spread_over_many_absorbers(tmp_path):
     specs = [field("Winter Rye", other, x=2.0 + 0.01 * i) for i, other in enumerate(others * 5)]
     specs += [field(other, other, x=2.1 + 0.001 * i) for i, other in enumerate(others * 10)]
     fields, counts = make_table(specs)
-    write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(), run_info={"fields": {"counts": {"x": "y"}}})
+    write_aoi_files(fields, counts, tmp_path, settings=DiagnosisSettings(), run_info={"fields": {"counts": {"x": "y"}}})
     text = _report(tmp_path)
     # 0 of 20 right: Wilson [0, 0.161]; F1 from the same interval on 0 of the 20 fields that are Winter Rye on
     # either side, 2 J / (1 + J) -> [0, 0.28]: certainly under both thresholds.
@@ -215,7 +239,7 @@ def test_a_crop_spread_over_many_absorbers(tmp_path):
 def test_plain_table_gives_point_layers(tmp_path):
     fields, counts = make_table(aoi_specs())
     info = {"inputs": {"raster": {"crs": "EPSG:4326"}, "fields": {"path": "/data/gt.gpkg"}, "digital_twin": True}}
-    paths = write_diagnosis(fields, counts, tmp_path, settings=SETTINGS, run_info=info)
+    paths = write_aoi_files(fields, counts, tmp_path, settings=SETTINGS, run_info=info)
     assert "# Crop diagnosis: gt.gpkg (digital twin)" in _report(tmp_path)
     layer = gpd.read_file(paths["fields_to_label.gpkg"], layer="fields_to_label")
     assert len(layer) and set(layer.geom_type) == {"Point"} and layer.crs.to_epsg() == 4326
@@ -287,7 +311,7 @@ def test_ties_are_told_per_crop_with_the_rule_used(tmp_path):
     specs += [field("Winter Wheat", "Winter Wheat", x=2.2 + 0.001 * i) for i in range(30)]
     fields, counts = make_table(specs)
     fields.loc[:3, "tie"] = True
-    write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(),
+    write_aoi_files(fields, counts, tmp_path, settings=DiagnosisSettings(),
                     run_info={"settings": {"tie_break": "lowest_id"}})
     text = _report(tmp_path)
     assert "4 fields had a tied majority" in text and "to the lowest class id (tie_break = lowest_id)" in text
@@ -299,7 +323,7 @@ def test_overlaps_are_told_from_the_manifest(tmp_path):
     fields, counts = make_table(specs)
     run_info = {"fields": {"overlapping_pairs": 12, "duplicate_geometry_pairs": 4, "shared_pixels": 1234,
                            "counts": {"fully_inside_other_fields": 7}}}
-    write_diagnosis(fields, counts, tmp_path, settings=DiagnosisSettings(), run_info=run_info)
+    write_aoi_files(fields, counts, tmp_path, settings=DiagnosisSettings(), run_info=run_info)
     text = _report(tmp_path)
     assert "12 pairs of fields overlap: 1,234 pixels lie in more than one field, 4 pairs are the same polygon" in text
     assert "7 fields lie wholly inside others" in text and "a shared pixel counts in each field" in text

@@ -94,13 +94,13 @@ def test_an_aoi_named_like_an_output_is_refused_up_front(tmp_path, capsys, name)
 
 
 def test_the_reserved_names_are_the_pooled_view_s_files(tmp_path):
+    from diagnosis_fixtures import aoi_summary
     from test_pooled import SB, WB, WW, _aoi
 
-    from cropmon.analysis import pooled
     from cropmon.report.pooled import write_pooled
 
     a = _aoi({(SB, SB): 30, (SB, WB): 30, (WB, WB): 50, (WW, WW): 50}, seed=1)
-    written = write_pooled({"a": pooled.summarise_aoi(*a)}, tmp_path, settings=DiagnosisSettings(), seed=0)
+    written = write_pooled({"a": aoi_summary(*a)}, tmp_path, settings=DiagnosisSettings(), seed=0)
     assert sorted(written) == sorted(outputs.POOLED_FILES)
     assert set(outputs.reserved_names()) == {*outputs.POOLED_FILES, "run.json"}
 

@@ -294,18 +294,10 @@ class AccuracyAssessment:
         return self.table.set_index("crop").loc[OVERALL]
 
 
-SAMPLE_RULES: dict[str, str] = {
-    "unknown_label": "no known ground-truth class",
-    "no_pixel": "no pixel centre",
-    "all_touched": "all-touched fallback pixels (no pixel centre inside)",
-    "shared_pixels": "pixel centres shared with another field (a pixel is sampled once, with one label)",
-    "outside_mask": "outside the AOI mask",
-}
-
-
 def sample_fields(fields: pd.DataFrame, in_population: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, int]]:
-    """Which rows of the per-field table enter the sample, and how many are left out by each rule
-    (SAMPLE_RULES, checked in that order): a known GT class, pixel centres of its own, inside the mask."""
+    """Which rows of the per-field table enter the sample, and how many are left out by each rule (checked in
+    order): a known GT class, pixel centres, none of them all-touched or shared with another field, inside the
+    mask."""
     left = np.ones(len(fields), dtype=bool)
     dropped: dict[str, int] = {}
     rules = {
@@ -359,8 +351,9 @@ def assess(fields: pd.DataFrame, class_counts: pd.DataFrame, mapped_area: pd.Dat
     n_pixels = np.bincount(unit_class, weights=unit_pixels, minlength=k).astype(np.int64)
     n_reference = np.bincount(ref[fields_used], minlength=k)
     lonely = np.bincount(majority[fields_used], minlength=k) == 1
-    table = _assessment_table(est, catalogue, mapped_m2=mapped_m2, assessed=assessed, n_fields=n_fields,
-                              n_pixels=n_pixels, n_reference=n_reference, lonely=lonely, level=level)
+    per_class = ClassSample(mapped_m2=mapped_m2, assessed=assessed, n_fields=n_fields, n_pixels=n_pixels,
+                            n_reference=n_reference, lonely=lonely)
+    table = _assessment_table(est, catalogue, per_class, level=level)
     design = {
         "assumption": DESIGN_ASSUMPTION,
         "population": "valid map pixels" + (" inside the AOI mask" if in_population is not None else ""),
@@ -399,10 +392,10 @@ def pooled(parts: Sequence[AccuracyAssessment], catalogue: Catalogue = U0C, *,
     mapped_m2 = summed("mapped_ha") * 1e4
     assessed = est.mapped > 0
     lonely = np.zeros(len(names), bool)
-    table = _assessment_table(est, catalogue, mapped_m2=mapped_m2, assessed=assessed,
-                              n_fields=summed("n_fields").astype(np.int64),
-                              n_pixels=summed("n_pixels").astype(np.int64),
-                              n_reference=summed("n_reference_fields").astype(np.int64), lonely=lonely, level=level)
+    per_class = ClassSample(mapped_m2=mapped_m2, assessed=assessed, n_fields=summed("n_fields").astype(np.int64),
+                            n_pixels=summed("n_pixels").astype(np.int64),
+                            n_reference=summed("n_reference_fields").astype(np.int64), lonely=lonely)
+    table = _assessment_table(est, catalogue, per_class, level=level)
     design = {key: parts[0].design[key] for key in ("assumption", "population", "strata", "primary_units",
                                                     "estimator", "finite_population_correction")}
     design.update({
@@ -417,10 +410,22 @@ def pooled(parts: Sequence[AccuracyAssessment], catalogue: Catalogue = U0C, *,
                               error_matrix_se=_square(est.matrix_se, names), matrix=em, design=design, level=level)
 
 
-def _assessment_table(est: Estimates, catalogue: Catalogue, *, mapped_m2: np.ndarray, assessed: np.ndarray,
-                      n_fields: np.ndarray, n_pixels: np.ndarray, n_reference: np.ndarray, lonely: np.ndarray,
-                      level: float) -> pd.DataFrame:
+@dataclass(frozen=True)
+class ClassSample:
+    """Per class of the catalogue (catalogue order): the map's area and what the sample holds of the class."""
+
+    mapped_m2: np.ndarray
+    assessed: np.ndarray  # mapped and sampled: in the assessed population
+    n_fields: np.ndarray  # sampled fields, by map class
+    n_pixels: np.ndarray  # sampled pixels, by map class
+    n_reference: np.ndarray  # sampled fields whose label is the class
+    lonely: np.ndarray  # strata of one field (their variance cannot be estimated)
+
+
+def _assessment_table(est: Estimates, catalogue: Catalogue, per_class: ClassSample, *, level: float) -> pd.DataFrame:
     """accuracy_assessment.csv: per class seen (mapped, or in the sample), areas in ha, then the overall row."""
+    mapped_m2, assessed, lonely = per_class.mapped_m2, per_class.assessed, per_class.lonely
+    n_fields, n_pixels, n_reference = per_class.n_fields, per_class.n_pixels, per_class.n_reference
     z = z_value(level)
     to_ha = 1e-4
     area, area_se = est.area * to_ha, est.area_se * to_ha

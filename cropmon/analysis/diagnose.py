@@ -38,7 +38,7 @@ from cropmon.analysis.ranking import TopKErrors, errors_in_top_k
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.analysis.suspects import SUSPECT_COLUMNS, suspect_labels
 from cropmon.analysis.uncertainty import CLASS_COLUMNS, by_predicted_class, field_uncertainty
-from cropmon.analysis.unlabelled import UnlabelledSelection, select_unlabelled
+from cropmon.analysis.unlabelled import PICK_COLUMNS, QUOTA_COLUMNS, UnlabelledSelection, select_unlabelled
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.schema import has_field_id
 
@@ -164,7 +164,17 @@ def underperforming_crops(
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """Every number of the diagnosis of one run."""
+    """Every number of the diagnosis of one AOI (what `cropmon.diagnose` returns, and the report words and draws).
+
+    The tables of a run's files that need no words are properties named like the files (same columns, unrounded):
+    `crop_metrics`, `confusion_matrix`, `pixel_confusion_matrix`, `evaluation_fields`, `suspect_labels`,
+    `accuracy_assessment`, `error_matrix_area`, `unlabelled_to_label`, `unlabelled_quotas`; without any ground truth
+    only the last two and the mapped area are more than empty (`has_labels` says which). `flagged` holds the
+    underperforming crops, `selection` the plan (its picks, its held-back evaluation fields), `overall` and `caveats`
+    the headline numbers, `accuracy` the whole assessment (also the standard errors of the matrix and the design),
+    `ranking` what the uncertainty ranking finds of the errors (with GT). The tables with their words (the rule, the
+    derivations, the reasons) and the report are the report layer's: `cropmon.tables_of(d)`, `cropmon.report_of(d)`.
+    """
 
     metrics: pd.DataFrame
     confusion: pd.DataFrame
@@ -187,6 +197,72 @@ class Diagnosis:
     ranking: TopKErrors | None = None  # what the uncertainty ranking finds of the model's errors (with GT only)
     unlabelled: UnlabelledSelection | None = None  # the plan of the fields without a usable label (when any)
     mapped_area: pd.DataFrame | None = None  # the map's area per class (FieldResults.mapped_area; ~32 rows)
+
+    @property
+    def crop_metrics(self) -> pd.DataFrame:
+        """Per crop in the GT or predicted: the reference columns, the 95 % intervals, the diagnostics."""
+        return self.metrics
+
+    @property
+    def confusion_matrix(self) -> pd.DataFrame:
+        """Field counts, GT rows x predicted columns (confusion_matrix.csv)."""
+        return self.confusion
+
+    @property
+    def pixel_confusion_matrix(self) -> pd.DataFrame:
+        """Pixel counts, GT rows x predicted columns (confusion_matrix_pixels.csv)."""
+        return self.pixel_confusion
+
+    @property
+    def evaluation_fields(self) -> pd.DataFrame:
+        """The held-back probability sample (evaluation_fields.csv)."""
+        return self.selection.evaluation
+
+    @property
+    def suspect_labels(self) -> pd.DataFrame:
+        """GT labels a confident, pure prediction disagrees with, ranked (suspect_labels.csv)."""
+        return self.suspects
+
+    @property
+    def accuracy_assessment(self) -> pd.DataFrame:
+        """Per class: mapped and error-adjusted area (ha) with its interval, user's and producer's accuracy with
+        intervals, sampled fields and pixels; then the overall row (accuracy_assessment.csv). Empty when the
+        results carry no mapped area."""
+        return self.accuracy.table if self.accuracy is not None else pd.DataFrame(
+            columns=list(accuracy.ASSESSMENT_COLUMNS))
+
+    @property
+    def error_matrix_area(self) -> pd.DataFrame:
+        """The error matrix in estimated area proportions, map rows x reference columns (error_matrix_area.csv)."""
+        return self.accuracy.error_matrix if self.accuracy is not None else pd.DataFrame()
+
+    @property
+    def unlabelled_to_label(self) -> pd.DataFrame:
+        """The picks among the fields without a usable label (empty when every field has one)."""
+        return self.unlabelled.picks if self.unlabelled is not None else pd.DataFrame(columns=list(PICK_COLUMNS))
+
+    @property
+    def unlabelled_quotas(self) -> pd.DataFrame:
+        """Per predicted class: area share, weight, quota and status of the plan without labels
+        (unlabelled_quotas.csv; empty when every field has a label)."""
+        return self.unlabelled.quotas if self.unlabelled is not None else pd.DataFrame(columns=list(QUOTA_COLUMNS))
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the headline numbers and the underperforming crops, as tables (or, without any ground
+        truth, the first fields to label); the whole report is `cropmon.report_of(d)`."""
+        n_fields, n_scored = self.caveats["n_fields"], self.caveats["n_scored"]
+        head = "Crop diagnosis" if self.has_labels else "Crop diagnosis without ground truth"
+        parts = [f"<h3>{head}</h3>", f"<p>{n_fields:,} fields, {n_scored:,} scored"
+                 " (the whole report: <code>cropmon.report_of(d)</code>)</p>"]
+        if self.has_labels:
+            parts += [pd.DataFrame([self.overall]).to_html(index=False, float_format="{:.3f}".format),
+                      "<h4>Underperforming crops</h4>",
+                      self.flagged[["crop", "severity", "certainty", "reason", "num_fields", "agreement_score",
+                                    "agreement_ci_low", "agreement_ci_high", "f1"]].to_html(
+                          index=False, float_format="{:.2f}".format)]
+        else:
+            parts += ["<h4>Fields to label first</h4>", self.unlabelled_to_label.head(10).to_html(index=False)]
+        return "\n".join(parts)
 
     def without_candidates(self) -> Diagnosis:
         """The same diagnosis without its per-field tables (the plan's candidates, every clean field of a planned
@@ -218,7 +294,8 @@ def diagnose_run(
     confusion = metrics.confusion_matrix(fields, catalogue)
     pixel_confusion = metrics.pixel_confusion_matrix(fields, class_counts, catalogue)
     sums = metrics.crop_sums(fields, catalogue)
-    crop_table = metrics.crop_table(confusion, pixel_confusion, sums, field=metrics.field_scores_of(fields, catalogue))
+    crop_table = metrics.crop_metrics(fields, class_counts, confusion=confusion, pixel_confusion=pixel_confusion,
+                                      sums=sums, catalogue=catalogue)
     flagged = underperforming_crops(crop_table, confusion, settings)
     uncertainty = field_uncertainty(fields, class_counts, catalogue=catalogue)
     suspects = suspect_labels(fields, settings=settings, seed=seed, catalogue=catalogue)

@@ -273,19 +273,20 @@ def crop_metrics(
     *,
     confusion: pd.DataFrame | None = None,
     pixel_confusion: pd.DataFrame | None = None,
+    sums: pd.DataFrame | None = None,
     catalogue: Catalogue = U0C,
 ) -> pd.DataFrame:
     """One row per crop that is in the GT or predicted: the reference columns first, then the diagnostics.
 
     Unrounded (round for display). Sorted like the reference: weighted_f1_score descending (predicted-only crops,
     which have no GT field and so no score, last), then num_fields descending, then crop name. Pass the confusion
-    matrices when they are already computed.
+    matrices and the per-crop sums (`crop_sums`) when they are already computed (diagnose.diagnose_run does).
     """
     confusion = confusion_matrix(fields, catalogue) if confusion is None else confusion
     if pixel_confusion is None:
         pixel_confusion = pixel_confusion_matrix(fields, class_counts, catalogue)
-    field = field_scores_of(fields, catalogue)
-    return crop_table(confusion, pixel_confusion, crop_sums(fields, catalogue), field=field)
+    sums = crop_sums(fields, catalogue) if sums is None else sums
+    return crop_table(confusion, pixel_confusion, sums, field=field_scores_of(fields, catalogue))
 
 
 def crop_table(confusion: pd.DataFrame, pixel_confusion: pd.DataFrame, sums: pd.DataFrame, *,

@@ -1,6 +1,6 @@
 """The pooled view of a multi-AOI run: metrics by crop over all AOIs and by crop x AOI, and one labelling plan.
 
-`summarise_aoi` keeps what the pooled view needs of one AOI, and nothing that grows with its fields: additive
+`summarise_diagnosis` keeps what the pooled view needs of one AOI, and nothing that grows with its fields: additive
 per-crop sums, the 32 x 32 field and pixel confusion matrices, the AOI's own label plan (select.py) and a bounded
 list of ranked label candidates (at most min(target, available) per planned crop, so at most 32 x label_max rows).
 report/pooled.py turns the summaries into tables, a heatmap and a short report.
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cropmon.analysis import accuracy, metrics, select
-from cropmon.analysis.diagnose import Diagnosis, diagnose_run
+from cropmon.analysis.diagnose import Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.quotas import within_budget
@@ -71,24 +71,6 @@ class AOISummary:
     catalogue: Catalogue = U0C  # the model's classes (the same for every AOI of a run)
     accuracy: accuracy.AccuracyAssessment | None = None  # the AOI's map accuracy and areas (~30 kB: no field in it)
     has_labels: bool = True  # False: an AOI without ground truth (its fields are ranked in its own outputs only)
-
-
-def summarise_aoi(
-    fields: pd.DataFrame,
-    class_counts: pd.DataFrame,
-    *,
-    settings: DiagnosisSettings | None = None,
-    seed: int = 0,
-    catalogue: Catalogue = U0C,
-) -> AOISummary:
-    """The compact summary of one AOI's per-field table (see `AOISummary`).
-
-    The plan is select.py's, with the same settings and seed as the AOI's own outputs, so its held-back evaluation
-    blocks are respected: no candidate lies in them or in their buffers.
-    """
-    settings = settings or DiagnosisSettings()
-    return summarise_diagnosis(diagnose_run(fields, class_counts, settings=settings, seed=seed, catalogue=catalogue),
-                               settings=settings, seed=seed)
 
 
 def summarise_diagnosis(d: Diagnosis, *, settings: DiagnosisSettings, seed: int) -> AOISummary:

@@ -39,13 +39,10 @@ import scipy.sparse
 from cropmon.analysis.metrics import is_sparse
 from cropmon.catalogue import U0C, Catalogue
 
-UNCERTAINTY_COLUMNS: tuple[str, ...] = (
-    "n_pixels", "purity", "band4_least_confidence", "vote_least_confidence", "vote_margin_uncertainty",
-    "vote_entropy", "acquisition_score",
-)  # fmt: skip
 SCORES: tuple[str, ...] = (
     "band4_least_confidence", "vote_least_confidence", "vote_margin_uncertainty", "vote_entropy", "acquisition_score",
 )  # fmt: skip
+UNCERTAINTY_COLUMNS: tuple[str, ...] = ("n_pixels", "purity", *SCORES)
 
 
 def count_matrix(index: pd.Index, class_counts: pd.DataFrame, catalogue: Catalogue = U0C) -> scipy.sparse.csr_matrix:

@@ -1,11 +1,11 @@
-"""cropmon as a library, for notebooks and scripts: `analyse`, `diagnose`, `run`, `compare`.
+"""cropmon as a library, for notebooks and scripts: `analyse`, `diagnose`, `tables_of`, `report_of`, `run`, `compare`.
 
     import cropmon
 
     results = cropmon.analyse("predictions.tif", "fields.gpkg", scheduler="threads")
     d = cropmon.diagnose(results)
-    d.underperforming.head()     # the worst crops, with how sure the rule is
-    d.report()                   # the HTML report, shown by a notebook cell
+    d.flagged.head()             # the worst crops, with how sure the rule is
+    cropmon.report_of(d, results)   # the HTML report, shown by a notebook cell
     cropmon.run(raster="predictions.tif", fields="fields.gpkg", out="outputs/v1")   # what the CLI does
 
 Bad input raises the typed errors of `cropmon.errors` (InputError and its kinds: the CLI's exit code 2;
@@ -40,15 +40,17 @@ if TYPE_CHECKING:
     import geopandas
     import xarray
 
-    from cropmon.api.diagnosis import Diagnosis, diagnose
+    from cropmon.analysis.diagnose import Diagnosis
+    from cropmon.api.diagnosis import diagnose, report_of, tables_of
     from cropmon.cluster import DaskClient
     from cropmon.report.compare import Comparison
 
-__all__ = ["Comparison", "Diagnosis", "analyse", "compare", "diagnose", "run"]
+__all__ = ["Comparison", "Diagnosis", "analyse", "compare", "diagnose", "report_of", "run", "tables_of"]
 
 # The diagnosis and the comparison load scikit-learn and matplotlib (slow imports): `run`, which the CLI calls, needs
 # neither on the client (the tail runs them on the workers), so they load on first use (PEP 562).
-_LAZY = {"Diagnosis": "cropmon.api.diagnosis", "diagnose": "cropmon.api.diagnosis",
+_LAZY = {"Diagnosis": "cropmon.analysis.diagnose", "diagnose": "cropmon.api.diagnosis",
+         "report_of": "cropmon.api.diagnosis", "tables_of": "cropmon.api.diagnosis",
          "Comparison": "cropmon.report.compare"}
 
 

@@ -10,7 +10,7 @@ pointer object, written last, names the complete run:
 
 A PUT replaces an object whole, so a reader of `latest.json` gets the old pointer or the new one, and every file
 under the run it names is complete and never rewritten. The workers upload their files straight to the run's
-prefix (io/outputs.produce); the client writes only run.json (and --profile's report) from a local staging
+prefix (io/products.produce); the client writes only run.json (and --profile's report) from a local staging
 directory when the run has succeeded, then the pointer. A failed run removes its prefix and never touches the
 pointer. The run the pointer named before stays (a reader may be in the middle of it); older complete runs are
 removed, as are incomplete ones (a run killed hard) that have not changed for STALE_RUN_S.

@@ -15,8 +15,8 @@ import pandas as pd
 
 from cropmon.analysis.diagnose import Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.analysis.unlabelled import PICK_COLUMNS as UNLABELLED_PICK_COLUMNS
 from cropmon.io.outputs import write_parquet
+from cropmon.report.accuracy import accuracy_manifest
 from cropmon.report.document import Block, Bullets, Heading, Paragraph, Table, names, num, pct, strong
 from cropmon.report.run_facts import RunFacts
 
@@ -104,6 +104,18 @@ def unlabelled_manifest(d: Diagnosis) -> dict[str, Any]:
             "files": [f"{unlabelled_picks_file(d)}.csv", f"{unlabelled_picks_file(d)}.gpkg", QUOTAS_FILE]}
 
 
+
+def accuracy_assessment_manifest(d: Diagnosis) -> dict[str, Any]:
+    """run.json `accuracy_assessment`: the map's accuracy and areas (report/accuracy.py), or why there is none."""
+    if not d.has_labels:
+        return {"estimated": False, "why": NO_ACCURACY}
+    return accuracy_manifest(d.accuracy)
+
+
+def evaluation_design_manifest(d: Diagnosis) -> dict[str, Any]:
+    """run.json `evaluation_design`: how the held-back probability sample was drawn (analysis/evaluation.py)."""
+    return d.selection.design.as_manifest() if d.selection.design is not None else {}
+
 # -- tables -----------------------------------------------------------------------------------------------------
 
 
@@ -116,11 +128,6 @@ def suspects_by_crop(suspects: pd.DataFrame) -> pd.DataFrame:
     table = suspects["gt_label"].value_counts().rename("suspects").rename_axis("gt_label").reset_index()
     table = table.merge(top[["gt_label", "predicted"]].rename(columns={"predicted": "predicted_as"}), on="gt_label")
     return table.sort_values(["suspects", "gt_label"], ascending=[False, True]).reset_index(drop=True)
-
-
-def unlabelled_picks(d: Diagnosis) -> pd.DataFrame:
-    """The unlabelled plan's picks (empty with their columns when there is no such plan)."""
-    return d.unlabelled.picks if d.unlabelled is not None else pd.DataFrame(columns=list(UNLABELLED_PICK_COLUMNS))
 
 
 def field_uncertainty_table(d: Diagnosis, table: pd.DataFrame) -> pd.DataFrame:

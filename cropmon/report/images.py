@@ -1,24 +1,33 @@
 """Every picture of one AOI's report, by file name: rendered once per run (a task each on a cluster), the same PNG
-bytes go to the file and into the HTML."""
+bytes go to the file and into the HTML.
+
+The run's client imports this module for IMAGE_NAMES (the tail submits one task per picture) and must not import
+matplotlib or scikit-learn: `render_image`, which runs on a worker, imports the figures when it runs."""
 
 from __future__ import annotations
 
-from cropmon.analysis import metrics
-from cropmon.analysis.diagnose import Diagnosis
+from typing import TYPE_CHECKING
+
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.report import plots
 from cropmon.report.document import Image, png
+
+if TYPE_CHECKING:
+    from cropmon.analysis.diagnose import Diagnosis
+    from cropmon.report.plots import MapWindow
 
 IMAGE_NAMES: tuple[str, ...] = (
     "confusion_heatmap.png", "agreement_by_crop.png", "f1_vs_confidence.png", "block_error_map.png", "map_window.png",
     "area_adjusted.png",
-)  # the tail (cropmon/tail.py) names them too: it submits one task each
+)
 GROUND_TRUTH_IMAGES = frozenset(IMAGE_NAMES) - {"map_window.png"}  # each shows numbers only labelled fields give
 
 
-def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) -> Image | None:
+def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: MapWindow | None) -> Image | None:
     """One picture of the report, by file name; None for the map window of a run without one, and for the pictures
     of the ground truth's numbers in a run without any (only the map window is left)."""
+    from cropmon.analysis import metrics
+    from cropmon.report import plots
+
     if name == "map_window.png" and window is None:
         return None
     if name in GROUND_TRUTH_IMAGES and not d.has_labels:
@@ -63,7 +72,7 @@ def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: plots.Ma
     return Image(name, png(figure), caption)
 
 
-def render_images(d: Diagnosis, s: DiagnosisSettings, window: plots.MapWindow | None) -> dict[str, Image]:
+def render_images(d: Diagnosis, s: DiagnosisSettings, window: MapWindow | None) -> dict[str, Image]:
     """Every picture of the report, in reading order."""
     images = (render_image(name, d, s, window) for name in IMAGE_NAMES)
     return {image.name: image for image in images if image is not None}

@@ -3,8 +3,7 @@ report (report.md, self-contained report.html).
 
 `build_report` assembles the sections (report/sections.py: every sentence is built from the run's numbers) with the
 figures; `report_document` gives the same page as a Document, for a notebook cell. Each writer takes what it needs
-and writes into `out_dir`, so a run gives each its own task on the cluster (cropmon/tail.py); `write_diagnosis`
-runs them one after another for a caller that has the table in hand.
+and writes into `out_dir`, so a run gives each its own task on the cluster (cropmon/tail.py).
 """
 
 from __future__ import annotations
@@ -18,25 +17,16 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
-from cropmon.analysis.diagnose import Diagnosis, diagnose_run
+from cropmon.analysis.diagnose import Diagnosis
 from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.catalogue import U0C, Catalogue
 from cropmon.io.outputs import write_csv
 from cropmon.report import active, plots, sections
-from cropmon.report.accuracy import ACCURACY_FILES, accuracy_blocks, write_accuracy, write_mapped_area
+from cropmon.report.accuracy import accuracy_blocks, write_accuracy
 from cropmon.report.caveats import caveats_section
 from cropmon.report.document import Block, Document, Image, render_html, render_markdown
 from cropmon.report.images import render_images
 from cropmon.report.run_facts import RunFacts
 from cropmon.report.wording import plan_table, with_reasons, with_rule
-
-TABLE_FILES: tuple[str, ...] = (
-    "crop_metrics.csv", "confusion_matrix.csv", "confusion_matrix_pixels.csv", "confusion_pairs.csv",
-    "underperforming_crops.csv", "label_plan.csv", *ACCURACY_FILES,
-)
-FIELD_LIST_FILES: tuple[str, ...] = (
-    "fields_to_label.csv", "fields_to_label.gpkg", "evaluation_fields.csv", "evaluation_fields.gpkg",
-)  # with fields without a label also unlabelled_to_label.csv / .gpkg (report/active.py)
 
 
 @dataclass
@@ -49,8 +39,6 @@ class Written:
     def path(self, name: str) -> Path:
         self.paths[name] = self.out_dir / name
         return self.paths[name]
-
-
 
 
 def build_report(
@@ -93,7 +81,8 @@ def report_document(d: Diagnosis, *, run_info: Mapping[str, Any] | None = None,
 
 
 def write_tables(d: Diagnosis, settings: DiagnosisSettings, out_dir: Path) -> list[str]:
-    """The per-crop tables (TABLE_FILES) and suspect_labels.csv; with fields without a label also their plan's
+    """The per-crop tables (crop metrics, confusions, underperforming crops, the label plan, the accuracy
+    assessment's) and suspect_labels.csv; with fields without a label also their plan's
     quotas (unlabelled_quotas.csv). A run without ground truth writes the quotas only: every other table needs
     labelled fields."""
     out = Written(Path(out_dir))
@@ -113,10 +102,9 @@ def write_tables(d: Diagnosis, settings: DiagnosisSettings, out_dir: Path) -> li
 
 
 def write_field_lists(d: Diagnosis, settings: DiagnosisSettings, out_dir: Path, *, crs: Any,
-                      fields: pd.DataFrame | None = None,
                       geometries: Callable[[pd.Index], gpd.GeoSeries] | None = None) -> list[str]:
-    """The fields to label and the held-back evaluation fields (FIELD_LIST_FILES), with their polygons read by
-    `geometries` (FieldResults.geometries), else taken from `fields` when it is a GeoDataFrame, else points."""
+    """The fields to label and the held-back evaluation fields (CSV and GeoPackage; with fields without a label
+    also unlabelled_to_label), with their polygons read by `geometries` (the tail's Polygons), else as points."""
     out = Written(Path(out_dir))
     sel = d.selection
     lists = [("fields_to_label", with_reasons(sel.picks, settings)), ("evaluation_fields", sel.evaluation)] \
@@ -125,23 +113,25 @@ def write_field_lists(d: Diagnosis, settings: DiagnosisSettings, out_dir: Path, 
         lists.append((active.unlabelled_picks_file(d), d.unlabelled.picks))
     for name, table in lists:
         write_csv(table, out.path(f"{name}.csv"), decimals=_field_decimals(table))
-        _write_layer(table, fields, out.path(f"{name}.gpkg"), layer=name, crs=crs, geometries=geometries)
+        _write_layer(table, out.path(f"{name}.gpkg"), layer=name, crs=crs, geometries=geometries)
     return list(out.paths)
 
 
-def write_images(images: Mapping[str, Image], out_dir: Path) -> list[str]:
-    """The report's pictures as PNG files."""
+def write_images(images: Mapping[str, Image | None], out_dir: Path) -> list[str]:
+    """The report's pictures as PNG files (None: a picture this run has not got)."""
     out = Written(Path(out_dir))
     for name, image in images.items():
-        out.path(name).write_bytes(image.png)
+        if image is not None:
+            out.path(name).write_bytes(image.png)
     return list(out.paths)
 
 
-def write_report(d: Diagnosis, images: Mapping[str, Image], out_dir: Path, *, settings: DiagnosisSettings,
+def write_report(d: Diagnosis, images: Mapping[str, Image | None], out_dir: Path, *, settings: DiagnosisSettings,
                  run_info: Mapping[str, Any], seed: int) -> list[str]:
-    """report.md (pictures beside it) and report.html (pictures inside)."""
+    """report.md (pictures beside it) and report.html (pictures inside; None: a picture this run has not got)."""
     out = Written(Path(out_dir))
-    title, blocks = build_report(d, dict(images), settings=settings, run_info=run_info or {}, seed=seed)
+    pictures = {name: image for name, image in images.items() if image is not None}
+    title, blocks = build_report(d, pictures, settings=settings, run_info=run_info or {}, seed=seed)
     out.path("report.md").write_text(render_markdown(title, blocks), encoding="utf-8")
     out.path("report.html").write_text(render_html(title, blocks), encoding="utf-8")
     return list(out.paths)
@@ -152,15 +142,12 @@ def _field_decimals(frame: pd.DataFrame) -> dict[str, int]:
     return {c: 7 if c in ("x", "y") else 3 for c in frame.select_dtypes("float").columns}
 
 
-def _write_layer(table: pd.DataFrame, fields: pd.DataFrame | None, path: Path, *, layer: str, crs: Any,
+def _write_layer(table: pd.DataFrame, path: Path, *, layer: str, crs: Any,
                  geometries: Callable[[pd.Index], gpd.GeoSeries] | None = None) -> None:
-    """The listed fields as a GeoPackage layer: their polygons (from the table or read by `geometries`), or their
-    points when there are none."""
+    """The listed fields as a GeoPackage layer: their polygons read by `geometries`, or their points without it."""
     if geometries is not None:
         polygons = geometries(table.index)
         geometry, crs = polygons.to_numpy(), polygons.crs
-    elif isinstance(fields, gpd.GeoDataFrame):
-        geometry, crs = fields.geometry.loc[table.index], fields.crs
     else:
         geometry = gpd.points_from_xy(table["x"].astype(float), table["y"].astype(float))
     typed = table.astype({"correct": bool}) if "correct" in table else table
@@ -169,40 +156,3 @@ def _write_layer(table: pd.DataFrame, fields: pd.DataFrame | None, path: Path, *
         # A plain table without any CRS is written as such, on purpose; pyogrio warns about it.
         warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
         frame.to_file(path, layer=layer, driver="GPKG", engine="pyogrio")
-
-
-def write_diagnosis(
-    fields: pd.DataFrame,
-    class_counts: pd.DataFrame,
-    out_dir: Path,
-    *,
-    settings: DiagnosisSettings,
-    run_info: dict,
-    map_window: plots.MapWindow | None = None,
-    seed: int = 0,
-    geometries: Callable[[pd.Index], gpd.GeoSeries] | None = None,
-    catalogue: Catalogue = U0C,
-    mapped_area: pd.DataFrame | None = None,
-) -> dict[str, Path]:
-    """Write every table, picture and the report of the diagnosis into `out_dir`; return the paths by file name.
-
-    `geometries` reads the polygons of table rows (`FieldResults.geometries`) for the GeoPackage layers of
-    fields to label and evaluation fields; without it they come from `fields` when it is a GeoDataFrame.
-    `mapped_area` (FieldResults.mapped_area) adds the accuracy assessment and mapped_area.csv.
-    """
-    run_info = run_info or {}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    d = diagnose_run(fields, class_counts, settings=settings, seed=seed, catalogue=catalogue,
-                     mapped_area=mapped_area)
-    crs = map_window.crs if map_window is not None else RunFacts.of(run_info).raster_crs
-    images = render_images(d, settings, map_window)
-    names = [
-        *write_tables(d, settings, out_dir),
-        *write_field_lists(d, settings, out_dir, crs=crs, fields=fields, geometries=geometries),
-        *write_images(images, out_dir),
-        *write_report(d, images, out_dir, settings=settings, run_info=run_info, seed=seed),
-        *(write_mapped_area(mapped_area, out_dir) if mapped_area is not None else []),
-        *active.write_field_uncertainty(d, fields, out_dir),
-    ]
-    return {name: out_dir / name for name in names}
