@@ -1,4 +1,4 @@
-"""A/B cost of the diagnosis (analysis.diagnose.diagnose_run: metrics, plan, accuracy, and since issue 20 every
+"""A/B cost of the diagnosis (diagnosis.diagnose.diagnose_run: metrics, plan, accuracy, and since issue 20 every
 field's uncertainty, the suspect labels, the ranking and the plan of the unlabelled fields) between two checkouts,
 alternated in one session on the same per-field table.
 
@@ -29,8 +29,8 @@ RESULTS = HERE / "results"
 DIAGNOSIS_CPU = """
 import json, resource, sys, time, tracemalloc
 import pandas as pd
-from cropmon.analysis.diagnose import diagnose_run
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis.diagnose import diagnose_run
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
 run = sys.argv[1]
 table = pd.read_parquet(f"{run}/fields.parquet").drop(columns="geometry")

@@ -1,7 +1,7 @@
 """The accuracy assessment on the full twin: what the estimators cost, how often their intervals cover a known
 truth, and the twin's mapped vs error-adjusted areas per crop; with the papers' worked examples beside cropmon's.
 
-1. Cost: `analysis.accuracy.assess` alone, and the whole diagnosis with and without it (`diagnose_run` with and
+1. Cost: `diagnosis.accuracy.assess` alone, and the whole diagnosis with and without it (`diagnose_run` with and
    without the mapped area), in-process on the full twin's per-field table, median of `--repeats` (wall and CPU).
 2. Coverage: the simulation of tests/test_accuracy.py (a parcel landscape with a known truth, a map with biased
    errors, a simple random sample of parcels as the GT) over `--seeds` seeds: how often the 95 % interval of each
@@ -49,9 +49,9 @@ def timed(fn, repeats: int) -> tuple[float, float, list[float]]:
 
 
 def cost(results, repeats: int) -> list[str]:
-    from cropmon.analysis import accuracy
-    from cropmon.analysis.diagnose import diagnose_run
-    from cropmon.analysis.settings import DiagnosisSettings
+    from cropmon.diagnosis import accuracy
+    from cropmon.diagnosis.diagnose import diagnose_run
+    from cropmon.diagnosis.settings import DiagnosisSettings
 
     s = DiagnosisSettings()
     table, counts, mapped = results.table, results.class_counts, results.mapped_area
@@ -70,7 +70,7 @@ def cost(results, repeats: int) -> list[str]:
 def coverage(seeds: int) -> list[str]:
     from test_accuracy import _simulated_assessment
 
-    from cropmon.analysis.accuracy import z_value
+    from cropmon.diagnosis.accuracy import z_value
 
     z = z_value(0.95)
     lines = ["| GT fields (of 6,400 parcels) | coverage class 0 / 1 / 2 | mapped-area bias class 1 / 2 (share of the"
@@ -92,7 +92,7 @@ def coverage(seeds: int) -> list[str]:
 
 
 def areas(results) -> list[str]:
-    from cropmon.analysis import accuracy
+    from cropmon.diagnosis import accuracy
 
     a = accuracy.assess(results.table, results.class_counts, results.mapped_area)
     t = a.table

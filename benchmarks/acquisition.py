@@ -1,7 +1,7 @@
 """What the uncertainty ranking is worth: precision at k of misclassified fields among the k most uncertain.
 
 Reads a run's fields.parquet + field_class_counts.parquet, scores every evaluable field (a GT class and a pixel)
-with cropmon.analysis.uncertainty *without* its GT, ranks by each score, and counts the misclassified fields
+with cropmon.diagnosis.uncertainty *without* its GT, ranks by each score, and counts the misclassified fields
 (majority class != GT class) among the top k, for k = 100, 500, 1000:
 
   - the point figure: tie-break seed 0 (the seeded hash of the field id, as the plan uses it);
@@ -38,13 +38,13 @@ sys.path.insert(0, str(HERE))
 
 from engine import machine  # noqa: E402
 
-from cropmon.analysis.blocks import seeded_hash  # noqa: E402
-from cropmon.analysis.metrics import truth_and_prediction  # noqa: E402
-from cropmon.analysis.ranking import errors_in_top_k, precision_at_k, ranked_order  # noqa: E402
-from cropmon.analysis.settings import DiagnosisSettings  # noqa: E402
-from cropmon.analysis.suspects import suspect_labels  # noqa: E402
-from cropmon.analysis.uncertainty import field_uncertainty  # noqa: E402
-from cropmon.analysis.unlabelled import select_unlabelled  # noqa: E402
+from cropmon.diagnosis.blocks import seeded_hash  # noqa: E402
+from cropmon.diagnosis.metrics import truth_and_prediction  # noqa: E402
+from cropmon.diagnosis.ranking import errors_in_top_k, precision_at_k, ranked_order  # noqa: E402
+from cropmon.diagnosis.settings import DiagnosisSettings  # noqa: E402
+from cropmon.diagnosis.suspects import suspect_labels  # noqa: E402
+from cropmon.diagnosis.uncertainty import field_uncertainty  # noqa: E402
+from cropmon.diagnosis.unlabelled import select_unlabelled  # noqa: E402
 
 RESULTS = HERE / "results"
 KS = (100, 500, 1000)

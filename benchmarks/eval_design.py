@@ -10,7 +10,7 @@ mean standard error and how often the 95 % interval covers the frame's true valu
 - fields: a stratified random sample of fields by map class, n_h = max(eval_min_per_stratum, ceil(n W_h)) with n
   Olofsson's n for `eval_target_se`, at most eval_max_share of a stratum; every field its own primary unit; the
   buffer around every sampled field (point distance).
-- blocks: cropmon's design (analysis/evaluation.py, default settings).
+- blocks: cropmon's design (diagnosis/evaluation.py, default settings).
 - blocks-N: the same with N blocks (to show what fewer or more blocks cost and buy).
 
 Usage: python benchmarks/eval_design.py [--draws 100]
@@ -36,9 +36,9 @@ RESULTS = HERE / "results"
 
 
 def frame_of_twin():
-    from cropmon.analysis.blocks import BlockGrid
-    from cropmon.analysis.select import candidate_fields
-    from cropmon.analysis.settings import DiagnosisSettings
+    from cropmon.diagnosis.blocks import BlockGrid
+    from cropmon.diagnosis.select import candidate_fields
+    from cropmon.diagnosis.settings import DiagnosisSettings
     from cropmon.engine.job import analyse_fields
 
     raster, fields = twin_inputs(1.0)
@@ -53,7 +53,7 @@ def oa_estimate(cand: pd.DataFrame, rows: np.ndarray, weight: np.ndarray, psu: n
                 fpc: np.ndarray) -> tuple[float, float]:
     """Design-based overall accuracy of the current model (each field homogeneous: its pixels in its majority
     class), Horvitz-Thompson totals, linearised ratio."""
-    from cropmon.analysis.accuracy import ErrorMatrix, Sample, prepare
+    from cropmon.diagnosis.accuracy import ErrorMatrix, Sample, prepare
 
     names = sorted(set(cand["crop"]) | set(cand["predicted"]))
     code = {n: i for i, n in enumerate(names)}
@@ -74,7 +74,7 @@ def excluded_share(cand: pd.DataFrame, out: np.ndarray) -> tuple[float, float]:
 def scattered(cand, grid, s, seed):
     from scipy.spatial import cKDTree
 
-    from cropmon.analysis.evaluation import olofsson_sample_size, strata_of
+    from cropmon.diagnosis.evaluation import olofsson_sample_size, strata_of
 
     rng = np.random.default_rng(seed)
     strata = strata_of(cand)
@@ -103,9 +103,9 @@ def scattered(cand, grid, s, seed):
 
 
 def blocks(cand, grid, s, seed, n_blocks=None):
-    from cropmon.analysis import evaluation
-    from cropmon.analysis.blocks import seeded_hash
-    from cropmon.analysis.select import spatial_split
+    from cropmon.diagnosis import evaluation
+    from cropmon.diagnosis.blocks import seeded_hash
+    from cropmon.diagnosis.select import spatial_split
 
     cand = cand.assign(_key=seeded_hash(cand["field_id"], seed))
     saved = evaluation.MIN_EVAL_BLOCKS, evaluation.BLOCK_BALANCE
@@ -132,8 +132,8 @@ def main() -> None:
     cand, grid, s = frame_of_twin()
     px = cand["n_pixels"].to_numpy(float)
     truth = float((px * cand["correct"].to_numpy(float)).sum() / px.sum())
-    from cropmon.analysis.evaluation import intra_block_correlation
-    from cropmon.analysis.select import block_keys
+    from cropmon.diagnosis.evaluation import intra_block_correlation
+    from cropmon.diagnosis.select import block_keys
 
     rho = intra_block_correlation(cand["correct"].to_numpy(float), block_keys(cand["block_x"], cand["block_y"]))
     designs = {"fields (scattered, stratified)": lambda seed: scattered(cand, grid, s, seed),

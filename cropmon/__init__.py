@@ -6,14 +6,14 @@ From a notebook or a script (the names load on first use, so `import cropmon` st
 
     results = cropmon.analyse("predictions.tif", "fields.gpkg", scheduler="threads")  # FieldResults
     d = cropmon.diagnose(results)                        # Diagnosis: its numbers as DataFrames
-    d.flagged                                            # the crops to worry about, and how sure that is
+    d.underperforming                                            # the crops to worry about, and how sure that is
     cropmon.report_of(d, results)                        # the report (a notebook cell shows it); tables_of(d)
     outcome = cropmon.run(raster="predictions.tif", fields="fields.gpkg", out="outputs/v1")  # the CLI's job
     cropmon.compare("outputs/v1", "outputs/v2").table    # two runs, per crop, on held-back fields
 
 Errors are the typed ones of `cropmon.errors` (InputError: bad input, with the file and the fix; ClusterError).
 To read the code, start at `cropmon.pipeline.run`: it follows a run from its inputs to its outputs and hands each
-step to the package that owns it (`io`, `engine`, `analysis`, `report`; `twin` makes the digital twin). README,
+step to the package that owns it (`io`, `engine`, `diagnosis`, `report`; `twin` makes the digital twin). README,
 Development, draws the map and the direction imports go.
 """
 
@@ -49,11 +49,11 @@ _LAZY = {
     "compare": "cropmon.api",
     "report_of": "cropmon.api",
     "tables_of": "cropmon.api",
-    "Diagnosis": "cropmon.analysis.diagnose",
+    "Diagnosis": "cropmon.diagnosis.diagnose",
     "Comparison": "cropmon.report.compare",
     "FieldResults": "cropmon.engine.job",
     "RunOutcome": "cropmon.pipeline",
-    "DiagnosisSettings": "cropmon.analysis.settings",
+    "DiagnosisSettings": "cropmon.diagnosis.settings",
     "Catalogue": "cropmon.catalogue",
     "read_catalogue": "cropmon.catalogue",
     "errors": "cropmon.errors",

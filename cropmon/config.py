@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cropmon import errors
-from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import Catalogue, as_catalogue
 from cropmon.cluster import ClusterSettings, ClusterSpec, TLSFiles
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.engine.settings import TIE_BREAK_CHOICES, EngineSettings, TieBreak
 from cropmon.io.store import StorageSettings, forwarded_environment
 
@@ -138,21 +138,22 @@ class RunConfig:
 
     @cached_property
     def engine_settings(self) -> EngineSettings:
-        """What the engine needs of these settings (an AOI of a multi-AOI run replaces `aoi_mask`; a run puts its
-        default scratch directory in `scratch_dir`: pipeline.scratch_dir_for)."""
-        return EngineSettings(
-            chunk_rows=self.chunk_rows, layer=self.layer, label_column=self.label_column, no_labels=self.no_labels,
-            class_band=self.class_band, confidence_band=self.confidence_band, tie_break=self.tie_break,
-            scratch_dir=self.scratch_dir, catalogue=self.catalogue(), aoi_mask=self.aoi_mask)
+        """What the engine needs of these settings: each EngineSettings field is the setting of the same name
+        (`catalogue`: the one `classes` names), so a new engine setting is a RunConfig field and its EngineSettings
+        field, no copying line. An AOI of a multi-AOI run replaces `aoi_mask`; a run puts its default scratch
+        directory in `scratch_dir` (pipeline.scratch_dir_for)."""
+        same = {f.name: getattr(self, f.name) for f in dataclasses.fields(EngineSettings) if f.name != "catalogue"}
+        return EngineSettings(**same, catalogue=self.catalogue())
 
     @cached_property
     def cluster_settings(self) -> ClusterSettings:
-        """Which cluster these settings choose and how to connect to it; its workers get the storage settings."""
-        return ClusterSettings(
-            scheduler=self.scheduler, workers=self.workers, threads_per_worker=self.threads_per_worker,
-            memory_limit=self.memory_limit, dashboard_address=self.dashboard_address,
-            tls=TLSFiles(self.tls_ca_file, self.tls_cert, self.tls_key), connect_timeout=self.connect_timeout,
-            no_worker_timeout=self.no_worker_timeout, spec=self.cluster, environment=self.gdal.as_dict())
+        """Which cluster these settings choose and how to connect to it: each ClusterSettings field is the setting of
+        the same name, but the TLS files (three settings), `spec` (the [cluster] table) and `environment` (the
+        storage settings, set on every worker)."""
+        derived: dict[str, Any] = {"tls": TLSFiles(self.tls_ca_file, self.tls_cert, self.tls_key), "spec": self.cluster,
+                                   "environment": self.gdal.as_dict()}
+        same = {f.name: getattr(self, f.name) for f in dataclasses.fields(ClusterSettings) if f.name not in derived}
+        return ClusterSettings(**same, **derived)
 
 
 SETTINGS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}

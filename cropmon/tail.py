@@ -3,7 +3,7 @@
 For one AOI, `submit_tail` submits, without waiting for anything (each task starts as soon as what it needs
 exists; independent ones run side by side on the workers):
 
-  diagnosis      analysis.diagnose_run on the per-field table           stays on the cluster
+  diagnosis      diagnosis.diagnose_run on the per-field table           stays on the cluster
   field-gpkg     fields.gpkg (the per-field table with the input polygons, streamed)
   field-parquet  fields.parquet, field_class_counts.parquet (side by side with the GeoPackage)
   field-counts   manifest.field_counts                                  small: for run.json and the report
@@ -12,7 +12,7 @@ exists; independent ones run side by side on the workers):
   map-window     report.map_window (reads a window of the raster)        a few small arrays
   image          one task per picture of the report                      PNG bytes
   tables, field-lists, images, report                                    files
-  aoi-summary    analysis.pooled.summarise_diagnosis (multi-AOI runs)     compact, stays on the cluster
+  aoi-summary    diagnosis.pooled.summarise_diagnosis (multi-AOI runs)     compact, stays on the cluster
 
 Every file goes to the run's staging directory through io/products.produce: renamed into place by the worker when
 it shares the directory with the client, uploaded by the worker when the outputs go to a bucket, else pulled by
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cropmon import runtime
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.engine.mapped import MappedPixels
 from cropmon.io import outputs, products
 from cropmon.io.products import Destination
@@ -44,7 +44,7 @@ from cropmon.report.images import IMAGE_NAMES
 from cropmon.tasks import ClusterHandle
 
 if TYPE_CHECKING:
-    from cropmon.analysis.diagnose import Diagnosis
+    from cropmon.diagnosis.diagnose import Diagnosis
     from cropmon.engine.assemble import FieldResults
     from cropmon.engine.job import FieldJob
 
@@ -67,7 +67,7 @@ class Tail:
 
 @dataclass(frozen=True)
 class Lazy:
-    """A function of the analysis or report layer, named "module:function" and imported where it runs: a task
+    """A function of the diagnosis or report layer, named "module:function" and imported where it runs: a task
     travels to the workers as this name, so the client, which only submits it, never imports matplotlib or
     scikit-learn."""
 
@@ -81,7 +81,7 @@ class Lazy:
         return self.load()(*args, **kwargs)
 
 
-DIAGNOSE_RUN = Lazy("cropmon.analysis.diagnose:diagnose_run")
+DIAGNOSE_RUN = Lazy("cropmon.diagnosis.diagnose:diagnose_run")
 RENDER_IMAGE = Lazy("cropmon.report.images:render_image")
 MAP_WINDOW = Lazy("cropmon.report.map_window:map_window")
 FIELD_COUNTS = Lazy("cropmon.manifest:field_counts")
@@ -91,7 +91,7 @@ WRITE_TABLES = Lazy("cropmon.report.single:write_tables")
 WRITE_FIELD_LISTS = Lazy("cropmon.report.single:write_field_lists")
 WRITE_IMAGES = Lazy("cropmon.report.single:write_images")
 WRITE_REPORT = Lazy("cropmon.report.single:write_report")
-SUMMARISE = Lazy("cropmon.analysis.pooled:summarise_diagnosis")
+SUMMARISE = Lazy("cropmon.diagnosis.pooled:summarise_diagnosis")
 WRITE_POOLED = Lazy("cropmon.report.pooled:write_pooled")
 # run.json key -> (stage, the function that gives it from the slim diagnosis)
 DIAGNOSIS_MANIFESTS: dict[str, tuple[str, Lazy]] = {

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from shapely.geometry import box
 
-from cropmon.analysis import metrics, pooled
-from cropmon.analysis.diagnose import diagnose_run
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis import metrics, pooled
+from cropmon.diagnosis.diagnose import diagnose_run
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.labels import CLASS_IDS, CROP_NAMES, LABELS_DICT
 from cropmon.schema import FIELD_TABLE_COLUMNS
 
@@ -218,7 +218,7 @@ def overall_of(fields: pd.DataFrame, counts: pd.DataFrame) -> dict[str, float]:
 
 def aoi_summary(fields: pd.DataFrame, counts: pd.DataFrame, *, settings: DiagnosisSettings | None = None,
                 seed: int = 0) -> pooled.AOISummary:
-    """One AOI's summary the way a run makes it (the tail's aoi-summary task): analysis.pooled.summarise_diagnosis
+    """One AOI's summary the way a run makes it (the tail's aoi-summary task): diagnosis.pooled.summarise_diagnosis
     of the AOI's diagnosis."""
     settings = settings or DiagnosisSettings()
     return pooled.summarise_diagnosis(diagnose_run(fields, counts, settings=settings, seed=seed), settings=settings,

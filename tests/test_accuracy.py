@@ -1,4 +1,4 @@
-"""Map accuracy and area estimators (analysis/accuracy.py) against the papers' worked examples, a brute-force
+"""Map accuracy and area estimators (diagnosis/accuracy.py) against the papers' worked examples, a brute-force
 linearisation, cluster properties and a simulation with a known truth."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cropmon.analysis import accuracy
-from cropmon.analysis.accuracy import ErrorMatrix, Sample, SimpleCounts, prepare, variances
 from cropmon.catalogue import Catalogue
+from cropmon.diagnosis import accuracy
+from cropmon.diagnosis.accuracy import ErrorMatrix, Sample, SimpleCounts, prepare, variances
 
 # Olofsson et al. 2014 (RSE 148:42-57), section 5 example: sample counts, rows = map (deforestation, forest gain,
 # stable forest, stable non-forest), columns = reference; mapped pixels; 30 m pixels (0.09 ha).

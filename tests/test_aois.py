@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.cli import EXIT_OK, main
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.twin import make_twin
 
 AOIS = {"a": (0, None), "b": (1, 2.0), "c": (2, 0.5)}  # name: (seed, quality); b is harder, c easier

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from cropmon import errors
-from cropmon.analysis import compare
 from cropmon.cli import EXIT_INPUT, EXIT_OK, main
+from cropmon.diagnosis import compare
 from cropmon.labels import CROP_NAMES
 from cropmon.report import compare as compare_report
 from cropmon.twin import make_twin
@@ -286,10 +286,10 @@ def _frame(rng: np.random.Generator, *, blocks: int = 80, per_block: int = 30) -
 
 
 def test_the_block_design_covers_the_true_paired_gain():
-    """Repeated draws of the evaluation design (analysis/evaluation.py) from a frame whose whole truth is known:
+    """Repeated draws of the evaluation design (diagnosis/evaluation.py) from a frame whose whole truth is known:
     the paired interval of B - A in overall accuracy covers the frame's true gain in about 95 % of the draws."""
-    from cropmon.analysis.evaluation import draw_evaluation
-    from cropmon.analysis.settings import DiagnosisSettings
+    from cropmon.diagnosis.evaluation import draw_evaluation
+    from cropmon.diagnosis.settings import DiagnosisSettings
 
     rng = np.random.default_rng(7)
     frame = _frame(rng)
@@ -316,6 +316,6 @@ def test_the_block_design_covers_the_true_paired_gain():
 
 
 def compare_hash(ids: pd.Series, seed: int) -> np.ndarray:
-    from cropmon.analysis.blocks import seeded_hash
+    from cropmon.diagnosis.blocks import seeded_hash
 
     return seeded_hash(ids, seed)

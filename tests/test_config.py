@@ -7,11 +7,11 @@ import typing
 
 import pytest
 
-from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.api import ANALYSE_OPTIONS, AnalyseOptions, RunOptions
 from cropmon.catalogue import Catalogue
 from cropmon.cluster import ClusterSettings, TLSFiles
 from cropmon.config import SETTINGS, TYPES, RunConfig, build_config
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.engine.settings import EngineSettings
 from cropmon.engine.zonal import TIE_BREAKS
 from cropmon.errors import ConfigError
@@ -108,7 +108,7 @@ def test_engine_and_cluster_settings_default_to_runconfigs():
 
 
 def test_every_engine_setting_comes_from_runconfig():
-    """A new EngineSettings field needs its RunConfig setting and its line in RunConfig.engine_settings."""
+    """A new EngineSettings field needs its RunConfig setting of the same name (RunConfig.engine_settings copies it)."""
     config = RunConfig(**{k: v for k, v in CHANGED.items() if k in SETTINGS})
     derived = config.engine_settings
     for f in dataclasses.fields(EngineSettings):

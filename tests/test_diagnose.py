@@ -12,9 +12,9 @@ from diagnosis_fixtures import field, hand_example, make_table, overall_of, tabl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cropmon.analysis import metrics
-from cropmon.analysis.diagnose import TIERS, underperforming_crops
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis import metrics
+from cropmon.diagnosis.diagnose import TIERS, underperforming_crops
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.errors import ConfigError
 from cropmon.report.wording import rule_text, with_rule
 

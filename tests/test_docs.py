@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from cropmon import config
-from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.cli import build_parser
+from cropmon.diagnosis.settings import DiagnosisSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_the_settings_page_describes_the_diagnosis_keys_from_their_comments(page
     diagnosis = table_rows(page, "### `[diagnosis]`")
     assert diagnosis["min_agreement"][2] == "share of a crop's GT fields predicted as the crop"
     described = [name for name, (_k, _d, what) in diagnosis.items() if what != "-"]
-    assert len(described) >= len(diagnosis) - 2, "most keys carry a comment in analysis/settings.py"
+    assert len(described) >= len(diagnosis) - 2, "most keys carry a comment in diagnosis/settings.py"
     assert "**underperforming crops**" in page  # the comment lines over a group of keys head their rows
 
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.stats import binomtest
 
-from cropmon.analysis import intervals, metrics
-from cropmon.analysis.diagnose import underperforming_crops
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis import intervals, metrics
+from cropmon.diagnosis.diagnose import underperforming_crops
+from cropmon.diagnosis.settings import DiagnosisSettings
 
 
 def _scipy_wilson(k: int, n: int) -> tuple[float, float]:

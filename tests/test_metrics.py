@@ -17,7 +17,7 @@ from sklearn.metrics import (
 )
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from cropmon.analysis import metrics
+from cropmon.diagnosis import metrics
 from cropmon.labels import CROP_NAMES
 
 # The reference columns of the hand example, computed by hand (agreement a = right / fields, F1 = 2a / (1 + a)),

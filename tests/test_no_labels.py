@@ -14,12 +14,12 @@ import pytest
 from conftest import write_fields
 
 import cropmon
-from cropmon.analysis.blocks import seeded_hash
-from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.analysis.suspects import SUSPECT_COLUMNS
-from cropmon.analysis.uncertainty import UNCERTAINTY_COLUMNS
-from cropmon.analysis.unlabelled import PICK_COLUMNS, QUOTA_COLUMNS
 from cropmon.cli import EXIT_INPUT, EXIT_OK, main
+from cropmon.diagnosis.blocks import seeded_hash
+from cropmon.diagnosis.settings import DiagnosisSettings
+from cropmon.diagnosis.suspects import SUSPECT_COLUMNS
+from cropmon.diagnosis.uncertainty import UNCERTAINTY_COLUMNS
+from cropmon.diagnosis.unlabelled import PICK_COLUMNS, QUOTA_COLUMNS
 from cropmon.labels import CROP_NAMES, LABELS_DICT
 from cropmon.twin import make_twin
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from diagnosis_fixtures import aoi_summary, hand_example, make_table, table_from_confusion
 
-from cropmon.analysis import metrics, pooled, select
-from cropmon.analysis.diagnose import underperforming_crops
-from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C
+from cropmon.diagnosis import metrics, pooled, select
+from cropmon.diagnosis.diagnose import underperforming_crops
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
 from cropmon.quotas import within_budget
 from cropmon.report import pooled as pooled_report

@@ -12,8 +12,8 @@ from diagnosis_fixtures import field, make_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cropmon.analysis.ranking import errors_in_top_k, precision_at_k, ranked_order
-from cropmon.analysis.uncertainty import field_uncertainty
+from cropmon.diagnosis.ranking import errors_in_top_k, precision_at_k, ranked_order
+from cropmon.diagnosis.uncertainty import field_uncertainty
 
 
 @settings(max_examples=200, deadline=None)

@@ -20,9 +20,9 @@ from matplotlib.image import imread
 from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from cropmon.analysis import metrics
-from cropmon.analysis.diagnose import diagnose_run
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis import metrics
+from cropmon.diagnosis.diagnose import diagnose_run
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.labels import CROP_NAMES
 from cropmon.report.active import write_field_uncertainty
 from cropmon.report.images import IMAGE_NAMES, render_image

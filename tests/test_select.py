@@ -11,10 +11,10 @@ from diagnosis_fixtures import field, hand_example, make_table
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from cropmon.analysis import metrics, select
-from cropmon.analysis.blocks import seeded_hash
-from cropmon.analysis.diagnose import underperforming_crops
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis import metrics, select
+from cropmon.diagnosis.blocks import seeded_hash
+from cropmon.diagnosis.diagnose import underperforming_crops
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.quotas import within_budget
 from cropmon.report.wording import plan_derivation
 
@@ -79,8 +79,8 @@ def test_uncertainty_comes_from_confidence_and_the_pixel_vote_margin():
 
 def test_the_plan_ranks_by_the_acquisition_score_that_ranks_fields_without_labels():
     """One formula in one place: the candidates' uncertainty is uncertainty.acquisition_score, on the table's
-    confidence and vote margin, and equals the histogram's acquisition score of analysis/uncertainty.py."""
-    from cropmon.analysis.uncertainty import field_uncertainty
+    confidence and vote margin, and equals the histogram's acquisition score of diagnosis/uncertainty.py."""
+    from cropmon.diagnosis.uncertainty import field_uncertainty
 
     rng = np.random.default_rng(3)
     specs = [field("Winter Wheat", str(rng.choice(["Winter Wheat", "Winter Barley", "Canola"])),

@@ -21,10 +21,10 @@ from markdown_it import MarkdownIt
 
 import cropmon
 from cropmon import errors
-from cropmon.analysis.diagnose import diagnose_run
-from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.cli import EXIT_INPUT, EXIT_OK, main
 from cropmon.config import build_config
+from cropmon.diagnosis.diagnose import diagnose_run
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.engine.job import analyse_fields
 from cropmon.io import outputs
 from cropmon.report.caveats import caveats_section

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from diagnosis_fixtures import field, make_table
 
-from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.analysis.suspects import SUSPECT_COLUMNS, neighbours_with_label, suspect_labels
+from cropmon.diagnosis.settings import DiagnosisSettings
+from cropmon.diagnosis.suspects import SUSPECT_COLUMNS, neighbours_with_label, suspect_labels
 
 CROPS = ("Winter Wheat", "Winter Barley", "Sugarbeets", "Canola")
 STEP = 0.003  # degrees between fields: ~215 m in longitude, ~330 m in latitude at lat 50
@@ -128,7 +128,7 @@ def test_thresholds_decide_and_the_ranking_ignores_row_order():
 
 
 def test_the_diagnosis_keeps_suspects_out_of_the_plan_unless_told_otherwise():
-    from cropmon.analysis.diagnose import diagnose_run
+    from cropmon.diagnosis.diagnose import diagnose_run
 
     fields, planted, counts = _planted_table(seed=1)
     kept_out = diagnose_run(fields, counts, settings=DiagnosisSettings(), seed=0)

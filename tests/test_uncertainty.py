@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from skactiveml.pool import uncertainty_scores
 
-from cropmon.analysis.uncertainty import SCORES, UNCERTAINTY_COLUMNS, field_uncertainty
 from cropmon.catalogue import Catalogue
+from cropmon.diagnosis.uncertainty import SCORES, UNCERTAINTY_COLUMNS, field_uncertainty
 
 
 def _catalogue(n: int) -> Catalogue:
@@ -119,7 +119,7 @@ def test_histograms_that_do_not_fit_the_fields_are_refused():
 
 
 def test_uncertainty_by_predicted_class_by_hand():
-    from cropmon.analysis.uncertainty import CLASS_COLUMNS, by_predicted_class
+    from cropmon.diagnosis.uncertainty import CLASS_COLUMNS, by_predicted_class
 
     specs = [field(None, "Winter Wheat", conf=80.0, purity=1.0), field(None, "Winter Wheat", conf=60.0, purity=0.5),
              field(None, "Canola", conf=90.0, purity=1.0), field(None, None)]  # the last one has no pixel

@@ -12,8 +12,8 @@ from diagnosis_fixtures import field, make_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.analysis.unlabelled import PICK_COLUMNS, QUOTA_COLUMNS, select_unlabelled, spread_quotas
+from cropmon.diagnosis.settings import DiagnosisSettings
+from cropmon.diagnosis.unlabelled import PICK_COLUMNS, QUOTA_COLUMNS, select_unlabelled, spread_quotas
 from cropmon.errors import ConfigError
 
 WW, WB, VY = "Winter Wheat", "Winter Barley", "Vineyard"

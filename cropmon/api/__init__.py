@@ -4,7 +4,7 @@
 
     results = cropmon.analyse("predictions.tif", "fields.gpkg", scheduler="threads")
     d = cropmon.diagnose(results)
-    d.flagged.head()             # the worst crops, with how sure the rule is
+    d.underperforming.head()             # the worst crops, with how sure the rule is
     cropmon.report_of(d, results)   # the HTML report, shown by a notebook cell
     cropmon.run(raster="predictions.tif", fields="fields.gpkg", out="outputs/v1")   # what the CLI does
 
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from cropmon import errors, pipeline
-from cropmon.analysis.compare import DEFAULT_BOOTSTRAP
-from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import Catalogue
 from cropmon.cluster import ClusterSpec, connect
 from cropmon.config import OutputsVia, Progress, RunConfig, build_config
+from cropmon.diagnosis.compare import DEFAULT_BOOTSTRAP
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.engine.job import FieldResults, analyse_fields
 from cropmon.engine.settings import TieBreak
 from cropmon.engine.zonal import warm_up
@@ -40,16 +40,16 @@ if TYPE_CHECKING:
     import geopandas
     import xarray
 
-    from cropmon.analysis.diagnose import Diagnosis
     from cropmon.api.diagnosis import diagnose, report_of, tables_of
     from cropmon.cluster import DaskClient
+    from cropmon.diagnosis.diagnose import Diagnosis
     from cropmon.report.compare import Comparison
 
 __all__ = ["Comparison", "Diagnosis", "analyse", "compare", "diagnose", "report_of", "run", "tables_of"]
 
 # The diagnosis and the comparison load scikit-learn and matplotlib (slow imports): `run`, which the CLI calls, needs
 # neither on the client (the tail runs them on the workers), so they load on first use (PEP 562).
-_LAZY = {"Diagnosis": "cropmon.analysis.diagnose", "diagnose": "cropmon.api.diagnosis",
+_LAZY = {"Diagnosis": "cropmon.diagnosis.diagnose", "diagnose": "cropmon.api.diagnosis",
          "report_of": "cropmon.api.diagnosis", "tables_of": "cropmon.api.diagnosis",
          "Comparison": "cropmon.report.compare"}
 

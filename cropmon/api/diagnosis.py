@@ -1,5 +1,5 @@
-"""The diagnosis of one AOI for a notebook or a script: `diagnose(results)` gives the `Diagnosis` (analysis: its
-numbers as DataFrames), `tables_of(d)` every table of a run's files with their words, `report_of(d)` the report.
+"""The diagnosis of one AOI for a notebook or a script: `diagnose(results)` gives the `Diagnosis` (its numbers as
+DataFrames), `tables_of(d)` every table of a run's files with their words, `report_of(d)` the report.
 Loaded on first use of `cropmon.diagnose`: it imports scikit-learn and matplotlib, which `cropmon.run` does not
 need on the client."""
 
@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from cropmon import errors, manifest
-from cropmon.analysis.diagnose import Diagnosis, diagnose_run
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis.diagnose import Diagnosis, diagnose_run
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.engine.job import FieldResults
 from cropmon.report import active
 from cropmon.report.document import Document
@@ -31,7 +31,7 @@ def diagnose(results: FieldResults, *, settings: DiagnosisSettings | Mapping[str
     `seed`: the plan's tie-breaks. The classes are the results' own catalogue.
 
     >>> d = cropmon.diagnose(results, settings={"min_agreement": 0.8})  # doctest: +SKIP
-    >>> d.flagged[["crop", "severity", "certainty", "agreement_score", "agreement_ci_high"]]  # doctest: +SKIP
+    >>> d.underperforming[["crop", "severity", "certainty", "agreement_score", "agreement_ci_high"]]  # doctest: +SKIP
     >>> cropmon.report_of(d, results)  # in a notebook: the HTML report  # doctest: +SKIP
     """
     if not isinstance(results, FieldResults):
@@ -54,7 +54,7 @@ def tables_of(d: Diagnosis, results: FieldResults | None = None) -> dict[str, pd
     uncertainty = active.field_uncertainty_table(d, results.table) if results is not None else d.uncertainty
     return {
         "crop_metrics": d.crop_metrics,
-        "underperforming_crops": with_rule(d.flagged, s),
+        "underperforming_crops": with_rule(d.underperforming, s),
         "label_plan": plan_table(d.selection.plan, s),
         "fields_to_label": with_reasons(d.selection.picks, s) if d.has_labels else d.unlabelled_to_label,
         "evaluation_fields": d.evaluation_fields,

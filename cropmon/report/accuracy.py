@@ -1,5 +1,5 @@
 """The accuracy assessment in words, tables and run.json: map accuracy and crop areas with their intervals
-(analysis/accuracy.py), the honest statement of what they assume, and its files (accuracy_assessment.csv,
+(diagnosis/accuracy.py), the honest statement of what they assume, and its files (accuracy_assessment.csv,
 error_matrix_area.csv, mapped_area.csv)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis.accuracy import OVERALL, AccuracyAssessment
+from cropmon.diagnosis.accuracy import OVERALL, AccuracyAssessment
 from cropmon.io.outputs import write_csv
 from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, names, strong
 

@@ -1,7 +1,7 @@
 """The report's words for active learning beyond the plan of the ground truth: what the uncertainty ranking finds
 (runs with GT), the suspect labels, the plan of the fields without a usable label, and the report of a run without
 any ground truth, which says what such a run can and cannot tell. Also what run.json says of each, and the tables
-of their files. Every sentence is built from the diagnosis's numbers (analysis/ranking.py, suspects.py,
+of their files. Every sentence is built from the diagnosis's numbers (diagnosis/ranking.py, suspects.py,
 unlabelled.py)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from cropmon.analysis.diagnose import Diagnosis
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis.diagnose import Diagnosis
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.io.outputs import write_parquet
 from cropmon.report.accuracy import accuracy_manifest
 from cropmon.report.document import Block, Bullets, Heading, Paragraph, Table, names, num, pct, strong
@@ -113,7 +113,7 @@ def accuracy_assessment_manifest(d: Diagnosis) -> dict[str, Any]:
 
 
 def evaluation_design_manifest(d: Diagnosis) -> dict[str, Any]:
-    """run.json `evaluation_design`: how the held-back probability sample was drawn (analysis/evaluation.py)."""
+    """run.json `evaluation_design`: how the held-back probability sample was drawn (diagnosis/evaluation.py)."""
     return d.selection.design.as_manifest() if d.selection.design is not None else {}
 
 # -- tables -----------------------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def suspects_by_crop(suspects: pd.DataFrame) -> pd.DataFrame:
 
 def field_uncertainty_table(d: Diagnosis, table: pd.DataFrame) -> pd.DataFrame:
     """field_uncertainty.parquet: one row per field (the per-field table's order): its id, predicted class and
-    scores (analysis/uncertainty.UNCERTAINTY_COLUMNS; NaN for a field without a pixel)."""
+    scores (diagnosis/uncertainty.UNCERTAINTY_COLUMNS; NaN for a field without a pixel)."""
     if d.uncertainty is None:
         raise ValueError("the diagnosis has no per-field uncertainty (a slim diagnosis: Diagnosis.without_candidates)")
     predicted = table["majority_crop_label"].astype(str)

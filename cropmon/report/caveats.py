@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cropmon.analysis.diagnose import Diagnosis
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis.diagnose import Diagnosis
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.report.document import Block, Bullets, Heading, names
 from cropmon.report.run_facts import RunFacts
 

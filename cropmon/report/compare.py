@@ -1,5 +1,5 @@
 """The comparison of two runs as files: read each run's outputs (the edge, with typed errors naming the file and the
-fix), compare them (analysis/compare.py), and write comparison.csv, comparison.png and comparison.md atomically."""
+fix), compare them (diagnosis/compare.py), and write comparison.csv, comparison.png and comparison.md atomically."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pandas as pd
 from pyarrow.lib import ArrowException
 
 from cropmon import errors
-from cropmon.analysis.compare import (
+from cropmon.catalogue import U0C
+from cropmon.diagnosis.compare import (
     DEFAULT_BOOTSTRAP,
     LEVEL,
     MIN_FIELDS,
@@ -23,7 +24,6 @@ from cropmon.analysis.compare import (
     evaluation_set,
     overall_comparison,
 )
-from cropmon.catalogue import U0C
 from cropmon.errors import NotComparable
 from cropmon.io.outputs import atomic_output_dir, check_writable, write_csv
 from cropmon.report.document import Bullets, Document, Heading, Image, Paragraph, Table, png

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.report.document import Image, png
 
 if TYPE_CHECKING:
-    from cropmon.analysis.diagnose import Diagnosis
+    from cropmon.diagnosis.diagnose import Diagnosis
     from cropmon.report.plots import MapWindow
 
 IMAGE_NAMES: tuple[str, ...] = (
@@ -25,7 +25,7 @@ GROUND_TRUTH_IMAGES = frozenset(IMAGE_NAMES) - {"map_window.png"}  # each shows 
 def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: MapWindow | None) -> Image | None:
     """One picture of the report, by file name; None for the map window of a run without one, and for the pictures
     of the ground truth's numbers in a run without any (only the map window is left)."""
-    from cropmon.analysis import metrics
+    from cropmon.diagnosis import metrics
     from cropmon.report import plots
 
     if name == "map_window.png" and window is None:
@@ -34,7 +34,7 @@ def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: MapWindo
         return None
     if name == "area_adjusted.png" and (d.accuracy is None or d.accuracy.design["n_fields"] == 0):
         return None
-    flagged = set(d.flagged["crop"])
+    flagged = set(d.underperforming["crop"])
     grid = d.selection.grid
     aspect = grid.unit_x / grid.unit_y
     if name == "confusion_heatmap.png":
@@ -47,7 +47,8 @@ def render_image(name: str, d: Diagnosis, s: DiagnosisSettings, window: MapWindo
         caption = "Agreement per crop with its 95 % Wilson interval; red: underperforming."
     elif name == "f1_vs_confidence.png":
         figure = plots.f1_vs_confidence(d.metrics, flagged=flagged, min_f1=s.min_f1, min_confidence=s.min_confidence,
-                                        certainty=dict(zip(d.flagged["crop"], d.flagged["certainty"], strict=True)))
+                                        certainty=dict(zip(d.underperforming["crop"], d.underperforming["certainty"],
+                                                           strict=True)))
         caption = ("F1 against mean confidence per crop with 95 % intervals; bubble area ~ GT fields; filled red:"
                    " certainly underperforming, hollow: possibly, grey: too few fields to tell; shaded: the"
                    " underperforming region.")

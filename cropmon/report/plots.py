@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from cropmon.analysis.compare import LEVEL
 from cropmon.catalogue import U0C, Catalogue
+from cropmon.diagnosis.compare import LEVEL
 
 # One fixed colour per u0c class, grouped by kind (grasslands green, cereals yellow-brown, corn red, pulses blue).
 PALETTE: tuple[str, ...] = (

@@ -1,5 +1,5 @@
 """The pooled view of a multi-AOI run as files: tables, the F1-by-AOI heatmap and a short report, from the AOIs'
-compact summaries (analysis/pooled.py)."""
+compact summaries (diagnosis/pooled.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cropmon.analysis.diagnose import underperforming_crops
-from cropmon.analysis.pooled import (
+from cropmon.diagnosis.diagnose import underperforming_crops
+from cropmon.diagnosis.pooled import (
     AOISummary,
     allocate_labels,
     allocation_rows,
@@ -23,7 +23,7 @@ from cropmon.analysis.pooled import (
     pooled_metrics,
     with_labels,
 )
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.io.outputs import write_csv
 from cropmon.report.accuracy import accuracy_blocks, error_matrix_table
 from cropmon.report.document import (

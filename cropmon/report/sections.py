@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis import metrics
-from cropmon.analysis.diagnose import CERTAINTIES, TIERS, Diagnosis
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis import metrics
+from cropmon.diagnosis.diagnose import CERTAINTIES, TIERS, Diagnosis
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.report import active
 from cropmon.report.document import Block, Bullets, Heading, Image, Paragraph, Table, names, num, pct, strong
 from cropmon.report.wording import CERTAINTY_WORDS, interval_text, rule_text, with_reasons
@@ -42,10 +42,11 @@ def headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
         + (f", among crops with at least {s.min_fields} fields." if len(solid) else ".")
         + " Brackets hold 95 % intervals."
     )
-    tiers = d.flagged["severity"].value_counts()
-    if len(d.flagged):
+    tiers = d.underperforming["severity"].value_counts()
+    if len(d.underperforming):
         counts = [f"{tiers[t]} {t}" for t in TIERS if t in tiers]
-        text += f" {len(d.flagged)} crops are underperforming ({', '.join(counts)}): {_certainty_counts(d.flagged)}."
+        text += (f" {len(d.underperforming)} crops are underperforming ({', '.join(counts)}):"
+                 f" {_certainty_counts(d.underperforming)}.")
     else:
         text += " No crop falls below the thresholds."
     ranking = active.ranking_sentence(d)
@@ -71,7 +72,7 @@ def headline(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
                 pct(o["pixel_agreement"]),
                 num(o["macro_f1"]),
                 num(o["weighted_f1"]),
-                str(len(d.flagged)),
+                str(len(d.underperforming)),
             ],
         }
     )
@@ -119,16 +120,17 @@ def _crop_sentence(row: pd.Series, m: pd.Series, shares: pd.Series, s: Diagnosis
 
 def underperforming(d: Diagnosis, s: DiagnosisSettings) -> list[Block]:
     blocks: list[Block] = [Heading("Underperforming crops"), Paragraph(f"Rule: {rule_text(s)}.")]
-    if not len(d.flagged):
+    if not len(d.underperforming):
         return [*blocks, Paragraph(f"All {len(d.metrics)} crops pass the rule.")]
     by_crop, shares = d.metrics.set_index("crop"), metrics.row_shares(d.confusion)
     sentences = [
-        _crop_sentence(row, by_crop.loc[row["crop"]], shares.loc[row["crop"]], s) for _, row in d.flagged.iterrows()
+        _crop_sentence(row, by_crop.loc[row["crop"]], shares.loc[row["crop"]], s)
+        for _, row in d.underperforming.iterrows()
     ]
     rest = len(sentences) - MAX_SENTENCES
     if rest > 0:
         sentences = [*sentences[:MAX_SENTENCES], f"{rest} more in the table and in underperforming_crops.csv."]
-    table = d.flagged[
+    table = d.underperforming[
         ["crop", "severity", "certainty", "reasons", "num_fields", "n_predicted", "agreement_score",
          "agreement_ci_low", "agreement_ci_high", "f1", "f1_ci_low", "f1_ci_high", "precision", "conf_mean"]
     ]  # fmt: skip

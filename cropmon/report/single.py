@@ -17,8 +17,8 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
-from cropmon.analysis.diagnose import Diagnosis
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis.diagnose import Diagnosis
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.io.outputs import write_csv
 from cropmon.report import active, plots, sections
 from cropmon.report.accuracy import accuracy_blocks, write_accuracy
@@ -96,7 +96,7 @@ def write_tables(d: Diagnosis, settings: DiagnosisSettings, out_dir: Path) -> li
     write_csv(d.confusion, out.path("confusion_matrix.csv"), index=True)
     write_csv(d.pixel_confusion, out.path("confusion_matrix_pixels.csv"), index=True)
     write_csv(d.pairs, out.path("confusion_pairs.csv"), decimals=3)
-    write_csv(with_rule(d.flagged, settings), out.path("underperforming_crops.csv"), decimals=3)
+    write_csv(with_rule(d.underperforming, settings), out.path("underperforming_crops.csv"), decimals=3)
     write_csv(plan_table(d.selection.plan, settings), out.path("label_plan.csv"), decimals=3)
     return [*out.paths, *write_accuracy(d.accuracy, out.out_dir)]
 

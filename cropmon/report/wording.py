@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis.settings import DiagnosisSettings
 
 
 def rule_text(s: DiagnosisSettings) -> str:

@@ -2,7 +2,7 @@
 
 Every flag of `cropmon run`, its config-file key and CROPMON_* variable, type, default and help come from
 `cropmon.config.RunConfig` (the one place a setting is declared); the `[diagnosis]` table's keys, defaults and
-descriptions from `cropmon.analysis.settings.DiagnosisSettings` and the comments beside its fields. The page is
+descriptions from `cropmon.diagnosis.settings.DiagnosisSettings` and the comments beside its fields. The page is
 never committed, so it cannot drift: `mkdocs build` makes it, tests/test_docs.py checks that it names every setting.
 """
 
@@ -35,7 +35,7 @@ def settings_markdown() -> str:
     lines = [
         "# Settings",
         "",
-        "Generated from `cropmon.config.RunConfig` and `cropmon.analysis.settings.DiagnosisSettings` when the site",
+        "Generated from `cropmon.config.RunConfig` and `cropmon.diagnosis.settings.DiagnosisSettings` when the site",
         "is built: this page lists what the code declares, no more, no less.",
         "",
         "Where a setting comes from, and in which order they override each other:",

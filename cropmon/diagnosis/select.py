@@ -6,7 +6,7 @@ part: uncertainty is band-4 confidence and the pixel-vote margin of the class hi
 
 Spatial blocks: squares of about `block_km` on a lattice anchored at the CRS origin (kilometres become degrees at
 the AOI's mean latitude when x/y are lon/lat). The held-back evaluation set is drawn first, before any quota, as a
-probability sample with blocks as primary units (analysis/evaluation.py: sized from `eval_target_se`, each field's
+probability sample with blocks as primary units (diagnosis/evaluation.py: sized from `eval_target_se`, each field's
 inclusion probability known); no field in an evaluation block or closer than `buffer_km` to one is labelled
 (buffer); fields to label come from the other blocks, at most `max_per_block` per crop and block, best-first in
 rounds over the blocks so that neighbours do not crowd the list. Ties break on a hash of the field id (or block)
@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 from scipy.sparse.csgraph import connected_components
 
-from cropmon.analysis.blocks import BlockGrid, block_keys, block_labels, pick_in_rounds, seeded_hash
-from cropmon.analysis.evaluation import EvaluationDesign, draw_evaluation
-from cropmon.analysis.intervals import wilson
-from cropmon.analysis.metrics import row_shares, truth_and_prediction
-from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.analysis.uncertainty import acquisition_score
 from cropmon.catalogue import U0C, Catalogue
+from cropmon.diagnosis.blocks import BlockGrid, block_keys, block_labels, pick_in_rounds, seeded_hash
+from cropmon.diagnosis.evaluation import EvaluationDesign, draw_evaluation
+from cropmon.diagnosis.intervals import wilson
+from cropmon.diagnosis.metrics import row_shares, truth_and_prediction
+from cropmon.diagnosis.settings import DiagnosisSettings
+from cropmon.diagnosis.uncertainty import acquisition_score
 from cropmon.quotas import within_budget
 from cropmon.schema import has_field_id
 
@@ -68,7 +68,7 @@ class Selection:
     plan: pd.DataFrame
     picks: pd.DataFrame
     evaluation: pd.DataFrame
-    design: EvaluationDesign | None = None  # how the evaluation sample was drawn (analysis/evaluation.py)
+    design: EvaluationDesign | None = None  # how the evaluation sample was drawn (diagnosis/evaluation.py)
 
 
 def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid: BlockGrid,
@@ -159,7 +159,7 @@ def plan_groups(flagged: pd.DataFrame, confusion_df: pd.DataFrame, *, settings: 
 
 def spatial_split(candidates: pd.DataFrame, in_eval_block: pd.Series, *, settings: DiagnosisSettings,
                   grid: BlockGrid) -> pd.Series:
-    """'eval' | 'buffer' | 'label' for each candidate: in an evaluation block (analysis/evaluation.py), closer than
+    """'eval' | 'buffer' | 'label' for each candidate: in an evaluation block (diagnosis/evaluation.py), closer than
     `buffer_km` to one, or free to label."""
     bx, by = candidates["block_x"].to_numpy(), candidates["block_y"].to_numpy()
     keys = block_keys(bx, by)
@@ -315,7 +315,7 @@ def plan_selection(
     seed only, never on the plan), then groups, the split, quotas and the fields to label.
 
     `held_out`: fields (index labels) the plan must not use until someone has looked at them, the suspect labels
-    (analysis/suspects.py): they are no candidates, so they are neither picked to label nor in the evaluation
+    (diagnosis/suspects.py): they are no candidates, so they are neither picked to label nor in the evaluation
     sample's frame."""
     grid = BlockGrid.for_points(fields["x"].to_numpy(float), fields["y"].to_numpy(float), block_km=settings.block_km)
     candidates = candidate_fields(fields, settings=settings, grid=grid, catalogue=catalogue)

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis import accuracy, metrics, select
-from cropmon.analysis.diagnose import Diagnosis
-from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C, Catalogue
+from cropmon.diagnosis import accuracy, metrics, select
+from cropmon.diagnosis.diagnose import Diagnosis
+from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.quotas import within_budget
 
 BY_AOI_COLUMNS: tuple[str, ...] = (
@@ -62,7 +62,7 @@ class AOISummary:
     confusion: pd.DataFrame  # n x n field counts, GT rows x predicted columns (catalogue order)
     pixel_confusion: pd.DataFrame  # n x n pixel counts
     overall: dict[str, float]
-    flagged: pd.DataFrame  # diagnose.underperforming_crops of the AOI
+    underperforming: pd.DataFrame  # diagnose.underperforming_crops of the AOI
     plan: pd.DataFrame  # select.label_plan of the AOI
     candidates: pd.DataFrame
     n_fields: int
@@ -85,7 +85,7 @@ def summarise_diagnosis(d: Diagnosis, *, settings: DiagnosisSettings, seed: int)
         confusion=d.confusion,
         pixel_confusion=d.pixel_confusion,
         overall=d.overall,
-        flagged=d.flagged,
+        underperforming=d.underperforming,
         plan=sel.plan.drop(columns=["members"]),
         candidates=candidates.reset_index(drop=True),
         n_fields=int(d.caveats["n_fields"]),
@@ -137,7 +137,8 @@ def metrics_by_aoi(summaries: Mapping[str, AOISummary], pooled: pd.DataFrame) ->
     """
     rows = []
     for name, s in summaries.items():
-        table = s.crop_table.merge(s.flagged[["crop", "severity", "certainty", "reasons"]], on="crop", how="left")
+        worst = s.underperforming[["crop", "severity", "certainty", "reasons"]]
+        table = s.crop_table.merge(worst, on="crop", how="left")
         rows.append(table.assign(aoi=name))
     by_aoi = pd.concat(rows, ignore_index=True)
     ref = pooled.set_index("crop")
@@ -169,7 +170,7 @@ def aoi_overview(summaries: Mapping[str, AOISummary], allocation: pd.DataFrame) 
                 "pixel_agreement": o["pixel_agreement"],
                 "macro_f1": o["macro_f1"],
                 "weighted_f1": o["weighted_f1"],
-                "underperforming_crops": len(s.flagged),
+                "underperforming_crops": len(s.underperforming),
                 "label_targets": int(labels["target"]),
                 "labels_wanted": int(labels["wanted"]),
                 "labels_allocated": int(labels["quota"]),

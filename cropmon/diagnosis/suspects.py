@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from cropmon.analysis.blocks import BlockGrid, seeded_hash
-from cropmon.analysis.metrics import truth_and_prediction
-from cropmon.analysis.settings import DiagnosisSettings
 from cropmon.catalogue import U0C, Catalogue
+from cropmon.diagnosis.blocks import BlockGrid, seeded_hash
+from cropmon.diagnosis.metrics import truth_and_prediction
+from cropmon.diagnosis.settings import DiagnosisSettings
 
 SUSPECT_COLUMNS: tuple[str, ...] = (
     "rank", "field_id", "gt_label", "predicted", "confidence_score", "purity", "n_pixels", "suspect_score",

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import hypergeom
 
-from cropmon.analysis.blocks import seeded_hash
-from cropmon.analysis.intervals import wilson
-from cropmon.analysis.metrics import truth_and_prediction
 from cropmon.catalogue import U0C, Catalogue
+from cropmon.diagnosis.blocks import seeded_hash
+from cropmon.diagnosis.intervals import wilson
+from cropmon.diagnosis.metrics import truth_and_prediction
 
 
 def ranked_order(score: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ m_bar = n / n_blocks: no number of fields reaches the target with fewer than n_s
 then meets the target, 1 / (1 / n_srs - rho / n_blocks); when the cap makes the target unreachable it takes every
 field of the blocks and reports the standard error it expects.
 
-Pure pandas/numpy; the estimator that reads the sample is analysis/compare.py (Stehman 2014 with blocks as primary
+Pure pandas/numpy; the estimator that reads the sample is diagnosis/compare.py (Stehman 2014 with blocks as primary
 units, the current model's classes as strata: another model's map is not its strata).
 """
 
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis.blocks import block_keys, seeded_hash
-from cropmon.analysis.settings import DiagnosisSettings
+from cropmon.diagnosis.blocks import block_keys, seeded_hash
+from cropmon.diagnosis.settings import DiagnosisSettings
 
 MIN_EVAL_BLOCKS = 10  # fewer primary units give a variance with too few degrees of freedom to trust
 BLOCK_BALANCE = 2.0  # evaluation blocks: twice the fewest that could reach the target with whole blocks

@@ -1,7 +1,7 @@
 """Compare two runs (A = the current model, B = the next one) per crop, on run A's held-back evaluation fields.
 
 Run A's `evaluation_fields.csv` lists the fields its plan held back to measure the next model: a probability sample
-of A's clean GT fields (analysis/evaluation.py: blocks, then fields by A's map class, each field's inclusion
+of A's clean GT fields (diagnosis/evaluation.py: blocks, then fields by A's map class, each field's inclusion
 probability written). B is measured on exactly those fields (all of them must be in B's fields), A too, so neither
 model is scored on fields it may have been trained on. When A holds back nothing (no such file, or no row in it),
 the fields scored in both runs are used, with equal weights, and the report says so; when the runs share no field
@@ -331,7 +331,7 @@ def design_comparison(ds: DesignSample, *, order: tuple[str, ...] = U0C.names, l
     import scipy.sparse as sp  # not at import: the CLI's client imports this module for its defaults only
     from scipy.special import stdtrit
 
-    from cropmon.analysis.accuracy import Sample, prepare, variances
+    from cropmon.diagnosis.accuracy import Sample, prepare, variances
 
     names = ordered(set(ds.fields["crop"]) | set(ds.counts_a.columns) | set(ds.counts_b.columns)
                     | (set(ds.fields_b["crop"]) if ds.fields_b is not None else set()), order)

@@ -18,8 +18,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis.intervals import f1_interval, mean_interval, wilson
 from cropmon.catalogue import U0C, Catalogue
+from cropmon.diagnosis.intervals import f1_interval, mean_interval, wilson
 
 REFERENCE_METRIC_COLUMNS: tuple[str, ...] = ("crop", "num_fields", "agreement_score", "weighted_f1_score")
 TOP_MISTAKES = 3

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis.metrics import truth_and_prediction
 from cropmon.catalogue import U0C, Catalogue
+from cropmon.diagnosis.metrics import truth_and_prediction
 
 KM_PER_DEG_LAT = 110.574
 KM_PER_DEG_LON_AT_EQUATOR = 111.320

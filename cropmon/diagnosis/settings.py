@@ -44,15 +44,16 @@ class DiagnosisSettings:
     eval_target_se: float = 0.01  # standard error of overall accuracy it is sized for (Olofsson 2014, eq. 13)
     eval_min_per_stratum: int = 20  # at least this many fields of each map class in it (all it has when fewer)
     eval_max_share: float = 0.3  # at most this share of the blocks holding clean fields are evaluation blocks
-    # fields to label without ground truth (analysis/unlabelled.py)
+    # fields to label without ground truth (diagnosis/unlabelled.py)
     unlabelled_area_power: float = 0.5  # per predicted class, quota ~ (area share) ** power: 1 proportional, 0 equal
-    # suspect labels: the GT disagrees with a confident, pure prediction (analysis/suspects.py, docs/active-learning.md)
+    # suspect labels: the GT disagrees with a confident, pure prediction (diagnosis/suspects.py,
+    # docs/active-learning.md)
     suspect_min_confidence: float = 70.0  # the field's mean band-4 confidence, at least
     suspect_min_purity: float = 0.9  # share of the field's pixels in the predicted class, at least
     suspect_neighbours: int = 8  # nearest other labelled fields looked at
     suspect_neighbour_km: float = 1.0  # ... within this distance
     exclude_suspects: bool = True  # suspects are neither labelled nor held back for evaluation until reviewed
-    # what the uncertainty ranking is worth where there is ground truth (analysis/ranking.py): the report's headline
+    # what the uncertainty ranking is worth where there is ground truth (diagnosis/ranking.py): the report's headline
     ranking_k: int = 500  # "the top k uncertain fields hold x % errors, against y % at random"
 
     def __post_init__(self) -> None:

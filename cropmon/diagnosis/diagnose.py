@@ -30,16 +30,16 @@ from typing import NotRequired, TypedDict
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis import accuracy, metrics, select
-from cropmon.analysis.blocks import block_agreement
-from cropmon.analysis.intervals import verdict
-from cropmon.analysis.metrics import row_shares
-from cropmon.analysis.ranking import TopKErrors, errors_in_top_k
-from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.analysis.suspects import SUSPECT_COLUMNS, suspect_labels
-from cropmon.analysis.uncertainty import CLASS_COLUMNS, by_predicted_class, field_uncertainty
-from cropmon.analysis.unlabelled import PICK_COLUMNS, QUOTA_COLUMNS, UnlabelledSelection, select_unlabelled
 from cropmon.catalogue import U0C, Catalogue
+from cropmon.diagnosis import accuracy, metrics, select
+from cropmon.diagnosis.blocks import block_agreement
+from cropmon.diagnosis.intervals import verdict
+from cropmon.diagnosis.metrics import row_shares
+from cropmon.diagnosis.ranking import TopKErrors, errors_in_top_k
+from cropmon.diagnosis.settings import DiagnosisSettings
+from cropmon.diagnosis.suspects import SUSPECT_COLUMNS, suspect_labels
+from cropmon.diagnosis.uncertainty import CLASS_COLUMNS, by_predicted_class, field_uncertainty
+from cropmon.diagnosis.unlabelled import PICK_COLUMNS, QUOTA_COLUMNS, UnlabelledSelection, select_unlabelled
 from cropmon.schema import has_field_id
 
 TIERS: tuple[str, ...] = ("critical", "high", "medium", "low")
@@ -169,7 +169,7 @@ class Diagnosis:
     The tables of a run's files that need no words are properties named like the files (same columns, unrounded):
     `crop_metrics`, `confusion_matrix`, `pixel_confusion_matrix`, `evaluation_fields`, `suspect_labels`,
     `accuracy_assessment`, `error_matrix_area`, `unlabelled_to_label`, `unlabelled_quotas`; without any ground truth
-    only the last two and the mapped area are more than empty (`has_labels` says which). `flagged` holds the
+    only the last two and the mapped area are more than empty (`has_labels` says which). `underperforming` holds the
     underperforming crops, `selection` the plan (its picks, its held-back evaluation fields), `overall` and `caveats`
     the headline numbers, `accuracy` the whole assessment (also the standard errors of the matrix and the design),
     `ranking` what the uncertainty ranking finds of the errors (with GT). The tables with their words (the rule, the
@@ -180,7 +180,7 @@ class Diagnosis:
     confusion: pd.DataFrame
     pixel_confusion: pd.DataFrame
     pairs: pd.DataFrame
-    flagged: pd.DataFrame
+    underperforming: pd.DataFrame
     selection: select.Selection
     blocks: pd.DataFrame
     overall: dict[str, float]
@@ -257,7 +257,7 @@ class Diagnosis:
         if self.has_labels:
             parts += [pd.DataFrame([self.overall]).to_html(index=False, float_format="{:.3f}".format),
                       "<h4>Underperforming crops</h4>",
-                      self.flagged[["crop", "severity", "certainty", "reason", "num_fields", "agreement_score",
+                      self.underperforming[["crop", "severity", "certainty", "reason", "num_fields", "agreement_score",
                                     "agreement_ci_low", "agreement_ci_high", "f1"]].to_html(
                           index=False, float_format="{:.2f}".format)]
         else:
@@ -282,12 +282,12 @@ def diagnose_run(
     catalogue: Catalogue = U0C, mapped_area: pd.DataFrame | None = None, in_population: np.ndarray | None = None,
 ) -> Diagnosis:
     """Metrics, confusions, underperforming crops, the plan and the caveats of one per-field table; with the map's
-    census (`mapped_area`, FieldResults.mapped_area) also the accuracy assessment (analysis/accuracy.py),
+    census (`mapped_area`, FieldResults.mapped_area) also the accuracy assessment (diagnosis/accuracy.py),
     restricted to the fields `in_population` when an AOI mask gave one.
 
-    Every field's uncertainty (analysis/uncertainty.py); with ground truth the suspect labels (kept out of the plan
+    Every field's uncertainty (diagnosis/uncertainty.py); with ground truth the suspect labels (kept out of the plan
     unless `exclude_suspects` is off) and what the ranking finds (`ranking_k`); where fields carry no usable label,
-    their own plan (analysis/unlabelled.py), its quotas from the mapped area per predicted class (without a mapped
+    their own plan (diagnosis/unlabelled.py), its quotas from the mapped area per predicted class (without a mapped
     area: the fields' own pixels per predicted class). A table without any usable label gives empty metrics, no
     accuracy assessment (it needs labelled fields) and the unlabelled plan alone."""
     has_labels = bool(fields["gt_class"].notna().any())
@@ -316,7 +316,7 @@ def diagnose_run(
         confusion=confusion,
         pixel_confusion=pixel_confusion,
         pairs=metrics.confusion_pairs(confusion, mutual_share=settings.mutual_share, top=settings.max_confusion_pairs),
-        flagged=flagged,
+        underperforming=flagged,
         selection=selection,
         blocks=block_agreement(fields, selection.grid, catalogue),
         overall=metrics.overall(crop_table, pixel_confusion),

@@ -15,7 +15,7 @@ taken as class probabilities. The scores (each in [0, 1], higher = less certain)
   K = 1 gives 0. scikit-activeml's `entropy` is `vote_entropy` x ln K;
 - `purity` = max p;
 - `acquisition_score` = (band4_least_confidence + vote_margin_uncertainty) / 2, the margin alone where band 4 has
-  no valid confidence: the GT plan's `uncertainty` (analysis/select.py), so one word means one thing. Chosen by
+  no valid confidence: the GT plan's `uncertainty` (diagnosis/select.py), so one word means one thing. Chosen by
   what it finds (`benchmarks/acquisition.py`; docs/active-learning.md has the table): on the full twin its top 100
   and top 500 hold the most misclassified fields of all scores compared (99 and 91.8 %, random 17.1 %), and it
   keeps most of that when band 4 separates right from wrong fields less well than in the twin (top 500: 89.6 %
@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 
-from cropmon.analysis.metrics import is_sparse
 from cropmon.catalogue import U0C, Catalogue
+from cropmon.diagnosis.metrics import is_sparse
 
 SCORES: tuple[str, ...] = (
     "band4_least_confidence", "vote_least_confidence", "vote_margin_uncertainty", "vote_entropy", "acquisition_score",

@@ -1,10 +1,10 @@
 """Fields to label where there is no ground truth yet: a new region, or the fields of a file that carry no label.
 
 - **Pool**: the fields without a usable label (`gt_class` missing: no label, or one that is no class of the
-  catalogue) that are clean as the GT plan's candidates are (analysis/select.py): at least `min_pixels` pixel
+  catalogue) that are clean as the GT plan's candidates are (diagnosis/select.py): at least `min_pixels` pixel
   centres (never an all-touched fallback), a usable geometry, a unique id, a point. Fields with a label are never
   in it, so a file where only some fields carry a label gets its unlabelled ones ranked.
-- **Ranking**: `acquisition_score` (analysis/uncertainty.py), most uncertain first; ties break on a hash of the
+- **Ranking**: `acquisition_score` (diagnosis/uncertainty.py), most uncertain first; ties break on a hash of the
   field id and the seed, so the picks depend on the seed only, never on the row order.
 - **Quota per predicted class**: weight = (share of the predicted area) ** `unlabelled_area_power`. The default
   0.5 is square-root allocation, the usual compromise between proportional allocation (1: the large crops take
@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cropmon.analysis.blocks import BlockGrid, block_labels, pick_in_rounds, seeded_hash
-from cropmon.analysis.select import CLEAN_GEOMETRY
-from cropmon.analysis.settings import DiagnosisSettings
-from cropmon.analysis.uncertainty import field_uncertainty
 from cropmon.catalogue import U0C, Catalogue
+from cropmon.diagnosis.blocks import BlockGrid, block_labels, pick_in_rounds, seeded_hash
+from cropmon.diagnosis.select import CLEAN_GEOMETRY
+from cropmon.diagnosis.settings import DiagnosisSettings
+from cropmon.diagnosis.uncertainty import field_uncertainty
 from cropmon.quotas import apportion
 from cropmon.schema import has_field_id
 
