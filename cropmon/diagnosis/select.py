@@ -59,6 +59,20 @@ CANDIDATE_INPUTS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+def clean_fields(fields: pd.DataFrame, settings: DiagnosisSettings) -> pd.Series:
+    """Which fields a plan may pick, with or without a label: at least `min_pixels` pixels burnt by their centres,
+    a clean geometry, a unique, non-null field id and a point (for its block)."""
+    return (
+        (fields["n_pixels"] >= settings.min_pixels)
+        & (fields["pixel_rule"] == "centre")
+        & fields["geometry_status"].isin(CLEAN_GEOMETRY)
+        & ~fields["duplicate_id"].astype(bool)
+        & has_field_id(fields["field_id"])
+        & np.isfinite(fields["x"].astype(float))
+        & np.isfinite(fields["y"].astype(float))
+    )
+
+
 @dataclass(frozen=True)
 class Selection:
     """Everything the plan decided: the block grid, the clean candidates (with split), quotas, picks, evaluation."""
@@ -80,15 +94,7 @@ def candidate_fields(fields: pd.DataFrame, *, settings: DiagnosisSettings, grid:
     `uncertain_confidence` or `uncertain_margin`. Index = the fields' index.
     """
     truth, pred = truth_and_prediction(fields, catalogue)
-    clean = (
-        (fields["n_pixels"] >= settings.min_pixels)
-        & (fields["pixel_rule"] == "centre")
-        & fields["geometry_status"].isin(CLEAN_GEOMETRY)
-        & ~fields["duplicate_id"].astype(bool)
-        & has_field_id(fields["field_id"])
-        & np.isfinite(fields["x"].astype(float))
-        & np.isfinite(fields["y"].astype(float))
-    ).loc[truth.index]
+    clean = clean_fields(fields, settings).loc[truth.index]
     truth, pred = truth.loc[clean], pred.loc[clean]
     ev = fields.loc[truth.index, list(CANDIDATE_INPUTS)]
     conf = ev["confidence_score"].astype(float)

@@ -33,11 +33,10 @@ import pandas as pd
 
 from cropmon.catalogue import U0C, Catalogue
 from cropmon.diagnosis.blocks import BlockGrid, block_labels, pick_in_rounds, seeded_hash
-from cropmon.diagnosis.select import CLEAN_GEOMETRY
+from cropmon.diagnosis.select import clean_fields
 from cropmon.diagnosis.settings import DiagnosisSettings
 from cropmon.diagnosis.uncertainty import field_uncertainty
 from cropmon.quotas import apportion
-from cropmon.schema import has_field_id
 
 QUOTA_COLUMNS: tuple[str, ...] = ("crop", "area", "area_share", "weight", "wanted", "available", "quota", "status")
 PICK_COLUMNS: tuple[str, ...] = (
@@ -61,13 +60,7 @@ def unlabelled_pool(fields: pd.DataFrame, uncertainty: pd.DataFrame, *, settings
     """The clean fields without a usable label, with their predicted class, scores and block (the fields' index)."""
     clean = (
         fields["gt_class"].isna()
-        & (fields["n_pixels"] >= settings.min_pixels)
-        & (fields["pixel_rule"] == "centre")
-        & fields["geometry_status"].isin(CLEAN_GEOMETRY)
-        & ~fields["duplicate_id"].astype(bool)
-        & has_field_id(fields["field_id"])
-        & np.isfinite(fields["x"].astype(float))
-        & np.isfinite(fields["y"].astype(float))
+        & clean_fields(fields, settings)
         & fields["majority_crop"].notna()
         & uncertainty["acquisition_score"].reindex(fields.index).notna()
     )
