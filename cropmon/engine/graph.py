@@ -58,7 +58,7 @@ class ChunkRules:
 
     @classmethod
     def of(cls, inputs: FieldInputs) -> ChunkRules:
-        return cls(inputs.raster.nodata, np.asarray(inputs.catalogue.id_array, dtype=np.int64), inputs.tie_break)
+        return cls(inputs.raster.nodata, inputs.catalogue.id_array, inputs.tie_break)
 
 
 @dataclass(frozen=True)
